@@ -1,0 +1,87 @@
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use hpn_oci::Digest;
+
+/// What can go wrong writing (later: reading) an archive. Messages name the
+/// archive and say what the user can do; the CLI shows them as is.
+#[derive(thiserror::Error, Debug)]
+pub enum ArchiveError {
+    /// A filesystem operation failed. The OS error is part of the message (not
+    /// a `source`) so a printed error chain does not repeat it.
+    #[error("{}", IoMessage { action, path, error })]
+    Io { action: String, path: PathBuf, error: io::Error },
+
+    #[error("cannot write an archive to {}: {reason}", .path.display())]
+    InvalidPath { path: PathBuf, reason: &'static str },
+
+    #[error(
+        "blob content {actual} does not match the expected digest {expected}; the source sent corrupt or different data"
+    )]
+    DigestMismatch { expected: Digest, actual: Digest },
+
+    #[error(
+        "blob {digest} should be {expected} bytes but {actual} arrived; the source sent truncated or different data"
+    )]
+    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
+
+    #[error("{image}: its {role} {digest} was not added to the archive (a bug in the caller; no archive was written)")]
+    MissingBlob { image: String, role: &'static str, digest: Digest },
+
+    #[error("an earlier error left an entry of {} half-written; start the archive again", .path.display())]
+    Broken { path: PathBuf },
+}
+
+impl ArchiveError {
+    pub(crate) fn io(action: impl Into<String>, path: impl Into<PathBuf>, error: io::Error) -> Self {
+        Self::Io { action: action.into(), path: path.into(), error }
+    }
+
+    /// True when the disk (or quota) is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Self::Io { error, .. } if is_no_space(error))
+    }
+
+    /// True when the OS refused access (permissions, read-only filesystem).
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Self::Io { error, .. } if is_permission_denied(error))
+    }
+
+    /// The underlying OS error, for callers that classify failures.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            Self::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+fn is_no_space(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge)
+}
+
+fn is_permission_denied(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem)
+}
+
+struct IoMessage<'a> {
+    action: &'a str,
+    path: &'a Path,
+    error: &'a io::Error,
+}
+
+impl fmt::Display for IoMessage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not {} {}: {}", self.action, self.path.display(), self.error)?;
+        if is_no_space(self.error) {
+            write!(f, "; the disk is full: free some space or write the archive to another disk")
+        } else if is_permission_denied(self.error) {
+            write!(f, "; permission denied: check permissions on the directory, or write the archive elsewhere")
+        } else if self.error.kind() == io::ErrorKind::NotFound {
+            write!(f, "; does the directory exist?")
+        } else {
+            Ok(())
+        }
+    }
+}

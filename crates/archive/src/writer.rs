@@ -1,0 +1,613 @@
+//! Writes the Docker 25+ "hybrid" archive: an OCI image layout (oci-layout,
+//! index.json, blobs/sha256/) plus Docker's manifest.json and repositories,
+//! all pointing at the same original blobs. `docker load`, `podman load` and
+//! `skopeo` (`oci-archive:` and `docker-archive:`) all read it.
+//!
+//! The tar is streamed front to back: blobs are appended as they become
+//! available (from the store, from memory, or while they download), the JSON
+//! files that describe them last. It is written to a hidden temp file beside
+//! the target and renamed over it only once complete.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use hpn_oci::{Descriptor, Digest, Sha256Hasher, annotation, media_type};
+use serde::Serialize;
+
+use crate::error::ArchiveError;
+use crate::format::{self, ManifestItem, Repositories};
+use crate::tar_format::{self, Kind, ZEROS};
+
+/// Fewer syscalls for the many small header and JSON writes, and a good
+/// chunk size for compressors.
+const BUFFER_SIZE: usize = 256 * 1024;
+/// zstd's default level: fast, and an archive of compressed layers gains
+/// little from trying harder.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Compression of the archive as a whole (the layers inside keep theirs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveCompression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// One saved image: an index.json entry, and a manifest.json entry if it has
+/// a platform docker can load.
+#[derive(Debug, Clone)]
+pub struct ArchiveImage {
+    /// The top manifest or index as it goes into index.json
+    /// (mediaType/digest/size; the writer sets annotations).
+    pub descriptor: Descriptor,
+    /// Full reference for io.containerd.image.name, e.g.
+    /// "127.0.0.1:5000/fixtures/app:1", "docker.io/library/nginx:latest" or a
+    /// digest ref "host/repo@sha256:…".
+    pub name: String,
+    /// org.opencontainers.image.ref.name: the tag alone, as Docker writes it;
+    /// None for an image pulled by digest.
+    pub tag: Option<String>,
+    /// The manifest.json entry (one platform): None if the image has no
+    /// loadable platform.
+    pub docker: Option<DockerImageEntry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerImageEntry {
+    pub config: Digest,
+    /// Docker familiar "name:tag" forms; empty for an image by digest (docker
+    /// then loads it untagged).
+    pub repo_tags: Vec<String>,
+    /// The blobs manifest.json lists as Layers ("blobs/sha256/<hex>"), in
+    /// order; may repeat a digest.
+    pub layers: Vec<Digest>,
+}
+
+/// Where tar bytes go: the file itself, or a compressor in front of it.
+enum Sink {
+    Plain(BufWriter<File>),
+    Gzip(GzEncoder<BufWriter<File>>),
+    Zstd(zstd::stream::write::Encoder<'static, BufWriter<File>>),
+}
+
+impl Sink {
+    fn new(file: File, compression: ArchiveCompression) -> io::Result<Self> {
+        let file = BufWriter::with_capacity(BUFFER_SIZE, file);
+        Ok(match compression {
+            ArchiveCompression::None => Self::Plain(file),
+            // Level 1: the payload is mostly already-compressed layers, so
+            // higher levels cost several times the CPU for a few bytes.
+            ArchiveCompression::Gzip => Self::Gzip(GzEncoder::new(file, flate2::Compression::fast())),
+            ArchiveCompression::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(file, ZSTD_LEVEL)?;
+                encoder.include_checksum(true)?;
+                let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+                if workers > 1 {
+                    encoder.multithread(workers)?;
+                }
+                Self::Zstd(encoder)
+            }
+        })
+    }
+
+    /// The raw file, with everything buffered before it written out, when
+    /// nothing sits between the tar stream and the file.
+    fn plain_file(&mut self) -> io::Result<Option<&mut File>> {
+        match self {
+            Self::Plain(writer) => {
+                writer.flush()?;
+                Ok(Some(writer.get_mut()))
+            }
+            Self::Gzip(_) | Self::Zstd(_) => Ok(None),
+        }
+    }
+
+    /// Ends the compressed stream and hands back the file.
+    fn finish(self) -> io::Result<File> {
+        let writer = match self {
+            Self::Plain(writer) => writer,
+            Self::Gzip(encoder) => encoder.finish()?,
+            Self::Zstd(encoder) => encoder.finish()?,
+        };
+        writer.into_inner().map_err(io::IntoInnerError::into_error)
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(writer) => writer.write(buf),
+            Self::Gzip(writer) => writer.write(buf),
+            Self::Zstd(writer) => writer.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Plain(writer) => writer.write_all(buf),
+            Self::Gzip(writer) => writer.write_all(buf),
+            Self::Zstd(writer) => writer.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(writer) => writer.flush(),
+            Self::Gzip(writer) => writer.flush(),
+            Self::Zstd(writer) => writer.flush(),
+        }
+    }
+}
+
+/// Writes one archive. `Send`: it may move between blocking-pool threads.
+/// Dropping it without [`ArchiveWriter::finish`] removes the temp file and
+/// leaves `path` untouched.
+pub struct ArchiveWriter {
+    path: PathBuf,
+    temp_path: PathBuf,
+    /// `None` only after finish() took it.
+    sink: Option<Sink>,
+    compression: ArchiveCompression,
+    blobs: HashSet<Digest>,
+    images: Vec<ArchiveImage>,
+    blob_dirs_written: bool,
+    /// An entry was left half-written: the tar stream is unusable.
+    broken: bool,
+    /// Reused for copies that cannot go file to file.
+    buffer: Vec<u8>,
+}
+
+impl fmt::Debug for ArchiveWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArchiveWriter")
+            .field("path", &self.path)
+            .field("temp_path", &self.temp_path)
+            .field("compression", &self.compression)
+            .field("blobs", &self.blobs.len())
+            .field("images", &self.images.len())
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveWriter {
+    /// Opens a hidden temp file beside `path` and writes the `oci-layout`
+    /// entry. Nothing appears under `path` until [`ArchiveWriter::finish`].
+    pub fn create(path: &Path, compression: ArchiveCompression) -> Result<Self, ArchiveError> {
+        let Some(file_name) = path.file_name() else {
+            return Err(ArchiveError::InvalidPath { path: path.to_owned(), reason: "it does not name a file" });
+        };
+        if path.is_dir() {
+            return Err(ArchiveError::InvalidPath { path: path.to_owned(), reason: "it is a directory" });
+        }
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let (file, temp_path) = loop {
+            let temp_path = dir.join(format!(
+                ".{}.hpn-tmp-{}-{:08x}",
+                file_name.to_string_lossy(),
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            match OpenOptions::new().write(true).create_new(true).open(&temp_path) {
+                Ok(file) => break (file, temp_path),
+                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(error) => return Err(ArchiveError::io("create a temp file for archive", path, error)),
+            }
+        };
+        let sink = match Sink::new(file, compression) {
+            Ok(sink) => sink,
+            Err(error) => {
+                let _ = fs::remove_file(&temp_path);
+                return Err(ArchiveError::io("start compressing archive", path, error));
+            }
+        };
+        let mut writer = Self {
+            path: path.to_owned(),
+            temp_path,
+            sink: Some(sink),
+            compression,
+            blobs: HashSet::new(),
+            images: Vec::new(),
+            blob_dirs_written: false,
+            broken: false,
+            buffer: Vec::new(),
+        };
+        writer.write_entry(format::OCI_LAYOUT, format::OCI_LAYOUT_CONTENT)?;
+        Ok(writer)
+    }
+
+    /// The file the archive will be renamed to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn contains_blob(&self, digest: &Digest) -> bool {
+        self.blobs.contains(digest)
+    }
+
+    /// Adds `blobs/sha256/<hex>` from a file (a store blob, already verified).
+    /// Without outer compression the bytes go file to file in the kernel
+    /// (copy_file_range/sendfile), never through a userspace buffer.
+    pub fn add_blob_from_file(&mut self, digest: &Digest, path: &Path) -> Result<(), ArchiveError> {
+        if self.blobs.contains(digest) {
+            return Ok(());
+        }
+        let source_error = |action: &str, error| ArchiveError::io(format!("{action} blob {digest} from"), path, error);
+        let file = File::open(path).map_err(|error| source_error("open", error))?;
+        let size = file.metadata().map_err(|error| source_error("read the size of", error))?.len();
+        self.begin_blob(digest, size)?;
+        let archive_path = self.path.clone();
+        let buffer = &mut self.buffer;
+        let sink = self.sink.as_mut().expect("the sink lives until finish()");
+        let copied = (|| -> io::Result<u64> {
+            let mut source = file.take(size);
+            match sink.plain_file()? {
+                Some(target) => io::copy(&mut source, target),
+                None => copy_buffered(&mut source, sink, buffer),
+            }
+        })()
+        .map_err(|error| {
+            ArchiveError::io(format!("copy blob {digest} from {} into archive", path.display()), archive_path, error)
+        })?;
+        if copied != size {
+            // The file shrank while we copied it.
+            return Err(ArchiveError::SizeMismatch { digest: digest.clone(), expected: size, actual: copied });
+        }
+        self.end_blob(digest, size)
+    }
+
+    /// Adds a blob held in memory (manifests, configs).
+    pub fn add_blob_bytes(&mut self, digest: &Digest, bytes: &[u8]) -> Result<(), ArchiveError> {
+        if self.blobs.contains(digest) {
+            return Ok(());
+        }
+        let actual = Digest::of(bytes);
+        if actual != *digest {
+            return Err(ArchiveError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        self.begin_blob(digest, bytes.len() as u64)?;
+        self.write_raw(bytes)?;
+        self.end_blob(digest, bytes.len() as u64)
+    }
+
+    /// Streams a blob of known size from `reader` (e.g. a download), hashing
+    /// it on the way. On a digest or size mismatch the archive is unusable:
+    /// the caller drops the writer.
+    pub fn add_blob_from_reader(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        reader: &mut dyn Read,
+    ) -> Result<(), ArchiveError> {
+        if self.blobs.contains(digest) {
+            return Ok(());
+        }
+        self.begin_blob(digest, size)?;
+        let mut hasher = Sha256Hasher::new();
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.resize(BUFFER_SIZE, 0);
+        let result = self.copy_hashed(digest, size, reader, &mut hasher, &mut buffer);
+        self.buffer = buffer;
+        result?;
+        let actual = hasher.finish();
+        if actual != *digest {
+            return Err(ArchiveError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        self.end_blob(digest, size)
+    }
+
+    /// Records an image for index.json / manifest.json / repositories. A
+    /// second image of the same name replaces the first.
+    pub fn add_image(&mut self, image: ArchiveImage) {
+        match self.images.iter_mut().find(|existing| existing.name == image.name) {
+            Some(existing) => *existing = image,
+            None => self.images.push(image),
+        }
+    }
+
+    /// Writes index.json, manifest.json and repositories, ends the tar and
+    /// the compression, fsyncs, and renames the archive into place. Returns
+    /// its size in bytes.
+    pub fn finish(mut self) -> Result<u64, ArchiveError> {
+        if self.broken {
+            return Err(ArchiveError::Broken { path: self.path.clone() });
+        }
+        self.check_images_complete()?;
+        if !self.blob_dirs_written {
+            self.write_blob_dirs()?;
+        }
+        let index = self.index_json();
+        self.write_entry(format::INDEX_JSON, &index)?;
+        let (manifest, repositories) = self.docker_json();
+        self.write_entry(format::MANIFEST_JSON, &manifest)?;
+        if let Some(repositories) = repositories {
+            self.write_entry(format::REPOSITORIES, &repositories)?;
+        }
+        // End of archive: two zero blocks.
+        self.write_raw(&ZEROS)?;
+        self.write_raw(&ZEROS)?;
+
+        let sink = self.sink.take().expect("the sink lives until finish()");
+        let file = sink.finish().map_err(|error| ArchiveError::io("finish writing archive", &self.path, error))?;
+        file.sync_all().map_err(|error| ArchiveError::io("sync archive", &self.path, error))?;
+        let size =
+            file.metadata().map_err(|error| ArchiveError::io("read the size of archive", &self.path, error))?.len();
+        drop(file);
+        fs::rename(&self.temp_path, &self.path)
+            .map_err(|error| ArchiveError::io("move the finished archive into place at", &self.path, error))?;
+        // Renamed: nothing left for Drop to clean up.
+        self.temp_path = PathBuf::new();
+        let dir = self.path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|error| ArchiveError::io("sync directory", dir, error))?;
+        Ok(size)
+    }
+
+    fn copy_hashed(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        reader: &mut dyn Read,
+        hasher: &mut Sha256Hasher,
+        buffer: &mut [u8],
+    ) -> Result<(), ArchiveError> {
+        let mut remaining = size;
+        while remaining > 0 {
+            let want = remaining.min(buffer.len() as u64) as usize;
+            let read = match reader.read(&mut buffer[..want]) {
+                Ok(0) => {
+                    return Err(ArchiveError::SizeMismatch {
+                        digest: digest.clone(),
+                        expected: size,
+                        actual: size - remaining,
+                    });
+                }
+                Ok(read) => read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    return Err(ArchiveError::io(format!("read blob {digest} for archive"), &self.path, error));
+                }
+            };
+            hasher.update(&buffer[..read]);
+            self.write_raw(&buffer[..read])?;
+            remaining -= read as u64;
+        }
+        // More bytes than announced means this is not the blob we were promised.
+        let mut probe = [0u8; 1];
+        loop {
+            match reader.read(&mut probe) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    return Err(ArchiveError::SizeMismatch {
+                        digest: digest.clone(),
+                        expected: size,
+                        actual: size + 1,
+                    });
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    return Err(ArchiveError::io(format!("read blob {digest} for archive"), &self.path, error));
+                }
+            }
+        }
+    }
+
+    /// Writes the header of a blob entry; the entry counts as half-written
+    /// (archive broken) until end_blob().
+    fn begin_blob(&mut self, digest: &Digest, size: u64) -> Result<(), ArchiveError> {
+        if self.broken {
+            return Err(ArchiveError::Broken { path: self.path.clone() });
+        }
+        if !self.blob_dirs_written {
+            self.write_blob_dirs()?;
+        }
+        let header = tar_format::entry_header(&format::blob_path(digest.hex()), size, Kind::File);
+        self.broken = true;
+        self.write_raw(&header)
+    }
+
+    fn end_blob(&mut self, digest: &Digest, size: u64) -> Result<(), ArchiveError> {
+        self.write_raw(&ZEROS[..tar_format::padding(size)])?;
+        self.broken = false;
+        self.blobs.insert(digest.clone());
+        Ok(())
+    }
+
+    fn write_blob_dirs(&mut self) -> Result<(), ArchiveError> {
+        for dir in [format::BLOBS_DIR, format::BLOBS_SHA256_DIR] {
+            let header = tar_format::entry_header(dir, 0, Kind::Directory);
+            self.write_raw(&header)?;
+        }
+        self.blob_dirs_written = true;
+        Ok(())
+    }
+
+    /// A whole small file entry: header, data, padding.
+    fn write_entry(&mut self, name: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
+        let header = tar_format::entry_header(name, bytes.len() as u64, Kind::File);
+        self.broken = true;
+        self.write_raw(&header)?;
+        self.write_raw(bytes)?;
+        self.write_raw(&ZEROS[..tar_format::padding(bytes.len() as u64)])?;
+        self.broken = false;
+        Ok(())
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
+        let sink = self.sink.as_mut().expect("the sink lives until finish()");
+        sink.write_all(bytes).map_err(|error| {
+            self.broken = true;
+            ArchiveError::io("write archive", &self.path, error)
+        })
+    }
+
+    /// An archive whose index.json or manifest.json names a blob it lacks
+    /// loads nowhere; refuse to produce one.
+    fn check_images_complete(&self) -> Result<(), ArchiveError> {
+        for image in &self.images {
+            let missing = |role, digest: &Digest| {
+                (!self.blobs.contains(digest)).then(|| ArchiveError::MissingBlob {
+                    image: image.name.clone(),
+                    role,
+                    digest: digest.clone(),
+                })
+            };
+            let role = if media_type::is_index(&image.descriptor.media_type) { "index" } else { "manifest" };
+            if let Some(error) = missing(role, &image.descriptor.digest) {
+                return Err(error);
+            }
+            if let Some(docker) = &image.docker {
+                let layers = docker.layers.iter().map(|layer| ("layer", layer));
+                for (role, digest) in std::iter::once(("config", &docker.config)).chain(layers) {
+                    if let Some(error) = missing(role, digest) {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn index_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Index<'a> {
+            schema_version: u32,
+            media_type: &'a str,
+            manifests: Vec<Descriptor>,
+        }
+        let manifests = self
+            .images
+            .iter()
+            .map(|image| {
+                let mut descriptor = image.descriptor.clone();
+                descriptor.annotations.insert(annotation::CONTAINERD_IMAGE_NAME.to_owned(), image.name.clone());
+                match &image.tag {
+                    Some(tag) => descriptor.annotations.insert(annotation::REF_NAME.to_owned(), tag.clone()),
+                    None => descriptor.annotations.remove(annotation::REF_NAME),
+                };
+                descriptor
+            })
+            .collect();
+        let index = Index { schema_version: 2, media_type: media_type::OCI_INDEX, manifests };
+        serde_json::to_vec(&index).expect("index.json always serializes")
+    }
+
+    /// manifest.json and, if any image is tagged, repositories.
+    fn docker_json(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        let mut items: Vec<ManifestItem> = Vec::new();
+        let mut repositories = Repositories::new();
+        for docker in self.images.iter().filter_map(|image| image.docker.as_ref()) {
+            let config = format::blob_path(docker.config.hex());
+            let layers: Vec<String> = docker.layers.iter().map(|layer| format::blob_path(layer.hex())).collect();
+            // Docker writes one entry per image and lists all its tags there.
+            let item = match items.iter_mut().find(|item| item.config == config && item.layers == layers) {
+                Some(item) => item,
+                None => {
+                    items.push(ManifestItem { config, repo_tags: Vec::new(), layers });
+                    items.last_mut().expect("just pushed")
+                }
+            };
+            for repo_tag in &docker.repo_tags {
+                if !item.repo_tags.contains(repo_tag) {
+                    item.repo_tags.push(repo_tag.clone());
+                }
+            }
+            let Some(top_layer) = docker.layers.last() else { continue };
+            for (name, tag) in docker.repo_tags.iter().filter_map(|repo_tag| format::split_repo_tag(repo_tag)) {
+                repositories.entry(name.to_owned()).or_default().insert(tag.to_owned(), top_layer.hex().to_owned());
+            }
+        }
+        let manifest = serde_json::to_vec(&items).expect("manifest.json always serializes");
+        let repositories = (!repositories.is_empty())
+            .then(|| serde_json::to_vec(&repositories).expect("repositories always serializes"));
+        (manifest, repositories)
+    }
+}
+
+impl Drop for ArchiveWriter {
+    fn drop(&mut self) {
+        if self.temp_path.as_os_str().is_empty() {
+            return;
+        }
+        // Close (and stop any zstd workers) before removing.
+        drop(self.sink.take());
+        if let Err(error) = fs::remove_file(&self.temp_path)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.temp_path.display(), %error, "could not remove unfinished archive");
+        }
+    }
+}
+
+/// Copies everything from `source` through `sink` in `buffer`-sized chunks
+/// (compressors want big writes; io::copy's would be 8 KiB).
+fn copy_buffered(source: &mut impl Read, sink: &mut Sink, buffer: &mut Vec<u8>) -> io::Result<u64> {
+    buffer.resize(BUFFER_SIZE, 0);
+    let mut copied = 0;
+    loop {
+        let read = match source.read(buffer) {
+            Ok(0) => return Ok(copied),
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        sink.write_all(&buffer[..read])?;
+        copied += read as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names over ustar's 100 bytes are not expected (blob paths are 77), but
+    /// must still come out right in every reader.
+    #[test]
+    fn long_entry_names_survive_in_the_tar_crate_and_gnu_tar() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.tar");
+        let long_component = format!("dir/{}", "c".repeat(130));
+        let long_path = format!("{}/{}/file.json", "a".repeat(60), "b".repeat(60));
+        let mut writer = ArchiveWriter::create(&path, ArchiveCompression::None).unwrap();
+        writer.write_entry(&long_component, b"first").unwrap();
+        writer.write_entry(&long_path, &vec![7; 1000]).unwrap();
+        writer.write_entry("short", b"third").unwrap();
+        writer.finish().unwrap();
+
+        let bytes = fs::read(&path).unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let entries: Vec<(String, Vec<u8>)> = archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let mut entry = entry.unwrap();
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).unwrap();
+                (String::from_utf8(entry.path_bytes().into_owned()).unwrap(), data)
+            })
+            .collect();
+        let names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names[..7],
+            ["oci-layout", &long_component, &long_path, "short", "blobs/", "blobs/sha256/", "index.json"]
+        );
+        assert_eq!(entries[1].1, b"first");
+        assert_eq!(entries[2].1, vec![7; 1000]);
+        assert_eq!(entries[3].1, b"third");
+
+        let listed = std::process::Command::new("tar").arg("tf").arg(&path).output().unwrap();
+        assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+        let listed = String::from_utf8(listed.stdout).unwrap();
+        let listed: Vec<&str> = listed.lines().collect();
+        assert_eq!(listed[..4], ["oci-layout", &long_component, &long_path, "short"]);
+    }
+}

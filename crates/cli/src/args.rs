@@ -1,0 +1,113 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Daemonless container image transfer: pull, save, load and push images
+/// without a Docker daemon.
+#[derive(Debug, Parser)]
+#[command(name = "hpn", version, about, max_term_width = 110)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Content-addressed store directory [default: ~/.cache/hpn/store]
+    #[arg(long, global = true, env = "HPN_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Config file [default: first of ~/.hpn/config.yaml, /etc/hpn/config.yaml, ./config.yaml]
+    #[arg(long, global = true, env = "HPN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Registry to reach over plain HTTP or unverified TLS (repeatable). Loopback registries need no flag.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Images transferred at once [default: 4, or parallel.max_workers from the config]
+    #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: Option<u16>,
+    /// Attempts per request before giving up [default: 5]
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub retries: Option<u32>,
+    /// No progress and no summary; errors only
+    #[arg(short, long, global = true, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print the summary as JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull images from their registries into the store
+    Pull(PullArgs),
+    /// Pull images and write them as archives that docker load and podman load accept
+    Save(SaveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageSelection {
+    /// Image references (nginx, nginx:1.25, host:5000/team/app@sha256:…)
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// File listing one image a line; blank lines and # comments are skipped (repeatable)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Platform to take from multi-platform images [default: the host's, e.g. linux/amd64]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "all_platforms")]
+    pub platform: Option<String>,
+    /// Take every platform of multi-platform images
+    #[arg(long)]
+    pub all_platforms: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub selection: ImageSelection,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    #[command(flatten)]
+    pub selection: ImageSelection,
+    /// Write every image into this one archive (each shared layer once)
+    #[arg(short = 'o', long, value_name = "FILE", conflicts_with = "save_mode")]
+    pub output: Option<PathBuf>,
+    /// One archive per image, named like the Go hpn: 1 = ./, 2 = ./images/, 3 = ./images/<project>/
+    #[arg(long, value_name = "MODE", value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub save_mode: Option<u8>,
+    /// Compress the whole archive
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub compress: Option<Compression>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn output_and_save_mode_exclude_each_other() {
+        let parsed = Cli::try_parse_from(["hpn", "save", "nginx", "-o", "a.tar", "--save-mode", "2"]);
+        assert_eq!(parsed.unwrap_err().kind(), clap::error::ErrorKind::ArgumentConflict);
+        let parsed = Cli::try_parse_from(["hpn", "save", "--save-mode", "4", "nginx"]);
+        assert!(parsed.is_err());
+    }
+}

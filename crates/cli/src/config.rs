@@ -1,0 +1,204 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use serde::Deserialize;
+
+use crate::args::GlobalArgs;
+use crate::exit::{ExitStatus, Failure};
+
+const DEFAULT_JOBS: usize = 4;
+const DEFAULT_ATTEMPTS: u32 = 5;
+
+/// The parts of the Go hpn's `config.yaml` this hpn reads, plus `store`,
+/// `platform` and `insecure_registries`. Unknown keys (proxy, logging,
+/// runtime.preferred, …) are accepted and ignored so existing hpn configs
+/// keep working.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ConfigFile {
+    store: Option<PathBuf>,
+    platform: Option<String>,
+    insecure_registries: Vec<String>,
+    parallel: ParallelSection,
+    modes: ModesSection,
+    runtime: RuntimeSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ParallelSection {
+    max_workers: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ModesSection {
+    save_mode: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RuntimeSection {
+    retry: RetrySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RetrySection {
+    max_attempts: Option<u32>,
+}
+
+/// Effective settings: flag > `HPN_*` environment > config file > default.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub store_root: PathBuf,
+    pub jobs: usize,
+    pub attempts: u32,
+    pub insecure_registries: Vec<String>,
+    pub default_platform: Option<String>,
+    pub default_save_mode: Option<u8>,
+    pub quiet: bool,
+    pub json: bool,
+}
+
+impl Settings {
+    pub fn resolve(global: &GlobalArgs) -> Result<Self, Failure> {
+        Self::resolve_with(global, |name| std::env::var(name).ok(), &default_config_candidates())
+            .map_err(|error| Failure::new(ExitStatus::Config, error))
+    }
+
+    fn resolve_with(
+        global: &GlobalArgs,
+        env: impl Fn(&str) -> Option<String>,
+        candidates: &[PathBuf],
+    ) -> anyhow::Result<Self> {
+        let file = match &global.config {
+            Some(path) => read_config(path)?,
+            None => match candidates.iter().find(|path| path.is_file()) {
+                Some(path) => read_config(path)?,
+                None => ConfigFile::default(),
+            },
+        };
+        let env_number = |name: &str| -> anyhow::Result<Option<u64>> {
+            env(name)
+                .map(|value| {
+                    value.trim().parse::<u64>().with_context(|| format!("{name}={value:?} is not a whole number"))
+                })
+                .transpose()
+        };
+
+        let store_root = match global.store.clone().or(file.store) {
+            Some(root) => root,
+            None => {
+                hpn_store::Store::default_root().context("cannot find a default store directory; pass --store DIR")?
+            }
+        };
+        let jobs = match global.jobs {
+            Some(jobs) => usize::from(jobs),
+            None => env_number("HPN_JOBS")?.map(|n| n as usize).or(file.parallel.max_workers).unwrap_or(DEFAULT_JOBS),
+        };
+        if jobs == 0 {
+            return Err(anyhow!("the number of parallel jobs must be at least 1"));
+        }
+        let attempts = match global.retries {
+            Some(attempts) => attempts,
+            None => env_number("HPN_RETRIES")?
+                .map(|n| n as u32)
+                .or(file.runtime.retry.max_attempts)
+                .unwrap_or(DEFAULT_ATTEMPTS)
+                .max(1),
+        };
+        let default_save_mode = match env_number("HPN_SAVE_MODE")? {
+            Some(mode) => Some(mode as u8),
+            None => file.modes.save_mode,
+        };
+        if let Some(mode) = default_save_mode.filter(|mode| !(1..=3).contains(mode)) {
+            return Err(anyhow!("save mode {mode} from the config or HPN_SAVE_MODE is not 1, 2 or 3"));
+        }
+        let mut insecure_registries = global.insecure_registries.clone();
+        if let Some(list) = env("HPN_INSECURE_REGISTRIES") {
+            insecure_registries.extend(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+        }
+        insecure_registries.extend(file.insecure_registries);
+        Ok(Self {
+            store_root,
+            jobs,
+            attempts,
+            insecure_registries,
+            default_platform: env("HPN_PLATFORM").or(file.platform),
+            default_save_mode,
+            quiet: global.quiet,
+            json: global.json,
+        })
+    }
+}
+
+fn default_config_candidates() -> Vec<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(Path::new(&home).join(".hpn/config.yaml"));
+    }
+    candidates.push(PathBuf::from("/etc/hpn/config.yaml"));
+    candidates.push(PathBuf::from("config.yaml"));
+    candidates
+}
+
+fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    if text.trim().is_empty() {
+        return Ok(ConfigFile::default());
+    }
+    tracing::info!(path = %path.display(), "using config file");
+    serde_yaml_ng::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::Cli;
+
+    fn resolve(arguments: &[&str], env: &[(&str, &str)], config: Option<&str>) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        if let Some(text) = config {
+            std::fs::write(&path, text).unwrap();
+        }
+        let mut argv = vec!["hpn", "--store", "/tmp/store"];
+        argv.extend_from_slice(arguments);
+        argv.extend_from_slice(&["pull", "x"]);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::resolve_with(&cli.global, |name| env.get(name).cloned(), &[path])
+    }
+
+    #[test]
+    fn go_hpn_config_keys_are_read_and_unknown_ones_ignored() {
+        let config = "registry: harbor.local\nproject: team\nparallel:\n  max_workers: 7\nmodes:\n  save_mode: 2\n\
+                      runtime:\n  preferred: docker\n  retry:\n    max_attempts: 9\nproxy:\n  enabled: false\n";
+        let settings = resolve(&[], &[], Some(config)).unwrap();
+        assert_eq!(settings.jobs, 7);
+        assert_eq!(settings.attempts, 9);
+        assert_eq!(settings.default_save_mode, Some(2));
+    }
+
+    #[test]
+    fn flags_beat_environment_beats_file() {
+        let config = "parallel:\n  max_workers: 7\n";
+        assert_eq!(resolve(&[], &[("HPN_JOBS", "3")], Some(config)).unwrap().jobs, 3);
+        assert_eq!(resolve(&["-j", "2"], &[("HPN_JOBS", "3")], Some(config)).unwrap().jobs, 2);
+        assert_eq!(resolve(&[], &[], None).unwrap().jobs, DEFAULT_JOBS);
+    }
+
+    #[test]
+    fn bad_values_are_config_errors_naming_their_source() {
+        let error = resolve(&[], &[], Some("parallel: [1, 2]\n")).unwrap_err();
+        assert!(format!("{error:#}").contains("config.yaml"), "{error:#}");
+        let error = resolve(&[], &[("HPN_JOBS", "many")], None).unwrap_err();
+        assert!(error.to_string().contains("HPN_JOBS"), "{error}");
+        assert!(resolve(&[], &[("HPN_SAVE_MODE", "5")], None).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+//! The hpn command line. The only crate that knows about terminals, config
+//! files, environment variables and exit codes; the libraries below it only
+//! return typed errors and progress events.
+
+mod args;
+mod commands;
+mod config;
+mod exit;
+mod image_list;
+mod legacy;
+mod progress;
+mod summary;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use crate::args::Cli;
+use crate::exit::{ExitStatus, Failure};
+
+/// Parses arguments, loads configuration and runs the command.
+pub fn main() -> ExitCode {
+    let subcommands: Vec<String> =
+        Cli::command().get_subcommands().map(|command| command.get_name().to_owned()).collect();
+    let arguments = legacy::rewrite_action_flag(std::env::args_os().collect(), &subcommands);
+    let cli = match Cli::try_parse_from(arguments) {
+        Ok(cli) => cli,
+        Err(error) => {
+            // clap exits 2 for usage errors and 0 for --help/--version, as hpn does.
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
+    init_tracing(cli.global.verbose);
+    match run(cli) {
+        Ok(status) => status.into(),
+        Err(failure) => {
+            eprintln!("hpn: {:#}", failure.error);
+            failure.status.into()
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitStatus, Failure> {
+    let settings = config::Settings::resolve(&cli.global)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("hpn-worker").build().map_err(
+        |error| Failure::new(ExitStatus::General, anyhow::anyhow!("cannot start the async runtime: {error}")),
+    )?;
+    runtime.block_on(commands::run(cli.command, settings))
+}
+
+/// Logs go to stderr. `RUST_LOG` wins; else -v is info, -vv debug, -vvv trace.
+fn init_tracing(verbosity: u8) {
+    let default = match verbosity {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

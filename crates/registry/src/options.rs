@@ -1,0 +1,98 @@
+use std::time::Duration;
+
+use crate::credentials::Credentials;
+
+/// How a [`RegistryClient`](crate::RegistryClient) talks to registries.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Registries (`host` or `host:port`) the user named insecure: HTTPS is tried
+    /// without certificate verification, then plain HTTP, as Docker does. An
+    /// entry without a port matches the host on any port.
+    pub insecure_registries: Vec<String>,
+    pub credentials: Credentials,
+    pub retry: RetryPolicy,
+    pub user_agent: String,
+    pub connect_timeout: Duration,
+    /// Concurrent requests per registry host, open blob bodies included.
+    pub max_requests_per_host: usize,
+    /// A response that does not start, or a body that delivers no byte, for
+    /// this long is treated as broken: the request is retried or the blob
+    /// resumed. No total timeout exists, since a large layer may take hours.
+    pub stall_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            insecure_registries: Vec::new(),
+            credentials: Credentials::default(),
+            retry: RetryPolicy::default(),
+            user_agent: format!("hpn/{}", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Duration::from_secs(30),
+            // Six is what browsers and Docker's own puller settle on per host;
+            // more mostly adds contention on the registry side.
+            max_requests_per_host: 6,
+            stall_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Exponential backoff with jitter.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; 1 means no retry.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 5, base_delay: Duration::from_millis(250), max_delay: Duration::from_secs(10) }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause before the next attempt after `failures` consecutive failures
+    /// (1 for the first). Half of the exponential step is random, so many
+    /// clients failing together do not come back in lockstep.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(20);
+        let step = self.base_delay.saturating_mul(1 << exponent).min(self.max_delay);
+        let half = step / 2;
+        let jitter = half.mul_f64(fastrand::f64());
+        half + jitter
+    }
+
+    pub(crate) fn attempts(&self) -> u32 {
+        self.max_attempts.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_within_jitter_and_is_capped() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+        };
+        for _ in 0..50 {
+            let first = policy.backoff(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+            let third = policy.backoff(3);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400), "{third:?}");
+            let late = policy.backoff(30);
+            assert!(late >= Duration::from_millis(500) && late <= Duration::from_millis(1000), "{late:?}");
+        }
+    }
+
+    #[test]
+    fn zero_attempts_still_means_one_try() {
+        let policy = RetryPolicy { max_attempts: 0, ..RetryPolicy::default() };
+        assert_eq!(policy.attempts(), 1);
+    }
+}

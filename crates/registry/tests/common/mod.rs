@@ -1,0 +1,601 @@
+//! Real peers for the registry client's tests: the distribution registry
+//! (`docker-registry`) as a child process, a tiny scripted HTTP server for
+//! behaviour a real registry will not show on demand (resets, stalls,
+//! redirects, 503s), and a deterministic test image pushed over HTTP.
+//!
+//! The workspace's shared testkit will offer the registry process too; this
+//! private copy keeps the crate's tests independent of it meanwhile.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hpn_oci::{Descriptor, Digest, Reference, media_type};
+
+// ---------------------------------------------------------------- registry
+
+pub enum RegistryAuth {
+    None,
+    Htpasswd { username: String, password: String },
+    Token { realm: String, service: String, issuer: String, cert_pem: PathBuf },
+}
+
+/// A `docker-registry serve` process on 127.0.0.1, killed on drop.
+pub struct Registry {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`, the registry name for references.
+    pub host: String,
+}
+
+impl Registry {
+    pub fn start(auth: &RegistryAuth) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port("127.0.0.1");
+        let host = format!("127.0.0.1:{port}");
+        let auth_section = match auth {
+            RegistryAuth::None => String::new(),
+            RegistryAuth::Htpasswd { username, password } => {
+                let hash = bcrypt::hash(password, 4).unwrap();
+                let path = dir.path().join("htpasswd");
+                std::fs::write(&path, format!("{username}:{hash}\n")).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: hpn-test\n    path: {}\n", path.display())
+            }
+            RegistryAuth::Token { realm, service, issuer, cert_pem } => format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+                cert_pem.display()
+            ),
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: hpn-registry-tests\n{auth_section}",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) must be installed");
+        let mut registry = Self { child, dir, host };
+        registry.wait_ready();
+        registry
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    pub fn reference(&self, text: &str) -> Reference {
+        format!("{}/{text}", self.host).parse().unwrap()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("docker-registry exited with {status}: {}", self.log());
+            }
+            if let Some(code) = raw_status(&self.host, "/v2/")
+                && (code == 200 || code == 401)
+            {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        panic!("docker-registry did not come up: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status of a one-shot HTTP/1.0 GET, or None when nothing answers.
+fn raw_status(host: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------- image
+
+/// A small single-layer OCI image with real tar+gzip content.
+pub struct TestImage {
+    pub config: Vec<u8>,
+    pub layer: Vec<u8>,
+    pub manifest: Vec<u8>,
+}
+
+impl TestImage {
+    /// Deterministic for a seed; the layer carries `payload_len` bytes of
+    /// incompressible data, so its blob spans many network chunks.
+    pub fn build(seed: u64, payload_len: usize) -> Self {
+        let mut tar = tar::Builder::new(Vec::new());
+        let files = [
+            ("etc/hostname", format!("hpn-test-{seed}\n").into_bytes()),
+            ("data.bin", pseudo_random(seed, payload_len)),
+        ];
+        for (name, content) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_path(name).unwrap();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(1_700_000_000);
+            header.set_cksum();
+            tar.append(&header, content.as_slice()).unwrap();
+        }
+        let tar = tar.into_inner().unwrap();
+        let diff_id = Digest::of(&tar);
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(&tar).unwrap();
+        let layer = gzip.finish().unwrap();
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+        )
+        .into_bytes();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{}","size":{}}}]}}"#,
+            media_type::OCI_MANIFEST,
+            media_type::OCI_CONFIG,
+            Digest::of(&config),
+            config.len(),
+            media_type::OCI_LAYER_GZIP,
+            Digest::of(&layer),
+            layer.len()
+        )
+        .into_bytes();
+        Self { config, layer, manifest }
+    }
+
+    pub fn manifest_digest(&self) -> Digest {
+        Digest::of(&self.manifest)
+    }
+
+    pub fn layer_descriptor(&self) -> Descriptor {
+        Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::of(&self.layer), self.layer.len() as u64)
+    }
+
+    /// Pushes blobs then the manifest under `tag`, as a client would.
+    pub async fn push(&self, base_url: &str, repository: &str, tag: &str, authorization: Option<&str>) {
+        let client = reqwest::Client::new();
+        let with_auth = |request: reqwest::RequestBuilder| match authorization {
+            Some(value) => request.header("Authorization", value),
+            None => request,
+        };
+        for blob in [&self.config, &self.layer] {
+            let started =
+                with_auth(client.post(format!("{base_url}/v2/{repository}/blobs/uploads/"))).send().await.unwrap();
+            assert_eq!(started.status(), 202, "upload start: {:?}", started.text().await);
+            let location = started.headers()["location"].to_str().unwrap().to_owned();
+            let mut url = reqwest::Url::parse(base_url).unwrap().join(&location).unwrap();
+            url.query_pairs_mut().append_pair("digest", &Digest::of(blob).to_string());
+            let put = with_auth(client.put(url).header("Content-Type", "application/octet-stream").body(blob.clone()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(put.status(), 201, "blob put: {:?}", put.text().await);
+        }
+        let put = with_auth(
+            client
+                .put(format!("{base_url}/v2/{repository}/manifests/{tag}"))
+                .header("Content-Type", media_type::OCI_MANIFEST)
+                .body(self.manifest.clone()),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(put.status(), 201, "manifest put: {:?}", put.text().await);
+    }
+}
+
+/// xorshift64*: incompressible, reproducible bytes.
+pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn basic_auth(username: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
+}
+
+// ---------------------------------------------------------------- scripted HTTP server
+
+/// A request as the scripted server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or(&self.target)
+    }
+}
+
+pub enum Action {
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Announces `body.len()` bytes, sends the first `send`, then closes the connection.
+    Truncate {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        send: usize,
+    },
+    /// Sends the first `send` bytes, then says nothing for `pause`.
+    Stall {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        send: usize,
+        pause: Duration,
+    },
+    /// No Content-Length: the body is whatever comes before the connection closes.
+    UntilClose {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+}
+
+impl Action {
+    pub fn status(status: u16) -> Self {
+        Self::Respond { status, headers: Vec::new(), body: Vec::new() }
+    }
+
+    pub fn ok(body: &[u8]) -> Self {
+        Self::Respond { status: 200, headers: Vec::new(), body: body.to_vec() }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        match &mut self {
+            Self::Respond { headers, .. }
+            | Self::Truncate { headers, .. }
+            | Self::Stall { headers, .. }
+            | Self::UntilClose { headers, .. } => headers.push((name.to_owned(), value.to_owned())),
+        }
+        self
+    }
+}
+
+type Handler = dyn Fn(&Seen) -> Action + Send + Sync;
+
+/// An HTTP/1.1 server on a loopback address that answers each request with
+/// what a closure decides, and records what it saw.
+pub struct Scripted {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    tls_handshakes: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    pub fn start(ip: &str, handler: impl Fn(&Seen) -> Action + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tls_handshakes = Arc::new(AtomicUsize::new(0));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (seen_in, stop_in, tls_in) = (seen.clone(), stop.clone(), tls_handshakes.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop_in.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (handler, seen, tls) = (handler.clone(), seen_in.clone(), tls_in.clone());
+                thread::spawn(move || serve_connection(stream, &*handler, &seen, &tls));
+            }
+        });
+        Self { addr, seen, stop, tls_handshakes }
+    }
+
+    /// TLS handshakes that reached this plain-HTTP server (and were refused).
+    pub fn tls_handshakes(&self) -> usize {
+        self.tls_handshakes.load(Ordering::SeqCst)
+    }
+
+    /// `127.0.0.1:PORT`, the registry name for references.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.seen().iter().filter(|seen| seen.path() == path).count()
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve_connection(stream: TcpStream, handler: &Handler, seen: &Mutex<Vec<Seen>>, tls: &AtomicUsize) {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    // A TLS handshake record: answer as Go's net/http does, so a client trying
+    // HTTPS first learns at once that this is plain HTTP.
+    if reader.fill_buf().is_ok_and(|buffer| buffer.first() == Some(&0x16)) {
+        tls.fetch_add(1, Ordering::SeqCst);
+        let _ = writer.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n");
+        let _ = writer.shutdown(Shutdown::Both);
+        return;
+    }
+    loop {
+        let mut request_line = String::new();
+        match reader.read_line(&mut request_line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut parts = request_line.split_whitespace();
+        let (Some(method), Some(target)) = (parts.next(), parts.next()) else { return };
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                headers.push((name.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+        let request = Seen { method: method.to_owned(), target: target.to_owned(), headers };
+        if let Some(length) = request.header("content-length").and_then(|value| value.parse::<u64>().ok()) {
+            let mut body = Vec::new();
+            if (&mut reader).take(length).read_to_end(&mut body).is_err() {
+                return;
+            }
+        }
+        seen.lock().unwrap().push(request.clone());
+        let head_only = request.method == "HEAD";
+        let keep_open = match handler(&request) {
+            Action::Respond { status, headers, body } => {
+                let length = body.len();
+                write_head(&mut writer, status, &headers, Some(length));
+                if !head_only {
+                    let _ = writer.write_all(&body);
+                }
+                true
+            }
+            Action::Truncate { status, headers, body, send } => {
+                write_head(&mut writer, status, &headers, Some(body.len()));
+                let _ = writer.write_all(&body[..send]);
+                false
+            }
+            Action::Stall { status, headers, body, send, pause } => {
+                write_head(&mut writer, status, &headers, Some(body.len()));
+                let _ = writer.write_all(&body[..send]);
+                let _ = writer.flush();
+                thread::sleep(pause);
+                false
+            }
+            Action::UntilClose { status, mut headers, body } => {
+                headers.push(("Connection".to_owned(), "close".to_owned()));
+                write_head(&mut writer, status, &headers, None);
+                let _ = writer.write_all(&body);
+                false
+            }
+        };
+        let _ = writer.flush();
+        if !keep_open {
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+fn write_head(writer: &mut TcpStream, status: u16, headers: &[(String, String)], length: Option<usize>) {
+    let mut head = format!("HTTP/1.1 {status} Scripted\r\n");
+    if let Some(length) = length {
+        head.push_str(&format!("Content-Length: {length}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = writer.write_all(head.as_bytes());
+}
+
+// ---------------------------------------------------------------- token server
+
+/// Signs registry tokens (ES256 JWTs) with a key whose self-signed
+/// certificate the registry trusts through `rootcertbundle`.
+pub struct TokenSigner {
+    key: ring::signature::EcdsaKeyPair,
+    cert_der_base64: String,
+    pub cert_pem: PathBuf,
+    pub issuer: String,
+    pub service: String,
+}
+
+impl TokenSigner {
+    /// The key and certificate come from the openssl command line tool (it is
+    /// a dependency of ca-certificates, so present wherever TLS works).
+    pub fn generate(dir: &Path) -> Self {
+        let key_pem = dir.join("token-key.pem");
+        let cert_pem = dir.join("token-cert.pem");
+        let output = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3"])
+            .args(["-subj", "/CN=hpn-test-token-issuer", "-keyout"])
+            .arg(&key_pem)
+            .arg("-out")
+            .arg(&cert_pem)
+            .output()
+            .expect("openssl must be installed");
+        assert!(output.status.success(), "openssl: {}", String::from_utf8_lossy(&output.stderr));
+        let key_der = pem_body(&std::fs::read_to_string(&key_pem).unwrap(), "PRIVATE KEY");
+        let cert_der = pem_body(&std::fs::read_to_string(&cert_pem).unwrap(), "CERTIFICATE");
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key_der,
+            &ring::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        Self {
+            key,
+            cert_der_base64: base64::engine::general_purpose::STANDARD.encode(cert_der),
+            cert_pem,
+            issuer: "hpn-test-issuer".to_owned(),
+            service: "hpn-test-registry".to_owned(),
+        }
+    }
+
+    /// A token granting `actions` on `repository` (none when `repository` is
+    /// None), valid from one minute ago for `lifetime_secs` (negative: expired).
+    pub fn token(&self, repository: Option<&str>, actions: &[&str], lifetime_secs: i64) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": [self.cert_der_base64]});
+        let access: Vec<serde_json::Value> = repository
+            .map(|name| serde_json::json!({"type": "repository", "name": name, "actions": actions}))
+            .into_iter()
+            .collect();
+        // distribution allows 60 s of clock skew on exp/nbf, so an expired
+        // token must lie well beyond that.
+        let expiry = if lifetime_secs < 0 { now - 600 } else { now + lifetime_secs };
+        let claims = serde_json::json!({
+            "iss": self.issuer, "sub": "alice", "aud": self.service,
+            "exp": expiry, "nbf": now - 60, "iat": now - 60,
+            "jti": format!("{:x}", fastrand_u64()), "access": access,
+        });
+        let input = format!("{}.{}", url.encode(header.to_string()), url.encode(claims.to_string()));
+        let signature = self.key.sign(&ring::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+        format!("{input}.{}", url.encode(signature.as_ref()))
+    }
+}
+
+fn fastrand_u64() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn pem_body(pem: &str, label: &str) -> Vec<u8> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = pem.find(&begin).unwrap_or_else(|| panic!("no {label} in PEM")) + begin.len();
+    let stop = pem[start..].find(&end).unwrap() + start;
+    let text: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+}
+
+/// A token endpoint that checks Basic credentials, service and scope, and
+/// hands out tokens for pull only. Counts what it issued.
+pub struct TokenServer {
+    server: Scripted,
+    pub issued: Arc<AtomicUsize>,
+}
+
+impl TokenServer {
+    /// `expired_first`: the first token handed out is already expired (while
+    /// claiming a long lifetime), to exercise the refresh after a 401.
+    pub fn start(signer: Arc<TokenSigner>, username: &str, password: &str, expired_first: bool) -> Self {
+        let issued = Arc::new(AtomicUsize::new(0));
+        let expected = basic_auth(username, password);
+        let counter = issued.clone();
+        let server = Scripted::start("127.0.0.1", move |request| {
+            let query = request.target.split_once('?').map(|(_, query)| query).unwrap_or("");
+            let params: Vec<(String, String)> = reqwest::Url::parse(&format!("http://x/?{query}"))
+                .unwrap()
+                .query_pairs()
+                .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                .collect();
+            let param = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+            if param("service") != Some(signer.service.as_str()) {
+                return Action::Respond {
+                    status: 400,
+                    headers: Vec::new(),
+                    body: br#"{"details":"wrong service"}"#.to_vec(),
+                };
+            }
+            let authenticated = match request.header("authorization") {
+                None => false,
+                Some(value) if value == expected => true,
+                Some(_) => {
+                    return Action::Respond {
+                        status: 401,
+                        headers: Vec::new(),
+                        body: br#"{"details":"incorrect username or password"}"#.to_vec(),
+                    };
+                }
+            };
+            // Anonymous users get a token without access, as Docker Hub does
+            // for private repositories.
+            let repository = param("scope").and_then(|scope| {
+                let mut parts = scope.splitn(3, ':');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some("repository"), Some(name), Some(_)) if authenticated => Some(name.to_owned()),
+                    _ => None,
+                }
+            });
+            let number = counter.fetch_add(1, Ordering::SeqCst);
+            let lifetime = if expired_first && number == 0 { -1 } else { 300 };
+            let token = signer.token(repository.as_deref(), &["pull"], lifetime);
+            Action::ok(serde_json::json!({"token": token, "expires_in": 300}).to_string().as_bytes())
+        });
+        Self { server, issued }
+    }
+
+    pub fn realm(&self) -> String {
+        format!("http://{}/token", self.server.host())
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.server.seen()
+    }
+}

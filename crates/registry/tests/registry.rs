@@ -1,0 +1,218 @@
+//! The client against a real distribution registry (`docker-registry`).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Registry, RegistryAuth, TestImage, TokenServer, TokenSigner, basic_auth};
+use futures_util::StreamExt as _;
+use hpn_oci::{Descriptor, Digest, media_type};
+use hpn_registry::{ClientOptions, Credentials, RegistryClient, RegistryError, RetryPolicy, SizeProblem};
+
+fn client(credentials: Credentials) -> RegistryClient {
+    RegistryClient::new(ClientOptions {
+        credentials,
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+        },
+        ..ClientOptions::default()
+    })
+    .unwrap()
+}
+
+fn credentials_for(registry: &str, username: &str, password: &str) -> Credentials {
+    let mut credentials = Credentials::default();
+    credentials.insert(registry, username, password);
+    credentials
+}
+
+async fn collect(
+    client: &RegistryClient,
+    registry: &Registry,
+    repository: &str,
+    descriptor: &Descriptor,
+) -> Result<(Vec<u8>, usize), RegistryError> {
+    let reference = registry.reference(&format!("{repository}:unused"));
+    let mut stream = client.get_blob(&reference, descriptor).await?;
+    let (mut body, mut chunks) = (Vec::new(), 0);
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk?);
+        chunks += 1;
+    }
+    Ok((body, chunks))
+}
+
+#[tokio::test]
+async fn manifests_by_tag_and_digest_and_head() {
+    let registry = Registry::start(&RegistryAuth::None);
+    let image = TestImage::build(1, 64 * 1024);
+    image.push(&registry.base_url(), "test/app", "v1", None).await;
+    let client = client(Credentials::default());
+    client.ping(&registry.host).await.unwrap();
+
+    let by_tag = client.get_manifest(&registry.reference("test/app:v1")).await.unwrap();
+    assert_eq!(by_tag.bytes, image.manifest);
+    assert_eq!(by_tag.digest, image.manifest_digest());
+    assert_eq!(by_tag.media_type, media_type::OCI_MANIFEST);
+
+    let by_digest =
+        client.get_manifest(&registry.reference(&format!("test/app@{}", image.manifest_digest()))).await.unwrap();
+    assert_eq!(by_digest, by_tag);
+
+    let head = client.head_manifest(&registry.reference("test/app:v1")).await.unwrap().expect("the tag exists");
+    assert_eq!(head.digest, image.manifest_digest());
+    assert_eq!(head.size, image.manifest.len() as u64);
+    assert_eq!(head.media_type, media_type::OCI_MANIFEST);
+
+    assert_eq!(client.head_manifest(&registry.reference("test/app:nope")).await.unwrap(), None);
+    assert_eq!(client.head_manifest(&registry.reference("test/none:v1")).await.unwrap(), None);
+
+    assert_eq!(
+        client.head_blob(&registry.reference("test/app:v1"), &Digest::of(&image.layer)).await.unwrap(),
+        Some(image.layer.len() as u64)
+    );
+    assert_eq!(client.head_blob(&registry.reference("test/app:v1"), &Digest::of(b"absent")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn unknown_tags_repositories_and_blobs_are_not_found_with_a_useful_message() {
+    let registry = Registry::start(&RegistryAuth::None);
+    TestImage::build(2, 1024).push(&registry.base_url(), "test/app", "v1", None).await;
+    let client = client(Credentials::default());
+
+    let error = client.get_manifest(&registry.reference("test/app:nope")).await.unwrap_err();
+    assert!(error.is_not_found() && !error.is_network() && !error.is_auth(), "{error:?}");
+    let message = error.to_string();
+    for part in [registry.host.as_str(), "test/app", "nope", "404", "MANIFEST_UNKNOWN", "check the image name and tag"]
+    {
+        assert!(message.contains(part), "{part:?} missing from: {message}");
+    }
+
+    let error = client.get_manifest(&registry.reference("no/such-repo:v1")).await.unwrap_err();
+    assert!(error.is_not_found(), "{error:?}");
+    let message = error.to_string();
+    // distribution 2.8 answers MANIFEST_UNKNOWN here; others say NAME_UNKNOWN.
+    assert!(
+        message.contains("no/such-repo:v1") && message.contains(&registry.host) && message.contains("404"),
+        "{message}"
+    );
+
+    let missing = Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::of(b"missing"), 7);
+    let error = collect(&client, &registry, "test/app", &missing).await.unwrap_err();
+    assert!(error.is_not_found(), "{error:?}");
+    assert!(error.to_string().contains(&Digest::of(b"missing").to_string()), "{error}");
+}
+
+#[tokio::test]
+async fn blobs_stream_in_chunks_and_sizes_are_enforced() {
+    let registry = Registry::start(&RegistryAuth::None);
+    let image = TestImage::build(3, 600 * 1024);
+    image.push(&registry.base_url(), "test/app", "v1", None).await;
+    let client = client(Credentials::default());
+
+    let descriptor = image.layer_descriptor();
+    let (body, chunks) = collect(&client, &registry, "test/app", &descriptor).await.unwrap();
+    assert_eq!(body, image.layer);
+    assert!(chunks > 1, "a {} byte body came in {chunks} chunk(s)", body.len());
+
+    // The registry announces the real length, which disagrees with a wrong descriptor.
+    let mut too_big = descriptor.clone();
+    too_big.size += 10;
+    let error = collect(&client, &registry, "test/app", &too_big).await.unwrap_err();
+    assert!(
+        matches!(error, RegistryError::SizeMismatch { actual: SizeProblem::Announced(n), .. } if n == descriptor.size),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(&descriptor.digest.to_string()), "{error}");
+}
+
+#[tokio::test]
+async fn open_blob_bodies_count_against_the_per_host_limit() {
+    let registry = Registry::start(&RegistryAuth::None);
+    let image = TestImage::build(4, 32 * 1024);
+    image.push(&registry.base_url(), "test/app", "v1", None).await;
+    let client = RegistryClient::new(ClientOptions { max_requests_per_host: 1, ..ClientOptions::default() }).unwrap();
+    let reference = registry.reference("test/app:v1");
+
+    let open = client.get_blob(&reference, &image.layer_descriptor()).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_millis(500), client.get_manifest(&reference)).await;
+    assert!(waiting.is_err(), "a second request went out while the only slot was held by an open blob");
+    drop(open);
+    let fetched =
+        tokio::time::timeout(Duration::from_secs(10), client.get_manifest(&reference)).await.unwrap().unwrap();
+    assert_eq!(fetched.bytes, image.manifest);
+}
+
+#[tokio::test]
+async fn basic_auth_with_htpasswd() {
+    let registry =
+        Registry::start(&RegistryAuth::Htpasswd { username: "alice".into(), password: "s3cret-pass".into() });
+    let image = TestImage::build(5, 8 * 1024);
+    image.push(&registry.base_url(), "private/app", "v1", Some(&basic_auth("alice", "s3cret-pass"))).await;
+    let reference = registry.reference("private/app:v1");
+
+    let good = client(credentials_for(&registry.host, "alice", "s3cret-pass"));
+    good.ping(&registry.host).await.unwrap();
+    assert_eq!(good.get_manifest(&reference).await.unwrap().bytes, image.manifest);
+    let (layer, _) = collect(&good, &registry, "private/app", &image.layer_descriptor()).await.unwrap();
+    assert_eq!(layer, image.layer);
+
+    let wrong = client(credentials_for(&registry.host, "alice", "wrong-password"));
+    let error = wrong.get_manifest(&reference).await.unwrap_err();
+    assert!(error.is_auth() && !error.is_not_found(), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("401") && message.contains("docker login"), "{message}");
+    assert!(!message.contains("wrong-password") && !format!("{error:?}").contains("wrong-password"), "{message}");
+    assert!(wrong.ping(&registry.host).await.unwrap_err().is_auth());
+
+    let anonymous = client(Credentials::default());
+    assert!(anonymous.get_manifest(&reference).await.unwrap_err().is_auth());
+}
+
+#[tokio::test]
+async fn bearer_token_auth_against_the_real_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(TokenSigner::generate(dir.path()));
+    // The first token is expired though it claims five minutes: the registry
+    // refuses it and the client must fetch a fresh one once.
+    let tokens = TokenServer::start(signer.clone(), "alice", "token-pass", true);
+    let registry = Registry::start(&RegistryAuth::Token {
+        realm: tokens.realm(),
+        service: signer.service.clone(),
+        issuer: signer.issuer.clone(),
+        cert_pem: signer.cert_pem.clone(),
+    });
+    let image = TestImage::build(6, 16 * 1024);
+    let push_token = signer.token(Some("team/app"), &["pull", "push"], 300);
+    image.push(&registry.base_url(), "team/app", "v1", Some(&format!("Bearer {push_token}"))).await;
+    let reference = registry.reference("team/app:v1");
+
+    let good = client(credentials_for(&registry.host, "alice", "token-pass"));
+    assert_eq!(good.get_manifest(&reference).await.unwrap().bytes, image.manifest);
+    assert_eq!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst), 2, "expired token, then a fresh one");
+    let head = good.head_manifest(&reference).await.unwrap().unwrap();
+    assert_eq!(head.digest, image.manifest_digest());
+    let (layer, _) = collect(&good, &registry, "team/app", &image.layer_descriptor()).await.unwrap();
+    assert_eq!(layer, image.layer);
+    assert_eq!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst), 2, "the fresh token is reused");
+
+    let requests = tokens.seen();
+    let last = requests.last().unwrap();
+    assert!(last.target.contains("scope=repository%3Ateam%2Fapp%3Apull"), "{}", last.target);
+    assert!(last.target.contains("service=hpn-test-registry"), "{}", last.target);
+    assert_eq!(last.header("authorization"), Some(basic_auth("alice", "token-pass").as_str()));
+
+    let wrong = client(credentials_for(&registry.host, "alice", "nope"));
+    let error = wrong.get_manifest(&reference).await.unwrap_err();
+    assert!(error.is_auth(), "{error:?}");
+    assert!(error.to_string().contains("incorrect username or password"), "{error}");
+
+    // Anonymous tokens carry no access: after one fresh token the 401 stands.
+    let anonymous = client(Credentials::default());
+    let error = anonymous.get_manifest(&reference).await.unwrap_err();
+    assert!(error.is_auth(), "{error:?}");
+    assert!(error.to_string().contains("team/app"), "{error}");
+}

@@ -1,0 +1,401 @@
+//! Behaviour a real registry will not show on demand: redirects to another
+//! host, 503 with Retry-After, bodies that break or stall mid-way, closed
+//! ports, insecure-registry fallback. Each peer is a real HTTP server on a
+//! loopback address answering what the test scripts.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Action, Scripted, basic_auth, free_port, pseudo_random};
+use futures_util::StreamExt as _;
+use hpn_oci::{Descriptor, Digest, Reference, media_type};
+use hpn_registry::{ClientOptions, Credentials, RegistryClient, RegistryError, RetryPolicy, SizeProblem};
+
+const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        retry: RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+        },
+        stall_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    }
+}
+
+fn reference(server: &Scripted, rest: &str) -> Reference {
+    format!("{}/{rest}", server.host()).parse().unwrap()
+}
+
+fn blob_descriptor(blob: &[u8]) -> Descriptor {
+    Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::of(blob), blob.len() as u64)
+}
+
+async fn fetch_blob(client: &RegistryClient, server: &Scripted, blob: &[u8]) -> Result<Vec<u8>, RegistryError> {
+    let mut stream = client.get_blob(&reference(server, "test/app:v1"), &blob_descriptor(blob)).await?;
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk?);
+    }
+    Ok(body)
+}
+
+fn manifest_ok() -> Action {
+    Action::ok(MANIFEST).with_header("Content-Type", media_type::OCI_MANIFEST)
+}
+
+#[tokio::test]
+async fn redirects_keep_authorization_on_the_same_host_and_drop_it_elsewhere() {
+    let blob = pseudo_random(7, 50_000);
+    let digest = Digest::of(&blob);
+    let served = blob.clone();
+    // Object storage on another loopback address: authenticates by URL only and,
+    // like S3, rejects a request carrying a second auth mechanism.
+    let storage = Scripted::start("127.0.0.2", move |request| {
+        if request.header("authorization").is_some() {
+            return Action::Respond { status: 400, headers: Vec::new(), body: b"two auth mechanisms".to_vec() };
+        }
+        if request.target.contains("signature=abc") { Action::ok(&served) } else { Action::status(403) }
+    });
+    let storage_url = format!("http://{}/bucket/blob?signature=abc", storage.addr);
+    let expected = basic_auth("alice", "pw");
+    let registry = Scripted::start("127.0.0.1", move |request| {
+        let authorized = request.header("authorization") == Some(expected.as_str());
+        match request.path() {
+            _ if !authorized => Action::status(401).with_header("WWW-Authenticate", r#"Basic realm="scripted""#),
+            "/v2/" => Action::status(200),
+            path if path.starts_with("/v2/test/app/blobs/") => {
+                Action::status(307).with_header("Location", "/internal/blob-location")
+            }
+            "/internal/blob-location" => Action::status(302).with_header("Location", &storage_url),
+            _ => Action::status(404),
+        }
+    });
+    let mut credentials = Credentials::default();
+    credentials.insert(&registry.host(), "alice", "pw");
+    let client = RegistryClient::new(ClientOptions { credentials, ..options() }).unwrap();
+
+    assert_eq!(fetch_blob(&client, &registry, &blob).await.unwrap(), blob);
+    let internal = registry.seen().into_iter().find(|seen| seen.path() == "/internal/blob-location").unwrap();
+    assert!(internal.header("authorization").is_some(), "same-host redirect lost the Authorization header");
+    assert_eq!(storage.count("/bucket/blob"), 1);
+    assert!(storage.seen().iter().all(|seen| seen.header("authorization").is_none()));
+    assert_eq!(registry.count(&format!("/v2/test/app/blobs/{digest}")), 1);
+}
+
+#[tokio::test]
+async fn retry_after_on_503_is_honoured() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let server = Scripted::start("127.0.0.1", move |request| match request.path() {
+        "/v2/" => Action::status(200),
+        _ if counter.fetch_add(1, Ordering::SeqCst) == 0 => Action::Respond {
+            status: 503,
+            headers: vec![("Retry-After".into(), "1".into())],
+            body: br#"{"errors":[{"code":"UNAVAILABLE","message":"busy"}]}"#.to_vec(),
+        },
+        _ => manifest_ok(),
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let started = Instant::now();
+    let fetched = client.get_manifest(&reference(&server, "test/app:v1")).await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(fetched.bytes, MANIFEST);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // The policy's own backoff is at most 50 ms; the second try waited for Retry-After.
+    assert!(elapsed >= Duration::from_millis(950), "retried after {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn persistent_server_errors_give_a_status_error_after_the_policy() {
+    let server = Scripted::start("127.0.0.1", |request| match request.path() {
+        "/v2/" => Action::status(200),
+        _ => Action::Respond { status: 502, headers: Vec::new(), body: b"bad gateway".to_vec() },
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let error = client.get_manifest(&reference(&server, "test/app:v1")).await.unwrap_err();
+    assert!(!error.is_network() && !error.is_not_found(), "{error:?}");
+    assert!(matches!(error, RegistryError::Status { status: 502, attempts: 4, .. }), "{error:?}");
+    assert_eq!(server.count("/v2/test/app/manifests/v1"), 4);
+    let message = error.to_string();
+    assert!(message.contains("bad gateway") && message.contains("try again later"), "{message}");
+
+    // A 400 is not worth retrying.
+    let refusing = Scripted::start("127.0.0.1", |request| match request.path() {
+        "/v2/" => Action::status(200),
+        _ => Action::status(400),
+    });
+    let error = client.get_manifest(&reference(&refusing, "test/app:v1")).await.unwrap_err();
+    assert!(matches!(error, RegistryError::Status { status: 400, attempts: 1, .. }), "{error:?}");
+    assert_eq!(refusing.count("/v2/test/app/manifests/v1"), 1);
+}
+
+/// Serves `blob` honouring `Range: bytes=N-` with a 206 (or ignoring it with
+/// a 200 when `ignore_range`), after breaking the first response with `first`.
+fn flaky_blob_server(
+    blob: Vec<u8>,
+    ignore_range: bool,
+    first: impl Fn(Vec<u8>) -> Action + Send + Sync + 'static,
+) -> Scripted {
+    let calls = AtomicUsize::new(0);
+    Scripted::start("127.0.0.1", move |request| {
+        if request.path() == "/v2/" {
+            return Action::status(200);
+        }
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            return first(blob.clone());
+        }
+        let start = request
+            .header("range")
+            .and_then(|range| range.strip_prefix("bytes="))
+            .and_then(|range| range.strip_suffix('-'))
+            .map(|start| start.parse::<usize>().unwrap());
+        match start {
+            Some(start) if !ignore_range && start >= blob.len() => Action::status(416),
+            Some(start) if !ignore_range => Action::Respond {
+                status: 206,
+                headers: vec![("Content-Range".into(), format!("bytes {start}-{}/{}", blob.len() - 1, blob.len()))],
+                body: blob[start..].to_vec(),
+            },
+            _ => Action::ok(&blob),
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_body_reset_mid_way_resumes_with_range() {
+    let blob = pseudo_random(8, 200_000);
+    let server = flaky_blob_server(blob.clone(), false, |blob| Action::Truncate {
+        status: 200,
+        headers: Vec::new(),
+        body: blob,
+        send: 70_000,
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    assert_eq!(fetch_blob(&client, &server, &blob).await.unwrap(), blob);
+    let requests: Vec<_> = server.seen().into_iter().filter(|seen| seen.path().contains("/blobs/")).collect();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].header("range"), None);
+    let range = requests[1].header("range").expect("the resumed request asks for a range");
+    let start: usize = range.trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
+    assert!(start > 0 && start <= 70_000, "{range}");
+}
+
+#[tokio::test]
+async fn a_resume_answered_with_200_skips_what_was_delivered() {
+    let blob = pseudo_random(9, 120_000);
+    let server = flaky_blob_server(blob.clone(), true, |blob| Action::Truncate {
+        status: 200,
+        headers: Vec::new(),
+        body: blob,
+        send: 40_000,
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    assert_eq!(fetch_blob(&client, &server, &blob).await.unwrap(), blob);
+    assert_eq!(server.count(&format!("/v2/test/app/blobs/{}", Digest::of(&blob))), 2);
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_abandoned_and_resumed() {
+    let blob = pseudo_random(10, 100_000);
+    let server = flaky_blob_server(blob.clone(), false, |blob| Action::Stall {
+        status: 200,
+        headers: Vec::new(),
+        body: blob,
+        send: 30_000,
+        pause: Duration::from_secs(8),
+    });
+    let client = RegistryClient::new(ClientOptions { stall_timeout: Duration::from_millis(300), ..options() }).unwrap();
+    let started = Instant::now();
+    assert_eq!(fetch_blob(&client, &server, &blob).await.unwrap(), blob);
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    let resumed = server.seen().into_iter().filter(|seen| seen.header("range").is_some()).count();
+    assert_eq!(resumed, 1);
+}
+
+#[tokio::test]
+async fn bodies_shorter_or_longer_than_the_descriptor_fail() {
+    let blob = pseudo_random(11, 20_000);
+    // The registry's copy has only 15 000 bytes and sends them without a
+    // Content-Length, then closes: a clean end, short of the descriptor. The
+    // resume asks for bytes the registry does not have and gets a 416.
+    let short = flaky_blob_server(blob[..15_000].to_vec(), false, |copy| Action::UntilClose {
+        status: 200,
+        headers: Vec::new(),
+        body: copy,
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let mut stream = client.get_blob(&reference(&short, "test/app:v1"), &blob_descriptor(&blob)).await.unwrap();
+    let mut received = 0;
+    let error = loop {
+        match stream.next().await {
+            Some(Ok(chunk)) => received += chunk.len(),
+            Some(Err(error)) => break error,
+            None => panic!("a short body ended without an error"),
+        }
+    };
+    assert_eq!(received, 15_000);
+    assert!(
+        matches!(error, RegistryError::SizeMismatch { expected: 20_000, actual: SizeProblem::EndedAt(15_000), .. }),
+        "{error:?}"
+    );
+    assert!(stream.next().await.is_none(), "the stream ends after its error");
+
+    // More bytes than the descriptor says, without a Content-Length to warn first.
+    let doubled = blob.repeat(2);
+    let long = Scripted::start("127.0.0.1", move |request| match request.path() {
+        "/v2/" => Action::status(200),
+        _ => Action::UntilClose { status: 200, headers: Vec::new(), body: doubled.clone() },
+    });
+    let mut stream = client.get_blob(&reference(&long, "test/app:v1"), &blob_descriptor(&blob)).await.unwrap();
+    let mut received = 0;
+    let error = loop {
+        match stream.next().await.expect("an error before the end") {
+            Ok(chunk) => received += chunk.len(),
+            Err(error) => break error,
+        }
+    };
+    assert!(received <= 20_000);
+    assert!(matches!(error, RegistryError::SizeMismatch { actual: SizeProblem::Exceeded, .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_network_error_after_quick_retries() {
+    let host = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let client = RegistryClient::new(ClientOptions {
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(20),
+        },
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let reference: Reference = format!("{host}/test/app:v1").parse().unwrap();
+    let error = client.get_manifest(&reference).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(error.is_network() && !error.is_not_found() && !error.is_auth(), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&host) && message.contains("test/app:v1") && message.contains("3 attempt"), "{message}");
+    assert!(message.contains("is the registry running"), "{message}");
+    assert!(!message.contains("http://"), "URLs stay out of messages: {message}");
+    assert!(client.ping(&host).await.unwrap_err().is_network());
+}
+
+#[tokio::test]
+async fn head_without_digest_header_falls_back_to_get() {
+    let server = Scripted::start("127.0.0.1", |request| match (request.method.as_str(), request.path()) {
+        (_, "/v2/") => Action::status(200),
+        ("HEAD", _) => Action::ok(MANIFEST), // no Docker-Content-Digest, no Content-Type
+        _ => manifest_ok(),
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let descriptor = client.head_manifest(&reference(&server, "test/app:v1")).await.unwrap().unwrap();
+    assert_eq!(descriptor.digest, Digest::of(MANIFEST));
+    assert_eq!(descriptor.media_type, media_type::OCI_MANIFEST);
+    assert_eq!(descriptor.size, MANIFEST.len() as u64);
+    let methods: Vec<_> =
+        server.seen().into_iter().filter(|seen| seen.path() != "/v2/").map(|seen| seen.method).collect();
+    assert_eq!(methods, ["HEAD", "GET"]);
+}
+
+#[tokio::test]
+async fn a_docker_content_digest_that_disagrees_is_refused() {
+    let server = Scripted::start("127.0.0.1", |request| match request.path() {
+        "/v2/" => Action::status(200),
+        _ => manifest_ok().with_header("Docker-Content-Digest", &Digest::of(b"other").to_string()),
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let error = client.get_manifest(&reference(&server, "test/app:v1")).await.unwrap_err();
+    assert!(matches!(error, RegistryError::DigestMismatch { .. }), "{error:?}");
+    // And a digest reference whose bytes differ.
+    let pinned = format!("test/app@{}", Digest::of(b"pinned"));
+    let error = client.get_manifest(&reference(&server, &pinned)).await.unwrap_err();
+    assert!(matches!(error, RegistryError::DigestMismatch { expected_from: "the reference", .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn oversized_manifests_are_refused() {
+    let huge = vec![b' '; hpn_registry::MAX_MANIFEST_BYTES + 1];
+    let server = Scripted::start("127.0.0.1", move |request| match request.path() {
+        "/v2/" => Action::status(200),
+        _ => Action::UntilClose { status: 200, headers: Vec::new(), body: huge.clone() },
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let error = client.get_manifest(&reference(&server, "test/app:v1")).await.unwrap_err();
+    assert!(
+        matches!(error, RegistryError::Protocol { .. }) && error.to_string().contains("bytes hpn accepts"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn insecure_registries_fall_back_from_https_to_plain_http() {
+    let server = Scripted::start("127.0.0.1", |request| match request.path() {
+        "/v2/" => Action::status(200),
+        _ => manifest_ok(),
+    });
+    let client = RegistryClient::new(ClientOptions { insecure_registries: vec![server.host()], ..options() }).unwrap();
+    let fetched = client.get_manifest(&reference(&server, "test/app:v1")).await.unwrap();
+    assert_eq!(fetched.bytes, MANIFEST);
+    // HTTPS was tried first and refused by the plain server; then HTTP, once.
+    assert_eq!(server.tls_handshakes(), 1);
+    assert_eq!(server.count("/v2/"), 1);
+    client.get_manifest(&reference(&server, "test/app:v1")).await.unwrap();
+    assert_eq!(server.tls_handshakes(), 1, "the scheme is remembered");
+
+    // A loopback registry not named insecure is plain HTTP from the start.
+    let plain = RegistryClient::new(options()).unwrap();
+    plain.get_manifest(&reference(&server, "test/app:v1")).await.unwrap();
+    assert_eq!(server.tls_handshakes(), 1);
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_cached_per_scope_and_refreshed_once_on_401() {
+    let token_calls = Arc::new(AtomicUsize::new(0));
+    let counter = token_calls.clone();
+    let tokens = Scripted::start("127.0.0.1", move |request| {
+        let number = counter.fetch_add(1, Ordering::SeqCst);
+        assert!(request.target.contains("service=scripted"), "{}", request.target);
+        Action::ok(format!(r#"{{"access_token":"token-{number}","expires_in":3600}}"#).as_bytes())
+    });
+    let realm = format!("http://{}/token", tokens.addr);
+    let manifest_gets = AtomicUsize::new(0);
+    let registry = Scripted::start("127.0.0.1", move |request| {
+        let challenge = format!(r#"Bearer realm="{realm}",service="scripted""#);
+        let auth = request.header("authorization").unwrap_or_default().to_owned();
+        match request.path() {
+            "/v2/" => Action::status(401).with_header("WWW-Authenticate", &challenge),
+            // The registry "rotates" its keys after the second manifest GET:
+            // token-0 stops working, a fresh token is needed.
+            _ if auth.is_empty() => Action::status(401).with_header("WWW-Authenticate", &challenge),
+            _ => {
+                let number = manifest_gets.fetch_add(1, Ordering::SeqCst);
+                if auth == "Bearer token-0" && number >= 2 {
+                    Action::status(401).with_header("WWW-Authenticate", &challenge)
+                } else {
+                    manifest_ok()
+                }
+            }
+        }
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let app = reference(&registry, "test/app:v1");
+    client.get_manifest(&app).await.unwrap();
+    client.get_manifest(&app).await.unwrap();
+    assert_eq!(token_calls.load(Ordering::SeqCst), 1, "one token for two requests of the same scope");
+    client.get_manifest(&app).await.unwrap();
+    assert_eq!(token_calls.load(Ordering::SeqCst), 2, "a refused token is replaced once");
+    client.get_manifest(&reference(&registry, "test/other:v1")).await.unwrap();
+    assert_eq!(token_calls.load(Ordering::SeqCst), 3, "another repository needs its own scope");
+    let scopes: Vec<_> = tokens.seen().into_iter().map(|seen| seen.target).collect();
+    assert!(scopes[0].contains("scope=repository%3Atest%2Fapp%3Apull"), "{scopes:?}");
+    assert!(scopes[2].contains("scope=repository%3Atest%2Fother%3Apull"), "{scopes:?}");
+}

@@ -1,0 +1,169 @@
+//! index.json: the store's list of named images.
+//!
+//! It is edited as a `serde_json::Value`, not through our own structs, so that
+//! fields and entries written by other tools (skopeo, umoci) survive our
+//! rewrites untouched.
+
+use std::fs::{self, File};
+use std::io;
+
+use hpn_oci::{Descriptor, annotation, media_type};
+use serde_json::{Value, json};
+
+use crate::error::StoreError;
+use crate::{INDEX_FILE, INDEX_LOCK_FILE, Store, open_lock_file};
+
+/// Holds the exclusive index lock; released when dropped (the fd closes).
+#[derive(Debug)]
+pub(crate) struct IndexLock {
+    _file: File,
+}
+
+impl Store {
+    /// Points `name` at `descriptor`, replacing any entry of that name. Safe
+    /// against concurrent callers in this and other processes: all of them
+    /// land.
+    pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
+        validate_ref_name(name)?;
+        let mut entry = descriptor.clone();
+        entry.annotations.insert(annotation::REF_NAME.to_owned(), name.to_owned());
+        entry.annotations.insert(annotation::CONTAINERD_IMAGE_NAME.to_owned(), name.to_owned());
+        let entry = serde_json::to_value(&entry).expect("a descriptor always serializes to JSON");
+
+        let _lock = self.lock_index()?;
+        let mut index = self.read_index()?;
+        let manifests = manifests_mut(&mut index);
+        let before = manifests.clone();
+        manifests.retain(|existing| ref_name(existing) != Some(name));
+        manifests.push(entry);
+        if *manifests == before {
+            return Ok(());
+        }
+        self.write_index(&index)
+    }
+
+    /// Removes the entry named `name`. Returns whether there was one. The
+    /// blobs stay until [`Store::gc`].
+    pub fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {
+        let _lock = self.lock_index()?;
+        let mut index = self.read_index()?;
+        let manifests = manifests_mut(&mut index);
+        let count = manifests.len();
+        manifests.retain(|existing| ref_name(existing) != Some(name));
+        if manifests.len() == count {
+            return Ok(false);
+        }
+        self.write_index(&index)?;
+        Ok(true)
+    }
+
+    /// The descriptor stored under `name`, with its annotations.
+    pub fn resolve_ref(&self, name: &str) -> Result<Option<Descriptor>, StoreError> {
+        let index = self.read_index()?;
+        // The last one wins if another tool wrote duplicates: set_ref appends.
+        let Some(entry) = index_manifests(&index).iter().rev().find(|entry| ref_name(entry) == Some(name)) else {
+            return Ok(None);
+        };
+        let descriptor = serde_json::from_value(entry.clone()).map_err(|error| StoreError::InvalidLayout {
+            path: self.root.join(INDEX_FILE),
+            reason: format!("entry {name:?}: {error}"),
+        })?;
+        Ok(Some(descriptor))
+    }
+
+    /// Every named entry, in index.json order. Entries without a name or that
+    /// hpn cannot parse (e.g. a sha512 digest from another tool) are skipped.
+    pub fn refs(&self) -> Result<Vec<(String, Descriptor)>, StoreError> {
+        let index = self.read_index()?;
+        Ok(index_manifests(&index)
+            .iter()
+            .filter_map(|entry| {
+                let name = ref_name(entry)?;
+                match serde_json::from_value::<Descriptor>(entry.clone()) {
+                    Ok(descriptor) => Some((name.to_owned(), descriptor)),
+                    Err(error) => {
+                        tracing::warn!(name, %error, "skipping an index.json entry hpn cannot read");
+                        None
+                    }
+                }
+            })
+            .collect())
+    }
+
+    /// Every entry of index.json that hpn can parse, named or not: the roots gc keeps.
+    pub(crate) fn all_entries(&self) -> Result<Vec<(Option<String>, Descriptor)>, StoreError> {
+        let index = self.read_index()?;
+        index_manifests(&index)
+            .iter()
+            .map(|entry| {
+                let descriptor = serde_json::from_value::<Descriptor>(entry.clone()).map_err(|error| {
+                    StoreError::InvalidLayout { path: self.root.join(INDEX_FILE), reason: format!("an entry: {error}") }
+                })?;
+                Ok((ref_name(entry).map(str::to_owned), descriptor))
+            })
+            .collect()
+    }
+
+    pub(crate) fn lock_index(&self) -> Result<IndexLock, StoreError> {
+        let path = self.root.join(INDEX_LOCK_FILE);
+        let file = open_lock_file(&path)?;
+        file.lock().map_err(|error| StoreError::io("lock", &path, error))?;
+        Ok(IndexLock { _file: file })
+    }
+
+    /// Creates an empty index.json if there is none. Under the lock: checking
+    /// and creating without it could overwrite a concurrent process's refs.
+    pub(crate) fn ensure_index(&self) -> Result<(), StoreError> {
+        let path = self.root.join(INDEX_FILE);
+        if path.exists() {
+            return self.read_index().map(drop);
+        }
+        let _lock = self.lock_index()?;
+        if path.exists() {
+            return Ok(());
+        }
+        self.write_index(&json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": []}))
+    }
+
+    pub(crate) fn read_index(&self) -> Result<Value, StoreError> {
+        let path = self.root.join(INDEX_FILE);
+        let bytes = fs::read(&path).map_err(|error| match error.kind() {
+            io::ErrorKind::NotFound => StoreError::InvalidLayout {
+                path: path.clone(),
+                reason: "index.json is missing; was the store directory changed by hand?".to_owned(),
+            },
+            _ => StoreError::io("read", &path, error),
+        })?;
+        let invalid = |reason: String| StoreError::InvalidLayout { path: path.clone(), reason };
+        let index: Value = serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))?;
+        if !index.get("manifests").is_some_and(Value::is_array) {
+            return Err(invalid("no \"manifests\" array".to_owned()));
+        }
+        Ok(index)
+    }
+
+    fn write_index(&self, index: &Value) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(index).expect("a JSON value always serializes");
+        self.write_file_atomically(INDEX_FILE, &bytes)
+    }
+}
+
+fn validate_ref_name(name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(StoreError::InvalidRefName(name.to_owned()));
+    }
+    Ok(())
+}
+
+fn ref_name(entry: &Value) -> Option<&str> {
+    entry.get("annotations")?.get(annotation::REF_NAME)?.as_str()
+}
+
+fn index_manifests(index: &Value) -> &[Value] {
+    index.get("manifests").and_then(Value::as_array).map_or(&[], Vec::as_slice)
+}
+
+/// read_index() has checked that "manifests" is an array.
+fn manifests_mut(index: &mut Value) -> &mut Vec<Value> {
+    index.get_mut("manifests").and_then(Value::as_array_mut).expect("read_index checked the manifests array")
+}

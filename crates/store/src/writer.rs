@@ -1,0 +1,185 @@
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use hpn_oci::{Digest, Sha256Hasher};
+
+use crate::error::StoreError;
+use crate::temp;
+
+/// Big enough that a stream of small network chunks becomes few syscalls,
+/// small enough to not matter with many concurrent downloads.
+const BUFFER_SIZE: usize = 256 * 1024;
+
+/// A blob being written into the store. Bytes go to a locked temp file in
+/// `blobs/sha256/` and are hashed on the way; [`BlobWriter::commit`] renames
+/// the file to its final name only if size and digest match. Dropping the
+/// writer without committing removes the temp file.
+pub struct BlobWriter {
+    file: File,
+    /// Our own buffer rather than a BufWriter: dropping an abandoned writer
+    /// must not flush its tail into a file that is being thrown away.
+    buffer: Vec<u8>,
+    temp_path: PathBuf,
+    final_path: PathBuf,
+    hasher: Sha256Hasher,
+    expected_digest: Digest,
+    expected_size: Option<u64>,
+    /// Set once the temp file has been renamed away; Drop then has nothing to do.
+    committed: bool,
+    /// A write failed (disk full, stream too long): the temp file no longer
+    /// matches what was hashed, so commit() must refuse even if the caller
+    /// ignored the error.
+    failed: Option<io::ErrorKind>,
+    /// Bytes the caller tried to write, including any refused for overflowing
+    /// the expected size; reported by SizeMismatch.
+    offered: u64,
+}
+
+impl fmt::Debug for BlobWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobWriter")
+            .field("digest", &self.expected_digest)
+            .field("expected_size", &self.expected_size)
+            .field("bytes_written", &self.hasher.bytes())
+            .field("temp_path", &self.temp_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobWriter {
+    pub(crate) fn new(
+        blobs_dir: &std::path::Path,
+        expected_digest: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Self, StoreError> {
+        let (file, temp_path) = temp::create_locked(blobs_dir)?;
+        Ok(Self {
+            file,
+            buffer: Vec::with_capacity(BUFFER_SIZE),
+            temp_path,
+            final_path: blobs_dir.join(expected_digest.hex()),
+            hasher: Sha256Hasher::new(),
+            expected_digest: expected_digest.clone(),
+            expected_size,
+            committed: false,
+            failed: None,
+            offered: 0,
+        })
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.hasher.bytes()
+    }
+
+    /// The digest this writer was opened for.
+    pub fn digest(&self) -> &Digest {
+        &self.expected_digest
+    }
+
+    /// Makes the blob visible under its digest if what was written matches.
+    /// On any error the temp file is removed (by Drop) and nothing appears.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        if let Some(expected) = self.expected_size
+            && self.offered > expected
+        {
+            return Err(StoreError::SizeMismatch {
+                digest: self.expected_digest.clone(),
+                expected,
+                actual: self.offered,
+            });
+        }
+        if let Some(kind) = self.failed {
+            let error = io::Error::new(kind, "an earlier write to this blob failed");
+            return Err(StoreError::io("write blob", &self.temp_path, error));
+        }
+        let actual_size = self.hasher.bytes();
+        if let Some(expected) = self.expected_size
+            && expected != actual_size
+        {
+            return Err(StoreError::SizeMismatch {
+                digest: self.expected_digest.clone(),
+                expected,
+                actual: actual_size,
+            });
+        }
+        let actual = std::mem::take(&mut self.hasher).finish();
+        if actual != self.expected_digest {
+            return Err(StoreError::DigestMismatch { expected: self.expected_digest.clone(), actual });
+        }
+        self.flush_buffer().map_err(|error| StoreError::io("write blob", &self.temp_path, error))?;
+        self.file.sync_all().map_err(|error| StoreError::io("sync blob", &self.temp_path, error))?;
+        if self.final_path.exists() {
+            // A concurrent writer of the same blob won; its content is identical
+            // (same digest), so ours is simply dropped (Drop removes the temp).
+            return Ok(());
+        }
+        fs::rename(&self.temp_path, &self.final_path)
+            .map_err(|error| StoreError::io("move blob into place at", &self.final_path, error))?;
+        self.committed = true;
+        let dir = self.final_path.parent().unwrap_or(&self.final_path);
+        temp::sync_dir(dir)
+    }
+}
+
+impl BlobWriter {
+    fn flush_buffer(&mut self) -> io::Result<()> {
+        let result = self.file.write_all(&self.buffer);
+        self.buffer.clear();
+        self.note_failure(result)
+    }
+
+    fn note_failure(&mut self, result: io::Result<()>) -> io::Result<()> {
+        if let Err(error) = &result {
+            self.failed.get_or_insert(error.kind());
+        }
+        result
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(kind) = self.failed {
+            return Err(io::Error::new(kind, "an earlier write to this blob failed"));
+        }
+        self.offered += buf.len() as u64;
+        // Refuse an oversized stream as soon as it overflows, instead of
+        // filling the disk with a blob commit() would reject anyway.
+        if let Some(expected) = self.expected_size
+            && self.offered > expected
+        {
+            self.failed = Some(io::ErrorKind::InvalidData);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("blob {} is longer than its expected {expected} bytes", self.expected_digest),
+            ));
+        }
+        if self.buffer.len() + buf.len() > self.buffer.capacity() {
+            self.flush_buffer()?;
+        }
+        if buf.len() >= self.buffer.capacity() {
+            let result = self.file.write_all(buf);
+            self.note_failure(result)?;
+        } else {
+            self.buffer.extend_from_slice(buf);
+        }
+        self.hasher.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_buffer()
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Err(error) = fs::remove_file(&self.temp_path)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.temp_path.display(), %error, "could not remove temp file");
+        }
+    }
+}

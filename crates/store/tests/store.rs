@@ -1,0 +1,519 @@
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use hpn_oci::{Descriptor, Digest, annotation, media_type};
+use hpn_store::{BlobRole, Problem, Store, StoreError};
+
+fn descriptor_of(media_type: &str, bytes: &[u8]) -> Descriptor {
+    Descriptor::new(media_type, Digest::of(bytes), bytes.len() as u64)
+}
+
+/// Names in a directory that are not the store's own fixed files.
+fn hidden_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect()
+}
+
+fn blob_names(store: &Store) -> BTreeSet<String> {
+    fs::read_dir(store.root().join("blobs/sha256"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A real image: a gzip layer holding one file, a config with its DiffID,
+/// an OCI manifest. Returns (manifest descriptor, config bytes, layer bytes).
+struct TestImage {
+    manifest: Vec<u8>,
+    config: Vec<u8>,
+    layer: Vec<u8>,
+}
+
+impl TestImage {
+    fn new(content: &[u8]) -> Self {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append_data(&mut header, "hello.txt", content).unwrap();
+        let layer_tar = builder.into_inner().unwrap();
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(&layer_tar).unwrap();
+        let layer = gzip.finish().unwrap();
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            Digest::of(&layer_tar)
+        )
+        .into_bytes();
+        let config_descriptor = descriptor_of(media_type::OCI_CONFIG, &config);
+        let layer_descriptor = descriptor_of(media_type::OCI_LAYER_GZIP, &layer);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{}]}}"#,
+            media_type::OCI_MANIFEST,
+            serde_json::to_string(&config_descriptor).unwrap(),
+            serde_json::to_string(&layer_descriptor).unwrap()
+        )
+        .into_bytes();
+        Self { manifest, config, layer }
+    }
+
+    fn descriptor(&self) -> Descriptor {
+        descriptor_of(media_type::OCI_MANIFEST, &self.manifest)
+    }
+
+    fn store_into(&self, store: &Store, name: &str) -> Descriptor {
+        store.put_blob_bytes(&descriptor_of(media_type::OCI_LAYER_GZIP, &self.layer), &self.layer).unwrap();
+        store.put_blob_bytes(&descriptor_of(media_type::OCI_CONFIG, &self.config), &self.config).unwrap();
+        store.put_blob_bytes(&self.descriptor(), &self.manifest).unwrap();
+        store.set_ref(name, &self.descriptor()).unwrap();
+        self.descriptor()
+    }
+}
+
+#[test]
+fn open_creates_a_valid_empty_layout_and_reopens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let layout: serde_json::Value = serde_json::from_slice(&fs::read(root.join("oci-layout")).unwrap()).unwrap();
+    assert_eq!(layout, serde_json::json!({"imageLayoutVersion": "1.0.0"}));
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(root.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index, serde_json::json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": []}));
+    assert!(root.join("blobs/sha256").is_dir());
+    assert!(store.refs().unwrap().is_empty());
+    drop(store);
+    Store::open(&root).unwrap();
+}
+
+#[test]
+fn refuses_other_layout_versions_and_foreign_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("oci-layout"), br#"{"imageLayoutVersion":"2.0.0"}"#).unwrap();
+    let error = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(&error, StoreError::UnsupportedLayoutVersion { found, .. } if found == "2.0.0"), "{error}");
+    assert!(error.to_string().contains("--store"), "{error}");
+
+    let documents = tempfile::tempdir().unwrap();
+    fs::write(documents.path().join("thesis.odt"), b"precious").unwrap();
+    let error = Store::open(documents.path()).unwrap_err();
+    assert!(matches!(error, StoreError::InvalidLayout { .. }), "{error}");
+    assert!(!documents.path().join("index.json").exists() && !documents.path().join("blobs").exists());
+}
+
+#[test]
+fn streamed_blob_commits_under_its_digest_and_leaves_no_temp() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Larger than the writer's buffer, written in uneven chunks.
+    let data: Vec<u8> = (0..1_000_003u32).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = Digest::of(&data);
+    let mut writer = store.begin_blob(&digest, Some(data.len() as u64)).unwrap();
+    for chunk in data.chunks(70_001) {
+        writer.write_all(chunk).unwrap();
+    }
+    assert_eq!(writer.bytes_written(), data.len() as u64);
+    assert!(!store.has_blob(&digest), "nothing is visible before commit");
+    writer.commit().unwrap();
+
+    assert!(store.has_blob(&digest));
+    assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), data);
+    assert_eq!(store.blob_path(&digest), dir.path().join("blobs/sha256").join(digest.hex()));
+    assert_eq!(store.read_blob(&digest, 2_000_000).unwrap(), data);
+    assert!(matches!(store.read_blob(&digest, 1000), Err(StoreError::BlobTooLarge { size: 1_000_003, .. })));
+    assert!(hidden_files(&dir.path().join("blobs/sha256")).is_empty());
+}
+
+#[test]
+fn digest_mismatch_leaves_neither_blob_nor_temp() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let expected = Digest::of(b"what the registry promised");
+    let mut writer = store.begin_blob(&expected, None).unwrap();
+    writer.write_all(b"what actually arrived").unwrap();
+    match writer.commit() {
+        Err(StoreError::DigestMismatch { expected: e, actual }) => {
+            assert_eq!(e, expected);
+            assert_eq!(actual, Digest::of(b"what actually arrived"));
+        }
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+    assert!(!store.has_blob(&expected));
+    assert!(blob_names(&store).is_empty(), "{:?}", blob_names(&store));
+}
+
+#[test]
+fn size_mismatch_short_and_long_streams_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = b"twelve bytes";
+    let digest = Digest::of(data);
+
+    let mut short = store.begin_blob(&digest, Some(20)).unwrap();
+    short.write_all(data).unwrap();
+    assert!(matches!(short.commit(), Err(StoreError::SizeMismatch { expected: 20, actual: 12, .. })));
+
+    // Overflowing the expected size fails the write itself, and commit stays refused.
+    let mut long = store.begin_blob(&digest, Some(5)).unwrap();
+    assert!(long.write_all(data).is_err());
+    assert!(matches!(long.commit(), Err(StoreError::SizeMismatch { expected: 5, actual: 12, .. })));
+
+    let wrong_size = Descriptor::new(media_type::OCI_CONFIG, digest.clone(), 13);
+    assert!(matches!(store.put_blob_bytes(&wrong_size, data), Err(StoreError::SizeMismatch { .. })));
+    assert!(blob_names(&store).is_empty(), "{:?}", blob_names(&store));
+}
+
+#[test]
+fn dropping_an_uncommitted_writer_removes_its_temp() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let digest = Digest::of(b"never finished");
+    let mut writer = store.begin_blob(&digest, None).unwrap();
+    writer.write_all(b"never").unwrap();
+    writer.flush().unwrap();
+    assert_eq!(hidden_files(&dir.path().join("blobs/sha256")).len(), 1, "the temp exists while writing");
+    drop(writer);
+    assert!(blob_names(&store).is_empty());
+}
+
+#[test]
+fn put_blob_bytes_verifies_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bytes = br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let descriptor = descriptor_of(media_type::OCI_CONFIG, bytes);
+    store.put_blob_bytes(&descriptor, bytes).unwrap();
+    store.put_blob_bytes(&descriptor, bytes).unwrap();
+    assert_eq!(blob_names(&store), BTreeSet::from([descriptor.digest.hex().to_owned()]));
+
+    let mut tampered = *bytes;
+    tampered[3] = b'R';
+    assert!(matches!(store.put_blob_bytes(&descriptor, &tampered), Err(StoreError::DigestMismatch { .. })));
+
+    let absent = Digest::of(b"absent");
+    assert!(matches!(store.read_blob(&absent, 10), Err(StoreError::BlobNotFound { .. })));
+}
+
+#[test]
+fn a_blob_writer_can_finish_on_another_thread() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = b"written on one thread, committed on another";
+    let digest = Digest::of(data);
+    let mut writer = store.begin_blob(&digest, Some(data.len() as u64)).unwrap();
+    writer.write_all(&data[..10]).unwrap();
+    std::thread::spawn(move || {
+        writer.write_all(&data[10..]).unwrap();
+        writer.commit().unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(store.read_blob(&digest, 100).unwrap(), data);
+}
+
+#[test]
+fn two_writers_of_the_same_blob_both_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = b"same content from two downloads";
+    let digest = Digest::of(data);
+    let mut first = store.begin_blob(&digest, Some(data.len() as u64)).unwrap();
+    let mut second = store.begin_blob(&digest, Some(data.len() as u64)).unwrap();
+    first.write_all(data).unwrap();
+    second.write_all(data).unwrap();
+    first.commit().unwrap();
+    second.commit().unwrap();
+    assert_eq!(blob_names(&store), BTreeSet::from([digest.hex().to_owned()]));
+}
+
+#[test]
+fn stale_temps_are_removed_on_open_but_live_ones_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = b"still downloading";
+    let digest = Digest::of(data);
+    let mut live = store.begin_blob(&digest, None).unwrap();
+    live.write_all(&data[..5]).unwrap();
+    live.flush().unwrap();
+
+    // What a killed run leaves: unlocked temps in blobs/ and beside index.json.
+    let stale_blob = dir.path().join("blobs/sha256/.tmp-4242-deadbeef");
+    let stale_index = dir.path().join(".tmp-4242-cafe");
+    fs::write(&stale_blob, b"partial layer").unwrap();
+    fs::write(&stale_index, b"{\"schemaVer").unwrap();
+
+    // Another process (here: another open file description) opens the store.
+    let second = Store::open(dir.path()).unwrap();
+    assert!(!stale_blob.exists() && !stale_index.exists());
+    assert_eq!(hidden_files(&dir.path().join("blobs/sha256")).len(), 1, "the live temp survives");
+
+    live.write_all(&data[5..]).unwrap();
+    live.commit().unwrap();
+    assert!(second.has_blob(&digest));
+}
+
+#[test]
+fn set_ref_replaces_by_name_and_keeps_everything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    // index.json as another tool might have written it: an unnamed entry and an extra field.
+    Store::open(dir.path()).unwrap();
+    let foreign = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": media_type::OCI_MANIFEST, "digest": Digest::of(b"x").to_string(), "size": 1}],
+        "annotations": {"written.by": "another tool"}
+    });
+    fs::write(dir.path().join("index.json"), serde_json::to_vec(&foreign).unwrap()).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+
+    let one = descriptor_of(media_type::OCI_MANIFEST, b"one");
+    let two = descriptor_of(media_type::OCI_MANIFEST, b"two");
+    store.set_ref("example.com/app:1", &one).unwrap();
+    store.set_ref("example.com/app:2", &one).unwrap();
+    store.set_ref("example.com/app:1", &two).unwrap();
+
+    let refs = store.refs().unwrap();
+    let names: Vec<&str> = refs.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["example.com/app:2", "example.com/app:1"]);
+    let resolved = store.resolve_ref("example.com/app:1").unwrap().unwrap();
+    assert_eq!(resolved.digest, two.digest);
+    assert_eq!(resolved.annotations[annotation::REF_NAME], "example.com/app:1");
+    assert_eq!(resolved.annotations[annotation::CONTAINERD_IMAGE_NAME], "example.com/app:1");
+    assert_eq!(store.resolve_ref("example.com/app:3").unwrap(), None);
+
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["annotations"]["written.by"], "another tool");
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 3, "the unnamed entry is kept");
+
+    assert!(store.remove_ref("example.com/app:2").unwrap());
+    assert!(!store.remove_ref("example.com/app:2").unwrap());
+    assert_eq!(store.refs().unwrap().len(), 1);
+    assert!(matches!(store.set_ref("", &one), Err(StoreError::InvalidRefName(_))));
+    assert!(hidden_files(dir.path()).is_empty(), "no index temp left behind");
+}
+
+#[test]
+fn concurrent_set_ref_from_many_threads_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|thread| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..15 {
+                    let descriptor = descriptor_of(media_type::OCI_MANIFEST, format!("{thread}-{i}").as_bytes());
+                    store.set_ref(&format!("example.com/t{thread}:{i}"), &descriptor).unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let refs = store.refs().unwrap();
+    assert_eq!(refs.len(), 8 * 15);
+    for (name, descriptor) in refs {
+        let (repo, tag) = name.strip_prefix("example.com/t").unwrap().split_once(':').unwrap();
+        assert_eq!(descriptor.digest, Digest::of(format!("{repo}-{tag}").as_bytes()));
+    }
+}
+
+const CHILD_ROOT_ENV: &str = "HPN_STORE_TEST_CHILD_ROOT";
+const CHILD_PREFIX_ENV: &str = "HPN_STORE_TEST_CHILD_PREFIX";
+const REFS_PER_PROCESS: usize = 40;
+
+fn set_many_refs(root: &Path, prefix: &str) {
+    let store = Store::open(root).unwrap();
+    for i in 0..REFS_PER_PROCESS {
+        let descriptor = descriptor_of(media_type::OCI_MANIFEST, format!("{prefix}{i}").as_bytes());
+        store.set_ref(&format!("example.com/{prefix}:{i}"), &descriptor).unwrap();
+    }
+}
+
+/// Runs itself as child processes (selected by an environment variable) so
+/// that three processes rewrite one index.json at the same time.
+#[test]
+fn concurrent_set_ref_from_several_processes_loses_nothing() {
+    if let Some(root) = std::env::var_os(CHILD_ROOT_ENV) {
+        set_many_refs(Path::new(&root), &std::env::var(CHILD_PREFIX_ENV).unwrap());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap();
+    let children: Vec<_> = ["child-a", "child-b"]
+        .into_iter()
+        .map(|prefix| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "concurrent_set_ref_from_several_processes_loses_nothing", "--test-threads=1"])
+                .env(CHILD_ROOT_ENV, dir.path())
+                .env(CHILD_PREFIX_ENV, prefix)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    set_many_refs(dir.path(), "parent");
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let names: BTreeSet<String> = store.refs().unwrap().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names.len(), 3 * REFS_PER_PROCESS, "{names:?}");
+    for prefix in ["parent", "child-a", "child-b"] {
+        assert!(names.contains(&format!("example.com/{prefix}:{}", REFS_PER_PROCESS - 1)));
+    }
+}
+
+#[test]
+fn verify_passes_a_sound_store_and_reports_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = TestImage::new(b"hello from the verify test\n");
+    image.store_into(&store, "example.com/app:1");
+    let report = store.verify().unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!((report.blobs_checked, report.refs_checked), (3, 1));
+    assert_eq!(report.bytes_checked, (image.manifest.len() + image.config.len() + image.layer.len()) as u64);
+
+    // Flip one byte of the layer in place; remove the config.
+    let layer_digest = Digest::of(&image.layer);
+    let layer_path = store.blob_path(&layer_digest);
+    let mut layer = fs::read(&layer_path).unwrap();
+    layer[10] ^= 0xff;
+    fs::write(&layer_path, &layer).unwrap();
+    let config_digest = Digest::of(&image.config);
+    fs::remove_file(store.blob_path(&config_digest)).unwrap();
+    fs::write(dir.path().join("blobs/sha256/not-a-digest"), b"?").unwrap();
+
+    let report = store.verify().unwrap();
+    assert!(!report.is_ok());
+    assert!(report.problems.contains(&Problem::CorruptBlob { digest: layer_digest, actual: Digest::of(&layer) }));
+    assert!(report.problems.contains(&Problem::MissingBlob {
+        image: "example.com/app:1".to_owned(),
+        digest: config_digest,
+        role: BlobRole::Config,
+    }));
+    assert!(report.problems.iter().any(|problem| matches!(problem, Problem::StrayFile { .. })));
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+}
+
+#[test]
+fn read_blob_detects_a_corrupt_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = TestImage::new(b"x");
+    let descriptor = image.store_into(&store, "example.com/app:1");
+    let path = store.blob_path(&descriptor.digest);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[0] = b' ';
+    fs::write(&path, bytes).unwrap();
+    let error = store.read_blob(&descriptor.digest, 1 << 20).unwrap_err();
+    assert!(matches!(error, StoreError::CorruptBlob { .. }), "{error}");
+}
+
+#[test]
+fn gc_keeps_what_refs_reach_and_removes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let kept = TestImage::new(b"kept image\n");
+    let dropped = TestImage::new(b"dropped image\n");
+    kept.store_into(&store, "example.com/app:kept");
+    dropped.store_into(&store, "example.com/app:dropped");
+
+    // An index whose second platform was never pulled, pointing at the kept manifest.
+    let missing_platform = descriptor_of(media_type::OCI_MANIFEST, b"arm64 manifest not pulled");
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{},{}]}}"#,
+        media_type::OCI_INDEX,
+        serde_json::to_string(&kept.descriptor()).unwrap(),
+        serde_json::to_string(&missing_platform).unwrap()
+    );
+    let index_descriptor = descriptor_of(media_type::OCI_INDEX, index.as_bytes());
+    store.put_blob_bytes(&index_descriptor, index.as_bytes()).unwrap();
+    store.set_ref("example.com/multi:1", &index_descriptor).unwrap();
+    let orphan = descriptor_of(media_type::OCI_LAYER_GZIP, b"orphan layer");
+    store.put_blob_bytes(&orphan, b"orphan layer").unwrap();
+
+    assert!(store.remove_ref("example.com/app:dropped").unwrap());
+    // The kept manifest stays reachable through the index alone.
+    assert!(store.remove_ref("example.com/app:kept").unwrap());
+    let report = store.gc().unwrap();
+    assert_eq!(report.blobs_removed, 4, "{report:?}");
+    assert_eq!(report.blobs_kept, 4, "{report:?}");
+    assert_eq!(
+        report.bytes_freed,
+        (dropped.manifest.len() + dropped.config.len() + dropped.layer.len() + b"orphan layer".len()) as u64
+    );
+    for bytes in [&kept.manifest, &kept.config, &kept.layer, &index.as_bytes().to_vec()] {
+        assert!(store.has_blob(&Digest::of(bytes)));
+    }
+    for bytes in [&dropped.manifest, &dropped.config, &dropped.layer] {
+        assert!(!store.has_blob(&Digest::of(bytes)));
+    }
+    assert!(store.verify().unwrap().is_ok());
+    assert_eq!(store.gc().unwrap().blobs_removed, 0);
+}
+
+#[test]
+fn gc_refuses_while_another_user_has_the_store_open_and_on_unreadable_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let orphan = descriptor_of(media_type::OCI_LAYER_GZIP, b"orphan");
+    store.put_blob_bytes(&orphan, b"orphan").unwrap();
+
+    let other = Store::open(dir.path()).unwrap();
+    assert!(matches!(store.gc(), Err(StoreError::InUse { .. })));
+    assert!(store.has_blob(&orphan.digest));
+    drop(other);
+
+    // A referenced "manifest" that does not parse: gc must not guess.
+    let garbage = descriptor_of(media_type::OCI_MANIFEST, b"not json");
+    store.put_blob_bytes(&garbage, b"not json").unwrap();
+    store.set_ref("example.com/broken:1", &garbage).unwrap();
+    assert!(matches!(store.gc(), Err(StoreError::UnreadableManifest { .. })));
+    assert!(store.has_blob(&orphan.digest));
+
+    store.remove_ref("example.com/broken:1").unwrap();
+    assert_eq!(store.gc().unwrap().blobs_removed, 2);
+    // The shared lock is back: a later gc from another store still sees this one.
+    let other = Store::open(dir.path()).unwrap();
+    assert!(matches!(other.gc(), Err(StoreError::InUse { .. })));
+}
+
+fn skopeo() -> Command {
+    let path = PathBuf::from("/usr/bin/skopeo");
+    assert!(path.exists(), "these tests read the store with skopeo: install the Debian package `skopeo`");
+    Command::new(path)
+}
+
+#[test]
+fn skopeo_reads_an_image_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = TestImage::new(b"hello from hpn\n");
+    let descriptor = image.store_into(&store, "example.com/app:1");
+    TestImage::new(b"another image\n").store_into(&store, "example.com/other:2");
+
+    let output =
+        skopeo().args(["inspect", &format!("oci:{}:example.com/app:1", dir.path().display())]).output().unwrap();
+    assert!(output.status.success(), "skopeo: {}", String::from_utf8_lossy(&output.stderr));
+    let inspect: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(inspect["Digest"], descriptor.digest.to_string());
+    assert_eq!(inspect["Layers"][0], Digest::of(&image.layer).to_string());
+
+    let raw = skopeo()
+        .args(["inspect", "--raw", &format!("oci:{}:example.com/app:1", dir.path().display())])
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "skopeo: {}", String::from_utf8_lossy(&raw.stderr));
+    assert_eq!(raw.stdout, image.manifest);
+}

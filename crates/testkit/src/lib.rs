@@ -1,0 +1,47 @@
+//! Real peers and deterministic images for hpn's tests.
+//!
+//! Everything here starts or drives a real program from Debian's packages: the distribution
+//! registry (`docker-registry`), `dockerd` with Debian's docker client, `podman` and `skopeo`.
+//! There are no mocks: a test that passes here has spoken to the same software users run.
+//! Each peer lives in a temporary directory of its own and is stopped and removed on drop, so
+//! tests can run in parallel and leave nothing behind.
+//!
+//! ```no_run
+//! use hpn_testkit::{Registry, fixtures};
+//! # fn main() -> anyhow::Result<()> {
+//! let registry = Registry::start()?;
+//! let set = fixtures::build(fixtures::Scale::Small)?;
+//! let pushed = fixtures::push(&set, registry.addr())?;
+//! let app = pushed.image("app-a");
+//! println!("{} -> {}", app.reference, app.digest);
+//! # Ok(()) }
+//! ```
+
+pub mod fixtures;
+
+mod dockerd;
+mod http;
+mod podman;
+mod process;
+mod registry;
+mod skopeo;
+
+pub use dockerd::{Dockerd, docker_client};
+pub use podman::Podman;
+pub use process::have_binary;
+pub use registry::{AccessLogEntry, RawManifest, Registry, RegistryBuilder};
+pub use skopeo::{skopeo, skopeo_inspect, skopeo_inspect_raw};
+
+/// The peer programs the tests need, with the Debian package that provides each.
+pub const PEERS: &[(&str, &str)] = &[
+    ("docker-registry", "docker-registry"),
+    ("skopeo", "skopeo"),
+    ("dockerd", "docker.io"),
+    ("/usr/bin/docker", "docker.io"),
+    ("podman", "podman"),
+];
+
+/// The peers from [`PEERS`] that cannot be found, as `(program, package)`.
+pub fn missing_peers() -> Vec<(&'static str, &'static str)> {
+    PEERS.iter().copied().filter(|(bin, _)| !have_binary(bin)).collect()
+}

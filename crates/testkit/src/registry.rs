@@ -1,0 +1,322 @@
+//! The CNCF distribution registry (`docker-registry` from Debian), on loopback, one per test.
+
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+use crate::http::{Body, Client};
+use crate::process::{log_tail, terminate, wait_ready};
+
+/// Media types a manifest GET/HEAD accepts, so the registry never converts or refuses one.
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+     application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json, \
+     application/vnd.docker.distribution.manifest.v2+json";
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `docker-registry serve` with filesystem storage in a temporary directory. Dropping it
+/// stops the process and removes the directory.
+#[derive(Debug)]
+pub struct Registry {
+    child: Child,
+    addr: String,
+    credentials: Option<(String, String)>,
+    log: PathBuf,
+    // Last, so it is removed after the process is gone.
+    dir: TempDir,
+}
+
+/// Options for [`Registry`]; [`Registry::start`] and [`Registry::start_with_htpasswd`] cover the
+/// common cases.
+#[derive(Debug, Default, Clone)]
+pub struct RegistryBuilder {
+    port: Option<u16>,
+    htpasswd: Option<(String, String)>,
+}
+
+impl RegistryBuilder {
+    /// Listen on this port instead of a free one chosen at start.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Require HTTP Basic auth with this one user (an htpasswd file with a bcrypt entry).
+    pub fn htpasswd(mut self, user: &str, password: &str) -> Self {
+        self.htpasswd = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
+    pub fn start(self) -> Result<Registry> {
+        // A free port found by binding :0 can be taken by a parallel test before the registry binds
+        // it; that shows up as an early exit, and a new port is the cure.
+        let attempts = if self.port.is_some() { 1 } else { 5 };
+        let mut last_err = None;
+        for _ in 0..attempts {
+            let port = match self.port {
+                Some(p) => p,
+                None => free_port()?,
+            };
+            match self.start_on(port) {
+                Ok(r) => return Ok(r),
+                Err(e) if format!("{e:#}").contains("address already in use") => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("registry did not start")))
+    }
+
+    fn start_on(&self, port: u16) -> Result<Registry> {
+        let dir =
+            tempfile::Builder::new().prefix("hpn-registry-").tempdir().context("creating the registry's temp dir")?;
+        let addr = format!("127.0.0.1:{port}");
+        let data = dir.path().join("data");
+        let config = dir.path().join("config.yml");
+        let log = dir.path().join("registry.log");
+        fs::create_dir(&data)?;
+
+        let mut yaml = String::new();
+        writeln!(yaml, "version: 0.1")?;
+        writeln!(yaml, "log:\n  level: info\n  formatter: text")?;
+        writeln!(yaml, "storage:")?;
+        writeln!(yaml, "  filesystem:\n    rootdirectory: {}", yaml_str(&data))?;
+        writeln!(yaml, "  delete:\n    enabled: true")?;
+        // Background purging of upload dirs would race with tests that look at storage.
+        writeln!(yaml, "  maintenance:\n    uploadpurging:\n      enabled: false")?;
+        writeln!(yaml, "http:\n  addr: {addr}")?;
+        // Without a fixed secret the registry logs a warning at every start.
+        writeln!(yaml, "  secret: hpn-testkit-not-secret")?;
+        if let Some((user, password)) = &self.htpasswd {
+            let htpasswd = dir.path().join("htpasswd");
+            fs::write(&htpasswd, htpasswd_line(user, password)?)?;
+            writeln!(yaml, "auth:\n  htpasswd:\n    realm: hpn-testkit\n    path: {}", yaml_str(&htpasswd))?;
+        }
+        fs::write(&config, yaml)?;
+
+        let out = File::create(&log)?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("cannot run docker-registry (Debian package docker-registry)")?;
+        let mut registry = Registry { child, addr, credentials: self.htpasswd.clone(), log, dir };
+        let client = registry.client();
+        let log = registry.log.clone();
+        // Our own log line first: if a parallel test's registry got this port, it would answer
+        // /v2/ while ours had failed to bind.
+        let listening = format!("listening on {}", registry.addr);
+        wait_ready("docker-registry", &mut registry.child, &log, START_TIMEOUT, || {
+            fs::read_to_string(&log).is_ok_and(|l| l.contains(&listening))
+                && client.request("GET", "/v2/", &[], Body::Empty).is_ok_and(|r| r.status == 200)
+        })?;
+        Ok(registry)
+    }
+}
+
+impl Registry {
+    /// A registry on a free loopback port, no auth.
+    pub fn start() -> Result<Registry> {
+        RegistryBuilder::default().start()
+    }
+
+    /// A registry that wants HTTP Basic credentials `user:password` for everything under /v2/.
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Result<Registry> {
+        RegistryBuilder::default().htpasswd(user, password).start()
+    }
+
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of an image reference.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `127.0.0.1:PORT/<name>`, e.g. `reference("fixtures/app-a:1")`.
+    pub fn reference(&self, name: &str) -> String {
+        format!("{}/{name}", self.addr)
+    }
+
+    /// The user and password given to [`Registry::start_with_htpasswd`].
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.credentials.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    /// The registry's filesystem storage root (`docker/registry/v2/...` below it).
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The whole log so far: the registry's own lines and its access log.
+    pub fn log(&self) -> String {
+        fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log, for assertion messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+
+    /// Every request the registry has answered so far, oldest first. Lets a test count, say, how
+    /// often a blob was fetched.
+    pub fn access_log(&self) -> Vec<AccessLogEntry> {
+        self.log().lines().filter_map(AccessLogEntry::parse).collect()
+    }
+
+    /// Whether `repository` holds blob `digest` (a HEAD, with this registry's credentials).
+    pub fn has_blob(&self, repository: &str, digest: &str) -> Result<bool> {
+        let r = self.client().request("HEAD", &format!("/v2/{repository}/blobs/{digest}"), &[], Body::Empty)?;
+        match r.status {
+            200 => Ok(true),
+            404 => Ok(false),
+            s => bail!("HEAD blob {repository}@{digest}: HTTP {s}"),
+        }
+    }
+
+    /// The manifest or index that `repository:reference` (a tag or digest) names, as the exact
+    /// bytes the registry serves.
+    pub fn manifest(&self, repository: &str, reference: &str) -> Result<RawManifest> {
+        let r = self.client().request(
+            "GET",
+            &format!("/v2/{repository}/manifests/{reference}"),
+            &[("Accept", MANIFEST_ACCEPT)],
+            Body::Empty,
+        )?;
+        if r.status != 200 {
+            bail!("GET manifest {repository}:{reference}: HTTP {}: {}", r.status, r.body_text());
+        }
+        Ok(RawManifest {
+            media_type: r.header("Content-Type").unwrap_or_default().to_owned(),
+            digest: r.header("Docker-Content-Digest").unwrap_or_default().to_owned(),
+            bytes: r.body,
+        })
+    }
+
+    /// The tags of `repository`, as the registry lists them.
+    pub fn tags(&self, repository: &str) -> Result<Vec<String>> {
+        let r = self.client().request("GET", &format!("/v2/{repository}/tags/list"), &[], Body::Empty)?;
+        if r.status != 200 {
+            bail!("GET tags of {repository}: HTTP {}: {}", r.status, r.body_text());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&r.body)?;
+        Ok(v["tags"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default())
+    }
+
+    pub(crate) fn client(&self) -> Client {
+        Client::new(&self.addr, self.credentials())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// A manifest as served: bytes untouched, with the registry's Content-Type and digest headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawManifest {
+    pub media_type: String,
+    pub digest: String,
+    pub bytes: Vec<u8>,
+}
+
+/// One line of the registry's combined-format access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogEntry {
+    pub method: String,
+    /// Path and query, e.g. `/v2/fixtures/base/blobs/sha256:...`.
+    pub path: String,
+    pub status: u16,
+    pub user_agent: String,
+}
+
+impl AccessLogEntry {
+    // 127.0.0.1 - - [23/Nov/2026:18:04:28 +0000] "GET /v2/ HTTP/1.1" 200 2 "" "curl/7.88.1"
+    fn parse(line: &str) -> Option<AccessLogEntry> {
+        let (_, rest) = line.split_once("] \"")?;
+        let (request, rest) = rest.split_once("\" ")?;
+        let mut req = request.split(' ');
+        let method = req.next()?.to_owned();
+        let path = req.next()?.to_owned();
+        if !req.next()?.starts_with("HTTP/") {
+            return None;
+        }
+        let status = rest.split(' ').next()?.parse().ok()?;
+        let user_agent = rest.rsplit_once(" \"").map(|(_, ua)| ua.trim_end_matches('"').to_owned()).unwrap_or_default();
+        Some(AccessLogEntry { method, path, status, user_agent })
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn yaml_str(path: &Path) -> String {
+    serde_json::to_string(&path.to_string_lossy()).unwrap_or_default()
+}
+
+/// An htpasswd line the registry (Go's bcrypt) accepts. Cost 4, the minimum, keeps each request's
+/// password check cheap; the salt comes from the user name so the file is the same every run.
+fn htpasswd_line(user: &str, password: &str) -> Result<String> {
+    if user.contains(':') || user.contains('\n') {
+        bail!("htpasswd user {user:?} must not contain ':' or a newline");
+    }
+    let mut salt = [0u8; 16];
+    for (i, b) in format!("hpn-testkit-salt-{user}").bytes().enumerate() {
+        salt[i % 16] ^= b;
+    }
+    let hash = bcrypt::hash_with_salt(password, 4, salt)
+        .map_err(|e| anyhow::anyhow!("bcrypt: {e}"))?
+        .format_for_version(bcrypt::Version::TwoY);
+    Ok(format!("{user}:{hash}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_access_log_lines() {
+        let line = r#"127.0.0.1 - alice [23/Nov/2026:18:04:28 +0000] "HEAD /v2/fixtures/base/blobs/sha256:ab HTTP/1.1" 404 157 "" "hpn/0.1 (x)""#;
+        let e = AccessLogEntry::parse(line).unwrap();
+        assert_eq!(e.method, "HEAD");
+        assert_eq!(e.path, "/v2/fixtures/base/blobs/sha256:ab");
+        assert_eq!(e.status, 404);
+        assert_eq!(e.user_agent, "hpn/0.1 (x)");
+        assert!(AccessLogEntry::parse(r#"time="2026" level=info msg="listening on 127.0.0.1:1""#).is_none());
+    }
+
+    #[test]
+    fn htpasswd_entry_verifies() {
+        let line = htpasswd_line("alice", "s3cret").unwrap();
+        let hash = line.trim_end().strip_prefix("alice:").unwrap();
+        assert!(hash.starts_with("$2y$04$"));
+        assert!(bcrypt::verify("s3cret", hash).unwrap());
+        assert!(!bcrypt::verify("wrong", hash).unwrap());
+    }
+}

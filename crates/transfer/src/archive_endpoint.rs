@@ -1,0 +1,242 @@
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};
+use hpn_oci::media_type::{LayerCompression, layer_compression};
+use hpn_oci::{Descriptor, Digest, Reference, Sha256Hasher};
+
+use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, RawManifest};
+use crate::error::TransferError;
+use crate::store_endpoint::drain_on_blocking_thread;
+
+/// Writes images into one docker/OCI hybrid archive file (see DESIGN.md):
+/// the OCI side keeps every original blob; `manifest.json` gives docker one
+/// platform per image, pointing at an uncompressed copy of any zstd layer,
+/// because docker before 23 cannot read zstd.
+#[derive(Debug)]
+pub struct ArchiveDestination {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<ArchiveWriter>>,
+    /// Images committed so far, with their request position.
+    images: Mutex<Vec<(usize, ArchiveImage)>>,
+    /// zstd layer digest → digest of its uncompressed copy in the archive.
+    uncompressed_copies: Mutex<HashMap<Digest, Digest>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Inner {
+    fn with_writer<T>(
+        &self,
+        work: impl FnOnce(&mut ArchiveWriter) -> Result<T, TransferError>,
+    ) -> Result<T, TransferError> {
+        let mut guard = lock(&self.writer);
+        let writer = guard.as_mut().ok_or_else(|| {
+            TransferError::Unsupported(format!("archive {} was already finished", self.path.display()))
+        })?;
+        work(writer)
+    }
+
+    /// Adds the zstd layer at `path` and an uncompressed copy named by its
+    /// DiffID. Decompression runs before the archive lock is taken so other
+    /// blobs keep flowing into the archive meanwhile.
+    fn add_zstd_layer(&self, descriptor: &Descriptor, path: &Path) -> Result<(), TransferError> {
+        let scratch_dir = self.path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let (uncompressed, diff_id) = decompress_zstd(path, scratch_dir)
+            .map_err(|error| TransferError::io(format!("decompressing zstd layer {}", descriptor.digest), error))?;
+        self.with_writer(|writer| {
+            writer.add_blob_from_file(&descriptor.digest, path)?;
+            writer.add_blob_from_file(&diff_id, uncompressed.path())?;
+            Ok(())
+        })?;
+        lock(&self.uncompressed_copies).insert(descriptor.digest.clone(), diff_id);
+        Ok(())
+    }
+}
+
+impl ArchiveDestination {
+    pub fn create(path: &Path, compression: ArchiveCompression) -> Result<Self, TransferError> {
+        let writer = ArchiveWriter::create(path, compression)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(Some(writer)),
+                images: Mutex::new(Vec::new()),
+                uncompressed_copies: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Writes the archive's indexes in request order and moves the finished
+    /// file to its final name. Returns its size in bytes.
+    pub async fn finish(&self) -> Result<u64, TransferError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let mut writer = lock(&inner.writer).take().ok_or_else(|| {
+                TransferError::Unsupported(format!("archive {} was already finished", inner.path.display()))
+            })?;
+            let mut images = std::mem::take(&mut *lock(&inner.images));
+            images.sort_by_key(|(index, _)| *index);
+            for (_, image) in images {
+                writer.add_image(image);
+            }
+            Ok(writer.finish()?)
+        })
+        .await
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
+) -> Result<T, TransferError> {
+    tokio::task::spawn_blocking(work).await.map_err(|join| TransferError::io("archive task", io::Error::other(join)))?
+}
+
+impl ImageDestination for ArchiveDestination {
+    fn describe(&self) -> String {
+        format!("archive {}", self.inner.path.display())
+    }
+
+    async fn has_blob(&self, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        self.inner.with_writer(|writer| Ok(writer.contains_blob(&descriptor.digest)))
+    }
+
+    async fn put_blob(&self, descriptor: &Descriptor, content: BlobContent) -> Result<(), TransferError> {
+        let inner = Arc::clone(&self.inner);
+        let descriptor = descriptor.clone();
+        let is_zstd = layer_compression(&descriptor.media_type) == Some(LayerCompression::Zstd);
+        match content {
+            BlobContent::Bytes(bytes) => {
+                run_blocking(move || inner.with_writer(|writer| Ok(writer.add_blob_bytes(&descriptor.digest, &bytes)?)))
+                    .await
+            }
+            BlobContent::File(path) if is_zstd => run_blocking(move || inner.add_zstd_layer(&descriptor, &path)).await,
+            BlobContent::File(path) => {
+                run_blocking(move || {
+                    inner.with_writer(|writer| Ok(writer.add_blob_from_file(&descriptor.digest, &path)?))
+                })
+                .await
+            }
+            // A zstd layer is needed twice (as is, and decompressed), so a
+            // streamed one is first spooled to a verified temp file.
+            BlobContent::Stream(stream) if is_zstd => {
+                drain_on_blocking_thread(stream, move |reader| {
+                    let spooled = spool_verified(reader, &descriptor, &inner.path)?;
+                    inner.add_zstd_layer(&descriptor, spooled.path())
+                })
+                .await
+            }
+            BlobContent::Stream(stream) => {
+                drain_on_blocking_thread(stream, move |reader| {
+                    inner.with_writer(|writer| {
+                        Ok(writer.add_blob_from_reader(&descriptor.digest, descriptor.size, reader)?)
+                    })
+                })
+                .await
+            }
+        }
+    }
+
+    async fn put_manifest(&self, _image: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
+        let inner = Arc::clone(&self.inner);
+        let (digest, bytes) = (manifest.digest.clone(), manifest.bytes.clone());
+        run_blocking(move || inner.with_writer(|writer| Ok(writer.add_blob_bytes(&digest, &bytes)?))).await
+    }
+
+    async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
+        let primary = &image.platforms[image.primary];
+        let copies = lock(&self.inner.uncompressed_copies).clone();
+        let mut layers = Vec::with_capacity(primary.parsed.layers.len());
+        for (layer, diff_id) in primary.parsed.layers.iter().zip(&primary.diff_ids) {
+            match copies.get(&layer.digest) {
+                Some(actual) if actual != diff_id => {
+                    return Err(TransferError::DiffIdMismatch {
+                        layer: layer.digest.clone(),
+                        expected: diff_id.clone(),
+                        actual: actual.clone(),
+                    });
+                }
+                Some(uncompressed) => layers.push(uncompressed.clone()),
+                None => layers.push(layer.digest.clone()),
+            }
+        }
+        let archive_image = ArchiveImage {
+            descriptor: image.top.descriptor(),
+            name: image.destination.to_string(),
+            tag: image.destination.tag().map(str::to_owned),
+            docker: Some(DockerImageEntry {
+                config: primary.parsed.config.digest.clone(),
+                repo_tags: image.destination.familiar_tagged().into_iter().collect(),
+                layers,
+            }),
+        };
+        lock(&self.inner.images).push((image.job_index, archive_image));
+        Ok(())
+    }
+}
+
+/// Decompresses a zstd layer into a temp file in `dir`, hashing the output:
+/// the hash is the layer's DiffID and names the copy in the archive.
+fn decompress_zstd(path: &Path, dir: &Path) -> io::Result<(tempfile::NamedTempFile, Digest)> {
+    let mut decoder = zstd::stream::read::Decoder::new(File::open(path)?)?;
+    let mut output =
+        HashingWriter { inner: io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?), hasher: Sha256Hasher::new() };
+    io::copy(&mut decoder, &mut output)?;
+    let HashingWriter { inner, hasher } = output;
+    let file = inner.into_inner().map_err(io::IntoInnerError::into_error)?;
+    Ok((file, hasher.finish()))
+}
+
+/// Copies a streamed blob into a temp file beside the archive, checking size and digest.
+fn spool_verified(
+    reader: &mut dyn io::Read,
+    descriptor: &Descriptor,
+    archive: &Path,
+) -> Result<tempfile::NamedTempFile, TransferError> {
+    let dir = archive.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut spool = || -> io::Result<(tempfile::NamedTempFile, Sha256Hasher)> {
+        let mut output = HashingWriter {
+            inner: io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?),
+            hasher: Sha256Hasher::new(),
+        };
+        io::copy(reader, &mut output)?;
+        let HashingWriter { inner, hasher } = output;
+        Ok((inner.into_inner().map_err(io::IntoInnerError::into_error)?, hasher))
+    };
+    let (file, hasher) = spool().map_err(|error| {
+        TransferError::io(format!("spooling layer {} next to the archive", descriptor.digest), error)
+    })?;
+    let size = hasher.bytes();
+    let actual = hasher.finish();
+    if actual != descriptor.digest || size != descriptor.size {
+        return Err(TransferError::DigestMismatch { what: "layer", expected: descriptor.digest.clone(), actual });
+    }
+    Ok(file)
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256Hasher,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buffer)?;
+        self.hasher.update(&buffer[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,193 @@
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use hpn_oci::{Descriptor, Digest, ImageManifest, ParsedManifest, Platform, Reference};
+
+use crate::error::TransferError;
+
+/// Manifest or index bytes exactly as the source holds them, with their
+/// media type and digest. Never re-serialized.
+#[derive(Debug, Clone)]
+pub struct RawManifest {
+    pub bytes: Bytes,
+    pub media_type: String,
+    pub digest: Digest,
+}
+
+impl RawManifest {
+    /// Hashes and parses `bytes`. `media_type_hint` is what the transport
+    /// said (Content-Type, a descriptor), used when the document has none.
+    pub fn parse(
+        bytes: Bytes,
+        media_type_hint: Option<&str>,
+        context: impl FnOnce() -> String,
+    ) -> Result<(Self, ParsedManifest), TransferError> {
+        let (parsed, media_type) = ParsedManifest::parse(&bytes, media_type_hint)
+            .map_err(|source| TransferError::Manifest { context: context(), source })?;
+        let digest = Digest::of(&bytes);
+        Ok((Self { bytes, media_type, digest }, parsed))
+    }
+
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(&self.media_type, self.digest.clone(), self.bytes.len() as u64)
+    }
+}
+
+pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransferError>> + Send>>;
+
+/// A blob's bytes as a source can best offer them.
+pub enum BlobContent {
+    /// Arriving over the network; not yet verified.
+    Stream(BlobStream),
+    /// A local file that was verified when it was stored.
+    File(PathBuf),
+    /// Small content already in memory and verified (configs).
+    Bytes(Bytes),
+}
+
+impl std::fmt::Debug for BlobContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stream(_) => f.write_str("BlobContent::Stream"),
+            Self::File(path) => f.debug_tuple("BlobContent::File").field(path).finish(),
+            Self::Bytes(bytes) => write!(f, "BlobContent::Bytes({} bytes)", bytes.len()),
+        }
+    }
+}
+
+impl BlobContent {
+    /// Reads a small blob whole, verifying its digest. `limit` protects memory
+    /// from a source that claims a config is gigabytes long.
+    pub async fn read_verified(self, descriptor: &Descriptor, limit: u64) -> Result<Bytes, TransferError> {
+        if descriptor.size > limit {
+            return Err(TransferError::TooLarge {
+                what: "blob",
+                digest: descriptor.digest.clone(),
+                size: descriptor.size,
+                limit,
+            });
+        }
+        let bytes = match self {
+            Self::Bytes(bytes) => bytes,
+            Self::File(path) => Bytes::from(
+                tokio::fs::read(&path)
+                    .await
+                    .map_err(|error| TransferError::io(format!("reading {}", path.display()), error))?,
+            ),
+            Self::Stream(mut stream) => {
+                let mut buffer = Vec::with_capacity(descriptor.size as usize);
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk?;
+                    if (buffer.len() + chunk.len()) as u64 > descriptor.size {
+                        break;
+                    }
+                    buffer.extend_from_slice(&chunk);
+                }
+                Bytes::from(buffer)
+            }
+        };
+        let actual = Digest::of(&bytes);
+        if actual != descriptor.digest || bytes.len() as u64 != descriptor.size {
+            return Err(TransferError::DigestMismatch { what: "blob", expected: descriptor.digest.clone(), actual });
+        }
+        Ok(bytes)
+    }
+}
+
+/// One platform's image inside a copied image.
+#[derive(Debug, Clone)]
+pub struct PlatformImage {
+    pub manifest: RawManifest,
+    pub parsed: ImageManifest,
+    /// The config blob's bytes (small, verified).
+    pub config: Bytes,
+    pub platform: Platform,
+    /// The uncompressed digests of the layers, from the config, in layer order.
+    pub diff_ids: Vec<Digest>,
+}
+
+/// Everything a destination needs to record an image once its blobs and
+/// manifests are in place.
+#[derive(Debug, Clone)]
+pub struct CopiedImage {
+    /// Position of the image in the user's request, so outputs list images
+    /// in the order the user gave them rather than the order they finished.
+    pub job_index: usize,
+    /// The name to record the image under at the destination.
+    pub destination: Reference,
+    /// The top-level manifest or index.
+    pub top: RawManifest,
+    /// The platform images copied, in index order (one for a plain manifest).
+    pub platforms: Vec<PlatformImage>,
+    /// Which of `platforms` a single-platform consumer (docker load) gets.
+    pub primary: usize,
+}
+
+/// Where images come from: a registry, the store, an archive, a directory.
+pub trait ImageSource: Send + Sync + 'static {
+    /// Names the source in messages (`registry 127.0.0.1:5000`, `store /path`).
+    fn describe(&self) -> String;
+
+    /// What `image` resolves to, if the source can tell cheaply (a registry's
+    /// HEAD, which Docker Hub does not count as a pull). Lets the engine reuse
+    /// a manifest the destination already holds instead of fetching it.
+    fn peek(&self, _image: &Reference) -> impl Future<Output = Result<Option<Descriptor>, TransferError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// The top-level manifest or index that `image` names.
+    fn resolve(&self, image: &Reference) -> impl Future<Output = Result<RawManifest, TransferError>> + Send;
+
+    /// A manifest an index points to.
+    fn manifest(
+        &self,
+        image: &Reference,
+        descriptor: &Descriptor,
+    ) -> impl Future<Output = Result<RawManifest, TransferError>> + Send;
+
+    /// A blob's bytes. Streams are verified by whoever consumes them.
+    fn blob(
+        &self,
+        image: &Reference,
+        descriptor: &Descriptor,
+    ) -> impl Future<Output = Result<BlobContent, TransferError>> + Send;
+}
+
+/// Where images go. Each call must leave the destination consistent if the
+/// process dies right after it: blobs land whole and verified or not at all.
+pub trait ImageDestination: Send + Sync + 'static {
+    fn describe(&self) -> String;
+
+    /// A small blob (manifest, config) the destination already holds,
+    /// verified, so it need not be fetched from the source again.
+    fn cached(
+        &self,
+        _digest: &Digest,
+        _limit: u64,
+    ) -> impl Future<Output = Result<Option<Bytes>, TransferError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Whether the destination already holds this blob, so it can be skipped.
+    fn has_blob(&self, descriptor: &Descriptor) -> impl Future<Output = Result<bool, TransferError>> + Send;
+
+    /// Takes a blob; stream content must be verified against `descriptor`.
+    fn put_blob(
+        &self,
+        descriptor: &Descriptor,
+        content: BlobContent,
+    ) -> impl Future<Output = Result<(), TransferError>> + Send;
+
+    /// Takes a manifest or index, after every blob it references.
+    fn put_manifest(
+        &self,
+        image: &Reference,
+        manifest: &RawManifest,
+    ) -> impl Future<Output = Result<(), TransferError>> + Send;
+
+    /// Records the image under its name, after all its content is in place.
+    fn commit(&self, image: &CopiedImage) -> impl Future<Output = Result<(), TransferError>> + Send;
+}

@@ -1,0 +1,339 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Platform, Reference};
+use tokio::sync::Semaphore;
+
+use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, PlatformImage, RawManifest};
+use crate::error::TransferError;
+use crate::report::{BlobOrigin, Reporter};
+use crate::single_flight::SingleFlight;
+
+/// Configs are a few KiB; anything this large is hostile or broken.
+const CONFIG_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+/// The distribution registry refuses manifests over 4 MiB; so do we.
+const MANIFEST_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// Which platforms of a multi-platform image to copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformChoice {
+    One(Platform),
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub platforms: PlatformChoice,
+    /// Blobs moving at once across all images of the run.
+    pub max_concurrent_blobs: usize,
+    /// Images in progress at once in [`Engine::copy_all`].
+    pub max_concurrent_images: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { platforms: PlatformChoice::One(Platform::host()), max_concurrent_blobs: 8, max_concurrent_images: 4 }
+    }
+}
+
+/// One image to copy: what to read and the name to record it under.
+#[derive(Debug, Clone)]
+pub struct CopyJob {
+    pub index: usize,
+    pub source: Reference,
+    pub destination: Reference,
+}
+
+/// What copying one image did.
+#[derive(Debug, Clone)]
+pub struct CopyOutcome {
+    pub digest: Digest,
+    pub media_type: String,
+    pub platforms: Vec<Platform>,
+    pub blobs_transferred: usize,
+    pub bytes_transferred: u64,
+    pub blobs_present: usize,
+    pub bytes_present: u64,
+}
+
+/// The transfer engine: drives any source into any destination.
+pub struct Engine<S, D> {
+    source: Arc<S>,
+    destination: Arc<D>,
+    options: EngineOptions,
+    reporter: Arc<dyn Reporter>,
+    blob_slots: Semaphore,
+    layers: SingleFlight<BlobOrigin>,
+    configs: SingleFlight<Bytes>,
+}
+
+impl<S, D> std::fmt::Debug for Engine<S, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
+    pub fn new(source: Arc<S>, destination: Arc<D>, options: EngineOptions, reporter: Arc<dyn Reporter>) -> Self {
+        Self {
+            source,
+            destination,
+            blob_slots: Semaphore::new(options.max_concurrent_blobs.max(1)),
+            options,
+            reporter,
+            layers: SingleFlight::new(),
+            configs: SingleFlight::new(),
+        }
+    }
+
+    pub fn destination(&self) -> &Arc<D> {
+        &self.destination
+    }
+
+    /// Copies every job, several at once; one failure does not stop the
+    /// others. Results come back in job order.
+    pub async fn copy_all(&self, jobs: &[CopyJob]) -> Vec<Result<CopyOutcome, TransferError>> {
+        let mut results: Vec<(usize, Result<CopyOutcome, TransferError>)> = stream::iter(jobs)
+            .map(|job| async move { (job.index, self.copy(job).await) })
+            .buffer_unordered(self.options.max_concurrent_images.max(1))
+            .collect()
+            .await;
+        results.sort_by_key(|(index, _)| *index);
+        results.into_iter().map(|(_, result)| result).collect()
+    }
+
+    /// Copies one image, reporting its start and end.
+    pub async fn copy(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
+        self.reporter.image_started(&job.source);
+        let result = self.copy_unreported(job).await;
+        self.reporter.image_finished(&job.source, result.as_ref());
+        result
+    }
+
+    async fn copy_unreported(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
+        let image = &job.source;
+        let top = self.resolve_top(image).await?;
+        let (_, parsed) = RawManifest::parse(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
+        let (platform_manifests, primary) = match parsed {
+            ParsedManifest::Image(manifest) => (vec![(top.clone(), manifest, None)], 0),
+            ParsedManifest::Index(index) => self.select_platforms(image, &index.manifests).await?,
+        };
+
+        let mut platforms = Vec::with_capacity(platform_manifests.len());
+        for (manifest, parsed, index_platform) in platform_manifests {
+            let config = self.config(image, &parsed.config).await?;
+            let image_config = ImageConfig::parse(&config).map_err(|source| TransferError::Manifest {
+                context: format!("image {image}, config {}", parsed.config.digest),
+                source,
+            })?;
+            if image_config.rootfs.diff_ids.len() != parsed.layers.len() {
+                return Err(TransferError::LayerCountMismatch {
+                    layers: parsed.layers.len(),
+                    diff_ids: image_config.rootfs.diff_ids.len(),
+                });
+            }
+            let platform = index_platform.unwrap_or_else(|| image_config.platform());
+            platforms.push(PlatformImage {
+                manifest,
+                parsed,
+                config,
+                platform,
+                diff_ids: image_config.rootfs.diff_ids,
+            });
+        }
+
+        let mut layers: Vec<&Descriptor> = platforms.iter().flat_map(|platform| &platform.parsed.layers).collect();
+        layers.sort_by(|a, b| a.digest.cmp(&b.digest));
+        layers.dedup_by(|a, b| a.digest == b.digest);
+        let planned_bytes: u64 = layers.iter().map(|layer| layer.size).sum();
+        let layer_count = layers.len();
+        self.reporter.image_planned(image, layers.len(), planned_bytes);
+
+        let transferred = (AtomicUsize::new(0), AtomicU64::new(0));
+        stream::iter(layers)
+            .map(|layer| async {
+                let origin = self.layer(image, layer).await?;
+                if origin == BlobOrigin::Transferred {
+                    transferred.0.fetch_add(1, Ordering::Relaxed);
+                    transferred.1.fetch_add(layer.size, Ordering::Relaxed);
+                }
+                self.reporter.blob_done(image, layer, origin);
+                Ok::<_, TransferError>(())
+            })
+            .buffer_unordered(self.options.max_concurrent_blobs.max(1))
+            .try_collect::<()>()
+            .await?;
+
+        for platform in &platforms {
+            if platform.manifest.digest != top.digest {
+                self.destination.put_manifest(image, &platform.manifest).await?;
+            }
+        }
+        self.destination.put_manifest(image, &top).await?;
+
+        let copied =
+            CopiedImage { job_index: job.index, destination: job.destination.clone(), top, platforms, primary };
+        self.destination.commit(&copied).await?;
+
+        let (blobs_transferred, bytes_transferred) = (transferred.0.into_inner(), transferred.1.into_inner());
+        Ok(CopyOutcome {
+            digest: copied.top.digest,
+            media_type: copied.top.media_type,
+            platforms: copied.platforms.into_iter().map(|platform| platform.platform).collect(),
+            blobs_transferred,
+            bytes_transferred,
+            blobs_present: layer_count - blobs_transferred,
+            bytes_present: planned_bytes - bytes_transferred,
+        })
+    }
+
+    /// Picks the index entries to copy and fetches their manifests. Returns
+    /// them with the position of the one a single-platform consumer gets.
+    async fn select_platforms(
+        &self,
+        image: &Reference,
+        entries: &[Descriptor],
+    ) -> Result<(Vec<(RawManifest, hpn_oci::ImageManifest, Option<Platform>)>, usize), TransferError> {
+        // Attestations and signatures ride in indexes as unknown/unknown entries.
+        let candidates: Vec<&Descriptor> = entries
+            .iter()
+            .filter(|entry| hpn_oci::media_type::is_image_manifest(&entry.media_type))
+            .filter(|entry| entry.platform.as_ref().is_none_or(|platform| platform.os != "unknown"))
+            .collect();
+        let host = Platform::host();
+        let chosen: Vec<&Descriptor> = match &self.options.platforms {
+            PlatformChoice::All => candidates.clone(),
+            PlatformChoice::One(wanted) => {
+                candidates.iter().copied().find(|entry| entry_matches(entry, wanted)).into_iter().collect()
+            }
+        };
+        if chosen.is_empty() {
+            let wanted = match &self.options.platforms {
+                PlatformChoice::One(wanted) => wanted.clone(),
+                PlatformChoice::All => host.clone(),
+            };
+            let available = candidates
+                .iter()
+                .filter_map(|entry| entry.platform.as_ref().map(Platform::to_string))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(TransferError::NoMatchingPlatform { wanted, available });
+        }
+        let primary = match &self.options.platforms {
+            PlatformChoice::One(_) => 0,
+            PlatformChoice::All => chosen.iter().position(|entry| entry_matches(entry, &host)).unwrap_or(0),
+        };
+        let mut selected = Vec::with_capacity(chosen.len());
+        for entry in chosen {
+            let manifest = match self.destination.cached(&entry.digest, MANIFEST_SIZE_LIMIT).await? {
+                Some(bytes) => {
+                    RawManifest { bytes, media_type: entry.media_type.clone(), digest: entry.digest.clone() }
+                }
+                None => self.source.manifest(image, entry).await?,
+            };
+            if manifest.digest != entry.digest {
+                return Err(TransferError::DigestMismatch {
+                    what: "manifest",
+                    expected: entry.digest.clone(),
+                    actual: manifest.digest,
+                });
+            }
+            let (_, parsed) = RawManifest::parse(manifest.bytes.clone(), Some(&entry.media_type), || {
+                format!("image {image}, platform manifest {}", entry.digest)
+            })?;
+            let ParsedManifest::Image(parsed) = parsed else {
+                return Err(TransferError::Unsupported(format!(
+                    "image {image}: index entry {} is itself an index; nested indexes are not supported",
+                    entry.digest
+                )));
+            };
+            selected.push((manifest, parsed, entry.platform.clone()));
+        }
+        Ok((selected, primary))
+    }
+
+    /// The top-level manifest: from the destination when the source says it
+    /// has not changed (a tag is resolved with a cheap HEAD first), else
+    /// fetched. A HEAD that fails is not fatal: the GET then says why.
+    async fn resolve_top(&self, image: &Reference) -> Result<RawManifest, TransferError> {
+        let known = match image.digest() {
+            Some(digest) => Some((digest.clone(), None)),
+            None => match self.source.peek(image).await {
+                Ok(peeked) => peeked.map(|descriptor| (descriptor.digest, Some(descriptor.media_type))),
+                Err(error) => {
+                    tracing::debug!(%image, %error, "HEAD failed; fetching the manifest instead");
+                    None
+                }
+            },
+        };
+        if let Some((digest, media_type)) = known
+            && let Some(bytes) = self.destination.cached(&digest, MANIFEST_SIZE_LIMIT).await?
+        {
+            let (manifest, _) = RawManifest::parse(bytes, media_type.as_deref(), || format!("image {image}"))?;
+            return Ok(manifest);
+        }
+        self.source.resolve(image).await
+    }
+
+    /// A config blob: read whole (it is small and needed to plan the copy),
+    /// verified, and handed to the destination once per run.
+    async fn config(&self, image: &Reference, descriptor: &Descriptor) -> Result<Bytes, TransferError> {
+        let (result, _) = self
+            .configs
+            .run(&descriptor.digest, || async {
+                if let Some(bytes) = self.destination.cached(&descriptor.digest, CONFIG_SIZE_LIMIT).await? {
+                    return Ok(bytes);
+                }
+                let bytes =
+                    self.source.blob(image, descriptor).await?.read_verified(descriptor, CONFIG_SIZE_LIMIT).await?;
+                if !self.destination.has_blob(descriptor).await? {
+                    self.destination.put_blob(descriptor, BlobContent::Bytes(bytes.clone())).await?;
+                }
+                Ok(bytes)
+            })
+            .await;
+        result.map_err(TransferError::Shared)
+    }
+
+    /// A layer: skipped when the destination has it, else moved once per run
+    /// however many images want it.
+    async fn layer(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobOrigin, TransferError> {
+        let (result, ran_here) = self
+            .layers
+            .run(&descriptor.digest, || async {
+                if self.destination.has_blob(descriptor).await? {
+                    return Ok(BlobOrigin::AlreadyPresent);
+                }
+                let _slot = self.blob_slots.acquire().await.expect("the semaphore is never closed");
+                // Another run may have landed it while this one waited for a slot.
+                if self.destination.has_blob(descriptor).await? {
+                    return Ok(BlobOrigin::AlreadyPresent);
+                }
+                let content = match self.source.blob(image, descriptor).await? {
+                    BlobContent::Stream(stream) => {
+                        let reporter = Arc::clone(&self.reporter);
+                        let image = image.clone();
+                        BlobContent::Stream(Box::pin(stream.inspect_ok(move |chunk| {
+                            reporter.bytes_transferred(&image, chunk.len() as u64);
+                        })))
+                    }
+                    local => {
+                        self.reporter.bytes_transferred(image, descriptor.size);
+                        local
+                    }
+                };
+                self.destination.put_blob(descriptor, content).await?;
+                Ok(BlobOrigin::Transferred)
+            })
+            .await;
+        // Whoever waited on another image's transfer found the blob present.
+        let origin = result.map_err(TransferError::Shared)?;
+        Ok(if ran_here { origin } else { BlobOrigin::AlreadyPresent })
+    }
+}
+
+fn entry_matches(entry: &Descriptor, wanted: &Platform) -> bool {
+    entry.platform.as_ref().is_some_and(|platform| wanted.matches(platform))
+}

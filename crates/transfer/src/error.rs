@@ -1,0 +1,79 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hpn_archive::ArchiveError;
+use hpn_oci::{Digest, ManifestError, Platform};
+use hpn_registry::RegistryError;
+use hpn_store::StoreError;
+
+/// What went wrong while copying one image. Messages name the image or blob
+/// and say what the user can do; the CLI adds which command was running.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("{context}: {source}")]
+    Manifest { context: String, source: ManifestError },
+    #[error(
+        "no {wanted} image in this index (it has: {available}); choose one with --platform or copy all with --all-platforms"
+    )]
+    NoMatchingPlatform { wanted: Platform, available: String },
+    #[error("{what} {digest} is {size} bytes, more than the {limit} bytes hpn accepts for it")]
+    TooLarge { what: &'static str, digest: Digest, size: u64, limit: u64 },
+    #[error(
+        "{what} {expected} failed verification: its content hashes to {actual}; the source is corrupt or was changed"
+    )]
+    DigestMismatch { what: &'static str, expected: Digest, actual: Digest },
+    #[error(
+        "layer {layer} decompresses to {actual}, but the image config lists DiffID {expected}; the image is corrupt"
+    )]
+    DiffIdMismatch { layer: Digest, expected: Digest, actual: Digest },
+    #[error("image config lists {diff_ids} DiffIDs for {layers} layers; the image is corrupt")]
+    LayerCountMismatch { layers: usize, diff_ids: usize },
+    #[error("{} is not in the store at {}; run `hpn pull` for it first", .name, .store.display())]
+    NotInStore { name: String, store: PathBuf },
+    #[error("blob {digest} is missing from the store at {}; run `hpn pull` again or `hpn store verify`", .store.display())]
+    BlobMissing { digest: Digest, store: PathBuf },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Unsupported(String),
+    /// The same failure reported to every image that waited on one blob.
+    #[error(transparent)]
+    Shared(Arc<TransferError>),
+}
+
+/// The classes of failure the CLI turns into hpn's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Registry unreachable, timed out, connection broken.
+    Network,
+    /// Local files: no space, no permission, store damage.
+    Filesystem,
+    /// Everything else that failed while running: not found, denied, corrupt data.
+    Runtime,
+}
+
+impl TransferError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Registry(error) if error.is_network() => ErrorKind::Network,
+            // Content that fails verification on its way in is the source's fault, not the disk's.
+            Self::Store(StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. })
+            | Self::Archive(ArchiveError::DigestMismatch { .. } | ArchiveError::SizeMismatch { .. }) => {
+                ErrorKind::Runtime
+            }
+            Self::Store(_) | Self::Archive(_) | Self::Io { .. } | Self::BlobMissing { .. } => ErrorKind::Filesystem,
+            Self::Shared(inner) => inner.kind(),
+            _ => ErrorKind::Runtime,
+        }
+    }
+}

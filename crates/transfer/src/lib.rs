@@ -1,0 +1,26 @@
+//! One transfer engine, interchangeable endpoints.
+//!
+//! Every hpn command is a copy from an [`ImageSource`] to an
+//! [`ImageDestination`]: `pull` is registry → store, `save` is registry →
+//! store → archive, and later `push`/`load`/`copy` are other pairs. The
+//! [`Engine`] resolves a reference, picks platforms, moves each blob at most
+//! once (skipping what the destination has, single-flight across images),
+//! writes manifests after their blobs and indexes after their manifests, and
+//! then commits the image at the destination.
+
+mod archive_endpoint;
+mod endpoint;
+mod engine;
+mod error;
+mod registry_endpoint;
+mod report;
+mod single_flight;
+mod store_endpoint;
+
+pub use archive_endpoint::ArchiveDestination;
+pub use endpoint::{BlobContent, BlobStream, CopiedImage, ImageDestination, ImageSource, PlatformImage, RawManifest};
+pub use engine::{CopyJob, CopyOutcome, Engine, EngineOptions, PlatformChoice};
+pub use error::{ErrorKind, TransferError};
+pub use registry_endpoint::RegistrySource;
+pub use report::{BlobOrigin, NoReport, Reporter};
+pub use store_endpoint::{StoreDestination, StoreSource};
