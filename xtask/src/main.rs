@@ -16,7 +16,7 @@ use hpn_testkit::Registry;
 use hpn_testkit::fixtures::{self, Scale};
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about = "hpn's developer tasks")]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "hpn's developer tasks")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

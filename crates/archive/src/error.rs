@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use hpn_oci::Digest;
 
-/// What can go wrong writing (later: reading) an archive. Messages name the
-/// archive and say what the user can do; the CLI shows them as is.
+/// What can go wrong writing or reading an archive. Messages name the
+/// archive (and, when reading, the entry inside it) and say what the user can
+/// do; the CLI shows them as is.
 #[derive(thiserror::Error, Debug)]
 pub enum ArchiveError {
     /// A filesystem operation failed. The OS error is part of the message (not
@@ -31,6 +32,43 @@ pub enum ArchiveError {
 
     #[error("an earlier error left an entry of {} half-written; start the archive again", .path.display())]
     Broken { path: PathBuf },
+
+    // Reading. Each names the archive and, where there is one, the entry.
+    #[error("{} is not an image archive: {reason}", .path.display())]
+    NotAnArchive { path: PathBuf, reason: String },
+
+    #[error("{} is truncated or corrupt: {detail}; was the file cut short by an interrupted download or copy?", .path.display())]
+    Truncated { path: PathBuf, detail: String },
+
+    /// An entry hpn refuses to read: an unsafe name (`..`, absolute, NUL), a
+    /// link leading outside the archive, a duplicate with other content, an
+    /// entry type that is not a plain file.
+    #[error("{}: refusing entry {entry:?}: {reason}", .path.display())]
+    BadEntry { path: PathBuf, entry: String, reason: String },
+
+    #[error("{}: {referrer} names {entry:?}, which the archive does not contain", .path.display())]
+    MissingEntry { path: PathBuf, entry: String, referrer: String },
+
+    #[error("{}: blob {digest} ({referrer}) is not in the archive", .path.display())]
+    BlobNotFound { path: PathBuf, digest: Digest, referrer: String },
+
+    #[error("{}: {entry} is not valid: {reason}", .path.display())]
+    InvalidMetadata { path: PathBuf, entry: String, reason: String },
+
+    #[error(
+        "{}: {entry} is {size} bytes, more than the {limit} bytes hpn reads into memory for it; the archive is not one hpn can read",
+        .path.display()
+    )]
+    TooLarge { path: PathBuf, entry: String, size: u64, limit: u64 },
+
+    #[error("{}: {entry} should have digest {expected} but its content has {actual}; the archive is corrupt", .path.display())]
+    CorruptBlob { path: PathBuf, entry: String, expected: Digest, actual: Digest },
+
+    #[error(
+        "{}: layer {entry} of image {image} is uncompressed and has DiffID {actual}, but the image config lists {expected} at its position; the archive is corrupt or was assembled wrongly",
+        .path.display()
+    )]
+    DiffIdMismatch { path: PathBuf, entry: String, image: String, expected: Digest, actual: Digest },
 }
 
 impl ArchiveError {
@@ -46,6 +84,23 @@ impl ArchiveError {
     /// True when the OS refused access (permissions, read-only filesystem).
     pub fn is_permission_denied(&self) -> bool {
         matches!(self, Self::Io { error, .. } if is_permission_denied(error))
+    }
+
+    /// True when the archive being read is malformed, corrupt, truncated or
+    /// hostile (as opposed to a filesystem failure): the input's fault.
+    pub fn is_invalid_archive(&self) -> bool {
+        matches!(
+            self,
+            Self::NotAnArchive { .. }
+                | Self::Truncated { .. }
+                | Self::BadEntry { .. }
+                | Self::MissingEntry { .. }
+                | Self::BlobNotFound { .. }
+                | Self::InvalidMetadata { .. }
+                | Self::TooLarge { .. }
+                | Self::CorruptBlob { .. }
+                | Self::DiffIdMismatch { .. }
+        )
     }
 
     /// The underlying OS error, for callers that classify failures.

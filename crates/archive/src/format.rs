@@ -1,5 +1,4 @@
-//! The JSON files of a Docker archive, shared by the writer and (later) the
-//! reader.
+//! The JSON files of a Docker archive, shared by the writer and the reader.
 
 use std::collections::BTreeMap;
 

@@ -47,6 +47,12 @@ pub enum Command {
     Pull(PullArgs),
     /// Pull images and write them as archives that docker load and podman load accept
     Save(SaveArgs),
+    /// Read archives (docker save, hpn save, skopeo, crane, OCI) into the store
+    Load(LoadArgs),
+    /// Push images from the store or straight from archives to a registry
+    Push(PushArgs),
+    /// Copy images between any two places: registry, store, archive file, OCI layout directory
+    Copy(CopyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +88,61 @@ pub struct SaveArgs {
     #[arg(long, value_name = "MODE", value_parser = clap::value_parser!(u8).range(1..=3))]
     pub save_mode: Option<u8>,
     /// Compress the whole archive
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub compress: Option<Compression>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Archive files to load (repeatable; `-` reads one from stdin)
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub inputs: Vec<PathBuf>,
+    /// Without -i, load every *.tar[.gz|.zst] from: 1 = ./, 2 = ./images/, 3 = ./images/*/ recursively
+    #[arg(long, value_name = "MODE", value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub load_mode: Option<u8>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Images to push: from the store, or the images of -i archives to pick (default: all of them)
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// File listing one image a line (repeatable)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Push from these archives instead of the store, without loading them first
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub inputs: Vec<PathBuf>,
+    /// Target registry [env: HPN_REGISTRY; config: registry]
+    #[arg(short = 'r', long, value_name = "HOST[:PORT]")]
+    pub registry: Option<String>,
+    /// Target project for --push-mode 2 [env: HPN_PROJECT; config: project; default: the image's own]
+    #[arg(short = 'p', long, value_name = "PROJECT")]
+    pub project: Option<String>,
+    /// 1 = registry/image:tag, 2 = registry/project/image:tag [config: modes.push_mode; default 1]
+    #[arg(long, value_name = "MODE", value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub push_mode: Option<u8>,
+    /// Platform to take from multi-platform images [default: every platform the source has]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "all_platforms")]
+    pub platform: Option<String>,
+    /// Take every platform of multi-platform images
+    #[arg(long)]
+    pub all_platforms: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source: docker://REF (or a bare REF), store:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF]
+    pub source: String,
+    /// Destination, in the same forms; a registry destination needs a full name
+    pub destination: String,
+    /// Platform to take from multi-platform images [default: the host's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "all_platforms")]
+    pub platform: Option<String>,
+    /// Copy whole indexes with every platform
+    #[arg(long)]
+    pub all_platforms: bool,
+    /// Compress an archive destination as a whole
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub compress: Option<Compression>,
 }

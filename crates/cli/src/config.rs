@@ -16,6 +16,8 @@ const DEFAULT_ATTEMPTS: u32 = 5;
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct ConfigFile {
+    registry: Option<String>,
+    project: Option<String>,
     store: Option<PathBuf>,
     platform: Option<String>,
     insecure_registries: Vec<String>,
@@ -34,6 +36,8 @@ struct ParallelSection {
 #[serde(default)]
 struct ModesSection {
     save_mode: Option<u8>,
+    load_mode: Option<u8>,
+    push_mode: Option<u8>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +61,11 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     pub default_platform: Option<String>,
     pub default_save_mode: Option<u8>,
+    pub default_load_mode: Option<u8>,
+    pub default_push_mode: Option<u8>,
+    /// Push target, `HOST[:PORT]` optionally followed by a path prefix.
+    pub registry: Option<String>,
+    pub project: Option<String>,
     pub quiet: bool,
     pub json: bool,
 }
@@ -108,13 +117,21 @@ impl Settings {
                 .unwrap_or(DEFAULT_ATTEMPTS)
                 .max(1),
         };
-        let default_save_mode = match env_number("HPN_SAVE_MODE")? {
-            Some(mode) => Some(mode as u8),
-            None => file.modes.save_mode,
+        let mode = |variable: &str, configured: Option<u8>, highest: u8| -> anyhow::Result<Option<u8>> {
+            let mode = match env_number(variable)? {
+                Some(mode) => Some(u8::try_from(mode).unwrap_or(u8::MAX)),
+                None => configured,
+            };
+            match mode {
+                Some(mode) if !(1..=highest).contains(&mode) => {
+                    Err(anyhow!("mode {mode} from {variable} or the config file is not between 1 and {highest}"))
+                }
+                mode => Ok(mode),
+            }
         };
-        if let Some(mode) = default_save_mode.filter(|mode| !(1..=3).contains(mode)) {
-            return Err(anyhow!("save mode {mode} from the config or HPN_SAVE_MODE is not 1, 2 or 3"));
-        }
+        let default_save_mode = mode("HPN_SAVE_MODE", file.modes.save_mode, 3)?;
+        let default_load_mode = mode("HPN_LOAD_MODE", file.modes.load_mode, 3)?;
+        let default_push_mode = mode("HPN_PUSH_MODE", file.modes.push_mode, 2)?;
         let mut insecure_registries = global.insecure_registries.clone();
         if let Some(list) = env("HPN_INSECURE_REGISTRIES") {
             insecure_registries.extend(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
@@ -127,6 +144,10 @@ impl Settings {
             insecure_registries,
             default_platform: env("HPN_PLATFORM").or(file.platform),
             default_save_mode,
+            default_load_mode,
+            default_push_mode,
+            registry: env("HPN_REGISTRY").or(file.registry),
+            project: env("HPN_PROJECT").or(file.project),
             quiet: global.quiet,
             json: global.json,
         })
@@ -183,6 +204,11 @@ mod tests {
         assert_eq!(settings.jobs, 7);
         assert_eq!(settings.attempts, 9);
         assert_eq!(settings.default_save_mode, Some(2));
+        assert_eq!(settings.registry.as_deref(), Some("harbor.local"));
+        assert_eq!(settings.project.as_deref(), Some("team"));
+        let settings = resolve(&[], &[("HPN_REGISTRY", "other:5000"), ("HPN_PUSH_MODE", "2")], Some(config)).unwrap();
+        assert_eq!(settings.registry.as_deref(), Some("other:5000"));
+        assert_eq!(settings.default_push_mode, Some(2));
     }
 
     #[test]
@@ -200,5 +226,6 @@ mod tests {
         let error = resolve(&[], &[("HPN_JOBS", "many")], None).unwrap_err();
         assert!(error.to_string().contains("HPN_JOBS"), "{error}");
         assert!(resolve(&[], &[("HPN_SAVE_MODE", "5")], None).is_err());
+        assert!(resolve(&[], &[("HPN_PUSH_MODE", "3")], None).is_err());
     }
 }

@@ -61,6 +61,10 @@ impl ImageList {
         Ok(list)
     }
 
+    pub fn references(&self) -> Vec<Reference> {
+        self.images.iter().map(|image| image.reference.clone()).collect()
+    }
+
     fn add(&mut self, text: &str, origin: impl FnOnce() -> String, seen: &mut HashSet<Reference>) {
         match text.parse::<Reference>() {
             Ok(reference) => {

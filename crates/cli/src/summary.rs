@@ -29,6 +29,8 @@ pub struct Summary {
     pub command: &'static str,
     pub images: Vec<ImageResult>,
     pub rejected: Vec<Rejected>,
+    /// Inputs that could not be used at all (an unreadable archive, an unnamed image), with why.
+    pub unusable: Vec<(String, ImageFailure)>,
     pub archives: Vec<(PathBuf, u64)>,
     pub elapsed: Duration,
 }
@@ -37,7 +39,8 @@ impl Summary {
     pub fn exit_status(&self) -> ExitStatus {
         let image_failures = self.images.iter().filter_map(|image| image.result.as_ref().err().map(|f| f.status));
         let rejected = self.rejected.iter().map(|_| ExitStatus::BadArguments);
-        ExitStatus::combine(image_failures.chain(rejected))
+        let unusable = self.unusable.iter().map(|(_, failure)| failure.status);
+        ExitStatus::combine(image_failures.chain(rejected).chain(unusable))
     }
 
     /// Failures go to stderr always; the summary to stdout unless quiet.
@@ -47,6 +50,9 @@ impl Summary {
                 "hpn: {}: {:?} is not a valid image reference: {}",
                 rejected.origin, rejected.text, rejected.reason
             );
+        }
+        for (input, failure) in &self.unusable {
+            eprintln!("hpn: {} {input}: {}", self.command, failure.message);
         }
         for image in &self.images {
             if let Err(failure) = &image.result {
@@ -68,7 +74,7 @@ impl Summary {
 
     fn human(&self) -> String {
         let ok = self.images.iter().filter(|image| image.result.is_ok()).count();
-        let failed = self.images.len() - ok + self.rejected.len();
+        let failed = self.images.len() - ok + self.rejected.len() + self.unusable.len();
         let (fetched, reused) = self.totals();
         let mut text = format!(
             "{}: {ok} image(s) ok, {failed} failed; {} fetched, {} reused; {:.1}s",
@@ -88,7 +94,9 @@ impl Summary {
         JsonSummary {
             command: self.command,
             ok: self.images.iter().filter(|image| image.result.is_ok()).count(),
-            failed: self.images.iter().filter(|image| image.result.is_err()).count() + self.rejected.len(),
+            failed: self.images.iter().filter(|image| image.result.is_err()).count()
+                + self.rejected.len()
+                + self.unusable.len(),
             bytes_fetched: fetched,
             bytes_reused: reused,
             seconds: self.elapsed.as_secs_f64(),
@@ -119,6 +127,11 @@ impl Summary {
                     },
                 })
                 .collect(),
+            unusable: self
+                .unusable
+                .iter()
+                .map(|(input, failure)| JsonRejected { origin: input, text: "", reason: &failure.message })
+                .collect(),
             rejected: self
                 .rejected
                 .iter()
@@ -148,6 +161,7 @@ struct JsonSummary<'a> {
     exit_code: u8,
     images: Vec<JsonImage>,
     rejected: Vec<JsonRejected<'a>>,
+    unusable: Vec<JsonRejected<'a>>,
     archives: Vec<JsonArchive>,
 }
 

@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
+use bytes::Bytes;
 use hpn_oci::{Descriptor, Digest, DigestError, ParsedManifest, Reference, media_type};
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, WWW_AUTHENTICATE,
@@ -23,12 +25,13 @@ use crate::endpoint::{self, Transport};
 use crate::error::{RegistryError, RegistrySays, SizeProblem, Target, status_error};
 use crate::options::ClientOptions;
 use crate::retry::{TransportError, error_chain, is_retryable_status, retry_after};
+use crate::upload::{PendingSession, SessionKey};
 
 /// Manifests larger than this are refused, to bound memory. Distribution
 /// itself refuses to store manifests over 4 MiB.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Error and token bodies are read up to this much.
-const MAX_SMALL_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_SMALL_BODY: usize = 1024 * 1024;
 const MAX_REDIRECTS: usize = 10;
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
@@ -55,6 +58,9 @@ pub(crate) struct Inner {
     registries: Mutex<HashMap<String, Arc<RegistryState>>>,
     tokens: TokenCache,
     credentials: Mutex<HashMap<(String, String), Option<Credential>>>,
+    /// Upload sessions a registry opened in answer to a mount it could not
+    /// do, kept for the upload of that blob that follows.
+    pub(crate) sessions: Mutex<HashMap<SessionKey, PendingSession>>,
 }
 
 pub(crate) struct RegistryState {
@@ -63,6 +69,8 @@ pub(crate) struct RegistryState {
     api_host: String,
     transport: Transport,
     semaphore: Arc<Semaphore>,
+    /// For requests carrying an upload body; see [`Slot`].
+    upload_semaphore: Arc<Semaphore>,
     /// Scheme and first challenge, learned once from `GET /v2/`.
     probe: OnceCell<Probe>,
     /// The challenge to answer; a later 401 may replace it.
@@ -94,6 +102,113 @@ pub(crate) struct Call {
     /// What the request is about, for messages: `image reg/repo:tag`.
     pub(crate) subject: String,
     pub(crate) target: Target,
+    pub(crate) slot: Slot,
+}
+
+/// Which of a host's two request pools a call draws from.
+///
+/// Requests that carry a blob body being uploaded have a pool of their own
+/// (of `max_requests_per_host` slots too). With one pool, copying between two
+/// repositories of one registry could deadlock: every slot held by an open
+/// source body whose upload waits for a slot. Upload slots are only ever held
+/// by requests whose body is already open, so they always make progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    General,
+    Upload,
+}
+
+/// What a call sends.
+pub(crate) enum CallBody {
+    Empty,
+    /// Can be sent again: retries and a re-authentication resend it.
+    Bytes(Bytes),
+    /// Sent at most once; a failure after it went out is the caller's to
+    /// retry, with a new body. `progress` lets a stalled upload be detected
+    /// without a total timeout, which a large blob would exceed.
+    Stream {
+        body: Option<reqwest::Body>,
+        progress: Arc<Progress>,
+    },
+}
+
+impl CallBody {
+    fn replayable(&self) -> bool {
+        !matches!(self, Self::Stream { .. })
+    }
+
+    fn take(&mut self) -> Option<reqwest::Body> {
+        match self {
+            Self::Empty => None,
+            Self::Bytes(bytes) => Some(bytes.clone().into()),
+            Self::Stream { body, .. } => body.take(),
+        }
+    }
+
+    fn progress(&self) -> Option<Arc<Progress>> {
+        match self {
+            Self::Stream { progress, .. } => Some(progress.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// When an upload body last moved. The HTTP stack pulls the body only as
+/// fast as the registry reads it, so a long pause means the registry stopped
+/// reading, unless the body's own source is what is slow (it has its own
+/// stall detection).
+#[derive(Debug)]
+pub(crate) struct Progress {
+    base: Instant,
+    /// Milliseconds after `base` of the last pull by the HTTP stack.
+    last_ms: AtomicU64,
+    waiting_on_source: AtomicBool,
+    body_done: AtomicBool,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            waiting_on_source: AtomicBool::new(false),
+            body_done: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_ms.store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_waiting_on_source(&self, waiting: bool) {
+        self.waiting_on_source.store(waiting, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_body_done(&self) {
+        self.touch();
+        self.body_done.store(true, Ordering::Relaxed);
+    }
+
+    /// How much longer the registry has before the upload counts as stalled;
+    /// zero when it is stalled now.
+    fn time_left(&self, stall: Duration) -> Duration {
+        if self.waiting_on_source.load(Ordering::Relaxed) {
+            return stall;
+        }
+        // After the last byte the registry verifies the blob and moves it
+        // into place before it answers; on object-storage backends that is a
+        // server-side copy, which for a large blob takes a while.
+        let limit = if self.body_done.load(Ordering::Relaxed) { stall * 5 } else { stall };
+        let idle = self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)));
+        limit.saturating_sub(idle)
+    }
+}
+
+/// The outcome of sending a call: a final response, or a transport failure
+/// the call did not retry (a streamed body cannot be sent twice).
+pub(crate) enum Sent {
+    Reply(Reply),
+    Broken { error: TransportError, attempts: u32 },
 }
 
 /// A final response and the request slot it holds until dropped.
@@ -148,6 +263,7 @@ impl RegistryClient {
                 registries: Mutex::default(),
                 tokens: TokenCache::default(),
                 credentials: Mutex::default(),
+                sessions: Mutex::default(),
             }),
         })
     }
@@ -169,6 +285,7 @@ impl RegistryClient {
                 scopes: Vec::new(),
                 subject,
                 target: Target::Other,
+                slot: Slot::General,
             };
             let reply = self.execute(&call).await?;
             if !reply.response.status().is_success() {
@@ -332,7 +449,7 @@ impl RegistryClient {
         })
     }
 
-    fn manifest_call(&self, reference: &Reference, method: Method) -> Result<Call, RegistryError> {
+    pub(crate) fn manifest_call(&self, reference: &Reference, method: Method) -> Result<Call, RegistryError> {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_str(&media_type::ACCEPTED_MANIFESTS.join(", ")).expect("ASCII"));
         Ok(Call {
@@ -344,10 +461,16 @@ impl RegistryClient {
             scopes: vec![Scope::pull(reference.repository())],
             subject: format!("image {reference}"),
             target: Target::Manifest,
+            slot: Slot::General,
         })
     }
 
-    fn blob_call(&self, reference: &Reference, digest: &Digest, method: Method) -> Result<Call, RegistryError> {
+    pub(crate) fn blob_call(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+        method: Method,
+    ) -> Result<Call, RegistryError> {
         Ok(Call {
             registry: self.state(reference.registry())?,
             repository: Some(reference.repository().to_owned()),
@@ -357,10 +480,11 @@ impl RegistryClient {
             scopes: vec![Scope::pull(reference.repository())],
             subject: format!("blob {digest} of {}", reference.name()),
             target: Target::Blob,
+            slot: Slot::General,
         })
     }
 
-    fn state(&self, registry: &str) -> Result<Arc<RegistryState>, RegistryError> {
+    pub(crate) fn state(&self, registry: &str) -> Result<Arc<RegistryState>, RegistryError> {
         let mut registries = lock(&self.inner.registries);
         if let Some(state) = registries.get(registry) {
             return Ok(state.clone());
@@ -379,6 +503,7 @@ impl RegistryClient {
             api_host,
             transport: endpoint::transport(registry, &self.inner.options.insecure_registries),
             semaphore: Arc::new(Semaphore::new(self.inner.options.max_requests_per_host.max(1))),
+            upload_semaphore: Arc::new(Semaphore::new(self.inner.options.max_requests_per_host.max(1))),
             probe: OnceCell::new(),
             challenge: Mutex::new(None),
         });
@@ -494,16 +619,43 @@ impl RegistryClient {
     /// retryable statuses. Returns the final response whatever its status;
     /// [`RegistryClient::failure`] turns an unsuccessful one into an error.
     pub(crate) async fn execute(&self, call: &Call) -> Result<Reply, RegistryError> {
+        match self.execute_with(call, CallBody::Empty, true).await? {
+            Sent::Reply(reply) => Ok(reply),
+            Sent::Broken { error, attempts } => {
+                Err(RegistryError::network(&call.registry.name, &call.subject, attempts, error, self.is_plain(call)))
+            }
+        }
+    }
+
+    /// [`RegistryClient::execute`] with a body. `retry` allows retries of
+    /// transport failures and retryable statuses (only ever for a body that
+    /// can be sent again); without it the first outcome is returned, so an
+    /// upload can start over in a new session instead. A 401 is answered with
+    /// fresh credentials once whenever the body can be sent again; for a
+    /// streamed body the refused token is still forgotten.
+    pub(crate) async fn execute_with(
+        &self,
+        call: &Call,
+        mut body: CallBody,
+        retry: bool,
+    ) -> Result<Sent, RegistryError> {
         let state = &call.registry;
         let probe = self.probe(state, &call.subject).await?;
         let policy = &self.inner.options.retry;
+        let retry = retry && body.replayable();
+        let progress = body.progress();
         let mut scopes: Vec<String> = call.scopes.iter().map(ToString::to_string).collect();
         let mut failures = 0;
         let mut reauthenticated = false;
         loop {
             let (authorization, used_token) = self.authorization(state, call, &scopes).await?;
-            let permit = state.semaphore.clone().acquire_owned().await.expect("the semaphore is never closed");
-            match self.send_following_redirects(&probe, call, authorization).await {
+            let semaphore = match call.slot {
+                Slot::General => &state.semaphore,
+                Slot::Upload => &state.upload_semaphore,
+            };
+            let permit = semaphore.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let sending = body.take();
+            match self.send_following_redirects(&probe, call, authorization, sending, progress.as_deref()).await {
                 Ok(response) => {
                     let status = response.status();
                     if status == StatusCode::UNAUTHORIZED
@@ -514,11 +666,13 @@ impl RegistryClient {
                         // a registry that only challenges on repositories: one
                         // more try with what the 401 taught us.
                         reauthenticated = true;
-                        if self.learn_from_401(state, response.headers(), &mut scopes, used_token).await {
+                        if self.learn_from_401(state, response.headers(), &mut scopes, used_token).await
+                            && body.replayable()
+                        {
                             continue;
                         }
                     }
-                    if is_retryable_status(status) && failures + 1 < policy.attempts() {
+                    if retry && is_retryable_status(status) && failures + 1 < policy.attempts() {
                         failures += 1;
                         let delay = retry_after(response.headers(), SystemTime::now())
                             .unwrap_or_else(|| policy.backoff(failures));
@@ -528,19 +682,13 @@ impl RegistryClient {
                         tokio::time::sleep(delay).await;
                         continue;
                     }
-                    return Ok(Reply { response, permit, attempts: failures + 1 });
+                    return Ok(Sent::Reply(Reply { response, permit, attempts: failures + 1 }));
                 }
                 Err(error) => {
                     drop(permit);
                     failures += 1;
-                    if !error.is_retryable() || failures >= policy.attempts() {
-                        return Err(RegistryError::network(
-                            &state.name,
-                            &call.subject,
-                            failures,
-                            error,
-                            probe.is_plain(),
-                        ));
+                    if !retry || !error.is_retryable() || failures >= policy.attempts() {
+                        return Ok(Sent::Broken { error, attempts: failures });
                     }
                     debug!(registry = %state.name, failures, "request failed: {}; retrying", error.describe());
                     tokio::time::sleep(policy.backoff(failures)).await;
@@ -552,12 +700,15 @@ impl RegistryClient {
     /// One attempt: the request and the redirects after it. The
     /// `Authorization` header goes only to the registry's own origin; object
     /// storage behind a redirect authenticates through the URL and rejects a
-    /// second mechanism.
+    /// second mechanism. `call.path` may also be an absolute URL (an upload
+    /// session's `Location`), which gets the same treatment.
     async fn send_following_redirects(
         &self,
         probe: &Probe,
         call: &Call,
         authorization: Option<HeaderValue>,
+        mut body: Option<reqwest::Body>,
+        progress: Option<&Progress>,
     ) -> Result<Response, TransportError> {
         let stall = self.inner.options.stall_timeout;
         let client = self.http(probe.insecure_tls);
@@ -570,13 +721,22 @@ impl RegistryClient {
             {
                 request = request.header(AUTHORIZATION, authorization.clone());
             }
+            // Only the first hop has a body: redirects are followed for GET
+            // and HEAD only.
+            if let Some(body) = body.take() {
+                request = request.body(body);
+            }
             let started = Instant::now();
-            let response = match tokio::time::timeout(stall, request.send()).await {
-                Ok(result) => result.map_err(TransportError::Http)?,
-                Err(_) => return Err(TransportError::NoResponse(stall)),
+            let response = match progress {
+                None => match tokio::time::timeout(stall, request.send()).await {
+                    Ok(result) => result.map_err(TransportError::Http)?,
+                    Err(_) => return Err(TransportError::NoResponse(stall)),
+                },
+                Some(progress) => await_upload(request.send(), progress, stall).await?,
             };
             let status = response.status();
-            // Host and path only: a redirect's query may carry a signature.
+            // Host and path only: a redirect's or upload session's query may
+            // carry a signature or the registry's upload state.
             debug!(
                 method = %method,
                 host = %host_of(&url),
@@ -812,8 +972,20 @@ impl RegistryClient {
 
     /// The error for an unsuccessful final response, with the registry's own
     /// error code and message from the body.
-    pub(crate) async fn failure(&self, call: &Call, mut reply: Reply) -> RegistryError {
+    pub(crate) async fn failure(&self, call: &Call, reply: Reply) -> RegistryError {
+        self.judge(call, reply).await.0
+    }
+
+    /// [`RegistryClient::failure`], with the registry's error codes.
+    pub(crate) async fn judge(&self, call: &Call, mut reply: Reply) -> (RegistryError, RegistrySays) {
         let status = reply.response.status();
+        // A push refused with `insufficient_scope` although credentials were
+        // sent: the login worked, the account lacks the right to push.
+        let lacks_rights = status == StatusCode::UNAUTHORIZED
+            && call.target.is_push()
+            && challenges(reply.response.headers())
+                .iter()
+                .any(|offered| offered.param("error") == Some("insufficient_scope"));
         let body = if call.method == Method::HEAD {
             Vec::new()
         } else {
@@ -822,15 +994,21 @@ impl RegistryClient {
                 .map(|(body, _)| body)
                 .unwrap_or_default()
         };
-        status_error(
+        drop(reply.response);
+        drop(reply.permit);
+        let says = RegistrySays::parse(&body);
+        let error = status_error(
             &call.registry.name,
             &call.subject,
             call.target,
             call.method.as_str(),
             status,
-            &RegistrySays::parse(&body),
+            &says,
             reply.attempts,
-        )
+        );
+        let logged_in =
+            lacks_rights && matches!(self.credential(&call.registry, call.repository.as_deref()).await, Ok(Some(_)));
+        (if logged_in { error.into_push_denied() } else { error }, says)
     }
 
     pub(crate) fn is_plain(&self, call: &Call) -> bool {
@@ -897,6 +1075,29 @@ fn too_large(registry: &str, subject: &str, length: u64) -> RegistryError {
         subject,
         format!("the manifest is {length} bytes, more than the {MAX_MANIFEST_BYTES} bytes hpn accepts"),
     )
+}
+
+/// Waits for the answer to a request with a streamed body. There is no total
+/// timeout (a large blob may take hours); the request fails when the body
+/// stops moving for the stall timeout (see [`Progress`]).
+async fn await_upload(
+    send: impl Future<Output = Result<Response, reqwest::Error>>,
+    progress: &Progress,
+    stall: Duration,
+) -> Result<Response, TransportError> {
+    // The clock starts now, not when the body was opened: waiting for a
+    // request slot or a token is not the registry stalling.
+    progress.touch();
+    let mut send = std::pin::pin!(send);
+    loop {
+        let left = progress.time_left(stall);
+        if left.is_zero() {
+            return Err(TransportError::UploadStalled(stall));
+        }
+        if let Ok(result) = tokio::time::timeout(left, send.as_mut()).await {
+            return result.map_err(TransportError::Http);
+        }
+    }
 }
 
 /// Reads a body up to `limit` bytes; `true` when there was more.

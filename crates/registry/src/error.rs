@@ -22,6 +22,29 @@ const HINT_UNREACHABLE_PLAIN: &str = "is the registry running and reachable?";
 const HINT_CERTIFICATE: &str = "the registry's TLS certificate is not trusted: add its CA to the system's trust store, \
                                 or use --insecure-registry";
 const HINT_SLOW: &str = "the network or the registry is slow or stalled; try again later";
+const HINT_PUSH_LOGIN: &str = "log in with docker login / podman login as an account that may push to this repository; \
+                               for Harbor the project must exist";
+const HINT_PUSH_DENIED: &str = "check that the account may push to this repository; for Harbor the project must exist";
+const HINT_PUSH_NOT_FOUND: &str = "the registry will not create this repository: check its name, and create it first \
+                                   where the registry wants that (for Harbor the project must exist)";
+const HINT_UPLOAD_LOST: &str = "the registry lost the upload session (it may have expired); try again";
+const HINT_MANIFEST_BLOB_UNKNOWN: &str = "a blob the manifest needs is missing in the registry: push the image's \
+                                          blobs (and, for an index, its manifests) before it";
+const HINT_CONTENT_INVALID: &str = "the content sent does not match its digest or size: the local copy (store or \
+                                    archive) is damaged; verify it or fetch the image again";
+const HINT_TOO_LARGE: &str = "the registry or a proxy in front of it refused the request as too large; raise its \
+                              request size limit (nginx: client_max_body_size)";
+const HINT_MANIFEST_INVALID: &str = "the registry rejected the manifest: it may not support this manifest type \
+                                     (some registries refuse OCI manifests, indexes or artifacts)";
+const HINT_TAG_INVALID: &str = "the registry refused the tag; check it against the registry's rules \
+                                (some registries forbid overwriting a tag)";
+const HINT_UNSUPPORTED: &str =
+    "the registry does not accept this operation: is it a read-only mirror or a pull-through cache?";
+pub(crate) const HINT_MANIFEST_REFERENCE: &str =
+    "push the manifest by tag or by its own digest; a manifest's bytes must never be re-encoded on the way";
+pub(crate) const HINT_MEDIA_TYPE: &str = "pass the manifest's media type as its source gave it";
+pub(crate) const HINT_CONTENT: &str = "the source (store, archive or registry) is damaged or changed while it was read; \
+                            nothing was committed";
 
 /// A failed registry operation. Messages name the registry, the repository
 /// and the tag or digest, the HTTP status and the registry's own error code,
@@ -70,6 +93,10 @@ pub enum RegistryError {
         #[source]
         source: ManifestError,
     },
+    /// The content handed to an upload could not be read, or was not what
+    /// its descriptor or reference says. Nothing was committed.
+    #[error("{subject}: {problem}; {hint}")]
+    Content { registry: String, subject: String, problem: String, hint: &'static str },
     #[error(transparent)]
     Credential(#[from] CredentialError),
     #[error("invalid registry name {registry:?}: {reason}")]
@@ -162,14 +189,38 @@ impl RegistryError {
     pub(crate) fn protocol(registry: &str, subject: &str, message: impl Into<String>) -> Self {
         Self::Protocol { registry: registry.to_owned(), subject: subject.to_owned(), message: message.into() }
     }
+
+    /// A 401 turned into what it means when the credentials were accepted
+    /// but lack the right to push.
+    pub(crate) fn into_push_denied(self) -> Self {
+        match self {
+            Self::Unauthorized { registry, subject, status, registry_says, .. } => {
+                Self::Denied { registry, subject, status, registry_says, hint: HINT_PUSH_DENIED }
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) fn content(registry: &str, subject: &str, problem: impl Into<String>, hint: &'static str) -> Self {
+        Self::Content { registry: registry.to_owned(), subject: subject.to_owned(), problem: problem.into(), hint }
+    }
 }
 
-/// What a request was for, to pick the right hint for a 404.
+/// What a request was for, to pick the right hint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
     Manifest,
     Blob,
     Other,
+    /// Checking for, mounting or uploading a blob at a push destination.
+    BlobPush,
+    ManifestPush,
+}
+
+impl Target {
+    pub(crate) fn is_push(self) -> bool {
+        matches!(self, Self::BlobPush | Self::ManifestPush)
+    }
 }
 
 /// Distribution's error body: `{"errors":[{"code","message","detail"}]}`.
@@ -222,7 +273,7 @@ impl RegistrySays {
         Self { codes: Vec::new(), text: if useful { shorten(&text.replace('\n', " ")) } else { String::new() } }
     }
 
-    fn has(&self, code: &str) -> bool {
+    pub(crate) fn has(&self, code: &str) -> bool {
         self.codes.iter().any(|candidate| candidate == code)
     }
 
@@ -256,6 +307,64 @@ pub(crate) fn status_error(
     let subject = subject.to_owned();
     let registry_says = says.rendered();
     let code = status.as_u16();
+    if target.is_push() {
+        let hint = if says.has("MANIFEST_BLOB_UNKNOWN") || (target == Target::ManifestPush && says.has("BLOB_UNKNOWN"))
+        {
+            HINT_MANIFEST_BLOB_UNKNOWN
+        } else if says.has("BLOB_UPLOAD_UNKNOWN") {
+            return RegistryError::NotFound { registry, subject, status: code, registry_says, hint: HINT_UPLOAD_LOST };
+        } else if status == StatusCode::NOT_FOUND || says.has("NAME_UNKNOWN") {
+            return RegistryError::NotFound {
+                registry,
+                subject,
+                status: code,
+                registry_says,
+                hint: HINT_PUSH_NOT_FOUND,
+            };
+        } else if status == StatusCode::UNAUTHORIZED {
+            return RegistryError::Unauthorized {
+                registry,
+                subject,
+                status: code,
+                registry_says,
+                hint: HINT_PUSH_LOGIN,
+            };
+        } else if status == StatusCode::FORBIDDEN || says.has("DENIED") {
+            return RegistryError::Denied { registry, subject, status: code, registry_says, hint: HINT_PUSH_DENIED };
+        } else if status == StatusCode::PAYLOAD_TOO_LARGE {
+            HINT_TOO_LARGE
+        } else if target == Target::ManifestPush
+            && (says.has("MANIFEST_INVALID")
+                || says.has("MANIFEST_UNVERIFIED")
+                || says.has("DIGEST_INVALID")
+                || status == StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        {
+            HINT_MANIFEST_INVALID
+        } else if says.has("DIGEST_INVALID") || says.has("SIZE_INVALID") || says.has("BLOB_UPLOAD_INVALID") {
+            HINT_CONTENT_INVALID
+        } else if says.has("TAG_INVALID") {
+            HINT_TAG_INVALID
+        } else if says.has("UNSUPPORTED") || status == StatusCode::METHOD_NOT_ALLOWED {
+            HINT_UNSUPPORTED
+        } else if status == StatusCode::TOO_MANY_REQUESTS || says.has("TOOMANYREQUESTS") {
+            HINT_RATE_LIMIT
+        } else if status.is_server_error() {
+            HINT_SERVER
+        } else if target == Target::ManifestPush && status == StatusCode::BAD_REQUEST {
+            HINT_MANIFEST_INVALID
+        } else {
+            HINT_REFUSED
+        };
+        return RegistryError::Status {
+            registry,
+            subject,
+            method: method.to_owned(),
+            status: code,
+            registry_says,
+            attempts,
+            hint,
+        };
+    }
     if status == StatusCode::NOT_FOUND
         || says.has("MANIFEST_UNKNOWN")
         || says.has("NAME_UNKNOWN")
@@ -339,5 +448,43 @@ mod tests {
         assert!(xml.to_string().contains("(HTTP 403)"), "{xml}");
         let long = "x".repeat(1000);
         assert!(error(500, &long, Target::Other).to_string().contains('…'));
+    }
+
+    #[test]
+    fn push_errors_say_what_to_do() {
+        let push = |status: u16, body: &str, target: Target| error(status, body, target).to_string();
+        let has = |text: String, part: &str| assert!(text.contains(part), "{part:?} missing from: {text}");
+        has(push(401, "", Target::BlobPush), "an account that may push");
+        let denied = error(403, r#"{"errors":[{"code":"DENIED","message":"no"}]}"#, Target::BlobPush);
+        assert!(denied.is_auth());
+        has(
+            denied.to_string(),
+            "check that the account may push to this repository; for Harbor the project must exist",
+        );
+        has(
+            push(
+                400,
+                r#"{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown"}]}"#,
+                Target::ManifestPush,
+            ),
+            "a blob the manifest needs is missing in the registry",
+        );
+        // Harbor and others say BLOB_UNKNOWN for the same thing.
+        has(push(404, r#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#, Target::ManifestPush), "a blob the manifest needs");
+        has(push(400, r#"{"errors":[{"code":"DIGEST_INVALID"}]}"#, Target::BlobPush), "does not match its digest");
+        has(push(413, "", Target::BlobPush), "client_max_body_size");
+        has(push(400, r#"{"errors":[{"code":"MANIFEST_INVALID"}]}"#, Target::ManifestPush), "rejected the manifest");
+        has(push(415, "", Target::ManifestPush), "may not support this manifest type");
+        has(push(400, r#"{"errors":[{"code":"TAG_INVALID"}]}"#, Target::ManifestPush), "refused the tag");
+        has(push(405, r#"{"errors":[{"code":"UNSUPPORTED"}]}"#, Target::BlobPush), "read-only mirror");
+        has(push(503, "", Target::BlobPush), "try again later");
+        let unknown = error(404, r#"{"errors":[{"code":"NAME_UNKNOWN"}]}"#, Target::BlobPush);
+        assert!(unknown.is_not_found());
+        has(unknown.to_string(), "will not create this repository");
+        has(push(404, r#"{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN"}]}"#, Target::BlobPush), "lost the upload session");
+        // The same 401 on the read side still says to log in.
+        has(error(401, "", Target::Manifest).to_string(), "docker login");
+        let turned = error(401, "", Target::BlobPush).into_push_denied();
+        assert!(matches!(turned, RegistryError::Denied { status: 401, .. }), "{turned:?}");
     }
 }

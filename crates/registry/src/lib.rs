@@ -1,7 +1,8 @@
 //! The registry side of hpn: an HTTP client for the OCI distribution API.
 //!
 //! It resolves and fetches manifests (raw bytes, digest-checked), streams blobs
-//! with size checks and `Range` resumption, and handles everything a registry
+//! with size checks and `Range` resumption, pushes blobs (streamed, with
+//! cross-repository mounts and a chunked fallback) and manifests, and handles everything a registry
 //! puts between a client and its content: token and Basic auth with a token
 //! cache, credentials from Docker/podman auth files and credential helpers,
 //! retries with backoff and `Retry-After`, redirects to object storage (without
@@ -20,6 +21,7 @@ mod endpoint;
 mod error;
 mod options;
 mod retry;
+mod upload;
 
 pub use auth::Scope;
 pub use blob::BlobStream;
@@ -27,3 +29,4 @@ pub use client::{FetchedManifest, MAX_MANIFEST_BYTES, RegistryClient};
 pub use credentials::{Credential, CredentialError, Credentials};
 pub use error::{RegistryError, SizeProblem};
 pub use options::{ClientOptions, RetryPolicy};
+pub use upload::{BodyFactory, MountOutcome, UploadStream, body_from_bytes};

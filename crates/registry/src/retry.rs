@@ -36,6 +36,9 @@ pub(crate) enum TransportError {
     NoResponse(Duration),
     /// A body delivered no byte within the stall timeout.
     Stalled(Duration),
+    /// The registry took no byte of an upload body (or, after the last one,
+    /// gave no answer) within the stall timeout.
+    UploadStalled(Duration),
     /// The body ended before the size it announced.
     EndedEarly {
         received: u64,
@@ -50,7 +53,7 @@ impl TransportError {
     pub(crate) fn is_retryable(&self) -> bool {
         match self {
             Self::Http(error) => !error.is_builder() && !is_certificate_error(error),
-            Self::NoResponse(_) | Self::Stalled(_) | Self::EndedEarly { .. } => true,
+            Self::NoResponse(_) | Self::Stalled(_) | Self::UploadStalled(_) | Self::EndedEarly { .. } => true,
             Self::TooManyRedirects(_) => false,
         }
     }
@@ -62,7 +65,7 @@ impl TransportError {
     pub(crate) fn is_timeout(&self) -> bool {
         match self {
             Self::Http(error) => error.is_timeout(),
-            Self::NoResponse(_) | Self::Stalled(_) => true,
+            Self::NoResponse(_) | Self::Stalled(_) | Self::UploadStalled(_) => true,
             Self::EndedEarly { .. } | Self::TooManyRedirects(_) => false,
         }
     }
@@ -89,6 +92,7 @@ impl TransportError {
             }
             Self::NoResponse(after) => format!("no response within {} s", after.as_secs_f64()),
             Self::Stalled(after) => format!("no data received for {} s", after.as_secs_f64()),
+            Self::UploadStalled(after) => format!("the registry took no data for {} s", after.as_secs_f64()),
             Self::EndedEarly { received, expected } => {
                 format!("the connection ended after {received} of {expected} bytes")
             }

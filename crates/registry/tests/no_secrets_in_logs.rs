@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Action, Scripted, basic_auth, pseudo_random};
 use futures_util::StreamExt as _;
 use hpn_oci::{Descriptor, Digest, media_type};
-use hpn_registry::{ClientOptions, Credentials, RegistryClient, RetryPolicy};
+use hpn_registry::{ClientOptions, Credentials, RegistryClient, RetryPolicy, body_from_bytes};
 
 const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
 
@@ -57,6 +57,14 @@ async fn tracing_output_at_every_level_carries_no_secrets() {
                 Action::ok(MANIFEST).with_header("Content-Type", media_type::OCI_MANIFEST)
             }
             ("/v2/test/app/manifests/missing", Some(_)) => Action::status(404),
+            ("/v2/test/app/blobs/uploads/", Some(_)) => {
+                Action::status(202).with_header("Location", "/v2/test/app/blobs/uploads/u1?_state=upload-SECRET-state")
+            }
+            ("/v2/test/app/blobs/uploads/u1", Some(_)) => Action::Respond {
+                status: 400,
+                headers: Vec::new(),
+                body: br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match"}]}"#.to_vec(),
+            },
             (_, Some(_)) => Action::status(307).with_header("Location", &storage_url),
         });
     let mut credentials = Credentials::default();
@@ -85,10 +93,17 @@ async fn tracing_output_at_every_level_carries_no_secrets() {
     let error = client.get_manifest(&app(":missing")).await.unwrap_err();
     tracing::debug!("failed: {error}");
     tracing::debug!("client state: {client:?}");
+    // An upload into a session whose URL carries the registry's state.
+    let pushed = pseudo_random(13, 3000);
+    let descriptor = Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::of(&pushed), pushed.len() as u64);
+    let error = client.upload_blob(&app(":v1"), &descriptor, body_from_bytes(pushed.into())).await.unwrap_err();
+    assert!(error.to_string().contains("DIGEST_INVALID"), "{error}");
+    tracing::debug!("failed: {error} / {error:?}");
 
     let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(output.contains("registry request"), "our own events are missing: {output}");
     assert!(output.contains("hyper"), "the HTTP stack's events are missing: {output}");
+    assert!(output.contains("/v2/test/app/blobs/uploads/u1"), "the upload's requests are missing: {output}");
     let basic = basic_auth("alice", "password-SECRET");
     for secret in ["SECRET", basic.trim_start_matches("Basic "), "X-Amz-Signature"] {
         assert!(!output.contains(secret), "{secret:?} leaked into tracing output:\n{output}");

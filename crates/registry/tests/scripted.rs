@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::{Action, Scripted, basic_auth, free_port, pseudo_random};
 use futures_util::StreamExt as _;
 use hpn_oci::{Descriptor, Digest, Reference, media_type};
-use hpn_registry::{ClientOptions, Credentials, RegistryClient, RegistryError, RetryPolicy, SizeProblem};
+use hpn_registry::{
+    ClientOptions, Credentials, MountOutcome, RegistryClient, RegistryError, RetryPolicy, SizeProblem, body_from_bytes,
+};
 
 const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
 
@@ -398,4 +400,265 @@ async fn bearer_tokens_are_cached_per_scope_and_refreshed_once_on_401() {
     let scopes: Vec<_> = tokens.seen().into_iter().map(|seen| seen.target).collect();
     assert!(scopes[0].contains("scope=repository%3Atest%2Fapp%3Apull"), "{scopes:?}");
     assert!(scopes[2].contains("scope=repository%3Atest%2Fother%3Apull"), "{scopes:?}");
+}
+
+// ---------------------------------------------------------------- uploads
+
+const UPLOADS: &str = "/v2/test/app/blobs/uploads/";
+
+fn digest_query(digest: &Digest) -> String {
+    format!("digest=sha256%3A{}", digest.hex())
+}
+
+fn created(digest: &Digest) -> Action {
+    Action::status(201).with_header("Docker-Content-Digest", &digest.to_string())
+}
+
+/// A registry whose first blob PUT fails with 503. The first session's
+/// Location is relative with a query, the second's absolute without one.
+fn flaky_upload_server(blob: &[u8]) -> Scripted {
+    let (expected, digest) = (blob.to_vec(), Digest::of(blob));
+    let own_host = Arc::new(std::sync::OnceLock::<String>::new());
+    let host = own_host.clone();
+    let (sessions, puts) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let server = Scripted::start("127.0.0.1", move |request| match (request.method.as_str(), request.path()) {
+        (_, "/v2/") => Action::status(200),
+        ("POST", UPLOADS) => match sessions.fetch_add(1, Ordering::SeqCst) {
+            0 => Action::status(202).with_header("Location", "/v2/test/app/blobs/uploads/s1?_state=opaque%3D%3D"),
+            _ => Action::status(202)
+                .with_header("Location", &format!("http://{}/v2/test/app/blobs/uploads/s2", host.get().unwrap())),
+        },
+        ("PUT", _) if puts.fetch_add(1, Ordering::SeqCst) == 0 => Action::Respond {
+            status: 503,
+            headers: Vec::new(),
+            body: br#"{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}"#.to_vec(),
+        },
+        ("PUT", _) if request.body == expected && request.target.ends_with(&digest_query(&digest)) => created(&digest),
+        ("PUT", _) => Action::status(400),
+        ("HEAD", _) => Action::status(404),
+        ("DELETE", _) => Action::status(204),
+        _ => Action::status(404),
+    });
+    own_host.set(server.host()).unwrap();
+    server
+}
+
+fn requests(server: &Scripted, method: &str) -> Vec<common::Seen> {
+    server.seen().into_iter().filter(|seen| seen.method == method).collect()
+}
+
+#[tokio::test]
+async fn a_failed_streamed_put_starts_over_in_a_new_session_with_a_fresh_body() {
+    let blob = pseudo_random(50, 2 * 1024 * 1024);
+    let digest = Digest::of(&blob);
+    let server = flaky_upload_server(&blob);
+    let client = RegistryClient::new(options()).unwrap();
+    let (body, calls) = common::counted_body(&blob);
+    client.upload_blob(&reference(&server, "test/app:v1"), &blob_descriptor(&blob), body).await.unwrap();
+
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the retry re-opened the body");
+    assert_eq!(requests(&server, "POST").len(), 2, "the retry opened a new session");
+    let puts = requests(&server, "PUT");
+    assert_eq!(puts.len(), 2);
+    // `digest` joins the query the registry gave, or starts one.
+    assert_eq!(puts[0].target, format!("/v2/test/app/blobs/uploads/s1?_state=opaque%3D%3D&{}", digest_query(&digest)));
+    assert_eq!(puts[1].target, format!("/v2/test/app/blobs/uploads/s2?{}", digest_query(&digest)));
+    for put in &puts {
+        // One streamed request with its length announced, not chunked encoding.
+        assert_eq!(put.header("content-length"), Some(blob.len().to_string().as_str()));
+        assert_eq!(put.header("transfer-encoding"), None);
+        assert!(put.body == blob);
+    }
+    assert!(requests(&server, "PATCH").is_empty());
+    // The failed session was cancelled; before starting over the client checked
+    // whether the blob had been committed after all.
+    let deletes = requests(&server, "DELETE");
+    assert_eq!(deletes.len(), 1);
+    assert!(deletes[0].target.starts_with("/v2/test/app/blobs/uploads/s1"), "{}", deletes[0].target);
+    assert_eq!(server.count(&format!("/v2/test/app/blobs/{digest}")), 1);
+}
+
+#[tokio::test]
+async fn small_blobs_are_sent_again_from_memory() {
+    let blob = pseudo_random(51, 4000);
+    let server = flaky_upload_server(&blob);
+    let client = RegistryClient::new(options()).unwrap();
+    let (body, calls) = common::counted_body(&blob);
+    client.upload_blob(&reference(&server, "test/app:v1"), &blob_descriptor(&blob), body).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "a small blob is read once");
+    assert_eq!(requests(&server, "POST").len(), 2);
+    assert!(requests(&server, "PUT").iter().all(|put| put.body == blob));
+}
+
+#[tokio::test]
+async fn a_refused_whole_put_falls_back_to_chunks_that_shrink_until_accepted() {
+    const LIMIT: usize = 300 * 1024;
+    let blob = pseudo_random(52, 1_500_000);
+    let (expected, digest) = (blob.clone(), Digest::of(&blob));
+    let served_digest = digest.clone();
+    let received = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let store = received.clone();
+    // Like a registry behind nginx with a body limit: large requests get 413.
+    let server = Scripted::start("127.0.0.1", move |request| {
+        let mut received = store.lock().unwrap();
+        match (request.method.as_str(), request.path()) {
+            (_, "/v2/") => Action::status(200),
+            ("POST", UPLOADS) => {
+                received.clear();
+                Action::status(202).with_header("Location", "/v2/test/app/blobs/uploads/c?_state=0")
+            }
+            ("PUT" | "PATCH", _) if request.body.len() > LIMIT => Action::Respond {
+                status: 413,
+                headers: Vec::new(),
+                body: b"<html><body>413 Request Entity Too Large</body></html>".to_vec(),
+            },
+            ("PATCH", _) => {
+                let range = format!("{}-{}", received.len(), received.len() + request.body.len() - 1);
+                if request.header("content-range") != Some(range.as_str())
+                    || !request.target.ends_with(&format!("_state={}", received.len()))
+                {
+                    return Action::status(416);
+                }
+                received.extend_from_slice(&request.body);
+                Action::status(202)
+                    .with_header("Location", &format!("/v2/test/app/blobs/uploads/c?_state={}", received.len()))
+                    .with_header("Range", &format!("0-{}", received.len() - 1))
+            }
+            ("PUT", _) if *received == expected && request.target.ends_with(&digest_query(&served_digest)) => {
+                created(&served_digest)
+            }
+            ("PUT", _) => Action::status(400),
+            ("DELETE", _) => Action::status(204),
+            _ => Action::status(404),
+        }
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let (body, calls) = common::counted_body(&blob);
+    client.upload_blob(&reference(&server, "test/app:v1"), &blob_descriptor(&blob), body).await.unwrap();
+
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the chunked attempt re-opened the body");
+    assert!(*received.lock().unwrap() == blob);
+    let patches = requests(&server, "PATCH");
+    let accepted: Vec<usize> = patches.iter().map(|patch| patch.body.len()).filter(|len| *len <= LIMIT).collect();
+    assert_eq!(accepted.iter().sum::<usize>(), blob.len());
+    assert!(patches.len() > accepted.len(), "no chunk was refused, so none was halved");
+    assert!(accepted.iter().all(|len| *len >= 256 * 1024 || *len == blob.len() % (256 * 1024)), "{accepted:?}");
+    let last = requests(&server, "PUT").pop().unwrap();
+    assert_eq!(last.target, format!("/v2/test/app/blobs/uploads/c?_state={}&{}", blob.len(), digest_query(&digest)));
+    assert!(last.body.is_empty());
+}
+
+#[tokio::test]
+async fn the_session_a_refused_mount_opened_is_used_by_the_upload() {
+    let blob = pseudo_random(53, 3000);
+    let digest = Digest::of(&blob);
+    let expected = blob.clone();
+    let server = Scripted::start("127.0.0.1", move |request| match (request.method.as_str(), request.path()) {
+        (_, "/v2/") => Action::status(200),
+        ("POST", UPLOADS) if request.target.contains("mount=") => {
+            Action::status(202).with_header("Location", "/v2/test/app/blobs/uploads/from-mount?_state=m")
+        }
+        ("POST", UPLOADS) => Action::status(202).with_header("Location", "/v2/test/app/blobs/uploads/fresh"),
+        ("PUT", _) if request.body == expected => created(&Digest::of(&request.body)),
+        _ => Action::status(400),
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let target = reference(&server, "test/app:v1");
+    assert_eq!(client.mount_blob(&target, &digest, "test/base").await.unwrap(), MountOutcome::NotMounted);
+    client.upload_blob(&target, &blob_descriptor(&blob), body_from_bytes(blob.clone().into())).await.unwrap();
+
+    let posts = requests(&server, "POST");
+    assert_eq!(posts.len(), 1, "the upload opened another session");
+    assert_eq!(posts[0].target, format!("{UPLOADS}?mount={digest}&from=test/base"));
+    let put = requests(&server, "PUT").pop().unwrap();
+    assert_eq!(put.target, format!("/v2/test/app/blobs/uploads/from-mount?_state=m&{}", digest_query(&digest)));
+
+    // The session is used once: the next upload opens its own.
+    client.upload_blob(&target, &blob_descriptor(&blob), body_from_bytes(blob.clone().into())).await.unwrap();
+    assert_eq!(requests(&server, "POST").len(), 2);
+    assert!(requests(&server, "PUT").pop().unwrap().target.starts_with("/v2/test/app/blobs/uploads/fresh?"));
+}
+
+#[tokio::test]
+async fn answers_that_do_not_confirm_the_push_are_errors() {
+    let blob = pseudo_random(54, 2000);
+    let other = Digest::of(b"something else");
+    let answer_with = other.clone();
+    let server = Scripted::start("127.0.0.1", move |request| match (request.method.as_str(), request.path()) {
+        (_, "/v2/") => Action::status(200),
+        ("POST", UPLOADS) => Action::status(202).with_header("Location", "/v2/test/app/blobs/uploads/x"),
+        ("POST", "/v2/test/ok200/blobs/uploads/") => {
+            Action::status(202).with_header("Location", "/v2/test/ok200/blobs/uploads/y")
+        }
+        ("PUT", "/v2/test/ok200/blobs/uploads/y") => Action::status(200),
+        ("PUT", "/v2/test/app/blobs/uploads/x") => created(&answer_with),
+        ("PUT", "/v2/test/app/manifests/v1") => created(&answer_with),
+        ("PUT", "/v2/test/app/manifests/v2") => {
+            assert_eq!(request.header("content-type"), Some(media_type::OCI_MANIFEST));
+            created(&Digest::of(&request.body))
+        }
+        ("DELETE", _) => Action::status(204),
+        _ => Action::status(404),
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let target = reference(&server, "test/app:v1");
+    let error =
+        client.upload_blob(&target, &blob_descriptor(&blob), body_from_bytes(blob.clone().into())).await.unwrap_err();
+    assert!(matches!(error, RegistryError::Protocol { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&other.to_string()) && message.contains(&Digest::of(&blob).to_string()), "{message}");
+
+    // A registry that says 200 where a commit says 201 has not said it committed.
+    let ok200 = reference(&server, "test/ok200:v1");
+    let error =
+        client.upload_blob(&ok200, &blob_descriptor(&blob), body_from_bytes(blob.clone().into())).await.unwrap_err();
+    assert!(error.to_string().contains("where 201 Created was expected"), "{error}");
+
+    let error = client.put_manifest(&target, MANIFEST.into(), media_type::OCI_MANIFEST).await.unwrap_err();
+    assert!(matches!(error, RegistryError::Protocol { .. }), "{error:?}");
+    assert!(error.to_string().contains(&other.to_string()), "{error}");
+
+    let v2 = reference(&server, "test/app:v2");
+    let digest = client.put_manifest(&v2, MANIFEST.into(), media_type::OCI_MANIFEST).await.unwrap();
+    assert_eq!(digest, Digest::of(MANIFEST));
+    let sent = requests(&server, "PUT").pop().unwrap();
+    assert_eq!(sent.body, MANIFEST, "the manifest's bytes were not sent as they are");
+}
+
+#[tokio::test]
+async fn an_upload_the_registry_stops_reading_is_abandoned_as_stalled() {
+    // Accepts connections and never reads from them.
+    let black_hole = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let hole = black_hole.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in black_hole.incoming() {
+            held.push(stream);
+        }
+    });
+    let server = Scripted::start("127.0.0.1", move |request| match (request.method.as_str(), request.path()) {
+        (_, "/v2/") => Action::status(200),
+        ("POST", UPLOADS) => Action::status(202).with_header("Location", &format!("http://{hole}/upload/1")),
+        _ => Action::status(404),
+    });
+    let client = RegistryClient::new(ClientOptions {
+        stall_timeout: Duration::from_millis(700),
+        retry: RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(10),
+        },
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    // More than loopback socket buffers hold.
+    let blob = pseudo_random(55, 32 * 1024 * 1024);
+    let (body, calls) = common::counted_body(&blob);
+    let started = Instant::now();
+    let error =
+        client.upload_blob(&reference(&server, "test/app:v1"), &blob_descriptor(&blob), body).await.unwrap_err();
+    assert!(error.is_network(), "{error:?}");
+    assert!(error.to_string().contains("the registry took no data"), "{error}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }

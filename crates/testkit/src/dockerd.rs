@@ -149,6 +149,20 @@ impl Dockerd {
 impl Drop for Dockerd {
     fn drop(&mut self) {
         terminate(&mut self.child, STOP_GRACE);
+        unmount_below(self.dir.path());
+    }
+}
+
+/// dockerd bind-mounts its data root onto itself when it is not on a shared mount (seen in a
+/// chroot) and undoes that only on a clean shutdown; a mount left behind by a killed daemon would
+/// make removing the directory fail.
+fn unmount_below(dir: &Path) {
+    let Ok(mounts) = fs::read_to_string("/proc/self/mounts") else { return };
+    let mut points: Vec<&str> =
+        mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| Path::new(p).starts_with(dir)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(p).stderr(Stdio::null()).status();
     }
 }
 

@@ -107,11 +107,16 @@ impl ImageDestination for ArchiveDestination {
         format!("archive {}", self.inner.path.display())
     }
 
-    async fn has_blob(&self, descriptor: &Descriptor) -> Result<bool, TransferError> {
+    async fn has_blob(&self, _target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
         self.inner.with_writer(|writer| Ok(writer.contains_blob(&descriptor.digest)))
     }
 
-    async fn put_blob(&self, descriptor: &Descriptor, content: BlobContent) -> Result<(), TransferError> {
+    async fn put_blob(
+        &self,
+        _target: &Reference,
+        descriptor: &Descriptor,
+        content: BlobContent,
+    ) -> Result<(), TransferError> {
         let inner = Arc::clone(&self.inner);
         let descriptor = descriptor.clone();
         let is_zstd = layer_compression(&descriptor.media_type) == Some(LayerCompression::Zstd);
@@ -147,13 +152,14 @@ impl ImageDestination for ArchiveDestination {
         }
     }
 
-    async fn put_manifest(&self, _image: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
+    async fn put_manifest(&self, _target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
         let inner = Arc::clone(&self.inner);
         let (digest, bytes) = (manifest.digest.clone(), manifest.bytes.clone());
         run_blocking(move || inner.with_writer(|writer| Ok(writer.add_blob_bytes(&digest, &bytes)?))).await
     }
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
+        self.put_manifest(&image.destination, &image.top).await?;
         let primary = &image.platforms[image.primary];
         let copies = lock(&self.inner.uncompressed_copies).clone();
         let mut layers = Vec::with_capacity(primary.parsed.layers.len());

@@ -148,6 +148,12 @@ pub trait ImageSource: Send + Sync + 'static {
         descriptor: &Descriptor,
     ) -> impl Future<Output = Result<RawManifest, TransferError>> + Send;
 
+    /// Whether the source can provide this manifest of an index. A store or
+    /// an archive holds only the platforms that were pulled or saved.
+    fn has_manifest(&self, _descriptor: &Descriptor) -> impl Future<Output = Result<bool, TransferError>> + Send {
+        async { Ok(true) }
+    }
+
     /// A blob's bytes. Streams are verified by whoever consumes them.
     fn blob(
         &self,
@@ -157,9 +163,27 @@ pub trait ImageSource: Send + Sync + 'static {
 }
 
 /// Where images go. Each call must leave the destination consistent if the
-/// process dies right after it: blobs land whole and verified or not at all.
+/// process dies right after it: blobs land whole and verified or not at all,
+/// and an image's name is recorded last, by `commit`.
+///
+/// `target` is the name the image gets at the destination; a registry keeps
+/// blobs per repository, the store and archives ignore it.
 pub trait ImageDestination: Send + Sync + 'static {
     fn describe(&self) -> String;
+
+    /// Whether an index may only be written with every manifest it lists (a
+    /// registry checks). When some are missing, the engine writes the chosen
+    /// platform's manifest as the image instead, as `docker push` does.
+    fn requires_complete_index(&self) -> bool {
+        false
+    }
+
+    /// Blobs that are one and the same for this destination share a key: a
+    /// registry keys by repository, files by nothing (the default). The engine
+    /// moves each (key, digest) once per run.
+    fn blob_scope(&self, _target: &Reference) -> String {
+        String::new()
+    }
 
     /// A small blob (manifest, config) the destination already holds,
     /// verified, so it need not be fetched from the source again.
@@ -172,22 +196,40 @@ pub trait ImageDestination: Send + Sync + 'static {
     }
 
     /// Whether the destination already holds this blob, so it can be skipped.
-    fn has_blob(&self, descriptor: &Descriptor) -> impl Future<Output = Result<bool, TransferError>> + Send;
+    fn has_blob(
+        &self,
+        target: &Reference,
+        descriptor: &Descriptor,
+    ) -> impl Future<Output = Result<bool, TransferError>> + Send;
+
+    /// Makes the blob appear without sending its bytes (a registry's
+    /// cross-repository mount). `source` is where the engine reads the image
+    /// from; a registry can mount from it when it is the same registry.
+    fn mount_blob(
+        &self,
+        _target: &Reference,
+        _descriptor: &Descriptor,
+        _source: &Reference,
+    ) -> impl Future<Output = Result<bool, TransferError>> + Send {
+        async { Ok(false) }
+    }
 
     /// Takes a blob; stream content must be verified against `descriptor`.
     fn put_blob(
         &self,
+        target: &Reference,
         descriptor: &Descriptor,
         content: BlobContent,
     ) -> impl Future<Output = Result<(), TransferError>> + Send;
 
-    /// Takes a manifest or index, after every blob it references.
+    /// Takes a platform manifest of an index, after every blob it references.
     fn put_manifest(
         &self,
-        image: &Reference,
+        target: &Reference,
         manifest: &RawManifest,
     ) -> impl Future<Output = Result<(), TransferError>> + Send;
 
-    /// Records the image under its name, after all its content is in place.
+    /// Writes the top-level manifest or index and records the image under its
+    /// name, after all its content is in place.
     fn commit(&self, image: &CopiedImage) -> impl Future<Output = Result<(), TransferError>> + Send;
 }

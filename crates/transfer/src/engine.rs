@@ -21,6 +21,9 @@ const MANIFEST_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
 pub enum PlatformChoice {
     One(Platform),
     All,
+    /// Every platform the source holds (a store or archive keeps only what
+    /// was pulled or saved); used when pushing what is already local.
+    Available,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +49,17 @@ pub struct CopyJob {
     pub destination: Reference,
 }
 
+impl CopyJob {
+    /// Jobs that keep each image's name, numbered in order.
+    pub fn same_names(images: impl IntoIterator<Item = Reference>) -> Vec<CopyJob> {
+        images
+            .into_iter()
+            .enumerate()
+            .map(|(index, image)| CopyJob { index, source: image.clone(), destination: image })
+            .collect()
+    }
+}
+
 /// What copying one image did.
 #[derive(Debug, Clone)]
 pub struct CopyOutcome {
@@ -65,8 +79,8 @@ pub struct Engine<S, D> {
     options: EngineOptions,
     reporter: Arc<dyn Reporter>,
     blob_slots: Semaphore,
-    layers: SingleFlight<BlobOrigin>,
-    configs: SingleFlight<Bytes>,
+    layers: SingleFlight<(String, Digest), BlobOrigin>,
+    configs: SingleFlight<(String, Digest), Bytes>,
 }
 
 impl<S, D> std::fmt::Debug for Engine<S, D> {
@@ -113,17 +127,29 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     }
 
     async fn copy_unreported(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
-        let image = &job.source;
+        let (image, target) = (&job.source, &job.destination);
         let top = self.resolve_top(image).await?;
         let (_, parsed) = RawManifest::parse(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
-        let (platform_manifests, primary) = match parsed {
-            ParsedManifest::Image(manifest) => (vec![(top.clone(), manifest, None)], 0),
-            ParsedManifest::Index(index) => self.select_platforms(image, &index.manifests).await?,
+        let (top, (platform_manifests, primary)) = match parsed {
+            ParsedManifest::Image(manifest) => (top.clone(), (vec![(top, manifest, None)], 0)),
+            ParsedManifest::Index(index) => {
+                let selected = self.select_platforms(image, &index.manifests).await?;
+                if selected.0.len() < index.manifests.len() && self.destination.requires_complete_index() {
+                    // The index cannot go without all its manifests: the image becomes
+                    // the chosen platform's manifest, digest as the source has it.
+                    let (mut platforms, primary) = selected;
+                    let chosen = platforms.swap_remove(primary);
+                    tracing::info!(%image, platform = ?chosen.2, "not every platform is available; writing one platform's manifest");
+                    (chosen.0.clone(), (vec![chosen], 0))
+                } else {
+                    (top, selected)
+                }
+            }
         };
 
         let mut platforms = Vec::with_capacity(platform_manifests.len());
         for (manifest, parsed, index_platform) in platform_manifests {
-            let config = self.config(image, &parsed.config).await?;
+            let config = self.config(image, target, &parsed.config).await?;
             let image_config = ImageConfig::parse(&config).map_err(|source| TransferError::Manifest {
                 context: format!("image {image}, config {}", parsed.config.digest),
                 source,
@@ -154,7 +180,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         let transferred = (AtomicUsize::new(0), AtomicU64::new(0));
         stream::iter(layers)
             .map(|layer| async {
-                let origin = self.layer(image, layer).await?;
+                let origin = self.layer(image, target, layer).await?;
                 if origin == BlobOrigin::Transferred {
                     transferred.0.fetch_add(1, Ordering::Relaxed);
                     transferred.1.fetch_add(layer.size, Ordering::Relaxed);
@@ -168,10 +194,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
 
         for platform in &platforms {
             if platform.manifest.digest != top.digest {
-                self.destination.put_manifest(image, &platform.manifest).await?;
+                self.destination.put_manifest(target, &platform.manifest).await?;
             }
         }
-        self.destination.put_manifest(image, &top).await?;
 
         let copied =
             CopiedImage { job_index: job.index, destination: job.destination.clone(), top, platforms, primary };
@@ -205,6 +230,15 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         let host = Platform::host();
         let chosen: Vec<&Descriptor> = match &self.options.platforms {
             PlatformChoice::All => candidates.clone(),
+            PlatformChoice::Available => {
+                let mut available = Vec::with_capacity(candidates.len());
+                for entry in &candidates {
+                    if self.source.has_manifest(entry).await? {
+                        available.push(*entry);
+                    }
+                }
+                available
+            }
             PlatformChoice::One(wanted) => {
                 candidates.iter().copied().find(|entry| entry_matches(entry, wanted)).into_iter().collect()
             }
@@ -212,7 +246,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         if chosen.is_empty() {
             let wanted = match &self.options.platforms {
                 PlatformChoice::One(wanted) => wanted.clone(),
-                PlatformChoice::All => host.clone(),
+                PlatformChoice::All | PlatformChoice::Available => host.clone(),
             };
             let available = candidates
                 .iter()
@@ -223,7 +257,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         }
         let primary = match &self.options.platforms {
             PlatformChoice::One(_) => 0,
-            PlatformChoice::All => chosen.iter().position(|entry| entry_matches(entry, &host)).unwrap_or(0),
+            PlatformChoice::All | PlatformChoice::Available => {
+                chosen.iter().position(|entry| entry_matches(entry, &host)).unwrap_or(0)
+            }
         };
         let mut selected = Vec::with_capacity(chosen.len());
         for entry in chosen {
@@ -279,17 +315,24 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
 
     /// A config blob: read whole (it is small and needed to plan the copy),
     /// verified, and handed to the destination once per run.
-    async fn config(&self, image: &Reference, descriptor: &Descriptor) -> Result<Bytes, TransferError> {
+    async fn config(
+        &self,
+        image: &Reference,
+        target: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<Bytes, TransferError> {
+        let key = (self.destination.blob_scope(target), descriptor.digest.clone());
         let (result, _) = self
             .configs
-            .run(&descriptor.digest, || async {
-                if let Some(bytes) = self.destination.cached(&descriptor.digest, CONFIG_SIZE_LIMIT).await? {
-                    return Ok(bytes);
-                }
-                let bytes =
-                    self.source.blob(image, descriptor).await?.read_verified(descriptor, CONFIG_SIZE_LIMIT).await?;
-                if !self.destination.has_blob(descriptor).await? {
-                    self.destination.put_blob(descriptor, BlobContent::Bytes(bytes.clone())).await?;
+            .run(key, || async {
+                let bytes = match self.destination.cached(&descriptor.digest, CONFIG_SIZE_LIMIT).await? {
+                    Some(bytes) => bytes,
+                    None => {
+                        self.source.blob(image, descriptor).await?.read_verified(descriptor, CONFIG_SIZE_LIMIT).await?
+                    }
+                };
+                if !self.destination.has_blob(target, descriptor).await? {
+                    self.destination.put_blob(target, descriptor, BlobContent::Bytes(bytes.clone())).await?;
                 }
                 Ok(bytes)
             })
@@ -297,18 +340,23 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         result.map_err(TransferError::Shared)
     }
 
-    /// A layer: skipped when the destination has it, else moved once per run
-    /// however many images want it.
-    async fn layer(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobOrigin, TransferError> {
+    /// A layer: skipped when the destination has it, mounted when it can be,
+    /// else moved — once per run however many images want it.
+    async fn layer(
+        &self,
+        image: &Reference,
+        target: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<BlobOrigin, TransferError> {
+        let key = (self.destination.blob_scope(target), descriptor.digest.clone());
         let (result, ran_here) = self
             .layers
-            .run(&descriptor.digest, || async {
-                if self.destination.has_blob(descriptor).await? {
+            .run(key, || async {
+                if self.destination.has_blob(target, descriptor).await? {
                     return Ok(BlobOrigin::AlreadyPresent);
                 }
                 let _slot = self.blob_slots.acquire().await.expect("the semaphore is never closed");
-                // Another run may have landed it while this one waited for a slot.
-                if self.destination.has_blob(descriptor).await? {
+                if self.destination.mount_blob(target, descriptor, image).await? {
                     return Ok(BlobOrigin::AlreadyPresent);
                 }
                 let content = match self.source.blob(image, descriptor).await? {
@@ -324,7 +372,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                         local
                     }
                 };
-                self.destination.put_blob(descriptor, content).await?;
+                self.destination.put_blob(target, descriptor, content).await?;
                 Ok(BlobOrigin::Transferred)
             })
             .await;

@@ -10,12 +10,14 @@ use hpn_store::StoreError;
 /// and say what the user can do; the CLI adds which command was running.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
+    // Boxed: the library errors carry names, paths and messages, and a
+    // Result that is mostly error would be copied around on every `?`.
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(Box<RegistryError>),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Box<StoreError>),
     #[error(transparent)]
-    Archive(#[from] ArchiveError),
+    Archive(Box<ArchiveError>),
     #[error("{context}: {source}")]
     Manifest { context: String, source: ManifestError },
     #[error(
@@ -67,8 +69,14 @@ impl TransferError {
         match self {
             Self::Registry(error) if error.is_network() => ErrorKind::Network,
             // Content that fails verification on its way in is the source's fault, not the disk's.
-            Self::Store(StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. })
-            | Self::Archive(ArchiveError::DigestMismatch { .. } | ArchiveError::SizeMismatch { .. }) => {
+            Self::Store(error)
+                if matches!(**error, StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }) =>
+            {
+                ErrorKind::Runtime
+            }
+            Self::Archive(error)
+                if matches!(**error, ArchiveError::DigestMismatch { .. } | ArchiveError::SizeMismatch { .. }) =>
+            {
                 ErrorKind::Runtime
             }
             Self::Store(_) | Self::Archive(_) | Self::Io { .. } | Self::BlobMissing { .. } => ErrorKind::Filesystem,
@@ -77,3 +85,15 @@ impl TransferError {
         }
     }
 }
+
+macro_rules! boxed_from {
+    ($($variant:ident($error:ty)),*) => {$(
+        impl From<$error> for TransferError {
+            fn from(error: $error) -> Self {
+                Self::$variant(Box::new(error))
+            }
+        }
+    )*};
+}
+
+boxed_from!(Registry(RegistryError), Store(StoreError), Archive(ArchiveError));

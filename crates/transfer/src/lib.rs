@@ -9,6 +9,7 @@
 //! then commits the image at the destination.
 
 mod archive_endpoint;
+mod archive_source;
 mod endpoint;
 mod engine;
 mod error;
@@ -18,9 +19,10 @@ mod single_flight;
 mod store_endpoint;
 
 pub use archive_endpoint::ArchiveDestination;
+pub use archive_source::{ArchiveSource, ArchivedImageNames};
 pub use endpoint::{BlobContent, BlobStream, CopiedImage, ImageDestination, ImageSource, PlatformImage, RawManifest};
 pub use engine::{CopyJob, CopyOutcome, Engine, EngineOptions, PlatformChoice};
 pub use error::{ErrorKind, TransferError};
-pub use registry_endpoint::RegistrySource;
+pub use registry_endpoint::{RegistryDestination, RegistrySource};
 pub use report::{BlobOrigin, NoReport, Reporter};
 pub use store_endpoint::{StoreDestination, StoreSource};

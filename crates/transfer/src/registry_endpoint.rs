@@ -1,10 +1,17 @@
-use bytes::Bytes;
-use futures_util::TryStreamExt;
-use hpn_oci::{Descriptor, Reference};
-use hpn_registry::RegistryClient;
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
 
-use crate::endpoint::{BlobContent, ImageSource, RawManifest};
+use bytes::Bytes;
+use futures_util::{TryStreamExt, stream};
+use hpn_oci::{Descriptor, Digest, Reference};
+use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, UploadStream};
+
+use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, RawManifest};
 use crate::error::TransferError;
+
+/// Read size for uploads from local files.
+const UPLOAD_CHUNK: usize = 256 * 1024;
 
 /// Reads images from registries over the distribution API.
 #[derive(Debug, Clone)]
@@ -39,5 +46,141 @@ impl ImageSource for RegistrySource {
     async fn blob(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {
         let stream = self.client.get_blob(image, descriptor).await?;
         Ok(BlobContent::Stream(Box::pin(stream.map_err(TransferError::from))))
+    }
+}
+
+/// Pushes images into registries: blobs the repository has are skipped,
+/// blobs another repository of the same registry has are mounted, the rest
+/// uploaded; platform manifests go by digest, the image itself by its tag.
+#[derive(Debug)]
+pub struct RegistryDestination {
+    client: RegistryClient,
+    /// Repositories (`registry/repository`) known in this run to hold a blob:
+    /// the candidates a mount can borrow it from.
+    known_locations: Mutex<HashMap<Digest, Vec<Reference>>>,
+}
+
+impl RegistryDestination {
+    pub fn new(client: RegistryClient) -> Self {
+        Self { client, known_locations: Mutex::new(HashMap::new()) }
+    }
+
+    fn remember(&self, target: &Reference, digest: &Digest) {
+        let mut known = self.known_locations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let places = known.entry(digest.clone()).or_default();
+        if !places.iter().any(|place| place.name() == target.name()) {
+            places.push(target.clone());
+        }
+    }
+
+    fn mount_candidates(&self, target: &Reference, digest: &Digest, source: &Reference) -> Vec<String> {
+        let known = self.known_locations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut candidates: Vec<String> = known
+            .get(digest)
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(source))
+            .filter(|place| place.registry() == target.registry() && place.repository() != target.repository())
+            .map(|place| place.repository().to_owned())
+            .collect();
+        candidates.dedup();
+        candidates
+    }
+}
+
+/// A body the registry client can open again for a retried upload. Files and
+/// in-memory bytes re-open; a stream from another registry can be sent once.
+fn body_factory(content: BlobContent) -> BodyFactory {
+    match content {
+        BlobContent::Bytes(bytes) => Arc::new(move || {
+            let bytes = bytes.clone();
+            Box::pin(async move { Ok(Box::pin(stream::once(async move { Ok(bytes) })) as UploadStream) })
+        }),
+        BlobContent::File(path) => Arc::new(move || {
+            let path = path.clone();
+            Box::pin(async move {
+                let file = tokio::fs::File::open(&path).await?;
+                Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(file, UPLOAD_CHUNK)) as UploadStream)
+            })
+        }),
+        BlobContent::Stream(stream) => {
+            let once = Arc::new(Mutex::new(Some(stream)));
+            Arc::new(move || {
+                let taken = once.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+                Box::pin(async move {
+                    let stream = taken.ok_or_else(|| {
+                        io::Error::other("a blob streamed from another registry cannot be re-sent; run the copy again")
+                    })?;
+                    Ok(Box::pin(stream.map_err(io::Error::other)) as UploadStream)
+                })
+            })
+        }
+    }
+}
+
+impl ImageDestination for RegistryDestination {
+    fn describe(&self) -> String {
+        "registry".to_owned()
+    }
+
+    fn requires_complete_index(&self) -> bool {
+        true
+    }
+
+    fn blob_scope(&self, target: &Reference) -> String {
+        target.name()
+    }
+
+    async fn has_blob(&self, target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        let present = self.client.blob_exists(target, &descriptor.digest).await?;
+        if present {
+            self.remember(target, &descriptor.digest);
+        }
+        Ok(present)
+    }
+
+    async fn mount_blob(
+        &self,
+        target: &Reference,
+        descriptor: &Descriptor,
+        source: &Reference,
+    ) -> Result<bool, TransferError> {
+        for from in self.mount_candidates(target, &descriptor.digest, source) {
+            if self.client.mount_blob(target, &descriptor.digest, &from).await? == MountOutcome::Mounted {
+                self.remember(target, &descriptor.digest);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn put_blob(
+        &self,
+        target: &Reference,
+        descriptor: &Descriptor,
+        content: BlobContent,
+    ) -> Result<(), TransferError> {
+        self.client.upload_blob(target, descriptor, body_factory(content)).await?;
+        self.remember(target, &descriptor.digest);
+        Ok(())
+    }
+
+    async fn put_manifest(&self, target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
+        let by_digest = target.with_digest_only(manifest.digest.clone());
+        self.client.put_manifest(&by_digest, manifest.bytes.clone(), &manifest.media_type).await?;
+        Ok(())
+    }
+
+    async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
+        let pushed =
+            self.client.put_manifest(&image.destination, image.top.bytes.clone(), &image.top.media_type).await?;
+        if pushed != image.top.digest {
+            return Err(TransferError::DigestMismatch {
+                what: "pushed manifest",
+                expected: image.top.digest.clone(),
+                actual: pushed,
+            });
+        }
+        Ok(())
     }
 }

@@ -81,6 +81,11 @@ impl ImageSource for StoreSource {
         .await
     }
 
+    async fn has_manifest(&self, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        let digest = descriptor.digest.clone();
+        blocking(&self.store, move |store| Ok(store.has_blob(&digest))).await
+    }
+
     async fn blob(&self, _image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {
         let digest = descriptor.digest.clone();
         blocking(&self.store, move |store| {
@@ -127,12 +132,17 @@ impl ImageDestination for StoreDestination {
         .await
     }
 
-    async fn has_blob(&self, descriptor: &Descriptor) -> Result<bool, TransferError> {
+    async fn has_blob(&self, _target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
         let digest = descriptor.digest.clone();
         blocking(&self.store, move |store| Ok(store.has_blob(&digest))).await
     }
 
-    async fn put_blob(&self, descriptor: &Descriptor, content: BlobContent) -> Result<(), TransferError> {
+    async fn put_blob(
+        &self,
+        _target: &Reference,
+        descriptor: &Descriptor,
+        content: BlobContent,
+    ) -> Result<(), TransferError> {
         let expected = descriptor.clone();
         match content {
             BlobContent::Bytes(bytes) => {
@@ -164,14 +174,18 @@ impl ImageDestination for StoreDestination {
         }
     }
 
-    async fn put_manifest(&self, _image: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
+    async fn put_manifest(&self, _target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
         let (descriptor, bytes) = (manifest.descriptor(), manifest.bytes.clone());
         blocking(&self.store, move |store| Ok(store.put_blob_bytes(&descriptor, &bytes)?)).await
     }
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
-        let (name, descriptor) = (ref_name(&image.destination), image.top.descriptor());
-        blocking(&self.store, move |store| Ok(store.set_ref(&name, &descriptor)?)).await
+        let (name, descriptor, bytes) = (ref_name(&image.destination), image.top.descriptor(), image.top.bytes.clone());
+        blocking(&self.store, move |store| {
+            store.put_blob_bytes(&descriptor, &bytes)?;
+            Ok(store.set_ref(&name, &descriptor)?)
+        })
+        .await
     }
 }
 

@@ -229,6 +229,26 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// A body factory over `bytes`, in 64 KiB pieces, counting how often it was
+/// called (each call is an upload attempt re-opening its source).
+pub fn counted_body(bytes: &[u8]) -> (hpn_registry::BodyFactory, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let bytes = bytes::Bytes::copy_from_slice(bytes);
+    let factory: hpn_registry::BodyFactory = Arc::new(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let bytes = bytes.clone();
+        Box::pin(async move {
+            let pieces: Vec<std::io::Result<bytes::Bytes>> = (0..bytes.len())
+                .step_by(64 * 1024)
+                .map(|start| Ok(bytes.slice(start..(start + 64 * 1024).min(bytes.len()))))
+                .collect();
+            Ok(Box::pin(futures_util::stream::iter(pieces)) as hpn_registry::UploadStream)
+        })
+    });
+    (factory, calls)
+}
+
 pub fn basic_auth(username: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
 }
@@ -242,6 +262,8 @@ pub struct Seen {
     /// Path and query.
     pub target: String,
     pub headers: Vec<(String, String)>,
+    /// The body, when it came with a Content-Length.
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -396,12 +418,13 @@ fn serve_connection(stream: TcpStream, handler: &Handler, seen: &Mutex<Vec<Seen>
                 headers.push((name.trim().to_owned(), value.trim().to_owned()));
             }
         }
-        let request = Seen { method: method.to_owned(), target: target.to_owned(), headers };
+        let mut request = Seen { method: method.to_owned(), target: target.to_owned(), headers, body: Vec::new() };
         if let Some(length) = request.header("content-length").and_then(|value| value.parse::<u64>().ok()) {
             let mut body = Vec::new();
-            if (&mut reader).take(length).read_to_end(&mut body).is_err() {
+            if (&mut reader).take(length).read_to_end(&mut body).is_err() || body.len() as u64 != length {
                 return;
             }
+            request.body = body;
         }
         seen.lock().unwrap().push(request.clone());
         let head_only = request.method == "HEAD";
@@ -500,12 +523,21 @@ impl TokenSigner {
     /// A token granting `actions` on `repository` (none when `repository` is
     /// None), valid from one minute ago for `lifetime_secs` (negative: expired).
     pub fn token(&self, repository: Option<&str>, actions: &[&str], lifetime_secs: i64) -> String {
+        let access: Vec<(String, Vec<String>)> = repository
+            .map(|name| (name.to_owned(), actions.iter().map(|action| (*action).to_owned()).collect()))
+            .into_iter()
+            .collect();
+        self.token_for(&access, lifetime_secs)
+    }
+
+    /// A token with one access entry per (repository, actions).
+    pub fn token_for(&self, access: &[(String, Vec<String>)], lifetime_secs: i64) -> String {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": [self.cert_der_base64]});
-        let access: Vec<serde_json::Value> = repository
-            .map(|name| serde_json::json!({"type": "repository", "name": name, "actions": actions}))
-            .into_iter()
+        let access: Vec<serde_json::Value> = access
+            .iter()
+            .map(|(name, actions)| serde_json::json!({"type": "repository", "name": name, "actions": actions}))
             .collect();
         // distribution allows 60 s of clock skew on exp/nbf, so an expired
         // token must lie well beyond that.
@@ -534,19 +566,31 @@ fn pem_body(pem: &str, label: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(text).unwrap()
 }
 
-/// A token endpoint that checks Basic credentials, service and scope, and
-/// hands out tokens for pull only. Counts what it issued.
+/// A token endpoint that checks Basic credentials and service, and grants
+/// each requested scope's actions that the user may have (anonymous users:
+/// none, as Docker Hub does for private repositories). Counts what it issued.
 pub struct TokenServer {
     server: Scripted,
     pub issued: Arc<AtomicUsize>,
 }
 
 impl TokenServer {
-    /// `expired_first`: the first token handed out is already expired (while
-    /// claiming a long lifetime), to exercise the refresh after a 401.
+    /// One user who may pull only. `expired_first`: the first token handed
+    /// out is already expired (while claiming a long lifetime), to exercise
+    /// the refresh after a 401.
     pub fn start(signer: Arc<TokenSigner>, username: &str, password: &str, expired_first: bool) -> Self {
+        Self::start_with_users(signer, &[(username, password, &["pull"])], expired_first)
+    }
+
+    /// Users as (name, password, actions they may have on any repository).
+    pub fn start_with_users(signer: Arc<TokenSigner>, users: &[(&str, &str, &[&str])], expired_first: bool) -> Self {
         let issued = Arc::new(AtomicUsize::new(0));
-        let expected = basic_auth(username, password);
+        let users: Vec<(String, Vec<String>)> = users
+            .iter()
+            .map(|(name, password, actions)| {
+                (basic_auth(name, password), actions.iter().map(|action| (*action).to_owned()).collect())
+            })
+            .collect();
         let counter = issued.clone();
         let server = Scripted::start("127.0.0.1", move |request| {
             let query = request.target.split_once('?').map(|(_, query)| query).unwrap_or("");
@@ -563,29 +607,40 @@ impl TokenServer {
                     body: br#"{"details":"wrong service"}"#.to_vec(),
                 };
             }
-            let authenticated = match request.header("authorization") {
-                None => false,
-                Some(value) if value == expected => true,
-                Some(_) => {
-                    return Action::Respond {
-                        status: 401,
-                        headers: Vec::new(),
-                        body: br#"{"details":"incorrect username or password"}"#.to_vec(),
-                    };
-                }
+            let allowed: &[String] = match request.header("authorization") {
+                None => &[],
+                Some(value) => match users.iter().find(|(expected, _)| expected == value) {
+                    Some((_, actions)) => actions,
+                    None => {
+                        return Action::Respond {
+                            status: 401,
+                            headers: Vec::new(),
+                            body: br#"{"details":"incorrect username or password"}"#.to_vec(),
+                        };
+                    }
+                },
             };
-            // Anonymous users get a token without access, as Docker Hub does
-            // for private repositories.
-            let repository = param("scope").and_then(|scope| {
-                let mut parts = scope.splitn(3, ':');
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some("repository"), Some(name), Some(_)) if authenticated => Some(name.to_owned()),
-                    _ => None,
-                }
-            });
+            let access: Vec<(String, Vec<String>)> = params
+                .iter()
+                .filter(|(key, _)| key == "scope")
+                .filter_map(|(_, scope)| {
+                    let mut parts = scope.splitn(3, ':');
+                    match (parts.next(), parts.next(), parts.next()) {
+                        (Some("repository"), Some(name), Some(wanted)) => {
+                            let granted: Vec<String> = wanted
+                                .split(',')
+                                .filter(|action| allowed.iter().any(|have| have == action))
+                                .map(str::to_owned)
+                                .collect();
+                            (!granted.is_empty()).then(|| (name.to_owned(), granted))
+                        }
+                        _ => None,
+                    }
+                })
+                .collect();
             let number = counter.fetch_add(1, Ordering::SeqCst);
             let lifetime = if expired_first && number == 0 { -1 } else { 300 };
-            let token = signer.token(repository.as_deref(), &["pull"], lifetime);
+            let token = signer.token_for(&access, lifetime);
             Action::ok(serde_json::json!({"token": token, "expires_in": 300}).to_string().as_bytes())
         });
         Self { server, issued }

@@ -1,0 +1,191 @@
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hpn_archive::ArchiveReader;
+use hpn_oci::{Descriptor, Digest, Reference};
+
+use crate::endpoint::{BlobContent, BlobStream, ImageSource, RawManifest};
+use crate::error::TransferError;
+
+/// Manifests and configs in an archive are small; this caps what a hostile one can make us read.
+const SMALL_BLOB_LIMIT: u64 = 16 * 1024 * 1024;
+/// Read size when streaming a blob out of the archive file.
+const CHUNK: usize = 256 * 1024;
+/// Chunks between the reading thread and the consumer: bounds memory per blob.
+const CHANNEL_DEPTH: usize = 8;
+
+/// One image of an archive and the names it will be known by.
+#[derive(Debug, Clone)]
+pub struct ArchivedImageNames {
+    /// Normalized names; empty for an image the archive does not name.
+    pub names: Vec<Reference>,
+    /// Digest of its top-level manifest (synthesized for docker-only archives).
+    pub digest: Digest,
+}
+
+/// Reads images out of an archive file or OCI layout directory, any of the
+/// formats hpn-archive understands, blob by blob from their offsets.
+#[derive(Debug, Clone)]
+pub struct ArchiveSource {
+    reader: Arc<ArchiveReader>,
+    by_name: HashMap<Reference, usize>,
+    images: Vec<ArchivedImageNames>,
+}
+
+impl ArchiveSource {
+    /// Opens and indexes the archive (`-` reads one from stdin) on the
+    /// blocking pool: indexing reads the file's headers, and a docker-only
+    /// archive's layers are hashed once.
+    pub async fn open(path: &Path) -> Result<Self, TransferError> {
+        let path = path.to_owned();
+        let reader = tokio::task::spawn_blocking(move || {
+            if path == Path::new("-") { ArchiveReader::open_stdin() } else { ArchiveReader::open(&path) }
+        })
+        .await
+        .map_err(|join| TransferError::io("archive indexing task", std::io::Error::other(join)))??;
+        let mut by_name = HashMap::new();
+        let mut images = Vec::new();
+        for (position, image) in reader.images().iter().enumerate() {
+            let names = normalize_names(&image.names);
+            for name in &names {
+                by_name.entry(name.clone()).or_insert(position);
+            }
+            images.push(ArchivedImageNames { names, digest: image.manifest.digest.clone() });
+        }
+        Ok(Self { reader: Arc::new(reader), by_name, images })
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.reader.path().to_owned()
+    }
+
+    pub fn images(&self) -> &[ArchivedImageNames] {
+        &self.images
+    }
+
+    fn not_found(&self, image: &Reference) -> TransferError {
+        let names: Vec<String> = self.images.iter().flat_map(|i| i.names.iter().map(ToString::to_string)).collect();
+        TransferError::Unsupported(format!(
+            "archive {} has no image {image}; it has: {}",
+            self.reader.path().display(),
+            if names.is_empty() { "no named images".to_owned() } else { names.join(", ") }
+        ))
+    }
+}
+
+/// Archives name images in several places (RepoTags in familiar form,
+/// io.containerd.image.name in full, org.opencontainers.image.ref.name often
+/// the bare tag). A name that is only another name's tag is not an image name.
+fn normalize_names(names: &[String]) -> Vec<Reference> {
+    let parsed: Vec<(String, Reference)> = names
+        .iter()
+        .filter_map(|name| name.parse::<Reference>().ok().map(|reference| (name.clone(), reference)))
+        .collect();
+    let mut normalized: Vec<Reference> = Vec::new();
+    for (text, reference) in &parsed {
+        let is_bare_tag_of_another = !text.contains(['/', ':', '@'])
+            && parsed.iter().any(|(other, parsed_other)| other != text && parsed_other.tag() == Some(text.as_str()));
+        if !is_bare_tag_of_another && !normalized.contains(reference) {
+            normalized.push(reference.clone());
+        }
+    }
+    normalized
+}
+
+impl ImageSource for ArchiveSource {
+    fn describe(&self) -> String {
+        format!("archive {}", self.reader.path().display())
+    }
+
+    async fn resolve(&self, image: &Reference) -> Result<RawManifest, TransferError> {
+        let position = match self.by_name.get(image) {
+            Some(position) => *position,
+            None => image
+                .digest()
+                .and_then(|digest| self.images.iter().position(|candidate| &candidate.digest == digest))
+                .ok_or_else(|| self.not_found(image))?,
+        };
+        let manifest = &self.reader.images()[position].manifest;
+        let (raw, _) = RawManifest::parse(Bytes::from(manifest.bytes.clone()), Some(&manifest.media_type), || {
+            format!("image {image} in archive {}", self.reader.path().display())
+        })?;
+        Ok(raw)
+    }
+
+    async fn manifest(&self, image: &Reference, descriptor: &Descriptor) -> Result<RawManifest, TransferError> {
+        let reader = Arc::clone(&self.reader);
+        let digest = descriptor.digest.clone();
+        let bytes = tokio::task::spawn_blocking(move || reader.read_blob(&digest, SMALL_BLOB_LIMIT))
+            .await
+            .map_err(|join| TransferError::io("archive read task", std::io::Error::other(join)))??;
+        let (raw, _) = RawManifest::parse(Bytes::from(bytes), Some(&descriptor.media_type), || {
+            format!("image {image}, manifest {} in archive {}", descriptor.digest, self.reader.path().display())
+        })?;
+        Ok(raw)
+    }
+
+    async fn has_manifest(&self, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        Ok(self.reader.blob_size(&descriptor.digest).is_some())
+    }
+
+    async fn blob(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {
+        let reader = Arc::clone(&self.reader);
+        let digest = descriptor.digest.clone();
+        let opened = tokio::task::spawn_blocking(move || reader.open_blob(&digest))
+            .await
+            .map_err(|join| TransferError::io("archive read task", std::io::Error::other(join)))??;
+        let blob = opened.ok_or_else(|| {
+            TransferError::Unsupported(format!(
+                "archive {} lacks blob {} of image {image}; the archive is incomplete",
+                self.reader.path().display(),
+                descriptor.digest
+            ))
+        })?;
+        Ok(BlobContent::Stream(read_as_stream(
+            blob,
+            format!("reading {} from {}", descriptor.digest, self.reader.path().display()),
+        )))
+    }
+}
+
+/// Streams a blocking reader through a bounded channel, read on the blocking pool.
+fn read_as_stream(mut reader: impl Read + Send + 'static, context: String) -> BlobStream {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, TransferError>>(CHANNEL_DEPTH);
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let mut buffer = vec![0; CHUNK];
+            let chunk = match reader.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(count) => {
+                    buffer.truncate(count);
+                    Ok(Bytes::from(buffer))
+                }
+                Err(error) => Err(TransferError::io(context.clone(), error)),
+            };
+            let failed = chunk.is_err();
+            if sender.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Box::pin(futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_tags_that_belong_to_another_name_are_dropped() {
+        let names = ["127.0.0.1:5000/fixtures/app:1".to_owned(), "1".to_owned(), "nginx:latest".to_owned()];
+        let normalized: Vec<String> = normalize_names(&names).iter().map(ToString::to_string).collect();
+        assert_eq!(normalized, ["127.0.0.1:5000/fixtures/app:1", "docker.io/library/nginx:latest"]);
+        let alone = normalize_names(&["busybox".to_owned()]);
+        assert_eq!(alone[0].to_string(), "docker.io/library/busybox:latest");
+    }
+}

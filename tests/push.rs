@@ -1,0 +1,131 @@
+//! The air-gap half: archives and the store back into a registry with every
+//! digest unchanged — hpn's own archives, real `docker save` output and
+//! skopeo docker-archives — then read back by real docker and skopeo.
+
+mod common;
+
+use common::{Workspace, seeded_registry};
+use hpn_testkit::{Dockerd, Registry, skopeo};
+
+fn list_of(seeded: &common::Seeded) -> String {
+    seeded.fixtures.images.iter().map(|image| format!("{}\n", image.reference)).collect()
+}
+
+#[test]
+fn save_load_push_keeps_every_manifest_digest() {
+    let seeded = seeded_registry();
+    let site = Registry::start().expect("the site's registry");
+    let online = Workspace::new();
+    let list = online.file("images.txt", &list_of(&seeded));
+    online.hpn(["save", "-f", list.to_str().unwrap(), "--all-platforms", "-o", "carry.tar"]).assert_ok();
+
+    // Across the air gap: a fresh store, load, push with the images' own projects.
+    let site_side = Workspace::new();
+    let archive = online.path().join("carry.tar");
+    site_side.hpn(["load", "-i", archive.to_str().unwrap()]).assert_ok();
+    let list = site_side.file("images.txt", &list_of(&seeded));
+    site_side.hpn(["push", "-f", list.to_str().unwrap(), "-r", site.addr(), "--push-mode", "2"]).assert_ok();
+
+    for image in &seeded.fixtures.images {
+        let reference = image.tags.first().map_or_else(|| image.digest.clone(), Clone::clone);
+        let pushed = site.manifest(&image.repository, &reference).expect("pushed manifest");
+        assert_eq!(pushed.digest, image.digest, "{} changed digest", image.name);
+    }
+}
+
+#[test]
+fn push_straight_from_an_archive_in_push_mode_1() {
+    let seeded = seeded_registry();
+    let site = Registry::start().unwrap();
+    let work = Workspace::new();
+    let app = seeded.fixtures.image("app-a");
+    let multi = seeded.fixtures.image("multi");
+    work.hpn(["save", app.reference.as_str(), multi.reference.as_str(), "-o", "two.tar"]).assert_ok();
+    let run = work.hpn(["push", "-i", "two.tar", "-r", site.addr(), "--json"]);
+    run.assert_ok();
+    assert_eq!(run.json()["ok"], 2);
+    // Mode 1 keeps only the image's own name: registry/image:tag.
+    assert_eq!(site.manifest("app-a", "1").unwrap().digest, app.digest);
+    // The archive holds one platform of the index, so that platform's manifest is pushed, as docker push does.
+    assert_eq!(site.manifest("multi", "1").unwrap().digest, multi.amd64().manifest.digest);
+}
+
+#[test]
+fn real_docker_save_and_skopeo_archives_push_and_pull_back_in_docker() {
+    let seeded = seeded_registry();
+    let site = Registry::start().unwrap();
+    let work = Workspace::new();
+    let app = seeded.fixtures.image("app-a");
+    let dockerd = Dockerd::start().expect("start dockerd");
+    dockerd.pull(&app.reference).expect("docker pull from the seeded registry");
+    let docker_archive = work.path().join("docker-save.tar");
+    dockerd.save(&[app.reference.as_str()], &docker_archive).expect("docker save");
+    let skopeo_archive = work.path().join("skopeo.tar");
+    skopeo([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}", app.reference),
+        &format!("docker-archive:{}:{}", skopeo_archive.display(), app.reference),
+    ])
+    .expect("skopeo docker-archive");
+
+    for (archive, project) in [(&docker_archive, "from-docker"), (&skopeo_archive, "from-skopeo")] {
+        work.hpn(["push", "-i", archive.to_str().unwrap(), "-r", site.addr(), "-p", project, "--push-mode", "2"])
+            .assert_ok();
+        let pushed = format!("{}/{project}/app-a:1", site.addr());
+        dockerd.pull(&pushed).unwrap_or_else(|e| panic!("docker pull {pushed}: {e:#}"));
+        let inspected = dockerd.image_inspect(&pushed).unwrap();
+        let expected: Vec<serde_json::Value> = app.amd64().diff_ids.iter().map(|d| d.clone().into()).collect();
+        assert_eq!(inspected["RootFS"]["Layers"], serde_json::Value::from(expected), "{project}");
+        assert_eq!(inspected["Id"], app.amd64().config.digest.as_str(), "{project}: config changed");
+    }
+}
+
+#[test]
+fn copy_between_registries_layouts_and_archives() {
+    let seeded = seeded_registry();
+    let site = Registry::start().unwrap();
+    let work = Workspace::new();
+    let multi = seeded.fixtures.image("multi");
+    let target = format!("{}/mirror/multi:1", site.addr());
+    work.hpn(["copy", &format!("docker://{}", multi.reference), &format!("docker://{target}"), "--all-platforms"])
+        .assert_ok();
+    assert_eq!(site.manifest("mirror/multi", "1").unwrap().digest, multi.digest);
+
+    let app = seeded.fixtures.image("app-b");
+    let layout = work.path().join("layout");
+    work.hpn(["copy", app.reference.as_str(), &format!("oci:{}:{}", layout.display(), app.reference)]).assert_ok();
+    let raw = skopeo(["inspect", "--raw", &format!("oci:{}:{}", layout.display(), app.reference)]).unwrap();
+    assert_eq!(common::digest_of(raw.as_bytes()), app.digest);
+
+    work.hpn([
+        "copy",
+        &format!("oci:{}", layout.display()),
+        &format!("docker-archive:{}/app.tar", work.path().display()),
+    ])
+    .assert_ok();
+    let back = format!("{}/back/app-b:1.0", site.addr());
+    work.hpn(["copy", &format!("docker-archive:{}/app.tar", work.path().display()), &back]).assert_ok();
+    assert_eq!(site.manifest("back/app-b", "1.0").unwrap().digest, app.digest);
+}
+
+#[test]
+fn broken_archives_name_the_archive_and_push_nothing() {
+    let seeded = seeded_registry();
+    let site = Registry::start().unwrap();
+    let work = Workspace::new();
+    let app = seeded.fixtures.image("app-a");
+    work.hpn(["save", app.reference.as_str(), "-o", "good.tar"]).assert_ok();
+    let good = std::fs::read(work.path().join("good.tar")).unwrap();
+    work.file("not-a-tar.tar", "this is not an archive at all\n");
+    std::fs::write(work.path().join("truncated.tar"), &good[..good.len() / 2]).unwrap();
+
+    for broken in ["not-a-tar.tar", "truncated.tar"] {
+        let run = work.hpn(["push", "-i", broken, "-r", site.addr()]);
+        assert_ne!(run.code, 0, "{broken} was accepted");
+        assert!(run.stderr.contains(broken), "{broken} not named: {}", run.stderr);
+        let loaded = work.hpn(["load", "-i", broken]);
+        assert_ne!(loaded.code, 0);
+    }
+    assert!(site.tags("app-a").unwrap_or_default().is_empty(), "a manifest was pushed from a broken archive");
+}
