@@ -563,6 +563,15 @@ fn truncated_archives_are_refused() {
     tar.data(b"[]");
     let error = expect_error(&tar.finish(), &["manifest.json", "1073741824"]);
     assert!(matches!(error, ArchiveError::Truncated { .. }), "{error:?}");
+    // A GNU base-256 size near 2^64 on an entry that is skipped unread.
+    let mut header = RawTar::header(b"caf\xe9", b'0', 0, b"");
+    header[124..136].copy_from_slice(&[0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    let mut fixed = tar::Header::from_byte_slice(&header).clone();
+    fixed.set_cksum();
+    let mut tar = RawTar::new();
+    tar.bytes.extend_from_slice(fixed.as_bytes());
+    let error = expect_error(&tar.finish(), &["cut short"]);
+    assert!(matches!(error, ArchiveError::Truncated { .. }), "{error:?}");
 }
 
 #[test]

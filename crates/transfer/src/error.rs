@@ -74,8 +74,10 @@ impl TransferError {
             {
                 ErrorKind::Runtime
             }
+            // A broken or hostile archive is bad input, not a disk problem.
             Self::Archive(error)
-                if matches!(**error, ArchiveError::DigestMismatch { .. } | ArchiveError::SizeMismatch { .. }) =>
+                if error.is_invalid_archive()
+                    || matches!(**error, ArchiveError::DigestMismatch { .. } | ArchiveError::SizeMismatch { .. }) =>
             {
                 ErrorKind::Runtime
             }

@@ -279,7 +279,7 @@ impl Indexer<'_> {
 
     /// Reads a (small, already size-checked) entry's data and its padding.
     fn read_data(&mut self, size: u64, entry: &str) -> Result<Vec<u8>, ArchiveError> {
-        if self.offset + size > self.len {
+        if self.offset.checked_add(size).is_none_or(|end| end > self.len) {
             return Err(self.truncated(format!("entry {entry:?} is cut short")));
         }
         let mut data = vec![0; size as usize];
@@ -290,10 +290,12 @@ impl Indexer<'_> {
 
     /// Seeks over an entry's data and padding.
     fn skip_data(&mut self, size: u64, entry: &str) -> Result<(), ArchiveError> {
-        let skip = size + crate::tar_format::padding(size) as u64;
-        if self.offset + size > self.len {
+        // Checked: a hostile base-256 size can be near u64::MAX. Past the
+        // check, size (and so skip) is bounded by the file length.
+        if self.offset.checked_add(size).is_none_or(|end| end > self.len) {
             return Err(self.truncated(format!("entry {entry:?} is cut short")));
         }
+        let skip = size + crate::tar_format::padding(size) as u64;
         // seek_relative keeps the buffer when the target is inside it.
         self.reader.seek_relative(skip as i64).map_err(|error| ArchiveError::io("seek in", self.archive, error))?;
         self.offset += skip;
