@@ -53,6 +53,19 @@ pub enum Command {
     Push(PushArgs),
     /// Copy images between any two places: registry, store, archive file, OCI layout directory
     Copy(CopyArgs),
+    /// Inspect and maintain the store
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// List the images in the store
+    Ls,
+    /// Re-hash every blob and check every image's manifests, configs and layers are present
+    Verify,
+    /// Remove blobs no image needs (refused while another hpn process uses the store)
+    Gc,
 }
 
 #[derive(Debug, Args)]

@@ -68,6 +68,8 @@ pub struct Settings {
     pub project: Option<String>,
     pub quiet: bool,
     pub json: bool,
+    /// Images finished so far, for the report when Ctrl-C stops the run.
+    pub tally: Option<std::sync::Arc<crate::progress::Tally>>,
 }
 
 impl Settings {
@@ -150,6 +152,7 @@ impl Settings {
             project: env("HPN_PROJECT").or(file.project),
             quiet: global.quiet,
             json: global.json,
+            tally: None,
         })
     }
 }

@@ -12,6 +12,8 @@ pub enum ExitStatus {
     Runtime = 4,
     Network = 5,
     Filesystem = 6,
+    /// Stopped by SIGINT (Ctrl-C), as shells report it: 128 + 2.
+    Interrupted = 130,
 }
 
 impl From<ExitStatus> for ExitCode {

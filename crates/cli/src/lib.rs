@@ -2,6 +2,13 @@
 //! files, environment variables and exit codes; the libraries below it only
 //! return typed errors and progress events.
 
+/// `println!` that survives a closed stdout; see [`print_line`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::print_line(format_args!($($arg)*))
+    };
+}
+
 mod args;
 mod commands;
 mod config;
@@ -46,7 +53,18 @@ fn run(cli: Cli) -> Result<ExitStatus, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("hpn-worker").build().map_err(
         |error| Failure::new(ExitStatus::General, anyhow::anyhow!("cannot start the async runtime: {error}")),
     )?;
-    runtime.block_on(commands::run(cli.command, settings))
+    let status = runtime.block_on(commands::run_until_interrupted(cli.command, settings));
+    // Blocking tasks (hashing, writing) see their inputs closed and clean up
+    // their temp files; give them a moment before the process exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    status
+}
+
+/// Writes one line to stdout. A closed pipe (`hpn store ls | head`) is not
+/// an error worth a panic: the reader has what it wanted.
+pub(crate) fn print_line(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// Logs go to stderr. `RUST_LOG` wins; else -v is info, -vv debug, -vvv trace.

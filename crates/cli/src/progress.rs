@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hpn_oci::{Descriptor, Reference};
@@ -111,5 +112,48 @@ pub fn short_name(image: &Reference) -> String {
         (Some(tagged), _) => tagged,
         (None, Some(digest)) => format!("{}@{}", image.familiar_name(), digest),
         (None, None) => image.to_string(),
+    }
+}
+
+/// Counts finished images, so an interrupted run can say what it completed.
+#[derive(Debug, Default)]
+pub struct Tally {
+    done: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+impl Tally {
+    pub fn counts(&self) -> (usize, usize) {
+        (self.done.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+}
+
+/// A display reporter that also keeps the tally.
+pub struct Tallied {
+    pub tally: std::sync::Arc<Tally>,
+    pub display: Box<dyn Reporter>,
+}
+
+impl Reporter for Tallied {
+    fn image_started(&self, image: &Reference) {
+        self.display.image_started(image);
+    }
+
+    fn image_planned(&self, image: &Reference, blobs: usize, bytes: u64) {
+        self.display.image_planned(image, blobs, bytes);
+    }
+
+    fn bytes_transferred(&self, image: &Reference, bytes: u64) {
+        self.display.bytes_transferred(image, bytes);
+    }
+
+    fn blob_done(&self, image: &Reference, blob: &Descriptor, origin: BlobOrigin) {
+        self.display.blob_done(image, blob, origin);
+    }
+
+    fn image_finished(&self, image: &Reference, result: Result<&CopyOutcome, &TransferError>) {
+        let counter = if result.is_ok() { &self.tally.done } else { &self.tally.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.display.image_finished(image, result);
     }
 }

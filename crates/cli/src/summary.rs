@@ -60,9 +60,9 @@ impl Summary {
             }
         }
         if json {
-            println!("{}", serde_json::to_string_pretty(&self.to_json()).expect("the summary serializes"));
+            crate::print_line(serde_json::to_string_pretty(&self.to_json()).expect("the summary serializes"));
         } else if !quiet {
-            println!("{}", self.human());
+            crate::print_line(self.human());
         }
     }
 

@@ -7,6 +7,7 @@ mod load;
 mod pull;
 mod push;
 mod save;
+mod store;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,14 +28,35 @@ use crate::summary::{ImageFailure, ImageResult, Summary};
 /// requests per host.
 const BLOBS_IN_FLIGHT: usize = 8;
 
-pub async fn run(command: Command, settings: Settings) -> Result<ExitStatus, Failure> {
+/// Runs the command; Ctrl-C stops it cleanly: the in-flight transfers are
+/// dropped (which removes their temp files), what finished is reported, and
+/// the exit status is 130.
+pub async fn run_until_interrupted(command: Command, settings: Settings) -> Result<ExitStatus, Failure> {
+    let tally = Arc::new(progress::Tally::default());
+    let settings = Settings { tally: Some(Arc::clone(&tally)), ..settings };
     let started = Instant::now();
+    tokio::select! {
+        status = run(command, &settings, started) => status,
+        _ = tokio::signal::ctrl_c() => {
+            let (done, failed) = tally.counts();
+            eprintln!(
+                "hpn: interrupted after {:.1}s: {done} image(s) done, {failed} failed, the rest stopped; \
+                 no partial file was left under a final name",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitStatus::Interrupted)
+        }
+    }
+}
+
+async fn run(command: Command, settings: &Settings, started: Instant) -> Result<ExitStatus, Failure> {
     let mut summary = match command {
-        Command::Pull(args) => pull::run(args, &settings).await?,
-        Command::Save(args) => save::run(args, &settings).await?,
-        Command::Load(args) => load::run(args, &settings).await?,
-        Command::Push(args) => push::run(args, &settings).await?,
-        Command::Copy(args) => copy::run(args, &settings).await?,
+        Command::Pull(args) => pull::run(args, settings).await?,
+        Command::Save(args) => save::run(args, settings).await?,
+        Command::Load(args) => load::run(args, settings).await?,
+        Command::Push(args) => push::run(args, settings).await?,
+        Command::Copy(args) => copy::run(args, settings).await?,
+        Command::Store(command) => return store::run(command, settings).await,
     };
     summary.elapsed = started.elapsed();
     summary.print(settings.quiet, settings.json);
@@ -66,7 +88,11 @@ fn engine_options(platforms: PlatformChoice, settings: &Settings) -> EngineOptio
 }
 
 fn reporter(settings: &Settings) -> Arc<dyn Reporter> {
-    Arc::from(progress::reporter(settings.quiet, settings.json))
+    let display = progress::reporter(settings.quiet, settings.json);
+    match &settings.tally {
+        Some(tally) => Arc::new(progress::Tallied { tally: Arc::clone(tally), display }),
+        None => Arc::from(display),
+    }
 }
 
 /// `--all-platforms`, else `--platform`, else the config's platform, else `fallback`.
