@@ -7,6 +7,7 @@
 //! what keeps digests identical across save → load → push).
 
 mod digest;
+pub mod io_error;
 mod manifest;
 pub mod media_type;
 mod platform;

@@ -1,3 +1,4 @@
+use hpn_oci::io_error::{is_no_space, is_permission_denied};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -85,14 +86,6 @@ impl StoreError {
             _ => None,
         }
     }
-}
-
-fn is_no_space(error: &io::Error) -> bool {
-    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge)
-}
-
-fn is_permission_denied(error: &io::Error) -> bool {
-    matches!(error.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem)
 }
 
 struct IoMessage<'a> {
