@@ -141,3 +141,72 @@ fn basic_auth_uses_the_auth_file_and_a_wrong_password_is_an_auth_error() {
     let anonymous = Workspace::new().hpn(["pull", image.as_str()]);
     anonymous.assert_code(4);
 }
+
+/// A tmpfs too small for the image: the disk really fills up mid-write.
+struct TinyDisk {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount(bytes: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs needs root, as CI has");
+        Self { path, _dir: dir }
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut pending = vec![self.path.clone()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_dir() {
+                    pending.push(entry.path());
+                } else {
+                    names.push(entry.path().strip_prefix(&self.path).unwrap().display().to_string());
+                }
+            }
+        }
+        names
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_filesystem_error_and_leaves_nothing_partial() {
+    let seeded = seeded_registry();
+    let image = &seeded.fixtures.image("many-layers");
+    // The archive does not fit on the disk; the store (elsewhere) does.
+    let disk = TinyDisk::mount(256 * 1024);
+    let work = Workspace::new();
+    let archive = disk.path.join("out.tar");
+    let run = work.hpn(["save", image.reference.as_str(), "-o", archive.to_str().unwrap()]);
+    run.assert_code(6);
+    assert!(run.stderr.contains(archive.to_str().unwrap()) && run.stderr.contains("full"), "{}", run.stderr);
+    assert!(disk.entries().is_empty(), "left on the disk: {:?}", disk.entries());
+
+    // The store itself on the full disk.
+    let store = disk.path.join("store");
+    let run = work.hpn_with_env(["pull", image.reference.as_str()], &[("HPN_STORE", store.to_str().unwrap())]);
+    run.assert_code(6);
+    assert!(run.stderr.contains("space"), "{}", run.stderr);
+    let partial: Vec<String> = disk
+        .entries()
+        .into_iter()
+        .filter(|name| name.starts_with("store/blobs/sha256/") && name.len() != "store/blobs/sha256/".len() + 64)
+        .collect();
+    assert!(partial.is_empty(), "temp files left in the store: {partial:?}");
+}
