@@ -105,9 +105,14 @@ impl Reference {
     }
 
     /// Docker's short form of the name: `nginx`, `user/app`, `quay.io/org/app`.
+    /// Only a one-component `library/` repository loses the prefix: `library/a/b`
+    /// stays as it is, since `a/b` would name another repository.
     pub fn familiar_name(&self) -> String {
         if self.registry == DOCKER_HUB_REGISTRY {
-            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_owned()
+            match self.repository.strip_prefix("library/") {
+                Some(official) if !official.contains('/') => official.to_owned(),
+                _ => self.repository.clone(),
+            }
         } else {
             self.name()
         }

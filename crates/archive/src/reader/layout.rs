@@ -57,6 +57,12 @@ pub(crate) fn read_contents(archive: &Path, storage: &Storage, index: &Index) ->
     Ok(Contents { images: found.into_iter().map(|found| found.image).collect(), blobs: builder.blobs })
 }
 
+/// The manifests of indexes already checked, by everything the check depends on (digest,
+/// size, media type, depth), with their configs. An index may list one manifest many times,
+/// and indexes that list such an index many times over would otherwise have it read a number
+/// of times exponential in their depth: a 30 KB archive could keep hpn busy for hours.
+type Checked = HashMap<(Digest, u64, String, usize), Vec<Digest>>;
+
 struct Found {
     image: ArchivedImage,
     /// The configs of this image's manifests that are in the archive (one per
@@ -137,13 +143,15 @@ impl Builder<'_> {
         let bytes = self.read_entry(&entry)?;
         let file: OciIndexFile =
             serde_json::from_slice(&bytes).map_err(|error| self.invalid(format::INDEX_JSON, error.to_string()))?;
+        let mut checked = Checked::new();
         for descriptor in file.manifests {
             let names = names_from_annotations(&descriptor.annotations);
             if let Some(existing) = found.iter_mut().find(|found| found.image.manifest.digest == descriptor.digest) {
                 add_names(&mut existing.image.names, names);
                 continue;
             }
-            let (bytes, media_type, configs) = self.read_manifest_tree(&descriptor, format::INDEX_JSON, 0)?;
+            let (bytes, media_type, configs) =
+                self.read_manifest_tree(&descriptor, format::INDEX_JSON, 0, &mut checked)?;
             found.push(Found {
                 image: ArchivedImage {
                     names: dedup(names),
@@ -158,12 +166,14 @@ impl Builder<'_> {
 
     /// Reads and checks a manifest or index and, for an index, those of its
     /// manifests the archive has. Returns the bytes, media type and the
-    /// configs of the image manifests found.
+    /// configs of the image manifests found. An index's manifests already
+    /// checked (`checked`) are not read again.
     fn read_manifest_tree(
         &self,
         descriptor: &Descriptor,
         referrer: &str,
         depth: usize,
+        checked: &mut Checked,
     ) -> Result<(Vec<u8>, String, Vec<Digest>), ArchiveError> {
         let digest = &descriptor.digest;
         let blob = self.blobs.get(digest).ok_or_else(|| ArchiveError::BlobNotFound {
@@ -200,12 +210,21 @@ impl Builder<'_> {
                 // Docker save the selected ones): missing children are fine,
                 // but at least one must be there.
                 let mut configs = Vec::new();
+                let mut seen = HashSet::new();
                 let mut present = 0;
                 for child in index.manifests.iter().filter(|child| self.blobs.contains_key(&child.digest)) {
                     present += 1;
-                    let (_, _, child_configs) =
-                        self.read_manifest_tree(child, &format!("index {digest}"), depth + 1)?;
-                    configs.extend(child_configs);
+                    let key = (child.digest.clone(), child.size, child.media_type.clone(), depth + 1);
+                    let child_configs = match checked.get(&key) {
+                        Some(child_configs) => child_configs.clone(),
+                        None => {
+                            let (_, _, child_configs) =
+                                self.read_manifest_tree(child, &format!("index {digest}"), depth + 1, checked)?;
+                            checked.insert(key, child_configs.clone());
+                            child_configs
+                        }
+                    };
+                    configs.extend(child_configs.into_iter().filter(|config| seen.insert(config.clone())));
                 }
                 if present == 0 && !index.manifests.is_empty() {
                     return Err(self.invalid(
