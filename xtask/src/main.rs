@@ -3,7 +3,9 @@
 // A developer tool: its output is for the terminal.
 #![allow(clippy::print_stdout)]
 
+mod bench;
 mod demo;
+mod fuzz;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run a local registry (docker-registry) in the foreground until Ctrl-C.
+    /// Run a local registry (docker-registry) in the foreground until Ctrl-C or SIGTERM.
     Registry {
         /// Port on 127.0.0.1; a free one if not given.
         #[arg(long)]
@@ -47,6 +49,16 @@ enum Cmd {
     },
     /// Build hpn, save fixture images from a fresh registry into an archive and show the result.
     Demo,
+    /// Run each cargo-fuzz target in fuzz/ on its seeds for a while; fails on any crash or hang.
+    Fuzz {
+        /// Seconds to fuzz each target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+        /// Only these targets (default: every one).
+        targets: Vec<String>,
+    },
+    /// Measure hpn against skopeo and the raw fetch limit on local registries; writes BENCHMARKS.md.
+    Bench(bench::BenchArgs),
     /// The whole test suite: peer check, fmt, clippy, build, then every test in the workspace.
     Test {
         /// Passed to the test runner (cargo nextest run, or cargo test).
@@ -67,6 +79,8 @@ fn main() {
         Cmd::Registry { port, fixtures } => registry(port, fixtures),
         Cmd::Fixtures { registry, scale, out } => push_fixtures(&registry, scale, out.as_deref()),
         Cmd::Demo => demo::run(),
+        Cmd::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
+        Cmd::Bench(args) => bench::run(args),
         Cmd::Test { args } | Cmd::Ci { args } => test::run(&args),
     };
     if let Err(e) = result {
@@ -90,8 +104,15 @@ fn registry(port: Option<u16>, scale: Option<Scale>) -> Result<()> {
         }
     }
     eprintln!("Ctrl-C to stop");
-    // Waiting on a signal keeps Registry's Drop (stop, remove the temp dir) on the exit path.
-    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(tokio::signal::ctrl_c())?;
+    // Waiting on the signals keeps Registry's Drop (stop, remove the temp dir) on the exit path;
+    // SIGTERM too, or `timeout` and `kill` would leave the registry running as an orphan.
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })?;
     eprintln!("stopping");
     drop(registry);
     Ok(())

@@ -174,6 +174,38 @@ impl fmt::Debug for ArchiveWriter {
     }
 }
 
+/// Whether `path` still names the open `file` (a sweep may have unlinked it).
+fn still_named(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::symlink_metadata(path)) {
+        (Ok(ours), Ok(named)) => ours.dev() == named.dev() && ours.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// Removes the temp files of earlier writes of the same archive whose writer is gone (a killed
+/// run): their lock died with the process. Those of a live writer are locked and kept.
+fn remove_abandoned_temps(dir: &Path, prefix: &str, ours: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path == ours || !entry.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else { continue };
+        if file.try_lock().is_ok() {
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed an unfinished archive left by an interrupted run")
+                }
+                Err(error) => {
+                    tracing::debug!(path = %path.display(), %error, "cannot remove an abandoned temp archive")
+                }
+            }
+        }
+    }
+}
+
 impl ArchiveWriter {
     /// Opens a hidden temp file beside `path` and writes the `oci-layout`
     /// entry. Nothing appears under `path` until [`ArchiveWriter::finish`].
@@ -188,19 +220,22 @@ impl ArchiveWriter {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
+        let prefix = format!(".{}.hpn-tmp-", file_name.to_string_lossy());
         let (file, temp_path) = loop {
-            let temp_path = dir.join(format!(
-                ".{}.hpn-tmp-{}-{:08x}",
-                file_name.to_string_lossy(),
-                std::process::id(),
-                fastrand::u32(..)
-            ));
-            match OpenOptions::new().write(true).create_new(true).open(&temp_path) {
-                Ok(file) => break (file, temp_path),
+            let temp_path = dir.join(format!("{prefix}{}-{:08x}", std::process::id(), fastrand::u32(..)));
+            let file = match OpenOptions::new().write(true).create_new(true).open(&temp_path) {
+                Ok(file) => file,
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(error) => return Err(ArchiveError::io("create a temp file for archive", path, error)),
+            };
+            // Locked for as long as it is open, so another run can tell it is in use. A
+            // filesystem without flock keeps every temp file (the sweep cannot tell).
+            if file.lock().is_err() || still_named(&file, &temp_path) {
+                break (file, temp_path);
             }
+            // A concurrent sweep removed it between create and lock: start over.
         };
+        remove_abandoned_temps(dir, &prefix, &temp_path);
         let sink = match Sink::new(file, compression) {
             Ok(sink) => sink,
             Err(error) => {
@@ -568,6 +603,29 @@ fn copy_buffered(source: &mut impl Read, sink: &mut Sink, buffer: &mut Vec<u8>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn abandoned_temp_archives_of_the_same_name_are_swept_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.tar");
+        // What a killed run leaves: nobody holds its lock.
+        let abandoned = dir.path().join(".out.tar.hpn-tmp-1-deadbeef");
+        fs::write(&abandoned, b"partial").unwrap();
+        let other_archive = dir.path().join(".other.tar.hpn-tmp-1-deadbeef");
+        fs::write(&other_archive, b"partial").unwrap();
+        let live = ArchiveWriter::create(&path, ArchiveCompression::None).unwrap();
+        assert!(!abandoned.exists(), "the abandoned temp archive was kept");
+        assert!(other_archive.exists(), "another archive's temp file was touched");
+
+        let second = ArchiveWriter::create(&path, ArchiveCompression::None).unwrap();
+        assert!(live.temp_path.exists(), "a live writer's temp file was removed");
+        drop(second);
+        live.finish().unwrap();
+        let names: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(path.is_file());
+    }
 
     /// Names over ustar's 100 bytes are not expected (blob paths are 77), but
     /// must still come out right in every reader.

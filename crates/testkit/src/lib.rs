@@ -20,6 +20,7 @@
 pub mod fixtures;
 
 mod dockerd;
+mod faults;
 mod http;
 mod podman;
 mod process;
@@ -27,6 +28,7 @@ mod registry;
 mod skopeo;
 
 pub use dockerd::{Dockerd, docker_client};
+pub use faults::{Fault, FaultProxy, ProxyRequest, Rule};
 pub use podman::Podman;
 pub use process::have_binary;
 pub use registry::{AccessLogEntry, RawManifest, Registry, RegistryBuilder};

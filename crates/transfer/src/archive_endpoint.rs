@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -10,6 +10,7 @@ use hpn_oci::{Descriptor, Digest, Reference, Sha256Hasher};
 
 use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, RawManifest};
 use crate::error::TransferError;
+use crate::hashing::HashingWriter;
 use crate::store_endpoint::drain_on_blocking_thread;
 
 /// Writes images into one docker/OCI hybrid archive file (see DESIGN.md):
@@ -168,6 +169,7 @@ impl ImageDestination for ArchiveDestination {
                 Some(actual) if actual != diff_id => {
                     return Err(TransferError::DiffIdMismatch {
                         layer: layer.digest.clone(),
+                        origin: format!("being saved into {}", self.inner.path.display()),
                         expected: diff_id.clone(),
                         actual: actual.clone(),
                     });
@@ -195,8 +197,7 @@ impl ImageDestination for ArchiveDestination {
 /// the hash is the layer's DiffID and names the copy in the archive.
 fn decompress_zstd(path: &Path, dir: &Path) -> io::Result<(tempfile::NamedTempFile, Digest)> {
     let mut decoder = zstd::stream::read::Decoder::new(File::open(path)?)?;
-    let mut output =
-        HashingWriter { inner: io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?), hasher: Sha256Hasher::new() };
+    let mut output = HashingWriter::new(io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?));
     io::copy(&mut decoder, &mut output)?;
     let HashingWriter { inner, hasher } = output;
     let file = inner.into_inner().map_err(io::IntoInnerError::into_error)?;
@@ -211,10 +212,7 @@ fn spool_verified(
 ) -> Result<tempfile::NamedTempFile, TransferError> {
     let dir = archive.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut spool = || -> io::Result<(tempfile::NamedTempFile, Sha256Hasher)> {
-        let mut output = HashingWriter {
-            inner: io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?),
-            hasher: Sha256Hasher::new(),
-        };
+        let mut output = HashingWriter::new(io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?));
         io::copy(reader, &mut output)?;
         let HashingWriter { inner, hasher } = output;
         Ok((inner.into_inner().map_err(io::IntoInnerError::into_error)?, hasher))
@@ -228,21 +226,4 @@ fn spool_verified(
         return Err(TransferError::DigestMismatch { what: "layer", expected: descriptor.digest.clone(), actual });
     }
     Ok(file)
-}
-
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256Hasher,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
-        let written = self.inner.write(buffer)?;
-        self.hasher.update(&buffer[..written]);
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }

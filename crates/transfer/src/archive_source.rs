@@ -1,14 +1,15 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hpn_archive::ArchiveReader;
-use hpn_oci::{Descriptor, Digest, Reference};
+use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Reference};
 
 use crate::endpoint::{BlobContent, BlobStream, ImageSource, RawManifest};
 use crate::error::TransferError;
+use crate::hashing::DiffIdCheck;
 
 /// Manifests and configs in an archive are small; this caps what a hostile one can make us read.
 const SMALL_BLOB_LIMIT: u64 = 16 * 1024 * 1024;
@@ -16,6 +17,8 @@ const SMALL_BLOB_LIMIT: u64 = 16 * 1024 * 1024;
 const CHUNK: usize = 256 * 1024;
 /// Chunks between the reading thread and the consumer: bounds memory per blob.
 const CHANNEL_DEPTH: usize = 8;
+/// Index nesting followed when collecting DiffIDs; the engine refuses deeper ones anyway.
+const MAX_INDEX_DEPTH: usize = 2;
 
 /// One image of an archive and the names it will be known by.
 #[derive(Debug, Clone)]
@@ -33,6 +36,9 @@ pub struct ArchiveSource {
     reader: Arc<ArchiveReader>,
     by_name: HashMap<Reference, usize>,
     images: Vec<ArchivedImageNames>,
+    /// Layer digest → the DiffIDs the archive's configs list for it (one,
+    /// unless configs disagree). Checked as each layer streams out.
+    diff_ids: Arc<HashMap<Digest, Vec<Digest>>>,
 }
 
 impl ArchiveSource {
@@ -41,8 +47,10 @@ impl ArchiveSource {
     /// archive's layers are hashed once.
     pub async fn open(path: &Path) -> Result<Self, TransferError> {
         let path = path.to_owned();
-        let reader = tokio::task::spawn_blocking(move || {
-            if path == Path::new("-") { ArchiveReader::open_stdin() } else { ArchiveReader::open(&path) }
+        let (reader, diff_ids) = tokio::task::spawn_blocking(move || {
+            let reader = if path == Path::new("-") { ArchiveReader::open_stdin() } else { ArchiveReader::open(&path) }?;
+            let diff_ids = expected_diff_ids(&reader);
+            Ok::<_, TransferError>((reader, diff_ids))
         })
         .await
         .map_err(|join| TransferError::io("archive indexing task", std::io::Error::other(join)))??;
@@ -55,7 +63,7 @@ impl ArchiveSource {
             }
             images.push(ArchivedImageNames { names, digest: image.manifest.digest.clone() });
         }
-        Ok(Self { reader: Arc::new(reader), by_name, images })
+        Ok(Self { reader: Arc::new(reader), by_name, images, diff_ids: Arc::new(diff_ids) })
     }
 
     pub fn path(&self) -> PathBuf {
@@ -74,6 +82,45 @@ impl ArchiveSource {
             if names.is_empty() { "no named images".to_owned() } else { names.join(", ") }
         ))
     }
+}
+
+/// What each layer in the archive must decompress to, from the config of
+/// every image manifest the archive holds. A manifest or config that cannot be
+/// read is skipped here: the engine reports it when it gets to that image.
+fn expected_diff_ids(reader: &ArchiveReader) -> HashMap<Digest, Vec<Digest>> {
+    let mut diff_ids: HashMap<Digest, Vec<Digest>> = HashMap::new();
+    let mut visited = HashSet::new();
+    let mut pending: Vec<(Vec<u8>, String, usize)> = reader
+        .images()
+        .iter()
+        .map(|image| (image.manifest.bytes.clone(), image.manifest.media_type.clone(), 0))
+        .collect();
+    while let Some((bytes, media_type, depth)) = pending.pop() {
+        if !visited.insert(Digest::of(&bytes)) {
+            continue;
+        }
+        match ParsedManifest::parse(&bytes, Some(&media_type)) {
+            Ok((ParsedManifest::Index(index), _)) if depth < MAX_INDEX_DEPTH => {
+                for child in index.manifests.iter().filter(|child| !visited.contains(&child.digest)) {
+                    if let Ok(bytes) = reader.read_blob(&child.digest, SMALL_BLOB_LIMIT) {
+                        pending.push((bytes, child.media_type.clone(), depth + 1));
+                    }
+                }
+            }
+            Ok((ParsedManifest::Image(manifest), _)) => {
+                let Ok(config) = reader.read_blob(&manifest.config.digest, SMALL_BLOB_LIMIT) else { continue };
+                let Ok(config) = ImageConfig::parse(&config) else { continue };
+                for (layer, diff_id) in manifest.layers.iter().zip(config.rootfs.diff_ids) {
+                    let expected = diff_ids.entry(layer.digest.clone()).or_default();
+                    if !expected.contains(&diff_id) {
+                        expected.push(diff_id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    diff_ids
 }
 
 /// Archives name images in several places (RepoTags in familiar form,
@@ -144,24 +191,46 @@ impl ImageSource for ArchiveSource {
                 descriptor.digest
             ))
         })?;
+        let check = match self.diff_ids.get(&descriptor.digest) {
+            Some(expected) => {
+                DiffIdCheck::new(descriptor, expected, format!("in archive {}", self.reader.path().display()))?
+            }
+            None => None,
+        };
         Ok(BlobContent::Stream(read_as_stream(
             blob,
+            check,
             format!("reading {} from {}", descriptor.digest, self.reader.path().display()),
         )))
     }
 }
 
-/// Streams a blocking reader through a bounded channel, read on the blocking pool.
-fn read_as_stream(mut reader: impl Read + Send + 'static, context: String) -> BlobStream {
+/// Streams a blocking reader through a bounded channel, read on the blocking
+/// pool, where `check` also decompresses and hashes it. A failed check is the
+/// stream's last item, so the consumer never accepts the blob.
+fn read_as_stream(
+    mut reader: impl Read + Send + 'static,
+    mut check: Option<DiffIdCheck>,
+    context: String,
+) -> BlobStream {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, TransferError>>(CHANNEL_DEPTH);
     tokio::task::spawn_blocking(move || {
         loop {
             let mut buffer = vec![0; CHUNK];
             let chunk = match reader.read(&mut buffer) {
-                Ok(0) => return,
+                Ok(0) => {
+                    if let Some(Err(error)) = check.take().map(DiffIdCheck::finish) {
+                        // The receiver may be gone already; then nobody needs to hear it.
+                        let _ = sender.blocking_send(Err(error));
+                    }
+                    return;
+                }
                 Ok(count) => {
                     buffer.truncate(count);
-                    Ok(Bytes::from(buffer))
+                    match check.as_mut().map(|check| check.update(&buffer)) {
+                        Some(Err(error)) => Err(error),
+                        _ => Ok(Bytes::from(buffer)),
+                    }
                 }
                 Err(error) => Err(TransferError::io(context.clone(), error)),
             };

@@ -31,9 +31,9 @@ pub enum TransferError {
     )]
     DigestMismatch { what: &'static str, expected: Digest, actual: Digest },
     #[error(
-        "layer {layer} decompresses to {actual}, but the image config lists DiffID {expected}; the image is corrupt"
+        "layer {layer} ({origin}) decompresses to {actual}, but the image config lists DiffID {expected}; the image is corrupt"
     )]
-    DiffIdMismatch { layer: Digest, expected: Digest, actual: Digest },
+    DiffIdMismatch { layer: Digest, origin: String, expected: Digest, actual: Digest },
     #[error("image config lists {diff_ids} DiffIDs for {layers} layers; the image is corrupt")]
     LayerCountMismatch { layers: usize, diff_ids: usize },
     #[error("{} is not in the store at {}; run `hpn pull` for it first", .name, .store.display())]

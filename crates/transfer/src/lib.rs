@@ -13,6 +13,7 @@ mod archive_source;
 mod endpoint;
 mod engine;
 mod error;
+mod hashing;
 mod registry_endpoint;
 mod report;
 mod single_flight;

@@ -146,8 +146,19 @@ enum CopyError {
     Write(io::Error),
 }
 
+/// After the tar's end-of-archive block, at most this much more is read (and
+/// dropped), so that a compressed stream cut or damaged in its last bytes is
+/// still noticed. More than that is no record padding but junk, typically a
+/// decompression bomb's gigabytes of zeros: reading stops there.
+const MAX_TRAILING: u64 = 1024 * 1024;
+
+/// Copies the tar stream `from` into `to`, up to the tar's end: what follows
+/// the end-of-archive block is never written, so the copy needs no more disk
+/// than the archive's content, however much the stream would decompress to.
 fn copy(mut from: impl Read, to: &mut File) -> Result<(), CopyError> {
     let mut buffer = vec![0; COPY_BUFFER];
+    let mut tar = tar_index::TarEnd::default();
+    let mut trailing: u64 = 0;
     loop {
         let read = match from.read(&mut buffer) {
             Ok(0) => break,
@@ -155,7 +166,13 @@ fn copy(mut from: impl Read, to: &mut File) -> Result<(), CopyError> {
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(CopyError::Read(error)),
         };
-        to.write_all(&buffer[..read]).map_err(CopyError::Write)?;
+        let keep = if tar.ended() { 0 } else { tar.feed(&buffer[..read]) };
+        to.write_all(&buffer[..keep]).map_err(CopyError::Write)?;
+        trailing += (read - keep) as u64;
+        if trailing > MAX_TRAILING {
+            tracing::debug!("more than {MAX_TRAILING} bytes after the end of the tar; not reading the rest");
+            break;
+        }
     }
     to.flush().map_err(CopyError::Write)
 }

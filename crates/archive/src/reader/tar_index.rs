@@ -334,6 +334,138 @@ impl Indexer<'_> {
     }
 }
 
+/// Follows a tar stream's headers as it passes (while it is spooled) to tell
+/// where the archive ends: at the first zero block where a header is due,
+/// exactly where [`index_tar`] stops reading. What follows is of no interest
+/// to any reader, and is most of what a decompression bomb is made of.
+///
+/// It sizes entries by the same rules as the indexer (PAX `size`, header-only
+/// types). A header it cannot read makes it stop judging and let everything
+/// through, so it never ends an archive the indexer would read further.
+#[derive(Debug, Default)]
+pub(crate) struct TarEnd {
+    header: Vec<u8>,
+    /// Data and padding of the current entry still to pass.
+    skip: u64,
+    /// A PAX header's data being collected, and how much of it is still to come.
+    pax: Vec<u8>,
+    pax_remaining: u64,
+    pax_padding: u64,
+    /// What a PAX header said the next entry's size is.
+    next_size: Option<u64>,
+    ended: bool,
+    lost: bool,
+}
+
+impl TarEnd {
+    /// How many of `bytes` (the next bytes of the stream) belong to the archive:
+    /// all of them until the end-of-archive block, which is the last byte kept.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> usize {
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.lost {
+                return bytes.len();
+            }
+            if self.ended {
+                return at;
+            }
+            let rest = &bytes[at..];
+            if self.pax_remaining > 0 {
+                let take = (self.pax_remaining.min(rest.len() as u64)) as usize;
+                self.pax.extend_from_slice(&rest[..take]);
+                self.pax_remaining -= take as u64;
+                at += take;
+                if self.pax_remaining == 0 {
+                    self.end_pax();
+                }
+                continue;
+            }
+            if self.skip > 0 {
+                let take = self.skip.min(rest.len() as u64);
+                self.skip -= take;
+                at += take as usize;
+                continue;
+            }
+            let take = (BLOCK - self.header.len()).min(rest.len());
+            self.header.extend_from_slice(&rest[..take]);
+            at += take;
+            if self.header.len() == BLOCK {
+                let block: [u8; BLOCK] = std::mem::take(&mut self.header).try_into().expect("one block");
+                self.on_header(&block);
+            }
+        }
+        at
+    }
+
+    /// Whether the end-of-archive block has passed.
+    pub(crate) fn ended(&self) -> bool {
+        self.ended
+    }
+
+    fn on_header(&mut self, block: &[u8; BLOCK]) {
+        if block.iter().all(|&b| b == 0) {
+            self.ended = true;
+            return;
+        }
+        let Ok(header) = Header::parse(block) else {
+            self.lost = true;
+            return;
+        };
+        let padded = |size: u64| size.checked_add(crate::tar_format::padding(size) as u64);
+        match header.kind {
+            b'x' if header.size <= MAX_PAX_HEADER => {
+                self.pax.clear();
+                self.pax_remaining = header.size;
+                self.pax_padding = crate::tar_format::padding(header.size) as u64;
+                if header.size == 0 {
+                    self.end_pax();
+                }
+            }
+            b'x' => self.lost = true,
+            b'g' | b'L' | b'K' => match padded(header.size) {
+                Some(skip) => self.skip = skip,
+                None => self.lost = true,
+            },
+            kind => {
+                let size = self.next_size.take().unwrap_or(header.size);
+                match padded(if header_only(kind) { 0 } else { size }) {
+                    Some(skip) => self.skip = skip,
+                    None => self.lost = true,
+                }
+            }
+        }
+    }
+
+    /// A PAX header's records are in: the next entry may have its size there.
+    fn end_pax(&mut self) {
+        self.skip = self.pax_padding;
+        let data = std::mem::take(&mut self.pax);
+        let mut rest = data.as_slice();
+        while !rest.is_empty() {
+            // "<length> <key>=<value>\n"; malformed ones the indexer refuses, so stop judging.
+            let record = rest.iter().position(|&b| b == b' ').and_then(|space| {
+                let length = std::str::from_utf8(&rest[..space]).ok()?.parse::<usize>().ok()?;
+                (length > space + 1 && length <= rest.len() && rest[length - 1] == b'\n')
+                    .then(|| (&rest[space + 1..length - 1], length))
+            });
+            let Some((record, length)) = record else {
+                self.lost = true;
+                return;
+            };
+            if let Some(value) = record.strip_prefix(b"size=") {
+                match std::str::from_utf8(value).ok().and_then(|text| text.parse().ok()) {
+                    Some(size) => self.next_size = Some(size),
+                    None => {
+                        self.lost = true;
+                        return;
+                    }
+                }
+            }
+            rest = &rest[length..];
+        }
+    }
+}
+
 /// Entry types whose size field says nothing about data following them (as
 /// in Go's archive/tar).
 fn header_only(kind: u8) -> bool {
@@ -442,6 +574,72 @@ fn sniff_other_format(block: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn header(name: &str, kind: u8, size: u64) -> Vec<u8> {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name).unwrap();
+        header.set_entry_type(tar::EntryType::new(kind));
+        header.set_size(size);
+        header.set_cksum();
+        header.as_bytes().to_vec()
+    }
+
+    fn entry(tar: &mut Vec<u8>, name: &str, kind: u8, data: &[u8]) {
+        tar.extend(header(name, kind, data.len() as u64));
+        tar.extend_from_slice(data);
+        tar.resize(tar.len().next_multiple_of(BLOCK), 0);
+    }
+
+    /// How much of `stream` the tracker keeps, fed in pieces of `piece` bytes.
+    fn kept(stream: &[u8], piece: usize) -> usize {
+        let mut end = TarEnd::default();
+        let mut kept = 0;
+        for chunk in stream.chunks(piece) {
+            kept += end.feed(chunk);
+            if end.ended() {
+                break;
+            }
+        }
+        kept
+    }
+
+    #[test]
+    fn the_tar_end_is_the_first_zero_block_where_a_header_is_due() {
+        let mut tar = Vec::new();
+        // Data full of zero blocks must not look like the end.
+        entry(&mut tar, "zeros", b'0', &[0; 3000]);
+        // A symlink's size field does not count.
+        tar.extend(header("link", b'2', 4096));
+        // A PAX size overrides a header's, and its data is zeros too.
+        let pax = b"13 size=2048\n";
+        entry(&mut tar, "pax", b'x', pax);
+        tar.extend(header("big", b'0', 0));
+        tar.extend([0; 2048]);
+        entry(&mut tar, "L", b'L', b"a/long/name\0");
+        entry(&mut tar, "a/long/name", b'0', b"x");
+        let end = tar.len() + BLOCK;
+        let mut stream = tar.clone();
+        stream.extend(vec![0; 64 * 1024]);
+        for piece in [1, 7, 512, 100_000] {
+            assert_eq!(kept(&stream, piece), end, "fed in pieces of {piece}");
+        }
+        // What is kept is what the indexer reads.
+        let mut file = tempfile::tempfile().unwrap();
+        io::Write::write_all(&mut file, &stream[..end]).unwrap();
+        let index = index_tar(&file, Path::new("t.tar"), None).unwrap();
+        assert!(index.get("a/long/name").is_some() && index.get("big").is_some());
+    }
+
+    #[test]
+    fn a_header_it_cannot_read_lets_everything_through() {
+        let mut stream = vec![0x42; BLOCK];
+        stream.extend([0; 4 * BLOCK]);
+        assert_eq!(kept(&stream, 512), stream.len());
+        let mut tar = Vec::new();
+        entry(&mut tar, "pax", b'x', b"not a record");
+        tar.extend([0; 4 * BLOCK]);
+        assert_eq!(kept(&tar, 100), tar.len());
+    }
 
     #[test]
     fn numeric_fields() {
