@@ -31,6 +31,18 @@ fn save_load_push_keeps_every_manifest_digest() {
         let pushed = site.manifest(&image.repository, &reference).expect("pushed manifest");
         assert_eq!(pushed.digest, image.digest, "{} changed digest", image.name);
     }
+
+    // The images share their base layer, pushed into several repositories at once: its bytes
+    // go up once, and the other repositories mount it.
+    let mut uploads = std::collections::BTreeMap::<String, usize>::new();
+    for entry in site.access_log() {
+        if entry.method == "PUT" && entry.status == 201 && entry.path.contains("/blobs/uploads/") {
+            let digest = entry.path.split("digest=").nth(1).unwrap_or_default();
+            *uploads.entry(digest.split('&').next().unwrap_or_default().to_owned()).or_default() += 1;
+        }
+    }
+    assert!(!uploads.is_empty());
+    assert!(uploads.values().all(|&count| count == 1), "blobs uploaded more than once: {uploads:#?}");
 }
 
 #[test]

@@ -81,6 +81,10 @@ pub struct Engine<S, D> {
     blob_slots: Semaphore,
     layers: SingleFlight<(String, Digest), BlobOrigin>,
     configs: SingleFlight<(String, Digest), Bytes>,
+    /// Byte transfers by digest alone, across blob scopes: a layer that several
+    /// repositories of one registry want at once is sent to the first and
+    /// mounted into the others, rather than uploaded once per repository.
+    transfers: SingleFlight<Digest, ()>,
 }
 
 impl<S, D> std::fmt::Debug for Engine<S, D> {
@@ -99,6 +103,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             reporter,
             layers: SingleFlight::new(),
             configs: SingleFlight::new(),
+            transfers: SingleFlight::new(),
         }
     }
 
@@ -355,30 +360,53 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 if self.destination.has_blob(target, descriptor).await? {
                     return Ok(BlobOrigin::AlreadyPresent);
                 }
-                let _slot = self.blob_slots.acquire().await.expect("the semaphore is never closed");
                 if self.destination.mount_blob(target, descriptor, image).await? {
                     return Ok(BlobOrigin::AlreadyPresent);
                 }
-                let content = match self.source.blob(image, descriptor).await? {
-                    BlobContent::Stream(stream) => {
-                        let reporter = Arc::clone(&self.reporter);
-                        let image = image.clone();
-                        BlobContent::Stream(Box::pin(stream.inspect_ok(move |chunk| {
-                            reporter.bytes_transferred(&image, chunk.len() as u64);
-                        })))
-                    }
-                    local => {
-                        self.reporter.bytes_transferred(image, descriptor.size);
-                        local
-                    }
-                };
-                self.destination.put_blob(target, descriptor, content).await?;
+                let (sent, sent_here) =
+                    self.transfers.run(descriptor.digest.clone(), || self.move_blob(image, target, descriptor)).await;
+                sent.map_err(TransferError::Shared)?;
+                if sent_here {
+                    return Ok(BlobOrigin::Transferred);
+                }
+                // Another repository got it, maybe while we waited: borrow it from there.
+                if self.destination.mount_blob(target, descriptor, image).await? {
+                    return Ok(BlobOrigin::AlreadyPresent);
+                }
+                self.move_blob(image, target, descriptor).await?;
                 Ok(BlobOrigin::Transferred)
             })
             .await;
         // Whoever waited on another image's transfer found the blob present.
         let origin = result.map_err(TransferError::Shared)?;
         Ok(if ran_here { origin } else { BlobOrigin::AlreadyPresent })
+    }
+}
+
+impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
+    /// Sends a blob's bytes from the source to the destination, holding one of
+    /// the run's blob slots meanwhile.
+    async fn move_blob(
+        &self,
+        image: &Reference,
+        target: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<(), TransferError> {
+        let _slot = self.blob_slots.acquire().await.expect("the semaphore is never closed");
+        let content = match self.source.blob(image, descriptor).await? {
+            BlobContent::Stream(stream) => {
+                let reporter = Arc::clone(&self.reporter);
+                let image = image.clone();
+                BlobContent::Stream(Box::pin(stream.inspect_ok(move |chunk| {
+                    reporter.bytes_transferred(&image, chunk.len() as u64);
+                })))
+            }
+            local => {
+                self.reporter.bytes_transferred(image, descriptor.size);
+                local
+            }
+        };
+        self.destination.put_blob(target, descriptor, content).await
     }
 }
 
