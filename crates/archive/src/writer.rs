@@ -15,7 +15,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
-use hpn_oci::{Descriptor, Digest, Sha256Hasher, annotation, media_type};
+use hpn_oci::{Descriptor, Digest, Durability, Sha256Hasher, annotation, media_type};
 use serde::Serialize;
 
 use crate::error::ArchiveError;
@@ -152,6 +152,7 @@ pub struct ArchiveWriter {
     /// `None` only after finish() took it.
     sink: Option<Sink>,
     compression: ArchiveCompression,
+    durability: Durability,
     blobs: HashSet<Digest>,
     images: Vec<ArchiveImage>,
     blob_dirs_written: bool,
@@ -248,6 +249,7 @@ impl ArchiveWriter {
             temp_path,
             sink: Some(sink),
             compression,
+            durability: Durability::default(),
             blobs: HashSet::new(),
             images: Vec::new(),
             blob_dirs_written: false,
@@ -256,6 +258,13 @@ impl ArchiveWriter {
         };
         writer.write_entry(format::OCI_LAYOUT, format::OCI_LAYOUT_CONTENT)?;
         Ok(writer)
+    }
+
+    /// Whether [`ArchiveWriter::finish`] waits for the archive to be on the
+    /// disk before it renames it into place; [`Durability::Buffered`] unless set.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// The file the archive will be renamed to.
@@ -348,7 +357,7 @@ impl ArchiveWriter {
     }
 
     /// Writes index.json, manifest.json and repositories, ends the tar and
-    /// the compression, fsyncs, and renames the archive into place. Returns
+    /// the compression, fsyncs if the writer is synced, and renames the archive into place. Returns
     /// its size in bytes.
     pub fn finish(mut self) -> Result<u64, ArchiveError> {
         if self.broken {
@@ -371,7 +380,7 @@ impl ArchiveWriter {
 
         let sink = self.sink.take().expect("the sink lives until finish()");
         let file = sink.finish().map_err(|error| ArchiveError::io("finish writing archive", &self.path, error))?;
-        file.sync_all().map_err(|error| ArchiveError::io("sync archive", &self.path, error))?;
+        self.durability.sync_file(&file).map_err(|error| ArchiveError::io("sync archive", &self.path, error))?;
         let size =
             file.metadata().map_err(|error| ArchiveError::io("read the size of archive", &self.path, error))?.len();
         drop(file);
@@ -380,9 +389,7 @@ impl ArchiveWriter {
         // Renamed: nothing left for Drop to clean up.
         self.temp_path = PathBuf::new();
         let dir = self.path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|error| ArchiveError::io("sync directory", dir, error))?;
+        self.durability.sync_dir(dir).map_err(|error| ArchiveError::io("sync directory", dir, error))?;
         Ok(size)
     }
 

@@ -30,6 +30,11 @@ pub struct GlobalArgs {
     /// Attempts per request before giving up [default: 5]
     #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub retries: Option<u32>,
+    /// Wait until everything written is on the disk (fsync) before reporting success, so a power
+    /// loss cannot take it back; slower. Without it hpn leaves flushing to the kernel, as docker
+    /// save, skopeo and cp do
+    #[arg(long, global = true)]
+    pub sync: bool,
     /// No progress and no summary; errors only
     #[arg(short, long, global = true, conflicts_with = "json")]
     pub quiet: bool,

@@ -1,6 +1,9 @@
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::{Context, anyhow};
+use hpn_oci::Durability;
 use serde::Deserialize;
 
 use crate::args::GlobalArgs;
@@ -10,7 +13,7 @@ const DEFAULT_JOBS: usize = 4;
 const DEFAULT_ATTEMPTS: u32 = 5;
 
 /// The parts of the Go hpn's `config.yaml` this hpn reads, plus `store`,
-/// `platform` and `insecure_registries`. Unknown keys (proxy, logging,
+/// `platform`, `insecure_registries`, `sync` and `stall_timeout`. Unknown keys (proxy, logging,
 /// runtime.preferred, …) are accepted and ignored so existing hpn configs
 /// keep working.
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +24,9 @@ struct ConfigFile {
     store: Option<PathBuf>,
     platform: Option<String>,
     insecure_registries: Vec<String>,
+    sync: Option<bool>,
+    /// Seconds a response may send nothing before it counts as broken.
+    stall_timeout: Option<f64>,
     parallel: ParallelSection,
     modes: ModesSection,
     runtime: RuntimeSection,
@@ -59,6 +65,10 @@ pub struct Settings {
     pub jobs: usize,
     pub attempts: u32,
     pub insecure_registries: Vec<String>,
+    /// Whether written files are fsynced before they count as written.
+    pub durability: Durability,
+    /// How long a response or blob body may send nothing before it is retried or resumed.
+    pub stall_timeout: Option<Duration>,
     pub default_platform: Option<String>,
     pub default_save_mode: Option<u8>,
     pub default_load_mode: Option<u8>,
@@ -139,11 +149,33 @@ impl Settings {
             insecure_registries.extend(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
         }
         insecure_registries.extend(file.insecure_registries);
+        let sync = match env("HPN_SYNC") {
+            _ if global.sync => true,
+            Some(value) => match value.trim() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                _ => return Err(anyhow!("HPN_SYNC={value:?} is not true or false (1/0, yes/no)")),
+            },
+            None => file.sync.unwrap_or(false),
+        };
+        let stall_timeout = match env("HPN_STALL_TIMEOUT") {
+            Some(value) => Some(
+                value.trim().parse::<f64>().with_context(|| format!("HPN_STALL_TIMEOUT={value:?} is not a number"))?,
+            ),
+            None => file.stall_timeout,
+        };
+        let stall_timeout = match stall_timeout {
+            Some(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Some(Duration::from_secs_f64(seconds)),
+            Some(seconds) => return Err(anyhow!("a stall timeout of {seconds} s is not between 0 and 86400 seconds")),
+            None => None,
+        };
         Ok(Self {
             store_root,
             jobs,
             attempts,
             insecure_registries,
+            durability: if sync { Durability::Synced } else { Durability::Buffered },
+            stall_timeout,
             default_platform: env("HPN_PLATFORM").or(file.platform),
             default_save_mode,
             default_load_mode,

@@ -7,6 +7,7 @@
 //! what keeps digests identical across save → load → push).
 
 mod digest;
+mod durability;
 pub mod io_error;
 mod manifest;
 pub mod media_type;
@@ -14,6 +15,7 @@ mod platform;
 mod reference;
 
 pub use digest::{Digest, DigestError, Sha256Hasher};
+pub use durability::Durability;
 pub use manifest::{
     Descriptor, ImageConfig, ImageIndex, ImageManifest, ManifestError, ParsedManifest, RootFs, annotation,
 };

@@ -165,7 +165,7 @@ impl Store {
             }
         }
         report.temp_files_removed = temp::remove_stale(&self.blobs_dir)? + temp::remove_stale(&self.root)?;
-        temp::sync_dir(&self.blobs_dir)?;
+        temp::sync_dir(&self.blobs_dir, self.durability)?;
         tracing::info!(removed = report.blobs_removed, bytes = report.bytes_freed, "store gc finished");
         Ok(report)
     }

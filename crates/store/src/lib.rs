@@ -4,7 +4,10 @@
 //!
 //! Safety rules, all enforced here rather than by callers:
 //! - nothing partial is ever visible under a final name: blobs and index.json
-//!   are written to locked temp files, checked, fsynced and renamed;
+//!   are written to locked temp files, checked and renamed (and fsynced first
+//!   when the store is opened with [`Durability::Synced`]); a blob of the wrong
+//!   size under its name, which only a power loss can leave, is replaced when
+//!   it is written again;
 //! - index.json is only rewritten under an exclusive lock on
 //!   `index.json.lock`, so concurrent hpn processes never lose each other's
 //!   refs (skopeo #1018);
@@ -27,7 +30,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use hpn_oci::{Descriptor, Digest};
+use hpn_oci::{Descriptor, Digest, Durability};
 
 pub use check::{BlobRole, GcReport, Problem, VerifyReport};
 pub use error::StoreError;
@@ -46,12 +49,19 @@ pub struct Store {
     blobs_dir: PathBuf,
     /// Shared lock held for as long as this store is open; see [`Store::gc`].
     usage_lock: File,
+    durability: Durability,
 }
 
 impl Store {
     /// Opens the store at `root`, creating an empty OCI layout there if the
     /// directory is new or empty, and removes temp files left by killed runs.
+    /// What it writes is left to the kernel to flush ([`Durability::Buffered`]).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        Self::open_with(root, Durability::default())
+    }
+
+    /// [`Store::open`], flushing blobs and index.json to the disk as `durability` says.
+    pub fn open_with(root: &Path, durability: Durability) -> Result<Store, StoreError> {
         let root = std::path::absolute(root).map_err(|error| StoreError::io("resolve path", root, error))?;
         refuse_foreign_directory(&root)?;
         let blobs_dir = root.join("blobs").join("sha256");
@@ -68,7 +78,7 @@ impl Store {
             Err(TryLockError::Error(error)) => return Err(StoreError::io("lock", &usage_lock_path, error)),
         }
 
-        let store = Store { root, blobs_dir, usage_lock };
+        let store = Store { root, blobs_dir, usage_lock, durability };
         store.ensure_layout_file()?;
         store.ensure_index()?;
         temp::remove_stale(&store.blobs_dir)?;
@@ -134,7 +144,7 @@ impl Store {
     /// Starts writing a blob: a locked temp file in `blobs/sha256/` (same
     /// filesystem, so the final rename is atomic), hashed as it is written.
     pub fn begin_blob(&self, expected_digest: &Digest, expected_size: Option<u64>) -> Result<BlobWriter, StoreError> {
-        BlobWriter::new(&self.blobs_dir, expected_digest, expected_size)
+        BlobWriter::new(&self.blobs_dir, expected_digest, expected_size, self.durability)
     }
 
     /// Stores `bytes` as the blob `expected` describes, after checking size and
@@ -173,20 +183,21 @@ impl Store {
         }
     }
 
-    /// Writes `root/name` through a locked temp file, fsync and rename, so
-    /// readers see the old or the new content, never a mix.
+    /// Writes `root/name` through a locked temp file and a rename (fsyncs as
+    /// the store's durability says), so readers see the old or the new
+    /// content, never a mix.
     fn write_file_atomically(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let (mut file, temp_path) = temp::create_locked(&self.root)?;
         let target = self.root.join(name);
         let result = io::Write::write_all(&mut file, bytes)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| self.durability.sync_file(&file))
             .map_err(|error| StoreError::io("write", &temp_path, error))
             .and_then(|()| fs::rename(&temp_path, &target).map_err(|error| StoreError::io("replace", &target, error)));
         if result.is_err() {
             let _ = fs::remove_file(&temp_path);
         }
         result?;
-        temp::sync_dir(&self.root)
+        temp::sync_dir(&self.root, self.durability)
     }
 }
 

@@ -11,6 +11,8 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use hpn_oci::Durability;
+
 use crate::error::StoreError;
 
 /// Leading dot: hidden, and can never be mistaken for a 64-hex blob name.
@@ -95,11 +97,9 @@ pub(crate) fn remove_stale(dir: &Path) -> Result<usize, StoreError> {
     Ok(removed)
 }
 
-/// fsync a directory so a rename into it survives a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|dir_file| dir_file.sync_all())
-        .map_err(|error| StoreError::io("sync directory", dir, error))
+/// fsync a directory, when `durability` asks for it, so a rename into it survives a crash.
+pub(crate) fn sync_dir(dir: &Path, durability: Durability) -> Result<(), StoreError> {
+    durability.sync_dir(dir).map_err(|error| StoreError::io("sync directory", dir, error))
 }
 
 #[cfg(test)]

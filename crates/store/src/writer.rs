@@ -3,7 +3,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use hpn_oci::{Digest, Sha256Hasher};
+use hpn_oci::{Digest, Durability, Sha256Hasher};
 
 use crate::error::StoreError;
 use crate::temp;
@@ -26,6 +26,7 @@ pub struct BlobWriter {
     hasher: Sha256Hasher,
     expected_digest: Digest,
     expected_size: Option<u64>,
+    durability: Durability,
     /// Set once the temp file has been renamed away; Drop then has nothing to do.
     committed: bool,
     /// A write failed (disk full, stream too long): the temp file no longer
@@ -53,6 +54,7 @@ impl BlobWriter {
         blobs_dir: &std::path::Path,
         expected_digest: &Digest,
         expected_size: Option<u64>,
+        durability: Durability,
     ) -> Result<Self, StoreError> {
         let (file, temp_path) = temp::create_locked(blobs_dir)?;
         Ok(Self {
@@ -63,6 +65,7 @@ impl BlobWriter {
             hasher: Sha256Hasher::new(),
             expected_digest: expected_digest.clone(),
             expected_size,
+            durability,
             committed: false,
             failed: None,
             offered: 0,
@@ -109,17 +112,18 @@ impl BlobWriter {
             return Err(StoreError::DigestMismatch { expected: self.expected_digest.clone(), actual });
         }
         self.flush_buffer().map_err(|error| StoreError::io("write blob", &self.temp_path, error))?;
-        self.file.sync_all().map_err(|error| StoreError::io("sync blob", &self.temp_path, error))?;
-        if self.final_path.exists() {
+        self.durability.sync_file(&self.file).map_err(|error| StoreError::io("sync blob", &self.temp_path, error))?;
+        if fs::metadata(&self.final_path).is_ok_and(|existing| existing.len() == actual_size) {
             // A concurrent writer of the same blob won; its content is identical
             // (same digest), so ours is simply dropped (Drop removes the temp).
+            // One of another size was cut short by a crash: ours replaces it.
             return Ok(());
         }
         fs::rename(&self.temp_path, &self.final_path)
             .map_err(|error| StoreError::io("move blob into place at", &self.final_path, error))?;
         self.committed = true;
         let dir = self.final_path.parent().unwrap_or(&self.final_path);
-        temp::sync_dir(dir)
+        temp::sync_dir(dir, self.durability)
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use hpn_oci::{Descriptor, Digest, annotation, media_type};
+use hpn_oci::{Descriptor, Digest, Durability, annotation, media_type};
 use hpn_store::{BlobRole, Problem, Store, StoreError};
 
 fn descriptor_of(media_type: &str, bytes: &[u8]) -> Descriptor {
@@ -234,6 +234,25 @@ fn two_writers_of_the_same_blob_both_succeed() {
     first.commit().unwrap();
     second.commit().unwrap();
     assert_eq!(blob_names(&store), BTreeSet::from([digest.hex().to_owned()]));
+}
+
+#[test]
+fn a_blob_cut_short_under_its_name_is_replaced_when_written_again() {
+    // What a power loss can leave when blobs are not fsynced: the name, without all the bytes.
+    for durability in [Durability::Buffered, Durability::Synced] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), durability).unwrap();
+        let data = b"a layer the kernel had not written back yet";
+        let digest = Digest::of(data);
+        fs::write(store.blob_path(&digest), &data[..0]).unwrap();
+        assert_eq!(store.blob_size(&digest).unwrap(), Some(0));
+
+        let mut writer = store.begin_blob(&digest, Some(data.len() as u64)).unwrap();
+        writer.write_all(data).unwrap();
+        writer.commit().unwrap();
+        assert_eq!(fs::read(store.blob_path(&digest)).unwrap(), data, "{durability:?}");
+        assert_eq!(blob_names(&store), BTreeSet::from([digest.hex().to_owned()]));
+    }
 }
 
 #[test]

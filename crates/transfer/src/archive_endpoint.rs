@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};
 use hpn_oci::media_type::{LayerCompression, layer_compression};
-use hpn_oci::{Descriptor, Digest, Reference, Sha256Hasher};
+use hpn_oci::{Descriptor, Digest, Durability, Reference, Sha256Hasher};
 
 use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, RawManifest};
 use crate::error::TransferError;
@@ -66,8 +66,8 @@ impl Inner {
 }
 
 impl ArchiveDestination {
-    pub fn create(path: &Path, compression: ArchiveCompression) -> Result<Self, TransferError> {
-        let writer = ArchiveWriter::create(path, compression)?;
+    pub fn create(path: &Path, compression: ArchiveCompression, durability: Durability) -> Result<Self, TransferError> {
+        let writer = ArchiveWriter::create(path, compression)?.with_durability(durability);
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),

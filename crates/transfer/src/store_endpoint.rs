@@ -133,8 +133,18 @@ impl ImageDestination for StoreDestination {
     }
 
     async fn has_blob(&self, _target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
-        let digest = descriptor.digest.clone();
-        blocking(&self.store, move |store| Ok(store.has_blob(&digest))).await
+        let (digest, size) = (descriptor.digest.clone(), descriptor.size);
+        blocking(&self.store, move |store| match store.blob_size(&digest)? {
+            Some(stored) if stored == size => Ok(true),
+            Some(stored) => {
+                // Only a crash before the kernel wrote the blob back leaves this; fetched
+                // again, the good copy replaces it.
+                tracing::warn!(%digest, stored, size, store = %store.root().display(), "a stored blob has the wrong size; fetching it again");
+                Ok(false)
+            }
+            None => Ok(false),
+        })
+        .await
     }
 
     async fn put_blob(

@@ -87,10 +87,10 @@ pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Summary, Failure
         Endpoint::Registry(_) => OpenedDestination::Registry(RegistryDestination::new(registry_client(settings)?)),
         Endpoint::Store(_) => OpenedDestination::Store(StoreDestination::new(open_store(settings)?)),
         Endpoint::OciLayout { path, .. } => OpenedDestination::Store(StoreDestination::new(Arc::new(
-            Store::open(path).map_err(|error| Failure::new(ExitStatus::Filesystem, error))?,
+            Store::open_with(path, settings.durability).map_err(|error| Failure::new(ExitStatus::Filesystem, error))?,
         ))),
         Endpoint::Archive { path, .. } => OpenedDestination::Archive(
-            ArchiveDestination::create(path, archive_compression(args.compress))
+            ArchiveDestination::create(path, archive_compression(args.compress), settings.durability)
                 .map_err(|error| Failure::new(ExitStatus::Filesystem, error))?,
             path.clone(),
         ),

@@ -64,13 +64,15 @@ async fn run(command: Command, settings: &Settings, started: Instant) -> Result<
 }
 
 fn open_store(settings: &Settings) -> Result<Arc<Store>, Failure> {
-    Store::open(&settings.store_root).map(Arc::new).map_err(|error| Failure::new(ExitStatus::Filesystem, error))
+    Store::open_with(&settings.store_root, settings.durability)
+        .map(Arc::new)
+        .map_err(|error| Failure::new(ExitStatus::Filesystem, error))
 }
 
 fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
     let credentials = Credentials::load_default().map_err(|error| Failure::new(ExitStatus::Config, error))?;
     let defaults = ClientOptions::default();
-    let stall_timeout = stall_timeout_override()?.unwrap_or(defaults.stall_timeout);
+    let stall_timeout = settings.stall_timeout.unwrap_or(defaults.stall_timeout);
     RegistryClient::new(ClientOptions {
         insecure_registries: settings.insecure_registries.clone(),
         credentials,
@@ -79,21 +81,6 @@ fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
         ..defaults
     })
     .map_err(|error| Failure::new(ExitStatus::General, error))
-}
-
-/// `HPN_STALL_TIMEOUT=SECS` (fractions allowed): how long a response or a
-/// blob body may send nothing before it counts as broken and is retried or
-/// resumed [default: 60]. Undocumented on purpose: the default suits real
-/// networks; tests of the stall detector need seconds, not a minute.
-fn stall_timeout_override() -> Result<Option<std::time::Duration>, Failure> {
-    let Ok(text) = std::env::var("HPN_STALL_TIMEOUT") else { return Ok(None) };
-    match text.trim().parse::<f64>() {
-        Ok(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Some(std::time::Duration::from_secs_f64(seconds))),
-        _ => Err(Failure::new(
-            ExitStatus::Config,
-            anyhow::anyhow!("HPN_STALL_TIMEOUT={text:?} is not a number of seconds between 0 and 86400"),
-        )),
-    }
 }
 
 fn engine_options(platforms: PlatformChoice, settings: &Settings) -> EngineOptions {

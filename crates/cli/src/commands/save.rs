@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, stream};
 use hpn_archive::ArchiveCompression;
-use hpn_oci::Platform;
+use hpn_oci::{Durability, Platform};
 use hpn_store::Store;
 use hpn_transfer::{
     ArchiveDestination, CopyJob, Engine, EngineOptions, NoReport, PlatformChoice, RegistrySource, StoreDestination,
@@ -68,7 +68,7 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
     // Created before any download, so a bad output path fails at once.
     let single = match &target {
         SaveTarget::Single(path) => Some(Arc::new(
-            ArchiveDestination::create(path, compression)
+            ArchiveDestination::create(path, compression, settings.durability)
                 .map_err(|error| Failure::new(ExitStatus::Filesystem, error))?,
         )),
         SaveTarget::PerImage(_) => None,
@@ -97,7 +97,7 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
                         }
                         SaveTarget::PerImage(mode) => {
                             let path = per_image_path(Path::new("."), requested, *mode, compression);
-                            Some(save_one(store, options, job, path, compression).await?)
+                            Some(save_one(store, options, job, path, (compression, settings.durability)).await?)
                         }
                     };
                     Ok::<_, TransferError>((outcome, archive))
@@ -148,14 +148,14 @@ async fn save_one(
     options: &EngineOptions,
     job: &CopyJob,
     path: PathBuf,
-    compression: ArchiveCompression,
+    (compression, durability): (ArchiveCompression, Durability),
 ) -> Result<(PathBuf, u64), TransferError> {
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|error| TransferError::io(format!("creating directory {}", dir.display()), error))?;
     }
-    let archive = Arc::new(ArchiveDestination::create(&path, compression)?);
+    let archive = Arc::new(ArchiveDestination::create(&path, compression, durability)?);
     export_engine(store, Arc::clone(&archive), options).copy(job).await?;
     let size = archive.finish().await?;
     Ok((path, size))
