@@ -34,13 +34,7 @@ fn save_load_push_keeps_every_manifest_digest() {
 
     // The images share their base layer, pushed into several repositories at once: its bytes
     // go up once, and the other repositories mount it.
-    let mut uploads = std::collections::BTreeMap::<String, usize>::new();
-    for entry in site.access_log() {
-        if entry.method == "PUT" && entry.status == 201 && entry.path.contains("/blobs/uploads/") {
-            let digest = entry.path.split("digest=").nth(1).unwrap_or_default();
-            *uploads.entry(digest.split('&').next().unwrap_or_default().to_owned()).or_default() += 1;
-        }
-    }
+    let uploads = common::blob_uploads(&site);
     assert!(!uploads.is_empty());
     assert!(uploads.values().all(|&count| count == 1), "blobs uploaded more than once: {uploads:#?}");
 }
@@ -91,6 +85,37 @@ fn real_docker_save_and_skopeo_archives_push_and_pull_back_in_docker() {
         assert_eq!(inspected["RootFS"]["Layers"], serde_json::Value::from(expected), "{project}");
         assert_eq!(inspected["Id"], app.amd64().config.digest.as_str(), "{project}: config changed");
     }
+}
+
+#[test]
+fn one_image_per_run_still_mounts_the_layers_an_earlier_run_pushed() {
+    let seeded = seeded_registry();
+    let site = Registry::start().unwrap();
+    let work = Workspace::new();
+    let (first, second) = (seeded.fixtures.image("app-a"), seeded.fixtures.image("app-b"));
+    let layers = |image: &hpn_testkit::fixtures::PushedImage| -> Vec<String> {
+        image.amd64().layers.iter().map(|layer| layer.digest.clone()).collect()
+    };
+    let shared: Vec<String> = layers(first).into_iter().filter(|layer| layers(second).contains(layer)).collect();
+    assert!(!shared.is_empty(), "the fixtures share a base layer");
+
+    // How scripts copy: one image per run, each into its own repository.
+    for (image, repository) in [(first, "one/app"), (second, "two/app")] {
+        let target = format!("docker://{}/{repository}:1", site.addr());
+        work.hpn(["copy", &format!("docker://{}", image.reference), &target, "--quiet"]).assert_ok();
+        assert_eq!(site.manifest(repository, "1").unwrap().digest, image.digest);
+    }
+    let uploads = common::blob_uploads(&site);
+    for layer in &shared {
+        assert_eq!(uploads.get(layer), Some(&1), "{layer} uploaded more than once: {uploads:#?}");
+    }
+    let mounted = site.access_log().into_iter().filter(|entry| {
+        entry.method == "POST"
+            && entry.status == 201
+            && entry.path.starts_with("/v2/two/app/")
+            && entry.path.contains("mount=")
+    });
+    assert_eq!(mounted.count(), shared.len());
 }
 
 #[test]

@@ -92,6 +92,7 @@ impl Workspace {
             .env_remove("DOCKER_CONFIG")
             .env_remove("REGISTRY_AUTH_FILE")
             .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CACHE_HOME")
             .env_remove("RUST_LOG");
         command
     }
@@ -145,6 +146,20 @@ pub fn blob_gets(registry: &Registry, digest: &str) -> usize {
         .iter()
         .filter(|entry| entry.method == "GET" && entry.path.ends_with(&format!("/blobs/{digest}")))
         .count()
+}
+
+/// How many uploads of each blob the registry completed (`PUT …/blobs/uploads/…?digest=`
+/// answered 201), by digest; mounts are not uploads.
+pub fn blob_uploads(registry: &Registry) -> std::collections::BTreeMap<String, usize> {
+    let mut uploads = std::collections::BTreeMap::new();
+    for entry in registry.access_log() {
+        if entry.method == "PUT" && entry.status == 201 && entry.path.contains("/blobs/uploads/") {
+            let query = entry.path.split("digest=").nth(1).unwrap_or_default();
+            let digest = query.split('&').next().unwrap_or_default().replace("%3A", ":").replace("%3a", ":");
+            *uploads.entry(digest).or_default() += 1;
+        }
+    }
+    uploads
 }
 
 // ---- Faults, interruptions and shared stores -------------------------------------------------

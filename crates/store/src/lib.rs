@@ -88,7 +88,7 @@ impl Store {
 
     /// `$XDG_CACHE_HOME/hpn/store`, else `~/.cache/hpn/store`.
     pub fn default_root() -> Result<PathBuf, StoreError> {
-        default_root_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")).ok_or(StoreError::NoCacheDir)
+        Ok(cache_dir()?.join("store"))
     }
 
     pub fn root(&self) -> &Path {
@@ -201,13 +201,19 @@ impl Store {
     }
 }
 
-fn default_root_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+/// hpn's cache directory: `$XDG_CACHE_HOME/hpn`, else `~/.cache/hpn`. The
+/// default store lives in it, and hints such as where blobs were pushed.
+pub fn cache_dir() -> Result<PathBuf, StoreError> {
+    cache_dir_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")).ok_or(StoreError::NoCacheDir)
+}
+
+fn cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
     // The XDG spec says relative values are invalid and must be ignored.
     let cache = xdg_cache_home
         .map(PathBuf::from)
         .filter(|path| path.is_absolute())
         .or_else(|| home.filter(|home| !home.is_empty()).map(|home| PathBuf::from(home).join(".cache")))?;
-    Some(cache.join("hpn").join("store"))
+    Some(cache.join("hpn"))
 }
 
 fn open_lock_file(path: &Path) -> Result<File, StoreError> {
@@ -263,13 +269,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_root_follows_xdg_then_home() {
+    fn cache_dir_follows_xdg_then_home() {
         let os = |text: &str| Some(OsString::from(text));
-        assert_eq!(default_root_from(os("/xdg"), os("/home/u")), Some(PathBuf::from("/xdg/hpn/store")));
+        assert_eq!(cache_dir_from(os("/xdg"), os("/home/u")), Some(PathBuf::from("/xdg/hpn")));
         // A relative XDG_CACHE_HOME is invalid per the spec and ignored.
-        assert_eq!(default_root_from(os("rel"), os("/home/u")), Some(PathBuf::from("/home/u/.cache/hpn/store")));
-        assert_eq!(default_root_from(None, os("/home/u")), Some(PathBuf::from("/home/u/.cache/hpn/store")));
-        assert_eq!(default_root_from(None, os("")), None);
-        assert_eq!(default_root_from(None, None), None);
+        assert_eq!(cache_dir_from(os("rel"), os("/home/u")), Some(PathBuf::from("/home/u/.cache/hpn")));
+        assert_eq!(cache_dir_from(None, os("/home/u")), Some(PathBuf::from("/home/u/.cache/hpn")));
+        assert_eq!(cache_dir_from(None, os("")), None);
+        assert_eq!(cache_dir_from(None, None), None);
     }
 }

@@ -10,6 +10,7 @@
 
 mod archive_endpoint;
 mod archive_source;
+mod blob_locations;
 mod endpoint;
 mod engine;
 mod error;
@@ -21,6 +22,7 @@ mod store_endpoint;
 
 pub use archive_endpoint::ArchiveDestination;
 pub use archive_source::{ArchiveSource, ArchivedImageNames};
+pub use blob_locations::BlobLocations;
 pub use endpoint::{BlobContent, BlobStream, CopiedImage, ImageDestination, ImageSource, PlatformImage, RawManifest};
 pub use engine::{CopyJob, CopyOutcome, Engine, EngineOptions, PlatformChoice};
 pub use error::{ErrorKind, TransferError};

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io;
 use std::sync::{Arc, Mutex};
 
@@ -7,6 +7,7 @@ use futures_util::{TryStreamExt, stream};
 use hpn_oci::{Descriptor, Digest, Reference};
 use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, UploadStream};
 
+use crate::blob_locations::BlobLocations;
 use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, RawManifest};
 use crate::error::TransferError;
 
@@ -55,35 +56,37 @@ impl ImageSource for RegistrySource {
 #[derive(Debug)]
 pub struct RegistryDestination {
     client: RegistryClient,
-    /// Repositories (`registry/repository`) known in this run to hold a blob:
-    /// the candidates a mount can borrow it from.
-    known_locations: Mutex<HashMap<Digest, Vec<Reference>>>,
+    /// Repositories known to hold a blob: the candidates a mount can borrow it from.
+    locations: Arc<BlobLocations>,
 }
 
+/// Mounts tried per blob before it is uploaded: each failed one costs a request.
+const MOUNT_ATTEMPTS: usize = 3;
+
 impl RegistryDestination {
+    /// A destination that knows only what it sees in this run.
     pub fn new(client: RegistryClient) -> Self {
-        Self { client, known_locations: Mutex::new(HashMap::new()) }
+        Self::with_locations(client, Arc::new(BlobLocations::in_memory()))
+    }
+
+    /// A destination that mounts from, and adds to, `locations` (which may
+    /// remember earlier runs).
+    pub fn with_locations(client: RegistryClient, locations: Arc<BlobLocations>) -> Self {
+        Self { client, locations }
     }
 
     fn remember(&self, target: &Reference, digest: &Digest) {
-        let mut known = self.known_locations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let places = known.entry(digest.clone()).or_default();
-        if !places.iter().any(|place| place.name() == target.name()) {
-            places.push(target.clone());
-        }
+        self.locations.remember(target, digest);
     }
 
     fn mount_candidates(&self, target: &Reference, digest: &Digest, source: &Reference) -> Vec<String> {
-        let known = self.known_locations.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut candidates: Vec<String> = known
-            .get(digest)
-            .into_iter()
-            .flatten()
-            .chain(std::iter::once(source))
-            .filter(|place| place.registry() == target.registry() && place.repository() != target.repository())
-            .map(|place| place.repository().to_owned())
-            .collect();
-        candidates.dedup();
+        let mut candidates = self.locations.repositories(target.registry(), digest);
+        if source.registry() == target.registry() {
+            candidates.insert(0, source.repository().to_owned());
+        }
+        let mut seen = HashSet::new();
+        candidates.retain(|repository| repository != target.repository() && seen.insert(repository.clone()));
+        candidates.truncate(MOUNT_ATTEMPTS);
         candidates
     }
 }

@@ -10,7 +10,7 @@ use hpn_transfer::{
 };
 
 use super::save::archive_compression;
-use super::{engine_options, open_store, platform_choice, registry_client, reporter, summary};
+use super::{engine_options, open_store, platform_choice, registry_client, registry_destination, reporter, summary};
 use crate::args::CopyArgs;
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
@@ -84,7 +84,7 @@ pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Summary, Failure
         }
     };
     let opened_destination = match &destination {
-        Endpoint::Registry(_) => OpenedDestination::Registry(RegistryDestination::new(registry_client(settings)?)),
+        Endpoint::Registry(_) => OpenedDestination::Registry(registry_destination(settings)?),
         Endpoint::Store(_) => OpenedDestination::Store(StoreDestination::new(open_store(settings)?)),
         Endpoint::OciLayout { path, .. } => OpenedDestination::Store(StoreDestination::new(Arc::new(
             Store::open_with(path, settings.durability).map_err(|error| Failure::new(ExitStatus::Filesystem, error))?,

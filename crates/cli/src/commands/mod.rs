@@ -15,7 +15,9 @@ use std::time::Instant;
 use hpn_oci::{Platform, Reference};
 use hpn_registry::{ClientOptions, Credentials, RegistryClient, RetryPolicy};
 use hpn_store::Store;
-use hpn_transfer::{CopyOutcome, EngineOptions, PlatformChoice, Reporter, TransferError};
+use hpn_transfer::{
+    BlobLocations, CopyOutcome, EngineOptions, PlatformChoice, RegistryDestination, Reporter, TransferError,
+};
 
 use crate::args::Command;
 use crate::config::Settings;
@@ -27,6 +29,8 @@ use crate::summary::{ImageFailure, ImageResult, Summary};
 /// Blobs in flight across all images; the registry client also caps
 /// requests per host.
 const BLOBS_IN_FLIGHT: usize = 8;
+/// In hpn's cache directory: which repositories blobs were pushed to, for mounts in later runs.
+const BLOB_LOCATIONS_FILE: &str = "blob-locations.json";
 
 /// Runs the command; Ctrl-C stops it cleanly: the in-flight transfers are
 /// dropped (which removes their temp files), what finished is reported, and
@@ -67,6 +71,16 @@ fn open_store(settings: &Settings) -> Result<Arc<Store>, Failure> {
     Store::open_with(&settings.store_root, settings.durability)
         .map(Arc::new)
         .map_err(|error| Failure::new(ExitStatus::Filesystem, error))
+}
+
+/// A registry destination that mounts shared layers from where earlier runs
+/// put them (`blob-locations.json` in hpn's cache directory).
+fn registry_destination(settings: &Settings) -> Result<RegistryDestination, Failure> {
+    let locations = match hpn_store::cache_dir() {
+        Ok(dir) => BlobLocations::load(&dir.join(BLOB_LOCATIONS_FILE)),
+        Err(_) => BlobLocations::in_memory(),
+    };
+    Ok(RegistryDestination::with_locations(registry_client(settings)?, Arc::new(locations)))
 }
 
 fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {

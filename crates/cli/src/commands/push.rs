@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
 use hpn_oci::Reference;
-use hpn_transfer::{CopyJob, Engine, PlatformChoice, RegistryDestination, StoreSource};
+use hpn_transfer::{CopyJob, Engine, PlatformChoice, StoreSource};
 
-use super::{copy_from_archives, engine_options, open_store, platform_choice, registry_client, reporter, summary};
+use super::{copy_from_archives, engine_options, open_store, platform_choice, registry_destination, reporter, summary};
 use crate::args::PushArgs;
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
@@ -66,7 +66,7 @@ pub async fn run(args: PushArgs, settings: &Settings) -> Result<Summary, Failure
     };
     let platforms = platform_choice(args.platform.as_deref(), args.all_platforms, settings, PlatformChoice::Available)?;
     let options = engine_options(platforms, settings);
-    let destination = Arc::new(RegistryDestination::new(registry_client(settings)?));
+    let destination = Arc::new(registry_destination(settings)?);
 
     if !args.inputs.is_empty() {
         let wanted = if args.images.is_empty() && args.files.is_empty() {
