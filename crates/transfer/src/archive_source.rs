@@ -216,8 +216,10 @@ fn read_as_stream(
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, TransferError>>(CHANNEL_DEPTH);
     tokio::task::spawn_blocking(move || {
         loop {
-            let mut buffer = vec![0; CHUNK];
-            let chunk = match reader.read(&mut buffer) {
+            // read_to_end fills spare capacity without zeroing it first, which a
+            // `vec![0; CHUNK]` per chunk would do for every byte of every blob.
+            let mut buffer = Vec::with_capacity(CHUNK);
+            let chunk = match (&mut reader).take(CHUNK as u64).read_to_end(&mut buffer) {
                 Ok(0) => {
                     if let Some(Err(error)) = check.take().map(DiffIdCheck::finish) {
                         // The receiver may be gone already; then nobody needs to hear it.
@@ -225,13 +227,10 @@ fn read_as_stream(
                     }
                     return;
                 }
-                Ok(count) => {
-                    buffer.truncate(count);
-                    match check.as_mut().map(|check| check.update(&buffer)) {
-                        Some(Err(error)) => Err(error),
-                        _ => Ok(Bytes::from(buffer)),
-                    }
-                }
+                Ok(_) => match check.as_mut().map(|check| check.update(&buffer)) {
+                    Some(Err(error)) => Err(error),
+                    _ => Ok(Bytes::from(buffer)),
+                },
                 Err(error) => Err(TransferError::io(context.clone(), error)),
             };
             let failed = chunk.is_err();
