@@ -36,6 +36,8 @@ struct ConfigFile {
 #[serde(default)]
 struct ParallelSection {
     max_workers: Option<usize>,
+    /// hpn's own: concurrent requests per registry host (a tuning knob; see BENCHMARKS.md).
+    requests_per_host: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +65,8 @@ struct RetrySection {
 pub struct Settings {
     pub store_root: PathBuf,
     pub jobs: usize,
+    /// Concurrent requests per registry host, when not the client's default.
+    pub requests_per_host: Option<usize>,
     pub attempts: u32,
     pub insecure_registries: Vec<String>,
     /// Whether written files are fsynced before they count as written.
@@ -121,6 +125,13 @@ impl Settings {
         if jobs == 0 {
             return Err(anyhow!("the number of parallel jobs must be at least 1"));
         }
+        let requests_per_host =
+            env_number("HPN_REQUESTS_PER_HOST")?.map(|n| n as usize).or(file.parallel.requests_per_host);
+        if let Some(requests) = requests_per_host
+            && !(1..=256).contains(&requests)
+        {
+            return Err(anyhow!("{requests} requests per host is not between 1 and 256"));
+        }
         let attempts = match global.retries {
             Some(attempts) => attempts,
             None => env_number("HPN_RETRIES")?
@@ -172,6 +183,7 @@ impl Settings {
         Ok(Self {
             store_root,
             jobs,
+            requests_per_host,
             attempts,
             insecure_registries,
             durability: if sync { Durability::Synced } else { Durability::Buffered },
@@ -262,5 +274,29 @@ mod tests {
         assert!(error.to_string().contains("HPN_JOBS"), "{error}");
         assert!(resolve(&[], &[("HPN_SAVE_MODE", "5")], None).is_err());
         assert!(resolve(&[], &[("HPN_PUSH_MODE", "3")], None).is_err());
+    }
+
+    #[test]
+    fn requests_per_host_comes_from_env_then_config_and_is_bounded() {
+        let config = "parallel:\n  requests_per_host: 9\n";
+        assert_eq!(resolve(&[], &[], Some(config)).unwrap().requests_per_host, Some(9));
+        let from_env = resolve(&[], &[("HPN_REQUESTS_PER_HOST", "3")], Some(config)).unwrap();
+        assert_eq!(from_env.requests_per_host, Some(3));
+        assert_eq!(resolve(&[], &[], None).unwrap().requests_per_host, None);
+        assert!(resolve(&[], &[("HPN_REQUESTS_PER_HOST", "0")], None).is_err());
+    }
+
+    #[test]
+    fn sync_and_stall_timeout_come_from_flag_env_or_config() {
+        assert_eq!(resolve(&[], &[], None).unwrap().durability, Durability::Buffered);
+        assert_eq!(resolve(&["--sync"], &[], None).unwrap().durability, Durability::Synced);
+        assert_eq!(resolve(&[], &[("HPN_SYNC", "1")], None).unwrap().durability, Durability::Synced);
+        assert_eq!(resolve(&[], &[], Some("sync: true\n")).unwrap().durability, Durability::Synced);
+        assert_eq!(resolve(&[], &[("HPN_SYNC", "no")], Some("sync: true\n")).unwrap().durability, Durability::Buffered);
+        assert!(resolve(&[], &[("HPN_SYNC", "maybe")], None).is_err());
+        let stall = resolve(&[], &[("HPN_STALL_TIMEOUT", "2.5")], Some("stall_timeout: 9\n")).unwrap();
+        assert_eq!(stall.stall_timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(resolve(&[], &[], Some("stall_timeout: 9\n")).unwrap().stall_timeout, Some(Duration::from_secs(9)));
+        assert!(resolve(&[], &[("HPN_STALL_TIMEOUT", "-1")], None).is_err());
     }
 }

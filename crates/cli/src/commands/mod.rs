@@ -92,6 +92,7 @@ fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
         credentials,
         retry: RetryPolicy { max_attempts: settings.attempts, ..defaults.retry.clone() },
         stall_timeout,
+        max_requests_per_host: settings.requests_per_host.unwrap_or(defaults.max_requests_per_host),
         ..defaults
     })
     .map_err(|error| Failure::new(ExitStatus::General, error))
