@@ -147,6 +147,11 @@ fn pull_fills_a_store_skopeo_can_read_and_never_fetches_a_blob_twice() {
     let work = Workspace::new();
     let list = work.file("images.txt", &image_list(&seeded));
     work.hpn(["pull", "-f", list.to_str().unwrap()]).assert_ok();
+    // A first pull has no manifest it could reuse, so it asks for none with a HEAD first.
+    let heads = |log: &[hpn_testkit::AccessLogEntry]| {
+        log.iter().filter(|e| e.method == "HEAD" && e.path.contains("/manifests/")).count()
+    };
+    assert_eq!(heads(&seeded.registry.access_log()), 0);
 
     // Shared base layers were fetched once although several images wanted them at the same time.
     let all_blobs: BTreeSet<String> = seeded
@@ -176,6 +181,12 @@ fn pull_fills_a_store_skopeo_can_read_and_never_fetches_a_blob_twice() {
     let later: Vec<_> =
         seeded.registry.access_log().into_iter().skip(before).filter(|e| e.path.contains("/blobs/")).collect();
     assert!(later.is_empty(), "blobs fetched again: {later:?}");
+    let second_run: Vec<_> = seeded.registry.access_log().into_iter().skip(before).collect();
+    assert!(heads(&second_run) > 0, "a known tag is checked with a HEAD");
+    assert!(
+        !second_run.iter().any(|e| e.method == "GET" && e.path.contains("/manifests/")),
+        "manifests the store has were fetched again: {second_run:?}"
+    );
     work.hpn(["save", "-f", list.to_str().unwrap(), "-o", "again.tar", "--quiet"]).assert_ok();
     let after_save: Vec<_> =
         seeded.registry.access_log().into_iter().skip(before).filter(|e| e.path.contains("/blobs/")).collect();

@@ -6,9 +6,10 @@
 //! …) so that drift of the machine spreads over all of them. Each job starts from the state the
 //! issue names (an empty store, a fresh registry B, no output file), the disk is synced before it
 //! and only the command itself is timed. Peak RSS comes from `/usr/bin/time` (for a loop of
-//! processes: the largest one). Then a scaling run (200 small images) and a 2 GiB single-layer
-//! image, and diagnostics that explain a missed target: the same hpn commands with fsync turned
-//! off (eatmydata), the disk's fsync'd write rate and a `perf` profile.
+//! processes: the largest one). Then a scaling run (200 small images), a sweep of the per-host
+//! request limit (which picks the default), a 2 GiB single-layer image, and diagnostics that explain a missed target: the same `hpn save` with `--sync` (every
+//! blob, index.json and archive fsync'd, which hpn does not do by default), the disk's fsync'd
+//! write rate and a `perf` profile.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -59,6 +60,9 @@ const TARGET_SAVE_VS_RAW: f64 = 1.3;
 const TARGET_PUSH_VS_SKOPEO: f64 = 5.0;
 const TARGET_WARM_SECONDS: f64 = 0.5;
 const TARGET_RSS_MB: f64 = 100.0;
+/// Requests per registry host tried by the concurrency sweep (`parallel.requests_per_host`).
+/// Blobs in flight are capped at 8 elsewhere, so more than 8 would measure nothing new.
+const CONCURRENCY_SWEEP: [usize; 6] = [1, 2, 3, 4, 6, 8];
 const MB: f64 = 1_000_000.0;
 
 pub(crate) fn run(args: BenchArgs) -> Result<()> {
@@ -124,6 +128,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         bench.scaling(SCALING_IMAGES_SMALL, SCALING_IMAGES)?
     };
 
+    step(&format!("concurrency: requests per registry host {CONCURRENCY_SWEEP:?}"));
+    let concurrency = bench.concurrency()?;
+
     let large = if args.quick {
         None
     } else {
@@ -141,6 +148,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         results,
         profiles,
         scaling,
+        concurrency,
         large,
         runs,
         quick: args.quick,
@@ -178,6 +186,18 @@ struct BenchImage {
     dest_tag: String,
     /// Whether skopeo can write it as a docker-archive (it cannot for zstd layers: skopeo #1286).
     tagged: bool,
+}
+
+impl BenchImage {
+    /// The image in registry A, as skopeo and `hpn copy` name it.
+    fn source_url(&self) -> String {
+        format!("docker://{}", self.source)
+    }
+
+    /// Where a copy of it goes in `registry`.
+    fn dest_url(&self, registry: &str) -> String {
+        format!("docker://{registry}/{}:{}", self.name, self.dest_tag)
+    }
 }
 
 #[derive(Debug)]
@@ -350,9 +370,10 @@ impl Cmd {
         Cmd { argv: argv.into_iter().map(|a| a.as_ref().to_owned()).collect() }
     }
 
-    /// Prefixes the command with `eatmydata`: fsync and friends become no-ops.
-    fn without_fsync(mut self) -> Cmd {
-        self.argv.insert(0, "eatmydata".into());
+    /// Runs the command with `key=value` in its environment (through `env`, which execs it, so
+    /// `/usr/bin/time` still measures the command itself).
+    fn with_env(mut self, key: &str, value: &str) -> Cmd {
+        self.argv.splice(0..0, ["env".into(), format!("{key}={value}").into()]);
         self
     }
 
@@ -384,6 +405,9 @@ impl Timer {
             "HPN_INSECURE_REGISTRIES",
             "HPN_REGISTRY",
             "HPN_PROJECT",
+            "HPN_SYNC",
+            "HPN_STALL_TIMEOUT",
+            "HPN_REQUESTS_PER_HOST",
             "RUST_LOG",
         ] {
             command.env_remove(key);
@@ -492,8 +516,8 @@ enum Key {
     SkopeoCopy,
     Curl,
     CurlSha,
-    SaveNoFsync,
-    WarmNoFsync,
+    SaveSynced,
+    WarmSynced,
 }
 
 impl Key {
@@ -511,13 +535,30 @@ impl Key {
             Key::SkopeoCopy => "skopeo copy docker://A/… docker://B/…, per image",
             Key::Curl => "raw: parallel curl of every unique blob → /dev/null",
             Key::CurlSha => "raw: parallel curl | sha256sum of every unique blob",
-            Key::SaveNoFsync => "diagnostic: hpn save cold, fsync off (eatmydata)",
-            Key::WarmNoFsync => "diagnostic: hpn save warm, fsync off (eatmydata)",
+            Key::SaveSynced => "diagnostic: hpn save cold with --sync (fsync everything)",
+            Key::WarmSynced => "diagnostic: hpn save warm with --sync",
         }
     }
 
     fn is_hpn(self) -> bool {
-        matches!(self, Key::Save | Key::Pull | Key::Warm | Key::Load | Key::Push | Key::Copy)
+        matches!(
+            self,
+            Key::Save | Key::Pull | Key::Warm | Key::Load | Key::Push | Key::Copy | Key::SaveSynced | Key::WarmSynced
+        )
+    }
+
+    /// The `--sync` diagnostic of a default job, where there is one.
+    fn synced(self) -> Option<Key> {
+        match self {
+            Key::Save => Some(Key::SaveSynced),
+            Key::Warm => Some(Key::WarmSynced),
+            _ => None,
+        }
+    }
+
+    /// The default job a `--sync` diagnostic runs with `--sync`.
+    fn unsynced(self) -> Option<Key> {
+        [Key::Save, Key::Warm].into_iter().find(|k| k.synced() == Some(self))
     }
 }
 
@@ -573,11 +614,100 @@ struct Bench {
     work: PathBuf,
     runs: usize,
     timer: Timer,
-    have_eatmydata: bool,
     list: PathBuf,
     urls: PathBuf,
     fetch_sha: PathBuf,
     expected_hex: BTreeSet<String>,
+}
+
+/// An argument of a command line: `&"save"`, `&path`, `&addr`.
+type Arg<'x> = &'x dyn AsRef<OsStr>;
+
+/// The store a timed hpn command uses, by its name in the work directory.
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    /// Created empty before the command and removed after it.
+    Fresh(&'static str),
+    /// Filled once, before the first run, and kept: every blob is there.
+    Filled(&'static str),
+}
+
+/// One hpn command, set up the way every job sets one up: its store starts empty (unless it is a
+/// filled one), its output file (`-o`) does not exist yet, the disk is synced, and then only the
+/// command runs. Afterwards an empty-at-the-start store is removed, and the output file too
+/// unless a later job reads it.
+struct HpnRun<'b> {
+    bench: &'b Bench,
+    args: Vec<OsString>,
+    store: Store,
+    out: Option<PathBuf>,
+    keep_out: bool,
+    synced: bool,
+    env: Vec<(&'static str, String)>,
+}
+
+impl HpnRun<'_> {
+    /// Runs with `key=value` in the environment.
+    fn env(mut self, key: &'static str, value: String) -> Self {
+        self.env.push((key, value));
+        self
+    }
+
+    /// Writes `-o FILE`.
+    fn out(mut self, file: PathBuf) -> Self {
+        self.out = Some(file);
+        self
+    }
+
+    /// Leaves the output file for the jobs that read it.
+    fn keep_out(mut self) -> Self {
+        self.keep_out = true;
+        self
+    }
+
+    /// Runs with `--sync`: every blob, index.json, archive and directory fsync'd.
+    fn synced(mut self) -> Self {
+        self.synced = true;
+        self
+    }
+
+    /// Sets the scene, hands the command line to `run`, and cleans up after it.
+    fn run_with<T>(self, run: impl FnOnce(&Cmd) -> Result<T>) -> Result<T> {
+        let (fresh, store) = match self.store {
+            Store::Fresh(name) => (true, self.bench.path(name)),
+            Store::Filled(name) => (false, self.bench.path(name)),
+        };
+        if fresh {
+            fresh_dir(&store)?;
+        }
+        let mut argv: Vec<OsString> = Vec::new();
+        if self.synced {
+            argv.push("--sync".into());
+        }
+        argv.extend(self.args);
+        if let Some(out) = &self.out {
+            remove(out)?;
+            argv.extend(["-o".into(), out.clone().into_os_string()]);
+        }
+        argv.extend(["--store".into(), store.clone().into_os_string()]);
+        sync_disk()?;
+        let cmd = self.bench.hpn(&argv.iter().map(|a| a as Arg<'_>).collect::<Vec<_>>());
+        let cmd = self.env.iter().fold(cmd, |cmd, (key, value)| cmd.with_env(key, value));
+        let result = run(&cmd)?;
+        if fresh {
+            remove(&store)?;
+        }
+        if let Some(out) = self.out.filter(|_| !self.keep_out) {
+            remove(&out)?;
+        }
+        Ok(result)
+    }
+
+    /// Runs it, timed.
+    fn time(self) -> Result<Sample> {
+        let timer = &self.bench.timer;
+        self.run_with(|cmd| timer.time(cmd))
+    }
 }
 
 impl Bench {
@@ -591,15 +721,49 @@ impl Bench {
             work,
             runs,
             timer,
-            have_eatmydata: have_binary("eatmydata"),
             expected_hex: BTreeSet::new(),
         })
     }
 
-    fn hpn(&self, args: &[&OsStr]) -> Cmd {
+    fn hpn(&self, args: &[Arg<'_>]) -> Cmd {
         let mut argv: Vec<OsString> = vec![self.hpn.clone().into(), "--quiet".into()];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        argv.extend(args.iter().map(|a| a.as_ref().to_owned()));
         Cmd::new(argv)
+    }
+
+    /// `hpn ARGS --store STORE`, to be timed (or profiled) as a job.
+    fn hpn_run(&self, store: Store, args: &[Arg<'_>]) -> HpnRun<'_> {
+        HpnRun {
+            bench: self,
+            args: args.iter().map(|a| a.as_ref().to_owned()).collect(),
+            store,
+            out: None,
+            keep_out: false,
+            synced: false,
+            env: Vec::new(),
+        }
+    }
+
+    /// `hpn save -f LIST -o NAME --store STORE`, the corpus saved into one archive.
+    fn save_list(&self, store: Store, out: &str) -> HpnRun<'_> {
+        self.hpn_run(store, &[&"save", &"-f", &self.list]).out(self.path(out))
+    }
+
+    /// A job that times one hpn command, set up afresh for every run by `run`.
+    fn hpn_job<'a>(&'a self, key: Key, run: impl Fn() -> HpnRun<'a> + 'a) -> Job<'a> {
+        Job { key, run: Box::new(move |_| Ok((run().time()?, Vec::new()))) }
+    }
+
+    /// Syncs the disk and times one command per image, one after another, as a script runs them.
+    fn time_per_image(
+        &self,
+        corpus: &Corpus,
+        allow_fail: bool,
+        cmd: impl FnMut(&BenchImage) -> Cmd,
+    ) -> Result<(Sample, Vec<String>)> {
+        sync_disk()?;
+        let cmds: Vec<Cmd> = corpus.images.iter().map(cmd).collect();
+        self.timer.time_loop(&cmds, allow_fail)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -624,45 +788,18 @@ impl Bench {
             &self.fetch_sha,
             format!("#!/bin/sh\nxargs -P {CURL_PARALLEL} -n 1 sh -c 'curl -sf \"$0\" | sha256sum' < \"$1\"\n"),
         )?;
-        if !self.have_eatmydata {
-            println!(
-                "note: eatmydata is not installed, so the fsync-off diagnostics are skipped (apt-get install eatmydata)"
-            );
-        }
         Ok(())
     }
 
     fn main_jobs<'a>(&'a self, corpus: &'a Corpus) -> Vec<Job<'a>> {
         let one_tar = self.path("hpn-one.tar");
         let skopeo_archives = self.path("skopeo-archives");
-        let warm_store = self.path("warm-store");
         let mut jobs: Vec<Job<'a>> = Vec::new();
 
         // hpn save, cold. Its archive feeds load and push.
-        {
-            let one_tar = one_tar.clone();
-            jobs.push(Job {
-                key: Key::Save,
-                run: Box::new(move |_| {
-                    let store = self.path("save-store");
-                    fresh_dir(&store)?;
-                    remove(&one_tar)?;
-                    sync_disk()?;
-                    let cmd = self.hpn(&[
-                        "save".as_ref(),
-                        "-f".as_ref(),
-                        self.list.as_os_str(),
-                        "-o".as_ref(),
-                        one_tar.as_os_str(),
-                        "--store".as_ref(),
-                        store.as_os_str(),
-                    ]);
-                    let sample = self.timer.time(&cmd)?;
-                    remove(&store)?;
-                    Ok((sample, Vec::new()))
-                }),
-            });
-        }
+        jobs.push(
+            self.hpn_job(Key::Save, move || self.save_list(Store::Fresh("save-store"), "hpn-one.tar").keep_out()),
+        );
         // skopeo to docker-archive, one file per image: how users script it today.
         {
             let dir = skopeo_archives.clone();
@@ -670,21 +807,15 @@ impl Bench {
                 key: Key::SkopeoArchive,
                 run: Box::new(move |_| {
                     fresh_dir(&dir)?;
-                    sync_disk()?;
-                    let cmds: Vec<Cmd> = corpus
-                        .images
-                        .iter()
-                        .map(|image| {
-                            let file = dir.join(format!("{}.tar", image.name));
-                            let dest = if image.tagged {
-                                format!("docker-archive:{}:{}", file.display(), image.source)
-                            } else {
-                                format!("docker-archive:{}", file.display())
-                            };
-                            skopeo_copy(&format!("docker://{}", image.source), &dest)
-                        })
-                        .collect();
-                    self.timer.time_loop(&cmds, true)
+                    self.time_per_image(corpus, true, |image| {
+                        let file = dir.join(format!("{}.tar", image.name));
+                        let dest = if image.tagged {
+                            format!("docker-archive:{}:{}", file.display(), image.source)
+                        } else {
+                            format!("docker-archive:{}", file.display())
+                        };
+                        skopeo_copy(&image.source_url(), &dest)
+                    })
                 }),
             });
         }
@@ -694,150 +825,73 @@ impl Bench {
             run: Box::new(move |_| {
                 let dir = self.path("skopeo-oci");
                 fresh_dir(&dir)?;
-                sync_disk()?;
-                let cmds: Vec<Cmd> = corpus
-                    .images
-                    .iter()
-                    .map(|image| {
-                        skopeo_copy(
-                            &format!("docker://{}", image.source),
-                            &format!("oci:{}:{}-{}", dir.display(), image.name, image.dest_tag),
-                        )
-                    })
-                    .collect();
-                let result = self.timer.time_loop(&cmds, false);
+                let result = self.time_per_image(corpus, false, |image| {
+                    skopeo_copy(
+                        &image.source_url(),
+                        &format!("oci:{}:{}-{}", dir.display(), image.name, image.dest_tag),
+                    )
+                });
                 remove(&dir)?;
                 result
             }),
         });
         // hpn pull into an empty store.
+        jobs.push(
+            self.hpn_job(Key::Pull, move || self.hpn_run(Store::Fresh("pull-store"), &[&"pull", &"-f", &self.list])),
+        );
+        // hpn save with every blob in the store (filled once, untimed, before the first run).
         jobs.push(Job {
-            key: Key::Pull,
-            run: Box::new(move |_| {
-                let store = self.path("pull-store");
-                fresh_dir(&store)?;
-                sync_disk()?;
-                let cmd = self.hpn(&[
-                    "pull".as_ref(),
-                    "-f".as_ref(),
-                    self.list.as_os_str(),
-                    "--store".as_ref(),
-                    store.as_os_str(),
-                ]);
-                let sample = self.timer.time(&cmd)?;
-                remove(&store)?;
-                Ok((sample, Vec::new()))
+            key: Key::Warm,
+            run: Box::new(move |run| {
+                if run == 0 {
+                    let warm_store = self.path("warm-store");
+                    fresh_dir(&warm_store)?;
+                    self.timer.time(&self.hpn(&[&"pull", &"-f", &self.list, &"--store", &warm_store]))?;
+                }
+                Ok((self.save_list(Store::Filled("warm-store"), "warm.tar").time()?, Vec::new()))
             }),
         });
-        // hpn save with every blob in the store (filled once, untimed, before the first run).
-        {
-            let warm_store = warm_store.clone();
-            jobs.push(Job {
-                key: Key::Warm,
-                run: Box::new(move |run| {
-                    if run == 0 {
-                        fresh_dir(&warm_store)?;
-                        self.timer.time(&self.hpn(&[
-                            "pull".as_ref(),
-                            "-f".as_ref(),
-                            self.list.as_os_str(),
-                            "--store".as_ref(),
-                            warm_store.as_os_str(),
-                        ]))?;
-                    }
-                    let out = self.path("warm.tar");
-                    remove(&out)?;
-                    sync_disk()?;
-                    let cmd = self.hpn(&[
-                        "save".as_ref(),
-                        "-f".as_ref(),
-                        self.list.as_os_str(),
-                        "-o".as_ref(),
-                        out.as_os_str(),
-                        "--store".as_ref(),
-                        warm_store.as_os_str(),
-                    ]);
-                    let sample = self.timer.time(&cmd)?;
-                    remove(&out)?;
-                    Ok((sample, Vec::new()))
-                }),
-            });
-        }
         // hpn load of the cold save's archive.
         {
             let one_tar = one_tar.clone();
-            jobs.push(Job {
-                key: Key::Load,
-                run: Box::new(move |_| {
-                    let store = self.path("load-store");
-                    fresh_dir(&store)?;
-                    sync_disk()?;
-                    let cmd = self.hpn(&[
-                        "load".as_ref(),
-                        "-i".as_ref(),
-                        one_tar.as_os_str(),
-                        "--store".as_ref(),
-                        store.as_os_str(),
-                    ]);
-                    let sample = self.timer.time(&cmd)?;
-                    remove(&store)?;
-                    Ok((sample, Vec::new()))
-                }),
-            });
+            jobs.push(
+                self.hpn_job(Key::Load, move || self.hpn_run(Store::Fresh("load-store"), &[&"load", &"-i", &one_tar])),
+            );
         }
         // hpn push -i into a fresh registry B.
-        {
-            let one_tar = one_tar.clone();
-            jobs.push(Job {
-                key: Key::Push,
-                run: Box::new(move |_| {
-                    let registry_b = Registry::start()?;
-                    let store = self.path("push-store");
-                    fresh_dir(&store)?;
-                    sync_disk()?;
-                    let cmd = self.hpn(&[
-                        "push".as_ref(),
-                        "-i".as_ref(),
-                        one_tar.as_os_str(),
-                        "-r".as_ref(),
-                        registry_b.addr().as_ref(),
-                        "--store".as_ref(),
-                        store.as_os_str(),
-                    ]);
-                    let sample = self.timer.time(&cmd)?;
-                    remove(&store)?;
-                    Ok((sample, Vec::new()))
-                }),
-            });
-        }
+        jobs.push(Job {
+            key: Key::Push,
+            run: Box::new(move |_| {
+                let registry_b = Registry::start()?;
+                let push =
+                    self.hpn_run(Store::Fresh("push-store"), &[&"push", &"-i", &one_tar, &"-r", &registry_b.addr()]);
+                Ok((push.time()?, Vec::new()))
+            }),
+        });
         // skopeo pushing the docker-archives it wrote, into a fresh registry B.
-        {
-            let dir = skopeo_archives.clone();
-            jobs.push(Job {
-                key: Key::SkopeoPush,
-                run: Box::new(move |_| {
-                    let registry_b = Registry::start()?;
-                    sync_disk()?;
-                    let mut cmds = Vec::new();
-                    let mut missing = Vec::new();
-                    for image in &corpus.images {
-                        let file = dir.join(format!("{}.tar", image.name));
-                        if !file.exists() {
-                            missing
-                                .push(format!("{}: no docker-archive to push (skopeo could not write it)", image.name));
-                            continue;
-                        }
-                        cmds.push(skopeo_copy(
-                            &format!("docker-archive:{}", file.display()),
-                            &format!("docker://{}/{}:{}", registry_b.addr(), image.name, image.dest_tag),
-                        ));
+        jobs.push(Job {
+            key: Key::SkopeoPush,
+            run: Box::new(move |_| {
+                let registry_b = Registry::start()?;
+                sync_disk()?;
+                let mut cmds = Vec::new();
+                let mut missing = Vec::new();
+                for image in &corpus.images {
+                    let file = skopeo_archives.join(format!("{}.tar", image.name));
+                    if !file.exists() {
+                        missing.push(format!("{}: no docker-archive to push (skopeo could not write it)", image.name));
+                        continue;
                     }
-                    let (sample, mut failures) = self.timer.time_loop(&cmds, false)?;
-                    failures.extend(missing);
-                    Ok((sample, failures))
-                }),
-            });
-        }
+                    cmds.push(skopeo_copy(
+                        &format!("docker-archive:{}", file.display()),
+                        &image.dest_url(registry_b.addr()),
+                    ));
+                }
+                let (sample, mut failures) = self.timer.time_loop(&cmds, false)?;
+                failures.extend(missing);
+                Ok((sample, failures))
+            }),
+        });
         // Registry to registry, one process per image.
         jobs.push(Job {
             key: Key::Copy,
@@ -845,21 +899,9 @@ impl Bench {
                 let registry_b = Registry::start()?;
                 let store = self.path("copy-store");
                 fresh_dir(&store)?;
-                sync_disk()?;
-                let cmds: Vec<Cmd> = corpus
-                    .images
-                    .iter()
-                    .map(|image| {
-                        self.hpn(&[
-                            "copy".as_ref(),
-                            format!("docker://{}", image.source).as_ref(),
-                            format!("docker://{}/{}:{}", registry_b.addr(), image.name, image.dest_tag).as_ref(),
-                            "--store".as_ref(),
-                            store.as_os_str(),
-                        ])
-                    })
-                    .collect();
-                let result = self.timer.time_loop(&cmds, false);
+                let result = self.time_per_image(corpus, false, |image| {
+                    self.hpn(&[&"copy", &image.source_url(), &image.dest_url(registry_b.addr()), &"--store", &store])
+                });
                 remove(&store)?;
                 result
             }),
@@ -868,18 +910,9 @@ impl Bench {
             key: Key::SkopeoCopy,
             run: Box::new(move |_| {
                 let registry_b = Registry::start()?;
-                sync_disk()?;
-                let cmds: Vec<Cmd> = corpus
-                    .images
-                    .iter()
-                    .map(|image| {
-                        skopeo_copy(
-                            &format!("docker://{}", image.source),
-                            &format!("docker://{}/{}:{}", registry_b.addr(), image.name, image.dest_tag),
-                        )
-                    })
-                    .collect();
-                self.timer.time_loop(&cmds, false)
+                self.time_per_image(corpus, false, |image| {
+                    skopeo_copy(&image.source_url(), &image.dest_url(registry_b.addr()))
+                })
             }),
         });
         // The raw limit.
@@ -887,9 +920,7 @@ impl Bench {
             key: Key::Curl,
             run: Box::new(move |_| {
                 sync_disk()?;
-                let script = format!("xargs -P {CURL_PARALLEL} -n 1 curl -sf -o /dev/null < \"$0\"");
-                let cmd = Cmd::new([OsStr::new("sh"), OsStr::new("-c"), OsStr::new(&script), self.urls.as_os_str()]);
-                Ok((self.timer.time(&cmd)?, Vec::new()))
+                Ok((self.timer.time(&curl_all(&self.urls))?, Vec::new()))
             }),
         });
         jobs.push(Job {
@@ -912,56 +943,16 @@ impl Bench {
                 Ok((sample, Vec::new()))
             }),
         });
-        if self.have_eatmydata {
-            jobs.push(Job {
-                key: Key::SaveNoFsync,
-                run: Box::new(move |_| {
-                    let store = self.path("save-nofsync-store");
-                    let out = self.path("save-nofsync.tar");
-                    fresh_dir(&store)?;
-                    remove(&out)?;
-                    sync_disk()?;
-                    let cmd = self
-                        .hpn(&[
-                            "save".as_ref(),
-                            "-f".as_ref(),
-                            self.list.as_os_str(),
-                            "-o".as_ref(),
-                            out.as_os_str(),
-                            "--store".as_ref(),
-                            store.as_os_str(),
-                        ])
-                        .without_fsync();
-                    let sample = self.timer.time(&cmd)?;
-                    remove(&store)?;
-                    remove(&out)?;
-                    Ok((sample, Vec::new()))
-                }),
-            });
-            let warm_store = warm_store.clone();
-            jobs.push(Job {
-                key: Key::WarmNoFsync,
-                run: Box::new(move |_| {
-                    let out = self.path("warm-nofsync.tar");
-                    remove(&out)?;
-                    sync_disk()?;
-                    let cmd = self
-                        .hpn(&[
-                            "save".as_ref(),
-                            "-f".as_ref(),
-                            self.list.as_os_str(),
-                            "-o".as_ref(),
-                            out.as_os_str(),
-                            "--store".as_ref(),
-                            warm_store.as_os_str(),
-                        ])
-                        .without_fsync();
-                    let sample = self.timer.time(&cmd)?;
-                    remove(&out)?;
-                    Ok((sample, Vec::new()))
-                }),
-            });
-        }
+        // Diagnostics: the same saves with --sync, which waits for every byte to reach the disk.
+        // The warm one reads the store the warm job filled before it in the first run.
+        jobs.push(self.hpn_job(Key::SaveSynced, move || {
+            self.save_list(Store::Fresh("save-synced-store"), "save-synced.tar").synced()
+        }));
+        jobs.push(
+            self.hpn_job(Key::WarmSynced, move || {
+                self.save_list(Store::Filled("warm-store"), "warm-synced.tar").synced()
+            }),
+        );
         jobs
     }
 
@@ -993,83 +984,36 @@ impl Bench {
     /// `perf record` of the hpn jobs whose targets are the hardest; the top symbols by self time.
     fn profiles(&self) -> Result<Vec<Profile>> {
         let mut profiles = Vec::new();
-        let warm_store = self.path("warm-store");
         let one_tar = self.path("hpn-one.tar");
-        let cases: Vec<(&str, Vec<OsString>, Option<PathBuf>)> = vec![
-            (
-                "hpn save (cold)",
-                vec!["save".into(), "-f".into(), self.list.clone().into(), "-o".into(), self.path("perf.tar").into()],
-                Some(self.path("perf-store")),
-            ),
-            (
-                "hpn save (warm)",
-                vec!["save".into(), "-f".into(), self.list.clone().into(), "-o".into(), self.path("perf.tar").into()],
-                None,
-            ),
-        ];
-        for (name, args, store) in cases {
-            let store = match store {
-                Some(s) => {
-                    fresh_dir(&s)?;
-                    s
-                }
-                None => warm_store.clone(),
-            };
-            remove(&self.path("perf.tar"))?;
-            sync_disk()?;
-            let data = self.path("perf.data");
-            let mut cmd = Command::new("perf");
-            cmd.args(["record", "-q", "-F", "999", "-g", "-o"]).arg(&data).arg("--").arg(&self.hpn).arg("--quiet");
-            cmd.args(&args)
-                .arg("--store")
-                .arg(&store)
-                .current_dir(&self.work)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
-            if store != warm_store {
-                remove(&store)?;
-            }
-            remove(&self.path("perf.tar"))?;
-            if !ok {
-                continue;
-            }
-            if let Some(profile) = perf_report(name, &data)? {
-                profiles.push(profile);
-            }
-            remove(&data)?;
-        }
+        profiles.extend(self.profile("hpn save (cold)", self.save_list(Store::Fresh("perf-store"), "perf.tar"))?);
+        profiles.extend(self.profile("hpn save (warm)", self.save_list(Store::Filled("warm-store"), "perf.tar"))?);
         // push -i: the registry's side is another process, so this shows hpn's own share.
         if one_tar.exists() {
             let registry_b = Registry::start()?;
-            let data = self.path("perf.data");
-            let store = self.path("perf-store");
-            fresh_dir(&store)?;
-            sync_disk()?;
-            let ok = Command::new("perf")
+            let push = self.hpn_run(Store::Fresh("perf-store"), &[&"push", &"-i", &one_tar, &"-r", &registry_b.addr()]);
+            profiles.extend(self.profile("hpn push -i", push)?);
+        }
+        Ok(profiles)
+    }
+
+    /// One run of `hpn` under `perf record`; None if perf failed.
+    fn profile(&self, name: &str, hpn: HpnRun<'_>) -> Result<Option<Profile>> {
+        let data = self.path("perf.data");
+        let ok = hpn.run_with(|cmd| {
+            Ok(Command::new("perf")
                 .args(["record", "-q", "-F", "999", "-g", "-o"])
                 .arg(&data)
                 .arg("--")
-                .arg(&self.hpn)
-                .args(["--quiet", "push", "-i"])
-                .arg(&one_tar)
-                .arg("-r")
-                .arg(registry_b.addr())
-                .arg("--store")
-                .arg(&store)
+                .args(&cmd.argv)
                 .current_dir(&self.work)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            remove(&store)?;
-            if ok && let Some(profile) = perf_report("hpn push -i", &data)? {
-                profiles.push(profile);
-            }
-            remove(&data)?;
-        }
-        Ok(profiles)
+                .is_ok_and(|s| s.success()))
+        })?;
+        let profile = if ok { perf_report(name, &data)? } else { None };
+        remove(&data)?;
+        Ok(profile)
     }
 
     /// Writes 512 MiB and fsyncs it: the rate any fsync'ing writer is bounded by.
@@ -1095,6 +1039,12 @@ impl Bench {
 
 fn skopeo_copy(source: &str, dest: &str) -> Cmd {
     Cmd::new(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false", source, dest])
+}
+
+/// The raw fetch: every blob URL in `urls`, by parallel curls, into /dev/null.
+fn curl_all(urls: &Path) -> Cmd {
+    let script = format!("xargs -P {CURL_PARALLEL} -n 1 curl -sf -o /dev/null < \"$0\"");
+    Cmd::new([OsStr::new("sh"), OsStr::new("-c"), OsStr::new(&script), urls.as_os_str()])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1383,9 +1333,42 @@ struct ScalingPoint {
     save: Vec<Sample>,
     pull: Vec<Sample>,
     curl: Vec<Sample>,
-    save_no_fsync: Vec<Sample>,
+    /// The same save with `--sync`.
+    save_synced: Vec<Sample>,
     /// HTTP requests hpn save sent to the registry, per image.
     requests_per_image: f64,
+}
+
+/// `hpn save` cold and `hpn push -i` with one per-host request limit.
+#[derive(Debug)]
+struct ConcurrencyPoint {
+    requests_per_host: usize,
+    save: Vec<Sample>,
+    push: Vec<Sample>,
+}
+
+impl Bench {
+    /// Times the two jobs that lean on one registry hardest for each limit in
+    /// [`CONCURRENCY_SWEEP`], interleaved, `runs` times: the default is chosen by this table.
+    fn concurrency(&self) -> Result<Vec<ConcurrencyPoint>> {
+        let one_tar = self.path("hpn-one.tar");
+        let mut points: Vec<ConcurrencyPoint> = CONCURRENCY_SWEEP
+            .iter()
+            .map(|&requests_per_host| ConcurrencyPoint { requests_per_host, save: Vec::new(), push: Vec::new() })
+            .collect();
+        for _ in 0..self.runs {
+            for point in &mut points {
+                let limit = point.requests_per_host.to_string();
+                let save = self.save_list(Store::Fresh("sweep-store"), "sweep.tar");
+                point.save.push(save.env("HPN_REQUESTS_PER_HOST", limit.clone()).time()?);
+                let registry_b = Registry::start()?;
+                let push =
+                    self.hpn_run(Store::Fresh("sweep-store"), &[&"push", &"-i", &one_tar, &"-r", &registry_b.addr()]);
+                point.push.push(push.env("HPN_REQUESTS_PER_HOST", limit).time()?);
+            }
+        }
+        Ok(points)
+    }
 }
 
 #[derive(Debug)]
@@ -1451,64 +1434,31 @@ impl Bench {
                 save: Vec::new(),
                 pull: Vec::new(),
                 curl: Vec::new(),
-                save_no_fsync: Vec::new(),
+                save_synced: Vec::new(),
                 requests_per_image: 0.0,
             };
             for run in 0..self.runs {
-                let store = self.path("scaling-store");
-                let out = self.path("scaling.tar");
-                let save_args = |store: &Path| {
-                    self.hpn(&[
-                        "save".as_ref(),
-                        "-f".as_ref(),
-                        list.as_os_str(),
-                        "-o".as_ref(),
-                        out.as_os_str(),
-                        "--store".as_ref(),
-                        store.as_os_str(),
-                    ])
+                let save = || {
+                    self.hpn_run(Store::Fresh("scaling-store"), &[&"save", &"-f", &list]).out(self.path("scaling.tar"))
                 };
-                fresh_dir(&store)?;
-                remove(&out)?;
-                sync_disk()?;
                 let before = registry.access_log().len();
-                let sample = self.timer.time(&save_args(&store))?;
+                let sample = save().time()?;
                 if run == 0 {
                     point.requests_per_image = (registry.access_log().len() - before) as f64 / n as f64;
                 }
                 point.save.push(sample);
-
-                fresh_dir(&store)?;
+                point.pull.push(self.hpn_run(Store::Fresh("scaling-store"), &[&"pull", &"-f", &list]).time()?);
                 sync_disk()?;
-                let pull = self.hpn(&[
-                    "pull".as_ref(),
-                    "-f".as_ref(),
-                    list.as_os_str(),
-                    "--store".as_ref(),
-                    store.as_os_str(),
-                ]);
-                point.pull.push(self.timer.time(&pull)?);
-
-                sync_disk()?;
-                let script = format!("xargs -P {CURL_PARALLEL} -n 1 curl -sf -o /dev/null < \"$0\"");
-                let curl = Cmd::new([OsStr::new("sh"), OsStr::new("-c"), OsStr::new(&script), urls.as_os_str()]);
-                point.curl.push(self.timer.time(&curl)?);
-
-                if self.have_eatmydata {
-                    fresh_dir(&store)?;
-                    remove(&out)?;
-                    sync_disk()?;
-                    point.save_no_fsync.push(self.timer.time(&save_args(&store).without_fsync())?);
-                }
-                remove(&store)?;
-                remove(&out)?;
+                point.curl.push(self.timer.time(&curl_all(&urls))?);
+                point.save_synced.push(save().synced().time()?);
                 println!(
-                    "run {}/{}  {n} images: save {:.2} s, pull {:.2} s, curl {:.2} s",
+                    "run {}/{}  {n} images: save {:.2} s, pull {:.2} s, curl {:.2} s, save --sync {:.2} s",
                     run + 1,
                     self.runs,
                     point.save.last().map_or(0.0, |s| s.wall),
                     point.pull.last().map_or(0.0, |s| s.wall),
                     point.curl.last().map_or(0.0, |s| s.wall),
+                    point.save_synced.last().map_or(0.0, |s| s.wall),
                 );
             }
             points.push(point);
@@ -1572,54 +1522,20 @@ impl Bench {
         let reference = format!("{addr}/{repo}:1");
         println!("built and pushed {reference} ({}) in {:.1?}", human_size(written), start.elapsed());
 
-        let mut rows = Vec::new();
-        let store = self.path("large-store");
         let out = self.path("large.tar");
-
-        fresh_dir(&store)?;
-        sync_disk()?;
-        let pull = self.hpn(&["pull".as_ref(), reference.as_ref(), "--store".as_ref(), store.as_os_str()]);
-        rows.push(("hpn pull", self.timer.time(&pull)?, Some(Key::Pull)));
-        print_large(rows.last());
-
-        fresh_dir(&store)?;
-        sync_disk()?;
-        let save = self.hpn(&[
-            "save".as_ref(),
-            reference.as_ref(),
-            "-o".as_ref(),
-            out.as_os_str(),
-            "--store".as_ref(),
-            store.as_os_str(),
-        ]);
-        rows.push(("hpn save (cold)", self.timer.time(&save)?, Some(Key::Save)));
-        print_large(rows.last());
-
+        let mut rows = Vec::new();
+        let mut row = |name: &'static str, key: Key, sample: Sample| {
+            rows.push((name, sample, Some(key)));
+            print_large(rows.last());
+        };
+        row("hpn pull", Key::Pull, self.hpn_run(Store::Fresh("large-store"), &[&"pull", &reference]).time()?);
+        let save = self.hpn_run(Store::Fresh("large-store"), &[&"save", &reference]).out(out.clone()).keep_out();
+        row("hpn save (cold)", Key::Save, save.time()?);
         let registry_b = Registry::start()?;
-        let push_store = self.path("large-push-store");
-        fresh_dir(&push_store)?;
-        sync_disk()?;
-        let push = self.hpn(&[
-            "push".as_ref(),
-            "-i".as_ref(),
-            out.as_os_str(),
-            "-r".as_ref(),
-            registry_b.addr().as_ref(),
-            "--store".as_ref(),
-            push_store.as_os_str(),
-        ]);
-        rows.push(("hpn push -i", self.timer.time(&push)?, Some(Key::Push)));
-        print_large(rows.last());
+        let push = self.hpn_run(Store::Fresh("large-push-store"), &[&"push", &"-i", &out, &"-r", &registry_b.addr()]);
+        row("hpn push -i", Key::Push, push.time()?);
         drop(registry_b);
-
-        fresh_dir(&push_store)?;
-        sync_disk()?;
-        let load =
-            self.hpn(&["load".as_ref(), "-i".as_ref(), out.as_os_str(), "--store".as_ref(), push_store.as_os_str()]);
-        rows.push(("hpn load -i", self.timer.time(&load)?, Some(Key::Load)));
-        print_large(rows.last());
-        remove(&push_store)?;
-        remove(&store)?;
+        row("hpn load -i", Key::Load, self.hpn_run(Store::Fresh("large-push-store"), &[&"load", &"-i", &out]).time()?);
         remove(&out)?;
         Ok(Large { layer_bytes: written, rows })
     }
@@ -1742,6 +1658,7 @@ struct Report {
     results: Results,
     profiles: Vec<Profile>,
     scaling: Scaling,
+    concurrency: Vec<ConcurrencyPoint>,
     large: Option<Large>,
     runs: usize,
     quick: bool,
@@ -1783,8 +1700,8 @@ impl Report {
             Key::SkopeoCopy,
             Key::Curl,
             Key::CurlSha,
-            Key::SaveNoFsync,
-            Key::WarmNoFsync,
+            Key::SaveSynced,
+            Key::WarmSynced,
         ]
         .into_iter()
         .filter(|k| self.results.has(*k))
@@ -1805,6 +1722,14 @@ impl Report {
         }
         if key == Key::Save {
             parts.push(format!("{:.2}× the skopeo oci: loop's time", r.wall(key) / r.wall(Key::SkopeoOci)));
+        }
+        if let Some(default) = key.unsynced().filter(|k| r.has(*k)) {
+            parts.push(format!(
+                "{:+.2} s ({:.2}×) against {} without --sync",
+                r.wall(key) - r.wall(default),
+                r.wall(key) / r.wall(default),
+                short_label(default)
+            ));
         }
         parts.join("; ")
     }
@@ -1960,9 +1885,12 @@ impl Report {
             md,
             "Registries are `docker-registry` (the CNCF distribution registry) on 127.0.0.1 with filesystem \
              storage in /tmp; every tool talks plain HTTP to them. Registry A's blobs sit in the page cache for \
-             every job alike. The disk is synced before each job and only the command is timed; hpn fsyncs what \
-             it writes before it reports success, skopeo and curl do not, so their dirty pages are flushed after \
-             their clock stops.\n"
+             every job alike. The disk is synced before each job and only the command is timed. By default \
+             hpn, skopeo and curl all leave write-back to the kernel: none of them waits for its writes to reach \
+             the disk, and what is still dirty when a command exits is flushed by the sync before the next job, \
+             outside any clock. The `--sync` rows run hpn with `--sync`, which fsyncs every blob, index.json, \
+             archive and directory before it reports success; the disk write rate above, measured with fsync, is \
+             what bounds them.\n"
         );
 
         let _ = writeln!(md, "## Corpus\n");
@@ -2008,9 +1936,10 @@ impl Report {
              of the same blobs. Peak RSS is the largest over all runs (for a loop: its largest process). CPU is \
              user + system seconds (median; summed over a loop's processes). Registry CPU is what the \
              docker-registry processes (A, and B where there is one) spent meanwhile, from /proc: the other \
-             half of the work on this 2-core machine.\n",
+             half of the work on this {}-core machine.\n",
             self.runs,
-            if self.runs == 1 { "" } else { "s" }
+            if self.runs == 1 { "" } else { "s" },
+            self.machine.cores
         );
         let _ =
             writeln!(md, "| job | median | min–max | ÷ raw | peak RSS | CPU user + sys | registry CPU | comparison |");
@@ -2049,6 +1978,7 @@ impl Report {
              nothing. hpn writes each blob into the store and into the archive.\n",
             c.blobs.len()
         );
+        self.write_durability(&mut md);
 
         let _ = writeln!(md, "## Targets\n");
         let _ = writeln!(md, "| target | measured | | by how much |\n|---|---|---|---|");
@@ -2066,10 +1996,92 @@ impl Report {
         let _ = writeln!(md);
         self.write_missed(&mut md, &targets);
         self.write_scaling(&mut md);
+        self.write_concurrency(&mut md);
         self.write_large(&mut md);
         self.write_profiles(&mut md);
         self.write_regressions(&mut md);
         md
+    }
+
+    /// The file system the bench wrote to: "ext4".
+    fn fs_type(&self) -> &str {
+        self.machine.fs.split_whitespace().next().unwrap_or("the file system")
+    }
+
+    /// Bytes a job writes (what `--sync` waits for): every blob into the store and then the archive
+    /// for a cold save, only the archive for a warm one.
+    fn written_bytes(&self, key: Key) -> f64 {
+        let archive = self.results.archive_bytes as f64;
+        match key {
+            Key::Save | Key::SaveSynced => archive + self.corpus.unique_bytes() as f64,
+            Key::Warm | Key::WarmSynced => archive,
+            _ => 0.0,
+        }
+    }
+
+    /// What `--sync` costs a default job, from the two rows: "+0.61 s (+73%: 0.83 s → 1.45 s)".
+    fn sync_cost(&self, key: Key) -> Option<String> {
+        let r = &self.results;
+        let synced = key.synced().filter(|k| r.has(*k) && r.has(key))?;
+        let (default, with) = (r.wall(key), r.wall(synced));
+        let cost = with - default;
+        Some(if cost >= 0.0 {
+            format!("costs {cost:.2} s more ({:+.0}%: {default:.2} s → {with:.2} s)", cost / default * 100.0)
+        } else {
+            format!("cost no time in this run: it took {:.2} s less ({default:.2} s → {with:.2} s)", -cost)
+        })
+    }
+
+    /// What the `--sync` rows show: the cost of durability, and the disk rate behind it.
+    fn write_durability(&self, md: &mut String) {
+        let r = &self.results;
+        let rows: Vec<(Key, &str, String)> = [
+            (Key::Save, "cold save", "every blob into the store, then the archive"),
+            (Key::Warm, "warm save", "the archive; the blobs are in the store already"),
+        ]
+        .into_iter()
+        .filter_map(|(key, what, writes)| Some((key, what, writes, self.sync_cost(key)?)))
+        .map(|(key, what, writes, cost)| {
+            let written = self.written_bytes(key) / MB;
+            let disk = r.disk_mb_s.map_or_else(String::new, |rate| {
+                format!(": {:.2} s at this disk's {rate:.0} MB/s fsync'd write rate", written / rate)
+            });
+            (key, what, format!("with `--sync` it {cost}. It writes {written:.0} MB ({writes}){disk}."))
+        })
+        .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "The `--sync` rows run the same `hpn save` with `--sync`: hpn fsyncs every blob, index.json, the \
+             archive and their directories before it reports success, so a power loss cannot take back what it \
+             reported done. The other hpn rows, like skopeo's, leave write-back to the kernel. What that \
+             durability costs:\n"
+        );
+        for (_, what, line) in &rows {
+            let _ = writeln!(md, "- {what}: {line}");
+        }
+        let _ = writeln!(md);
+        // A rate the --sync rows beat is no bound: say so rather than let the numbers contradict.
+        if let Some(rate) = r.disk_mb_s {
+            let beaten: Vec<String> = rows
+                .iter()
+                .filter_map(|(key, what, _)| {
+                    let synced = r.wall(key.synced()?);
+                    (synced < self.written_bytes(*key) / MB / rate).then(|| format!("{what} ({synced:.2} s)"))
+                })
+                .collect();
+            if !beaten.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "The `--sync` {} finished sooner than its bytes take at the measured rate: in this run the disk \
+                     took hpn's writes faster than the single 512 MiB file of the rate measurement (taken at the end \
+                     of the bench), so that rate is only a rough bound here.\n",
+                    beaten.join(" and ")
+                );
+            }
+        }
     }
 
     /// Where a target is missed: the measured breakdown of the hpn job behind it.
@@ -2079,63 +2091,75 @@ impl Report {
             return;
         }
         let r = &self.results;
+        let cores = self.machine.cores;
         let _ = writeln!(md, "## Where the time goes\n");
         let _ = writeln!(
             md,
-            "Measured in the same run, for the targets missed above. \"fsync off\" runs the same command under \
-             `eatmydata` (an LD_PRELOAD that turns fsync/fdatasync/sync_file_range into no-ops): the difference is \
-             what waiting for the disk costs.\n"
+            "Measured in the same run, for the targets missed above. By default hpn, like skopeo and curl, does \
+             not wait for the disk; the `--sync` rows run the same command waiting for every byte to reach it, so \
+             their difference to the default row is what waiting for the disk would cost. {}\n",
+            if self.profiles.is_empty() {
+                "This run took no CPU profiles (`--quick`, or perf is not available)."
+            } else {
+                "The CPU profiles (perf, under \"Profiles\" below) show what the CPU time goes to."
+            }
         );
-        let breakdown = |md: &mut String, key: Key, no_fsync: Option<Key>, written: f64| {
+        let breakdown = |md: &mut String, key: Key| {
             let wall = r.wall(key);
             let (user, sys) = r.cpu(key);
             let _ = writeln!(
                 md,
                 "- `{}`: {wall:.2} s wall, {user:.2} s user + {sys:.2} s system CPU = {:.0}% of one core of \
-                 the {} (the rest is waiting: on the registry, the disk or each other).",
+                 the {cores} (the rest of the time it waits: on the registries, on the kernel or on its own threads).",
                 short_label(key),
                 (user + sys) / wall * 100.0,
-                self.machine.cores
             );
             let registry = r.registry_cpu(key);
             if registry > 0.0 {
                 let _ = writeln!(
                     md,
                     "  - the registries spent {registry:.2} s of CPU meanwhile: hpn and the registries together used {:.0}% of the {:.2} core-seconds the machine had.",
-                    (user + sys + registry) / (wall * self.machine.cores as f64) * 100.0,
-                    wall * self.machine.cores as f64
+                    (user + sys + registry) / (wall * cores as f64) * 100.0,
+                    wall * cores as f64
                 );
             }
-            if let Some(nf) = no_fsync.filter(|k| r.has(*k)) {
-                let off = r.wall(nf);
+            let written = self.written_bytes(key) / MB;
+            if written > 0.0 {
                 let _ = writeln!(
                     md,
-                    "  - with fsync off: {off:.2} s, so waiting for the disk costs {:.2} s ({:.0}% of the wall time).",
-                    wall - off,
-                    (wall - off) / wall * 100.0
+                    "  - it writes {written:.0} MB and, like skopeo, leaves them to the kernel's write-back instead \
+                     of waiting for them to reach the disk. With `--sync`, which waits, it {}.",
+                    self.sync_cost(key).unwrap_or_else(|| "was not measured".to_owned())
                 );
+                if let Some(rate) = r.disk_mb_s {
+                    let disk = written / rate;
+                    let against = match key.synced().filter(|k| r.has(*k)).map(|k| r.wall(k)) {
+                        Some(synced) if synced >= disk => {
+                            format!("{:.0}% of the `--sync` row's {synced:.2} s", disk / synced * 100.0)
+                        }
+                        Some(synced) => format!(
+                            "more than the whole `--sync` row took ({synced:.2} s), so here the rate is only a rough \
+                             bound"
+                        ),
+                        None => "what `--sync` would wait for".to_owned(),
+                    };
+                    let _ = writeln!(
+                        md,
+                        "  - at this disk's {rate:.0} MB/s fsync'd write rate those {written:.0} MB alone take \
+                         {disk:.2} s: {against}."
+                    );
+                }
             }
-            if let Some(rate) = r.disk_mb_s
-                && written > 0.0
-            {
-                let _ = writeln!(
-                    md,
-                    "  - it writes {:.0} MB that are fsync'd; at this disk's {rate:.0} MB/s fsync'd write rate that \
-                     alone takes {:.2} s.",
-                    written / MB,
-                    written / MB / rate
-                );
+            if let Some(profile) = self.profiles.iter().find(|p| p.name == short_label(key)) {
+                let _ = writeln!(md, "  - CPU profile: {}.", profile_summary(profile));
             }
         };
-        let archive = r.archive_bytes as f64;
-        let store = self.corpus.unique_bytes() as f64;
-        let save_missed = missed.iter().any(|t| t.what.starts_with("`hpn save`"));
-        if save_missed {
-            breakdown(md, Key::Save, Some(Key::SaveNoFsync), archive + store);
+        if missed.iter().any(|t| t.what.starts_with("`hpn save`")) {
+            breakdown(md, Key::Save);
             let _ = writeln!(
                 md,
                 "  - the raw fetch it is compared with takes {:.2} s ({:.2} s with sha256), writing nothing; \
-                 hpn writes every blob twice (store, then archive) and waits for both to reach the disk.",
+                 hpn hashes every blob and writes it twice (store, then archive).",
                 r.wall(Key::Curl),
                 r.wall(Key::CurlSha)
             );
@@ -2148,24 +2172,30 @@ impl Report {
             );
         }
         if missed.iter().any(|t| t.what.starts_with("warm")) {
-            breakdown(md, Key::Warm, Some(Key::WarmNoFsync), archive);
+            breakdown(md, Key::Warm);
+            let fs = self.fs_type();
+            let how = if fs == "ext4" {
+                "a copy in the kernel (ext4 has no reflink)".to_owned()
+            } else {
+                format!("done in the kernel ({fs}: a copy, or shared extents where it can reflink)")
+            };
             let _ = writeln!(
                 md,
-                "  - the archive's blobs come from the store by copy_file_range; on {} that is a copy in the kernel \
-                 (no reflink), then the whole archive is fsync'd.",
-                self.machine.fs.split_whitespace().next().unwrap_or("this file system")
+                "  - the archive's blobs come from the store by copy_file_range; on {fs} that is {how}. By default \
+                 hpn leaves the archive to write-back; with `--sync` it fsyncs the whole archive before it returns."
             );
         }
         if missed.iter().any(|t| t.what.starts_with("`hpn push")) {
-            breakdown(md, Key::Push, None, 0.0);
+            breakdown(md, Key::Push);
             let needed = r.wall(Key::SkopeoPush) / TARGET_PUSH_VS_SKOPEO;
             let registry = r.registry_cpu(Key::Push);
             let (su, ss) = r.cpu(Key::SkopeoPush);
             let _ = writeln!(
                 md,
-                "  - 5× the skopeo loop ({:.2} s) means {needed:.2} s. Registry B alone spent {registry:.2} CPU-seconds receiving hpn's upload (hashing and writing every byte), {:.2} s even if it kept both cores busy. The skopeo loop spent {:.2} s of its own CPU (it gzips the layers the docker-archive holds uncompressed) and the registry {:.2} s.",
+                "  - 5× the skopeo loop ({:.2} s) means {needed:.2} s. Registry B alone spent {registry:.2} CPU-seconds receiving hpn's upload (hashing and writing every byte), {:.2} s even if it kept {} busy. The skopeo loop spent {:.2} s of its own CPU (it gzips the layers the docker-archive holds uncompressed) and the registry {:.2} s.",
                 r.wall(Key::SkopeoPush),
-                registry / self.machine.cores as f64,
+                registry / cores as f64,
+                cores_phrase(cores),
                 su + ss,
                 r.registry_cpu(Key::SkopeoPush)
             );
@@ -2173,10 +2203,57 @@ impl Report {
         if missed.iter().any(|t| t.what.starts_with("peak RSS")) {
             let _ = writeln!(md, "- peak RSS per job is in the results table.");
         }
-        if !self.profiles.is_empty() {
-            let _ = writeln!(md, "\nThe CPU profiles (perf) are below, under \"Profiles\".");
-        }
         let _ = writeln!(md);
+    }
+
+    fn write_concurrency(&self, md: &mut String) {
+        let points = &self.concurrency;
+        if points.is_empty() {
+            return;
+        }
+        let default = hpn_registry::ClientOptions::default().max_requests_per_host;
+        let _ = writeln!(
+            md,
+            "## Concurrency: requests per registry host
+"
+        );
+        let _ = writeln!(
+            md,
+            "The per-host request limit (`parallel.requests_per_host`, `HPN_REQUESTS_PER_HOST`; blob bodies \
+             count against it) for the two jobs that load one registry most, median of {} run(s) each, \
+             interleaved. The default is {default}.\n",
+            self.runs
+        );
+        let _ = writeln!(md, "| requests per host | hpn save (cold) | hpn push -i | |");
+        let _ = writeln!(md, "|---:|---:|---:|---|");
+        let med = |v: &[Sample]| median(&v.iter().map(|x| x.wall).collect::<Vec<_>>());
+        for point in points {
+            let mark = if point.requests_per_host == default { "default" } else { "" };
+            let _ = writeln!(
+                md,
+                "| {} | {:.2} s | {:.2} s | {mark} |",
+                point.requests_per_host,
+                med(&point.save),
+                med(&point.push)
+            );
+        }
+        let best = |time: &dyn Fn(&ConcurrencyPoint) -> f64| {
+            points
+                .iter()
+                .map(|p| (p.requests_per_host, time(p)))
+                .fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a })
+        };
+        let (save_best, save_time) = best(&|p| med(&p.save));
+        let (push_best, push_time) = best(&|p| med(&p.push));
+        if let Some(at_default) = points.iter().find(|p| p.requests_per_host == default) {
+            let _ = writeln!(
+                md,
+                "\nFastest save at {save_best} requests per host ({save_time:.2} s), fastest push at {push_best} \
+                 ({push_time:.2} s); the default {default} is {:+.0}% and {:+.0}% off those.\n",
+                (med(&at_default.save) / save_time - 1.0) * 100.0,
+                (med(&at_default.push) / push_time - 1.0) * 100.0
+            );
+        }
     }
 
     fn write_scaling(&self, md: &mut String) {
@@ -2187,7 +2264,7 @@ impl Report {
             md,
             "Images generated by the bench: each is an OCI image with a shared {} base layer plus a {} layer and \
              a config of its own, in its own repository (`scaling/img-NNN:1`). `hpn save -f list -o` of the \
-             first N, cold, and `hpn pull` of the same; the raw fetch is the parallel curl of the same blobs. \
+             first N, cold, by default and with `--sync`, and `hpn pull` of the same; the raw fetch is the parallel curl of the same blobs. \
              Requests are counted in the registry's access log. One manifest GET on a kept-alive connection \
              takes {:.2} ms here (curl, median of 100).\n",
             human_size(SCALING_BASE_BYTES as u64),
@@ -2196,7 +2273,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "| images | unique bytes | hpn save | per image | hpn pull | raw fetch | save, fsync off | requests per image | hpn CPU per image | registry CPU per image |"
+            "| images | unique bytes | hpn save | per image | hpn pull | raw fetch | save --sync | requests per image | hpn CPU per image | registry CPU per image |"
         );
         let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let med = |v: &[Sample]| median(&v.iter().map(|x| x.wall).collect::<Vec<_>>());
@@ -2211,7 +2288,7 @@ impl Report {
                 save / p.images as f64 * 1000.0,
                 med(&p.pull),
                 med(&p.curl),
-                if p.save_no_fsync.is_empty() { "–".to_owned() } else { format!("{:.2} s", med(&p.save_no_fsync)) },
+                if p.save_synced.is_empty() { "–".to_owned() } else { format!("{:.2} s", med(&p.save_synced)) },
                 p.requests_per_image,
                 median(&p.save.iter().map(|x| x.user + x.sys).collect::<Vec<_>>()) / p.images as f64 * 1000.0,
                 median(&p.save.iter().map(|x| x.registry_cpu).collect::<Vec<_>>()) / p.images as f64 * 1000.0
@@ -2245,23 +2322,31 @@ impl Report {
             median(&big.save.iter().map(|x| x.registry_cpu).collect::<Vec<_>>()) / big.images as f64 * 1000.0;
         let _ = writeln!(
             md,
-            "Against the machine's limit: the parallel curl of the same blobs (one process per blob, no manifests) takes {:.2} s for {} images, so `hpn save` runs at {:.2}× the raw fetch; the registry spends {registry_ms:.1} ms of CPU per image serving hpn, {:.1} ms of wall time per image even if it had both cores to itself.\n",
+            "Against the machine's limit: the parallel curl of the same blobs (one process per blob, no manifests) takes {:.2} s for {} images, so `hpn save` runs at {:.2}× the raw fetch; the registry spends {registry_ms:.1} ms of CPU per image serving hpn, {:.1} ms of wall time per image even if it had {} to itself.\n",
             med(&big.curl),
             big.images,
             t_big / med(&big.curl),
-            registry_ms / self.machine.cores as f64
+            registry_ms / self.machine.cores as f64,
+            cores_phrase(self.machine.cores)
         );
-        if let (Some(nf_small), Some(nf_big)) = (
-            (!small.save_no_fsync.is_empty()).then(|| med(&small.save_no_fsync)),
-            (!big.save_no_fsync.is_empty()).then(|| med(&big.save_no_fsync)),
+        if let (Some(synced_small), Some(synced_big)) = (
+            (!small.save_synced.is_empty()).then(|| med(&small.save_synced)),
+            (!big.save_synced.is_empty()).then(|| med(&big.save_synced)),
         ) {
-            let nf_marginal = (nf_big - nf_small) / (big.images - small.images) as f64;
+            let synced_marginal = (synced_big - synced_small) / (big.images - small.images) as f64;
+            let extra = synced_marginal - marginal;
+            let verdict = if extra >= 0.0 {
+                format!("waiting for the disk adds {:.1} ms to each image", extra * 1000.0)
+            } else {
+                format!("it cost no time per image in this run ({:.1} ms less)", -extra * 1000.0)
+            };
             let _ = writeln!(
                 md,
-                "With fsync off the added image costs {:.1} ms, so {:.1} ms of each image's {:.1} ms is waiting \
-                 for the disk (each image adds fsync'd blobs to the store and rewrites index.json).\n",
-                nf_marginal * 1000.0,
-                (marginal - nf_marginal) * 1000.0,
+                "With `--sync` the {} images take {synced_big:.2} s instead of {t_big:.2} s, and an added image \
+                 costs {:.1} ms instead of {:.1} ms: {verdict} (with `--sync` each image's blobs are fsync'd into \
+                 the store, and index.json is rewritten and fsync'd).\n",
+                big.images,
+                synced_marginal * 1000.0,
                 marginal * 1000.0
             );
         }
@@ -2277,8 +2362,9 @@ impl Report {
             md,
             "An OCI image of a single uncompressed {} layer (generated, incompressible), one run each. Peak RSS \
              must not follow the layer size; the corpus column is the same job on the bench corpus, whose largest \
-             layer is about 56 MiB.\n",
-            human_size(large.layer_bytes)
+             layer is {}.\n",
+            human_size(large.layer_bytes),
+            human_size(self.corpus.blobs.values().map(|(_, size)| *size).max().unwrap_or(0))
         );
         let _ =
             writeln!(md, "| job | wall | throughput | peak RSS | same job on the corpus |\n|---|---:|---:|---:|---:|");
@@ -2318,7 +2404,8 @@ impl Report {
         let _ = writeln!(
             md,
             "`perf record -F 999 -g` of one run each (CPU samples only: time spent waiting does not show), top \
-             entries by self time. `[kernel.kallsyms]` is work the kernel does for hpn: copying pages, TCP, ext4.\n"
+             entries by self time. `[kernel.kallsyms]` is work the kernel does for hpn: copying pages, TCP, {}.\n",
+            self.fs_type()
         );
         for p in &self.profiles {
             let _ = writeln!(md, "**{}** ({} samples):\n", p.name, p.samples);
@@ -2384,8 +2471,56 @@ fn short_label(key: Key) -> &'static str {
         Key::Load => "hpn load -i",
         Key::Push => "hpn push -i",
         Key::Copy => "hpn copy",
+        Key::SaveSynced => "hpn save --sync (cold)",
+        Key::WarmSynced => "hpn save --sync (warm)",
         other => other.label(),
     }
+}
+
+/// "both cores", "all 4 cores".
+fn cores_phrase(cores: usize) -> String {
+    match cores {
+        1 => "its one core".to_owned(),
+        2 => "both cores".to_owned(),
+        n => format!("all {n} cores"),
+    }
+}
+
+/// A profile's top entries by kind: "its 12 top entries hold 60% of the samples: sha256 23%, …".
+fn profile_summary(p: &Profile) -> String {
+    let (mut sha, mut kernel, mut copies, mut rest) = (0.0, 0.0, 0.0, 0.0);
+    for (pct, what) in &p.top {
+        if what.contains("sha2::") || what.to_ascii_lowercase().contains("sha256") {
+            sha += pct;
+        } else if what.starts_with("[kernel") {
+            kernel += pct;
+        } else if what.starts_with("libc") && what.contains("mem") {
+            copies += pct;
+        } else {
+            rest += pct;
+        }
+    }
+    let parts: Vec<String> = [
+        (sha, "sha256 hashing"),
+        (kernel, "the kernel (copying pages, TCP, the file system)"),
+        (copies, "libc's memcpy/memmove/memset"),
+        (rest, "the rest"),
+    ]
+    .into_iter()
+    .filter(|(pct, _)| *pct > 0.0)
+    .map(|(pct, what)| format!("{what} {pct:.0}%"))
+    .collect();
+    let largest = p
+        .top
+        .first()
+        .map_or_else(String::new, |(pct, what)| format!("; the largest is `{}` at {pct:.1}%", what.replace('`', "'")));
+    format!(
+        "{} samples; its {} top entries hold {:.0}% of them: {}{largest}",
+        p.samples,
+        p.top.len(),
+        sha + kernel + copies + rest,
+        parts.join(", ")
+    )
 }
 
 fn scaling_verdict(

@@ -185,6 +185,13 @@ pub trait ImageDestination: Send + Sync + 'static {
         String::new()
     }
 
+    /// Whether the destination has an image recorded under `name` already:
+    /// only then is it worth asking the source cheaply (a HEAD) whether that
+    /// image changed, before fetching it. A first pull skips the round trip.
+    fn has_image(&self, _name: &Reference) -> impl Future<Output = Result<bool, TransferError>> + Send {
+        async { Ok(false) }
+    }
+
     /// A small blob (manifest, config) the destination already holds,
     /// verified, so it need not be fetched from the source again.
     fn cached(

@@ -296,11 +296,13 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     }
 
     /// The top-level manifest: from the destination when the source says it
-    /// has not changed (a tag is resolved with a cheap HEAD first), else
-    /// fetched. A HEAD that fails is not fatal: the GET then says why.
+    /// has not changed (a tag the destination knows is resolved with a cheap
+    /// HEAD first), else fetched. A HEAD that fails is not fatal: the GET then
+    /// says why.
     async fn resolve_top(&self, image: &Reference) -> Result<RawManifest, TransferError> {
         let known = match image.digest() {
             Some(digest) => Some((digest.clone(), None)),
+            None if !self.destination.has_image(image).await? => None,
             None => match self.source.peek(image).await {
                 Ok(peeked) => peeked.map(|descriptor| (descriptor.digest, Some(descriptor.media_type))),
                 Err(error) => {

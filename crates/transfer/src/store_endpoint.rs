@@ -121,6 +121,11 @@ impl ImageDestination for StoreDestination {
         format!("store {}", self.store.root().display())
     }
 
+    async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
+        let name = ref_name(name);
+        blocking(&self.store, move |store| Ok(store.resolve_ref(&name)?.is_some())).await
+    }
+
     async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {
         let digest = digest.clone();
         blocking(&self.store, move |store| {
