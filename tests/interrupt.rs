@@ -58,8 +58,8 @@ fn throttle_uploads(proxy: &FaultProxy) {
 }
 
 /// Starts `args` and SIGKILLs it after `after`; `Some(run)` if it finished on its own first.
-fn kill_after(work: &Workspace, args: &[&str], after: Duration) -> Option<Run> {
-    let mut child = work.spawn(args, &[]);
+fn kill_after(work: &Workspace, args: &[&str], env: &[(&str, &str)], after: Duration) -> Option<Run> {
+    let mut child = work.spawn(args, env);
     let started = Instant::now();
     while started.elapsed() < after {
         if child.try_wait().unwrap().is_some() {
@@ -111,7 +111,7 @@ fn pull_killed_at_random_moments_reruns_to_a_complete_verified_store() {
         let at = moments.next(Duration::from_millis(20), Duration::from_millis(900));
         let context = format!("pull round {round}, seed {seed}, SIGKILL after {at:?}");
         throttle_downloads(&proxied.proxy);
-        let finished = kill_after(&work, &["pull", "-f", &list], at);
+        let finished = kill_after(&work, &["pull", "-f", &list], &[], at);
         proxied.proxy.clear();
         if let Some(run) = &finished {
             assert_eq!(run.code, 0, "{context}: finished before the kill, but failed:\n{}", run.stderr);
@@ -143,7 +143,7 @@ fn save_killed_at_random_moments_leaves_no_partial_archive_and_reruns() {
         let at = moments.next(Duration::from_millis(20), Duration::from_millis(900));
         let context = format!("save round {round}, seed {seed}, SIGKILL after {at:?}");
         throttle_downloads(&proxied.proxy);
-        let finished = kill_after(&work, &["save", "-f", &list, "-o", "all.tar"], at);
+        let finished = kill_after(&work, &["save", "-f", &list, "-o", "all.tar"], &[], at);
         proxied.proxy.clear();
         let archive = work.path().join("all.tar");
         match &finished {
@@ -202,18 +202,21 @@ fn push_killed_at_random_moments_reruns_and_keeps_every_digest() {
     for round in 0..KILLS {
         let at = moments.next(Duration::from_millis(20), Duration::from_millis(1000));
         let context = format!("push round {round}, seed {seed}, SIGKILL after {at:?}");
-        // A project of its own each round, so every round uploads everything again.
+        // A project of its own each round, and a cache of its own, so that every round uploads
+        // everything again instead of mounting what earlier rounds pushed.
         let project = format!("round{round}");
+        let cache = source.path().join(format!("cache-{round}"));
+        let env = [("XDG_CACHE_HOME", cache.to_str().unwrap())];
         let args = ["push", "-f", &list, "-r", site_proxy.addr(), "--push-mode", "2", "-p", &project];
         throttle_uploads(&site_proxy);
-        match kill_after(&source, &args, at) {
+        match kill_after(&source, &args, &env, at) {
             Some(run) => assert_eq!(run.code, 0, "{context}: finished before the kill, but failed:\n{}", run.stderr),
             None => killed += 1,
         }
         site_proxy.clear();
         check_killed_store(&source, &context);
 
-        let rerun = source.hpn(args);
+        let rerun = source.hpn_with_env(args, &env);
         check_rerun(&source, &rerun, &context);
         for name in IMAGES {
             let image = proxied.image(name);
