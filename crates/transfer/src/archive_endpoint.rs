@@ -95,6 +95,26 @@ impl ArchiveDestination {
         })
         .await
     }
+
+    /// Adds a verified local file (a store blob) as the blob `descriptor`
+    /// names, unless the archive has it already; a zstd layer also gets its
+    /// uncompressed copy. `hpn save` calls this for each blob as soon as the
+    /// store holds it, ahead of its image.
+    pub async fn add_local_blob(&self, descriptor: &Descriptor, path: PathBuf) -> Result<(), TransferError> {
+        let inner = Arc::clone(&self.inner);
+        let descriptor = descriptor.clone();
+        run_blocking(move || {
+            if inner.with_writer(|writer| Ok(writer.contains_blob(&descriptor.digest)))? {
+                return Ok(());
+            }
+            if layer_compression(&descriptor.media_type) == Some(LayerCompression::Zstd) {
+                inner.add_zstd_layer(&descriptor, &path)
+            } else {
+                inner.with_writer(|writer| Ok(writer.add_blob_from_file(&descriptor.digest, &path)?))
+            }
+        })
+        .await
+    }
 }
 
 async fn run_blocking<T: Send + 'static>(
@@ -126,13 +146,7 @@ impl ImageDestination for ArchiveDestination {
                 run_blocking(move || inner.with_writer(|writer| Ok(writer.add_blob_bytes(&descriptor.digest, &bytes)?)))
                     .await
             }
-            BlobContent::File(path) if is_zstd => run_blocking(move || inner.add_zstd_layer(&descriptor, &path)).await,
-            BlobContent::File(path) => {
-                run_blocking(move || {
-                    inner.with_writer(|writer| Ok(writer.add_blob_from_file(&descriptor.digest, &path)?))
-                })
-                .await
-            }
+            BlobContent::File(path) => self.add_local_blob(&descriptor, path).await,
             // A zstd layer is needed twice (as is, and decompressed), so a
             // streamed one is first spooled to a verified temp file.
             BlobContent::Stream(stream) if is_zstd => {

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hpn_oci::{Descriptor, Digest, Reference};
 use hpn_store::Store;
+use tokio::sync::mpsc;
 
 use crate::endpoint::{BlobContent, BlobStream, CopiedImage, ImageDestination, ImageSource, RawManifest};
 use crate::error::TransferError;
@@ -104,60 +105,26 @@ impl ImageSource for StoreSource {
 #[derive(Debug, Clone)]
 pub struct StoreDestination {
     store: Arc<Store>,
+    /// Told of every blob the store holds once it is in place, if someone listens.
+    stored: Option<mpsc::UnboundedSender<Descriptor>>,
 }
 
 impl StoreDestination {
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self { store, stored: None }
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-}
-
-impl ImageDestination for StoreDestination {
-    fn describe(&self) -> String {
-        format!("store {}", self.store.root().display())
-    }
-
-    async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
-        let name = ref_name(name);
-        blocking(&self.store, move |store| Ok(store.resolve_ref(&name)?.is_some())).await
+    /// Also sends each blob's descriptor to `stored` as soon as the store
+    /// holds it (found there or just written), so that a consumer (the
+    /// archive of `hpn save`) can take it while the image's other blobs are
+    /// still downloading.
+    pub fn notifying(mut self, stored: mpsc::UnboundedSender<Descriptor>) -> Self {
+        self.stored = Some(stored);
+        self
     }
 
-    async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {
-        let digest = digest.clone();
-        blocking(&self.store, move |store| {
-            if !store.has_blob(&digest) {
-                return Ok(None);
-            }
-            Ok(Some(Bytes::from(store.read_blob(&digest, limit)?)))
-        })
-        .await
-    }
-
-    async fn has_blob(&self, _target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
-        let (digest, size) = (descriptor.digest.clone(), descriptor.size);
-        blocking(&self.store, move |store| match store.blob_size(&digest)? {
-            Some(stored) if stored == size => Ok(true),
-            Some(stored) => {
-                // Only a crash before the kernel wrote the blob back leaves this; fetched
-                // again, the good copy replaces it.
-                tracing::warn!(%digest, stored, size, store = %store.root().display(), "a stored blob has the wrong size; fetching it again");
-                Ok(false)
-            }
-            None => Ok(false),
-        })
-        .await
-    }
-
-    async fn put_blob(
-        &self,
-        _target: &Reference,
-        descriptor: &Descriptor,
-        content: BlobContent,
-    ) -> Result<(), TransferError> {
+    /// Writes a blob into the store, verified against `descriptor`.
+    async fn store_blob(&self, descriptor: &Descriptor, content: BlobContent) -> Result<(), TransferError> {
         let expected = descriptor.clone();
         match content {
             BlobContent::Bytes(bytes) => {
@@ -189,6 +156,69 @@ impl ImageDestination for StoreDestination {
         }
     }
 
+    fn notify(&self, descriptor: &Descriptor) {
+        if let Some(stored) = &self.stored {
+            // Nobody listening any more is fine: it was only a head start.
+            let _ = stored.send(descriptor.clone());
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+impl ImageDestination for StoreDestination {
+    fn describe(&self) -> String {
+        format!("store {}", self.store.root().display())
+    }
+
+    async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
+        let name = ref_name(name);
+        blocking(&self.store, move |store| Ok(store.resolve_ref(&name)?.is_some())).await
+    }
+
+    async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {
+        let digest = digest.clone();
+        blocking(&self.store, move |store| {
+            if !store.has_blob(&digest) {
+                return Ok(None);
+            }
+            Ok(Some(Bytes::from(store.read_blob(&digest, limit)?)))
+        })
+        .await
+    }
+
+    async fn has_blob(&self, _target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        let (digest, size) = (descriptor.digest.clone(), descriptor.size);
+        let present = blocking(&self.store, move |store| match store.blob_size(&digest)? {
+            Some(stored) if stored == size => Ok(true),
+            Some(stored) => {
+                // Only a crash before the kernel wrote the blob back leaves this; fetched
+                // again, the good copy replaces it.
+                tracing::warn!(%digest, stored, size, store = %store.root().display(), "a stored blob has the wrong size; fetching it again");
+                Ok(false)
+            }
+            None => Ok(false),
+        })
+        .await?;
+        if present {
+            self.notify(descriptor);
+        }
+        Ok(present)
+    }
+
+    async fn put_blob(
+        &self,
+        _target: &Reference,
+        descriptor: &Descriptor,
+        content: BlobContent,
+    ) -> Result<(), TransferError> {
+        self.store_blob(descriptor, content).await?;
+        self.notify(descriptor);
+        Ok(())
+    }
+
     async fn put_manifest(&self, _target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
         let (descriptor, bytes) = (manifest.descriptor(), manifest.bytes.clone());
         blocking(&self.store, move |store| Ok(store.put_blob_bytes(&descriptor, &bytes)?)).await
@@ -213,7 +243,7 @@ where
     T: Send + 'static,
     F: FnOnce(&mut dyn Read) -> Result<T, TransferError> + Send + 'static,
 {
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Option<Bytes>>(STREAM_CHANNEL_DEPTH);
+    let (sender, receiver) = mpsc::channel::<Option<Bytes>>(STREAM_CHANNEL_DEPTH);
     let consumer = tokio::task::spawn_blocking(move || {
         let mut reader = ChannelReader { receiver, current: Bytes::new(), failed: false };
         consume(&mut reader)
@@ -244,7 +274,7 @@ where
 /// `None` in the channel means the stream failed: reading then errors, so a
 /// partial blob is never committed as if it had ended.
 struct ChannelReader {
-    receiver: tokio::sync::mpsc::Receiver<Option<Bytes>>,
+    receiver: mpsc::Receiver<Option<Bytes>>,
     current: Bytes,
     failed: bool,
 }

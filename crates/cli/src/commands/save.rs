@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, stream};
 use hpn_archive::ArchiveCompression;
-use hpn_oci::{Durability, Platform};
+use hpn_oci::{Descriptor, Durability, Platform};
 use hpn_store::Store;
 use hpn_transfer::{
     ArchiveDestination, CopyJob, Engine, EngineOptions, NoReport, PlatformChoice, RegistrySource, StoreDestination,
@@ -57,12 +57,6 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
     )?;
     let options = engine_options(platforms, settings);
     let store = open_store(settings)?;
-    let pull_engine = Engine::new(
-        Arc::new(RegistrySource::new(registry_client(settings)?)),
-        Arc::new(StoreDestination::new(Arc::clone(&store))),
-        options.clone(),
-        reporter(settings),
-    );
     let jobs = CopyJob::same_names(list.references());
 
     // Created before any download, so a bad output path fails at once.
@@ -73,13 +67,47 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         )),
         SaveTarget::PerImage(_) => None,
     };
+    // Blobs go into the one archive as soon as the store holds them, while the
+    // rest of their image still downloads; the image's export then finds them there.
+    let (stored_blobs, mut stored_queue) = mpsc::unbounded_channel::<Descriptor>();
+    let mut pull_destination = StoreDestination::new(Arc::clone(&store));
+    if single.is_some() {
+        pull_destination = pull_destination.notifying(stored_blobs);
+    }
+    let pull_engine = Engine::new(
+        Arc::new(RegistrySource::new(registry_client(settings)?)),
+        Arc::new(pull_destination),
+        options.clone(),
+        reporter(settings),
+    );
 
     let (export_requests, mut export_queue) = mpsc::unbounded_channel::<(CopyJob, oneshot::Sender<ExportResult>)>();
     let exporter = async {
         let Some(archive) = &single else { return };
         let engine = export_engine(&store, Arc::clone(archive), &options);
-        while let Some((job, reply)) = export_queue.recv().await {
-            let _ = reply.send(engine.copy(&job).await.map(|_| None));
+        // The first failure of an early add (a full disk, say), and the end of early adds: an
+        // image export that then fails reports it, as the cause of its own failure.
+        let mut early_failure: Option<Arc<TransferError>> = None;
+        loop {
+            tokio::select! {
+                request = export_queue.recv() => match request {
+                    Some((job, reply)) => {
+                        let exported = engine.copy(&job).await.map(|_| None);
+                        let exported = match (&early_failure, exported) {
+                            (Some(cause), Err(_)) => Err(TransferError::Shared(Arc::clone(cause))),
+                            (_, exported) => exported,
+                        };
+                        let _ = reply.send(exported);
+                    }
+                    None => break,
+                },
+                Some(blob) = stored_queue.recv(), if early_failure.is_none() => {
+                    if let Err(error) = archive.add_local_blob(&blob, store.blob_path(&blob.digest)).await {
+                        tracing::debug!(digest = %blob.digest, %error, "adding a stored blob to the archive early failed");
+                        early_failure = Some(Arc::new(error));
+                    }
+                }
+            }
         }
     };
     let pulls = async {
