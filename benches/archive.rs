@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench archive`.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,25 +13,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveReader, ArchiveWriter, DockerImageEntry};
 use hpn_oci::{Descriptor, Digest, media_type};
 
-/// Incompressible bytes, like a compressed layer.
-fn blob(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn blobs(count: usize, len: usize, seed: u64) -> Vec<(Digest, Vec<u8>)> {
     (0..count)
         .map(|i| {
-            let bytes = blob(len, seed + i as u64);
+            let bytes = common::incompressible(len, seed + i as u64);
             (Digest::of(&bytes), bytes)
         })
         .collect()

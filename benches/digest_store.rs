@@ -4,6 +4,8 @@
 //! `cargo bench --bench digest_store`. Throughput is in bytes per second; compare runs with
 //! `--save-baseline NAME` / `--baseline NAME` (see BENCHMARKS.md).
 
+mod common;
+
 use std::hint::black_box;
 use std::io::Write;
 use std::time::Duration;
@@ -12,25 +14,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use hpn_oci::{Digest, Sha256Hasher};
 use hpn_store::Store;
 
-/// Incompressible, like a compressed layer.
-fn blob(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn sha256(c: &mut Criterion) {
     let mut group = c.benchmark_group("sha256");
     group.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    let data = blob(16 << 20, 1);
+    let data = common::incompressible(16 << 20, 1);
     // 64 KiB is what a network read hands over; 1 MiB what a file copy does.
     for chunk in [64 << 10, 1 << 20] {
         group.throughput(Throughput::Bytes(data.len() as u64));
@@ -52,7 +39,7 @@ fn blob_writer(c: &mut Criterion) {
     group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("store");
-    let data = blob(16 << 20, 2);
+    let data = common::incompressible(16 << 20, 2);
     let digest = Digest::of(&data);
     group.throughput(Throughput::Bytes(data.len() as u64));
 
