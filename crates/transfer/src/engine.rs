@@ -367,13 +367,20 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 }
                 let (sent, sent_here) =
                     self.transfers.run(descriptor.digest.clone(), || self.move_blob(image, target, descriptor)).await;
-                sent.map_err(TransferError::Shared)?;
-                if sent_here {
-                    return Ok(BlobOrigin::Transferred);
-                }
-                // Another repository got it, maybe while we waited: borrow it from there.
-                if self.destination.mount_blob(target, descriptor, image).await? {
-                    return Ok(BlobOrigin::AlreadyPresent);
+                match sent {
+                    Ok(()) if sent_here => return Ok(BlobOrigin::Transferred),
+                    Err(error) if sent_here => return Err(TransferError::Shared(error)),
+                    // Another repository got it, maybe while we waited: borrow it from there.
+                    Ok(()) => {
+                        if self.destination.mount_blob(target, descriptor, image).await? {
+                            return Ok(BlobOrigin::AlreadyPresent);
+                        }
+                    }
+                    // Sending it to another repository failed, perhaps for a reason of that
+                    // repository's own (no push right there): this one tries for itself.
+                    Err(error) => {
+                        tracing::debug!(%image, digest = %descriptor.digest, %error, "another repository's transfer of this blob failed; sending it here");
+                    }
                 }
                 self.move_blob(image, target, descriptor).await?;
                 Ok(BlobOrigin::Transferred)
