@@ -412,6 +412,9 @@ impl Timer {
         ] {
             command.env_remove(key);
         }
+        // hpn's cache (where it remembers pushed blobs, for mounts) belongs to the bench, not
+        // to whoever runs it: a user's earlier pushes must not shape what is measured.
+        command.env("XDG_CACHE_HOME", self.cwd.join("xdg-cache"));
         let registries = registry_cpu();
         let start = Instant::now();
         let output = command.output().with_context(|| format!("cannot run `{}`", cmd.line()))?;
