@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveReader, ArchiveWriter, DockerImageEntry};
 use hpn_oci::{Descriptor, Digest, media_type};
-use reader_support::{DOCKER_LAYER, RawTar, config_for, gzip, layer_tar, zstd};
+use reader_support::{RawTar, config_for, image_manifest, layer_blob, layer_tar, zstd};
 use serde_json::json;
 
 fn fuzz_dir() -> PathBuf {
@@ -94,33 +94,14 @@ impl Image {
             .enumerate()
             .map(|(position, compression)| {
                 let tar = layer_tar(&format!("{seed}/{position}"), seed.as_bytes());
-                match (*compression, oci) {
-                    ("gzip", false) => (gzip(&tar), media_type::DOCKER_LAYER_GZIP, tar),
-                    ("gzip", true) => (gzip(&tar), media_type::OCI_LAYER_GZIP, tar),
-                    ("zstd", _) => (zstd(&tar), media_type::OCI_LAYER_ZSTD, tar),
-                    (_, false) => (tar.clone(), DOCKER_LAYER, tar),
-                    (_, true) => (tar.clone(), media_type::OCI_LAYER, tar),
-                }
+                let (blob, media) = layer_blob(&tar, compression, oci);
+                (blob, media, tar)
             })
             .collect();
         let tars: Vec<&[u8]> = layers.iter().map(|(_, _, tar)| tar.as_slice()).collect();
         let config = config_for(&tars);
-        let (manifest_type, config_type) = if oci {
-            (media_type::OCI_MANIFEST, media_type::OCI_CONFIG)
-        } else {
-            (media_type::DOCKER_MANIFEST, media_type::DOCKER_CONFIG)
-        };
-        let layer_json: Vec<_> = layers
-            .iter()
-            .map(|(blob, media, _)| json!({"mediaType": media, "digest": Digest::of(blob), "size": blob.len()}))
-            .collect();
-        let manifest = serde_json::to_vec_pretty(&json!({
-            "schemaVersion": 2,
-            "mediaType": manifest_type,
-            "config": {"mediaType": config_type, "digest": Digest::of(&config), "size": config.len()},
-            "layers": layer_json,
-        }))
-        .unwrap();
+        let (manifest, manifest_type) =
+            image_manifest(&config, layers.iter().map(|(blob, media, _)| (blob.as_slice(), *media)), oci);
         Self { layers, config, manifest, manifest_type }
     }
 

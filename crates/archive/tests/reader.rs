@@ -30,36 +30,12 @@ impl Image {
         let tars: Vec<Vec<u8>> = (0..layers.len())
             .map(|position| layer_tar(&format!("{seed}/{position}"), format!("{seed} layer {position}").as_bytes()))
             .collect();
-        let blobs: Vec<(Vec<u8>, &'static str)> = tars
-            .iter()
-            .zip(layers)
-            .map(|(tar, compression)| match (*compression, oci) {
-                ("gzip", false) => (gzip(tar), media_type::DOCKER_LAYER_GZIP),
-                ("gzip", true) => (gzip(tar), media_type::OCI_LAYER_GZIP),
-                ("zstd", _) => (zstd(tar), media_type::OCI_LAYER_ZSTD),
-                (_, false) => (tar.clone(), DOCKER_LAYER),
-                (_, true) => (tar.clone(), media_type::OCI_LAYER),
-            })
-            .collect();
+        let blobs: Vec<(Vec<u8>, &'static str)> =
+            tars.iter().zip(layers).map(|(tar, compression)| layer_blob(tar, compression, oci)).collect();
         let tar_refs: Vec<&[u8]> = tars.iter().map(Vec::as_slice).collect();
         let config = config_for(&tar_refs);
-        let (manifest_type, config_type) = if oci {
-            (media_type::OCI_MANIFEST, media_type::OCI_CONFIG)
-        } else {
-            (media_type::DOCKER_MANIFEST, media_type::DOCKER_CONFIG)
-        };
-        let layer_json: Vec<_> = blobs
-            .iter()
-            .map(|(blob, media)| json!({"mediaType": media, "digest": Digest::of(blob), "size": blob.len()}))
-            .collect();
-        // Docker indents its manifests: any re-serialization would show.
-        let manifest = serde_json::to_vec_pretty(&json!({
-            "schemaVersion": 2,
-            "mediaType": manifest_type,
-            "config": {"mediaType": config_type, "digest": Digest::of(&config), "size": config.len()},
-            "layers": layer_json,
-        }))
-        .unwrap();
+        let (manifest, manifest_type) =
+            image_manifest(&config, blobs.iter().map(|(blob, media)| (blob.as_slice(), *media)), oci);
         Self { layers: blobs, tars, config, manifest, manifest_type }
     }
 

@@ -129,6 +129,44 @@ pub fn config_for(layer_tars: &[&[u8]]) -> Vec<u8> {
     .unwrap()
 }
 
+/// A layer blob as a registry holds it and its media type: `tar` compressed as `compression`
+/// says ("gzip", "zstd", anything else for none), typed the Docker or the OCI way.
+pub fn layer_blob(tar: &[u8], compression: &str, oci: bool) -> (Vec<u8>, &'static str) {
+    match (compression, oci) {
+        ("gzip", false) => (gzip(tar), media_type::DOCKER_LAYER_GZIP),
+        ("gzip", true) => (gzip(tar), media_type::OCI_LAYER_GZIP),
+        ("zstd", _) => (zstd(tar), media_type::OCI_LAYER_ZSTD),
+        (_, false) => (tar.to_vec(), DOCKER_LAYER),
+        (_, true) => (tar.to_vec(), media_type::OCI_LAYER),
+    }
+}
+
+/// An image manifest (indented, as Docker writes them: any re-serialization would show) for
+/// `config` and `layers` (blob, media type), with its media type.
+pub fn image_manifest<'a>(
+    config: &[u8],
+    layers: impl IntoIterator<Item = (&'a [u8], &'a str)>,
+    oci: bool,
+) -> (Vec<u8>, &'static str) {
+    let (manifest_type, config_type) = if oci {
+        (media_type::OCI_MANIFEST, media_type::OCI_CONFIG)
+    } else {
+        (media_type::DOCKER_MANIFEST, media_type::DOCKER_CONFIG)
+    };
+    let layer_json: Vec<_> = layers
+        .into_iter()
+        .map(|(blob, media)| json!({"mediaType": media, "digest": Digest::of(blob), "size": blob.len()}))
+        .collect();
+    let manifest = serde_json::to_vec_pretty(&json!({
+        "schemaVersion": 2,
+        "mediaType": manifest_type,
+        "config": {"mediaType": config_type, "digest": Digest::of(config), "size": config.len()},
+        "layers": layer_json,
+    }))
+    .unwrap();
+    (manifest, manifest_type)
+}
+
 pub fn manifest_json(items: &[(&str, &[&str], &[&str])]) -> Vec<u8> {
     let items: Vec<_> = items
         .iter()
