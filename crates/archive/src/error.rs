@@ -1,4 +1,4 @@
-use hpn_oci::io_error::{is_no_space, is_permission_denied};
+use hpn_fs::io_error::{is_no_space, is_permission_denied};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -13,5 +13,5 @@ mod tar_format;
 mod writer;
 
 pub use error::ArchiveError;
-pub use reader::{ArchiveReader, ArchivedImage, BlobReader, METADATA_LIMIT, ManifestBytes};
+pub use reader::{ArchiveReader, ArchivedImage, BlobReader, METADATA_LIMIT};
 pub use writer::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};

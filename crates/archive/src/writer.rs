@@ -15,7 +15,8 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
-use hpn_oci::{Descriptor, Digest, Durability, Sha256Hasher, annotation, media_type};
+use hpn_fs::Durability;
+use hpn_oci::{Descriptor, Digest, Sha256Hasher, annotation, media_type};
 use serde::Serialize;
 
 use crate::error::ArchiveError;

@@ -232,7 +232,7 @@ fn crane_tarballs_get_a_deterministic_synthesized_manifest() {
         layer(0),
         layer(1)
     );
-    assert_eq!(String::from_utf8(image.manifest.bytes.clone()).unwrap(), expected);
+    assert_eq!(String::from_utf8(image.manifest.bytes.to_vec()).unwrap(), expected);
     let checked = check_image(&reader, image);
     assert_eq!(
         checked.layers.iter().map(|layer| &layer.digest).collect::<Vec<_>>(),

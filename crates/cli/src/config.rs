@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use hpn_oci::Durability;
+use hpn_fs::Durability;
 use serde::Deserialize;
 
 use crate::args::GlobalArgs;

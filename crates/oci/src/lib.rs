@@ -7,17 +7,17 @@
 //! what keeps digests identical across save → load → push).
 
 mod digest;
-mod durability;
-pub mod io_error;
+pub mod limits;
 mod manifest;
 pub mod media_type;
 mod platform;
+mod raw;
 mod reference;
 
 pub use digest::{Digest, DigestError, Sha256Hasher};
-pub use durability::Durability;
 pub use manifest::{
     Descriptor, ImageConfig, ImageIndex, ImageManifest, ManifestError, ParsedManifest, RootFs, annotation,
 };
 pub use platform::{Platform, PlatformError};
+pub use raw::{BlobStream, RawManifest};
 pub use reference::{DOCKER_HUB_REGISTRY, Reference, ReferenceError};

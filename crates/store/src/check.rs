@@ -11,8 +11,6 @@ use hpn_oci::{Descriptor, Digest, ParsedManifest, Sha256Hasher, media_type};
 use crate::error::StoreError;
 use crate::{Store, USAGE_LOCK_FILE, temp};
 
-/// Registries cap manifests at 4 MiB; leave room for big indexes from other tools.
-const MAX_MANIFEST_SIZE: u64 = 16 * 1024 * 1024;
 const HASH_BUFFER_SIZE: usize = 1024 * 1024;
 
 /// What a blob is to the image that references it.
@@ -249,8 +247,10 @@ impl Store {
             if !is_manifest || !parsed.insert(digest.clone()) {
                 continue;
             }
-            let manifest =
-                self.read_blob(&digest, MAX_MANIFEST_SIZE).map_err(|error| error.to_string()).and_then(|bytes| {
+            let manifest = self
+                .read_blob(&digest, hpn_oci::limits::MANIFEST)
+                .map_err(|error| error.to_string())
+                .and_then(|bytes| {
                     ParsedManifest::parse(&bytes, Some(&descriptor.media_type)).map_err(|error| error.to_string())
                 });
             match manifest {

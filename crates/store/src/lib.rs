@@ -30,7 +30,8 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use hpn_oci::{Descriptor, Digest, Durability};
+use hpn_fs::Durability;
+use hpn_oci::{Descriptor, Digest};
 
 pub use check::{BlobRole, GcReport, Problem, VerifyReport};
 pub use error::StoreError;

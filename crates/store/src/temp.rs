@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use hpn_oci::Durability;
+use hpn_fs::Durability;
 
 use crate::error::StoreError;
 

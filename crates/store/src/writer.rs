@@ -3,7 +3,8 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use hpn_oci::{Digest, Durability, Sha256Hasher};
+use hpn_fs::Durability;
+use hpn_oci::{Digest, Sha256Hasher};
 
 use crate::error::StoreError;
 use crate::temp;

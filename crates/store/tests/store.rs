@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use hpn_oci::{Descriptor, Digest, Durability, annotation, media_type};
+use hpn_fs::Durability;
+use hpn_oci::{Descriptor, Digest, annotation, media_type};
 use hpn_store::{BlobRole, Problem, Store, StoreError};
 
 fn descriptor_of(media_type: &str, bytes: &[u8]) -> Descriptor {

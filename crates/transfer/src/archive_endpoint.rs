@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};
+use hpn_fs::Durability;
 use hpn_oci::media_type::{LayerCompression, layer_compression};
-use hpn_oci::{Descriptor, Digest, Durability, Reference, Sha256Hasher};
+use hpn_oci::{Descriptor, Digest, RawManifest, Reference, Sha256Hasher};
 
-use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, RawManifest};
+use crate::endpoint::{BlobContent, CopiedImage, ImageDestination};
 use crate::error::TransferError;
 use crate::hashing::HashingWriter;
 use crate::store_endpoint::drain_on_blocking_thread;

@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hpn_archive::ArchiveReader;
-use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Reference};
+use hpn_oci::{BlobStream, Descriptor, Digest, ImageConfig, ParsedManifest, RawManifest, Reference, limits};
 
-use crate::endpoint::{BlobContent, BlobStream, ImageSource, RawManifest};
+use crate::endpoint::{BlobContent, ImageSource, parse_manifest};
 use crate::error::TransferError;
 use crate::hashing::DiffIdCheck;
 
-/// Manifests and configs in an archive are small; this caps what a hostile one can make us read.
-const SMALL_BLOB_LIMIT: u64 = 16 * 1024 * 1024;
 /// Read size when streaming a blob out of the archive file.
 const CHUNK: usize = 256 * 1024;
 /// Chunks between the reading thread and the consumer: bounds memory per blob.
@@ -90,7 +88,7 @@ impl ArchiveSource {
 fn expected_diff_ids(reader: &ArchiveReader) -> HashMap<Digest, Vec<Digest>> {
     let mut diff_ids: HashMap<Digest, Vec<Digest>> = HashMap::new();
     let mut visited = HashSet::new();
-    let mut pending: Vec<(Vec<u8>, String, usize)> = reader
+    let mut pending: Vec<(Bytes, String, usize)> = reader
         .images()
         .iter()
         .map(|image| (image.manifest.bytes.clone(), image.manifest.media_type.clone(), 0))
@@ -102,13 +100,13 @@ fn expected_diff_ids(reader: &ArchiveReader) -> HashMap<Digest, Vec<Digest>> {
         match ParsedManifest::parse(&bytes, Some(&media_type)) {
             Ok((ParsedManifest::Index(index), _)) if depth < MAX_INDEX_DEPTH => {
                 for child in index.manifests.iter().filter(|child| !visited.contains(&child.digest)) {
-                    if let Ok(bytes) = reader.read_blob(&child.digest, SMALL_BLOB_LIMIT) {
-                        pending.push((bytes, child.media_type.clone(), depth + 1));
+                    if let Ok(bytes) = reader.read_blob(&child.digest, limits::CONFIG) {
+                        pending.push((bytes.into(), child.media_type.clone(), depth + 1));
                     }
                 }
             }
             Ok((ParsedManifest::Image(manifest), _)) => {
-                let Ok(config) = reader.read_blob(&manifest.config.digest, SMALL_BLOB_LIMIT) else { continue };
+                let Ok(config) = reader.read_blob(&manifest.config.digest, limits::CONFIG) else { continue };
                 let Ok(config) = ImageConfig::parse(&config) else { continue };
                 for (layer, diff_id) in manifest.layers.iter().zip(config.rootfs.diff_ids) {
                     let expected = diff_ids.entry(layer.digest.clone()).or_default();
@@ -156,7 +154,7 @@ impl ImageSource for ArchiveSource {
                 .ok_or_else(|| self.not_found(image))?,
         };
         let manifest = &self.reader.images()[position].manifest;
-        let (raw, _) = RawManifest::parse(Bytes::from(manifest.bytes.clone()), Some(&manifest.media_type), || {
+        let (raw, _) = parse_manifest(manifest.bytes.clone(), Some(&manifest.media_type), || {
             format!("image {image} in archive {}", self.reader.path().display())
         })?;
         Ok(raw)
@@ -165,10 +163,10 @@ impl ImageSource for ArchiveSource {
     async fn manifest(&self, image: &Reference, descriptor: &Descriptor) -> Result<RawManifest, TransferError> {
         let reader = Arc::clone(&self.reader);
         let digest = descriptor.digest.clone();
-        let bytes = tokio::task::spawn_blocking(move || reader.read_blob(&digest, SMALL_BLOB_LIMIT))
+        let bytes = tokio::task::spawn_blocking(move || reader.read_blob(&digest, limits::CONFIG))
             .await
             .map_err(|join| TransferError::io("archive read task", std::io::Error::other(join)))??;
-        let (raw, _) = RawManifest::parse(Bytes::from(bytes), Some(&descriptor.media_type), || {
+        let (raw, _) = parse_manifest(Bytes::from(bytes), Some(&descriptor.media_type), || {
             format!("image {image}, manifest {} in archive {}", descriptor.digest, self.reader.path().display())
         })?;
         Ok(raw)
@@ -240,7 +238,7 @@ fn read_as_stream(
         }
     });
     Box::pin(futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
+        receiver.recv().await.map(|item| (item.map_err(std::io::Error::other), receiver))
     }))
 }
 

@@ -14,8 +14,6 @@ use serde::{Deserialize, Serialize};
 const PLACES_PER_BLOB: usize = 4;
 /// Blobs remembered in the file; the least recently seen go first.
 const BLOBS_KEPT: usize = 20_000;
-/// The file is read whole; anything larger was not written by us.
-const FILE_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
 const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +125,7 @@ impl Drop for BlobLocations {
 
 fn read_file(file: &Path) -> Result<HashMap<Digest, Vec<Place>>, String> {
     let metadata = std::fs::metadata(file).map_err(|error| error.to_string())?;
-    if metadata.len() > FILE_SIZE_LIMIT {
+    if metadata.len() > hpn_oci::limits::STATE_FILE {
         return Err(format!("{} bytes is more than hpn writes", metadata.len()));
     }
     let bytes = std::fs::read(file).map_err(|error| error.to_string())?;

@@ -1,42 +1,21 @@
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use hpn_oci::{Descriptor, Digest, ImageManifest, ParsedManifest, Platform, Reference};
+use futures_util::StreamExt;
+use hpn_oci::{BlobStream, Descriptor, Digest, ImageManifest, ParsedManifest, Platform, RawManifest, Reference};
 
 use crate::error::TransferError;
 
-/// Manifest or index bytes exactly as the source holds them, with their
-/// media type and digest. Never re-serialized.
-#[derive(Debug, Clone)]
-pub struct RawManifest {
-    pub bytes: Bytes,
-    pub media_type: String,
-    pub digest: Digest,
+/// Hashes and parses manifest bytes (see [`RawManifest::parse`]); a document
+/// that does not parse is reported with `context` (which image, which file).
+pub(crate) fn parse_manifest(
+    bytes: Bytes,
+    media_type_hint: Option<&str>,
+    context: impl FnOnce() -> String,
+) -> Result<(RawManifest, ParsedManifest), TransferError> {
+    RawManifest::parse(bytes, media_type_hint).map_err(|source| TransferError::Manifest { context: context(), source })
 }
-
-impl RawManifest {
-    /// Hashes and parses `bytes`. `media_type_hint` is what the transport
-    /// said (Content-Type, a descriptor), used when the document has none.
-    pub fn parse(
-        bytes: Bytes,
-        media_type_hint: Option<&str>,
-        context: impl FnOnce() -> String,
-    ) -> Result<(Self, ParsedManifest), TransferError> {
-        let (parsed, media_type) = ParsedManifest::parse(&bytes, media_type_hint)
-            .map_err(|source| TransferError::Manifest { context: context(), source })?;
-        let digest = Digest::of(&bytes);
-        Ok((Self { bytes, media_type, digest }, parsed))
-    }
-
-    pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(&self.media_type, self.digest.clone(), self.bytes.len() as u64)
-    }
-}
-
-pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransferError>> + Send>>;
 
 /// A blob's bytes as a source can best offer them.
 pub enum BlobContent {
@@ -80,7 +59,7 @@ impl BlobContent {
             Self::Stream(mut stream) => {
                 let mut buffer = Vec::with_capacity(descriptor.size as usize);
                 while let Some(chunk) = stream.next().await {
-                    let chunk = chunk?;
+                    let chunk = chunk.map_err(TransferError::from_stream)?;
                     if (buffer.len() + chunk.len()) as u64 > descriptor.size {
                         break;
                     }

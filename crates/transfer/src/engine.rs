@@ -3,18 +3,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Platform, Reference};
+use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Platform, RawManifest, Reference, limits};
 use tokio::sync::Semaphore;
 
-use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, PlatformImage, RawManifest};
+use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, PlatformImage, parse_manifest};
 use crate::error::TransferError;
 use crate::report::{BlobOrigin, Reporter};
 use crate::single_flight::SingleFlight;
-
-/// Configs are a few KiB; anything this large is hostile or broken.
-const CONFIG_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
-/// The distribution registry refuses manifests over 4 MiB; so do we.
-const MANIFEST_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
 
 /// Which platforms of a multi-platform image to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +129,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     async fn copy_unreported(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
         let (image, target) = (&job.source, &job.destination);
         let top = self.resolve_top(image).await?;
-        let (_, parsed) = RawManifest::parse(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
+        let (_, parsed) = parse_manifest(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
         let (top, (platform_manifests, primary)) = match parsed {
             ParsedManifest::Image(manifest) => (top.clone(), (vec![(top, manifest, None)], 0)),
             ParsedManifest::Index(index) => {
@@ -268,7 +263,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         };
         let mut selected = Vec::with_capacity(chosen.len());
         for entry in chosen {
-            let manifest = match self.destination.cached(&entry.digest, MANIFEST_SIZE_LIMIT).await? {
+            let manifest = match self.destination.cached(&entry.digest, limits::MANIFEST).await? {
                 Some(bytes) => {
                     RawManifest { bytes, media_type: entry.media_type.clone(), digest: entry.digest.clone() }
                 }
@@ -281,7 +276,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                     actual: manifest.digest,
                 });
             }
-            let (_, parsed) = RawManifest::parse(manifest.bytes.clone(), Some(&entry.media_type), || {
+            let (_, parsed) = parse_manifest(manifest.bytes.clone(), Some(&entry.media_type), || {
                 format!("image {image}, platform manifest {}", entry.digest)
             })?;
             let ParsedManifest::Image(parsed) = parsed else {
@@ -312,9 +307,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             },
         };
         if let Some((digest, media_type)) = known
-            && let Some(bytes) = self.destination.cached(&digest, MANIFEST_SIZE_LIMIT).await?
+            && let Some(bytes) = self.destination.cached(&digest, limits::MANIFEST).await?
         {
-            let (manifest, _) = RawManifest::parse(bytes, media_type.as_deref(), || format!("image {image}"))?;
+            let (manifest, _) = parse_manifest(bytes, media_type.as_deref(), || format!("image {image}"))?;
             return Ok(manifest);
         }
         self.source.resolve(image).await
@@ -332,10 +327,10 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         let (result, _) = self
             .configs
             .run(key, || async {
-                let bytes = match self.destination.cached(&descriptor.digest, CONFIG_SIZE_LIMIT).await? {
+                let bytes = match self.destination.cached(&descriptor.digest, limits::CONFIG).await? {
                     Some(bytes) => bytes,
                     None => {
-                        self.source.blob(image, descriptor).await?.read_verified(descriptor, CONFIG_SIZE_LIMIT).await?
+                        self.source.blob(image, descriptor).await?.read_verified(descriptor, limits::CONFIG).await?
                     }
                 };
                 if !self.destination.has_blob(target, descriptor).await? {

@@ -61,6 +61,20 @@ pub enum ErrorKind {
 }
 
 impl TransferError {
+    /// The error a [`hpn_oci::BlobStream`] ended with, as the error of the
+    /// crate that produced it: a registry's network failure stays a network
+    /// failure rather than becoming a local I/O error.
+    pub fn from_stream(error: std::io::Error) -> Self {
+        if error.get_ref().is_some_and(|inner| inner.is::<RegistryError>() || inner.is::<TransferError>()) {
+            let inner = error.into_inner().expect("checked above");
+            return match inner.downcast::<TransferError>() {
+                Ok(transfer) => *transfer,
+                Err(inner) => Self::Registry(inner.downcast::<RegistryError>().expect("checked above")),
+            };
+        }
+        Self::io("reading a blob stream", error)
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io { context: context.into(), source }
     }

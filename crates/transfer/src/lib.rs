@@ -23,7 +23,7 @@ mod store_endpoint;
 pub use archive_endpoint::ArchiveDestination;
 pub use archive_source::{ArchiveSource, ArchivedImageNames};
 pub use blob_locations::BlobLocations;
-pub use endpoint::{BlobContent, BlobStream, CopiedImage, ImageDestination, ImageSource, PlatformImage, RawManifest};
+pub use endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, PlatformImage};
 pub use engine::{CopyJob, CopyOutcome, Engine, EngineOptions, PlatformChoice};
 pub use error::{ErrorKind, TransferError};
 pub use registry_endpoint::{RegistryDestination, RegistrySource};

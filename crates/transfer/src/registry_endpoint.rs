@@ -4,11 +4,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{TryStreamExt, stream};
-use hpn_oci::{Descriptor, Digest, Reference};
+use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
 use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, UploadStream};
 
 use crate::blob_locations::BlobLocations;
-use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, RawManifest};
+use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource};
 use crate::error::TransferError;
 
 /// Read size for uploads from local files.
@@ -46,7 +46,7 @@ impl ImageSource for RegistrySource {
 
     async fn blob(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {
         let stream = self.client.get_blob(image, descriptor).await?;
-        Ok(BlobContent::Stream(Box::pin(stream.map_err(TransferError::from))))
+        Ok(BlobContent::Stream(Box::pin(stream.map_err(io::Error::other))))
     }
 }
 
@@ -114,7 +114,7 @@ fn body_factory(content: BlobContent) -> BodyFactory {
                     let stream = taken.ok_or_else(|| {
                         io::Error::other("a blob streamed from another registry cannot be re-sent; run the copy again")
                     })?;
-                    Ok(Box::pin(stream.map_err(io::Error::other)) as UploadStream)
+                    Ok(stream as UploadStream)
                 })
             })
         }

@@ -3,15 +3,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use hpn_oci::{Descriptor, Digest, Reference};
+use hpn_oci::{BlobStream, Descriptor, Digest, RawManifest, Reference, limits};
 use hpn_store::Store;
 use tokio::sync::mpsc;
 
-use crate::endpoint::{BlobContent, BlobStream, CopiedImage, ImageDestination, ImageSource, RawManifest};
+use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, parse_manifest};
 use crate::error::TransferError;
 
-/// Manifests and indexes are small; this caps what a damaged store can make us read.
-const MANIFEST_SIZE_LIMIT: u64 = 4 * 1024 * 1024;
 /// Chunks in flight between a download and the thread writing it: bounds memory per blob.
 const STREAM_CHANNEL_DEPTH: usize = 16;
 
@@ -66,8 +64,8 @@ impl ImageSource for StoreSource {
             if !store.has_blob(&wanted.digest) {
                 return Err(TransferError::BlobMissing { digest: wanted.digest, store: store.root().to_owned() });
             }
-            let bytes = store.read_blob(&wanted.digest, MANIFEST_SIZE_LIMIT)?;
-            let (manifest, _) = RawManifest::parse(Bytes::from(bytes), Some(&wanted.media_type), || {
+            let bytes = store.read_blob(&wanted.digest, limits::MANIFEST)?;
+            let (manifest, _) = parse_manifest(Bytes::from(bytes), Some(&wanted.media_type), || {
                 format!("manifest {} in the store at {}", wanted.digest, store.root().display())
             })?;
             if manifest.digest != wanted.digest {
@@ -258,7 +256,7 @@ where
             }
             Err(error) => {
                 let _ = sender.send(None).await;
-                stream_error = Some(error);
+                stream_error = Some(TransferError::from_stream(error));
                 break;
             }
         }

@@ -13,12 +13,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hpn_oci::{Descriptor, Digest, ImageConfig, ImageManifest, ParsedManifest, Sha256Hasher, annotation, media_type};
+use hpn_oci::{
+    Descriptor, Digest, ImageConfig, ImageManifest, ParsedManifest, RawManifest, Sha256Hasher, annotation, media_type,
+};
 use serde::Deserialize;
 
 use super::index::{self, FileEntry, Index, Location, Lookup};
 use super::source::Storage;
-use super::{ArchivedImage, Blob, BlobReader, METADATA_LIMIT, ManifestBytes, read_verified, read_whole};
+use super::{ArchivedImage, Blob, BlobReader, METADATA_LIMIT, read_verified, read_whole};
 use crate::error::ArchiveError;
 use crate::format::{self, ManifestItem, Repositories};
 
@@ -155,7 +157,7 @@ impl Builder<'_> {
             found.push(Found {
                 image: ArchivedImage {
                     names: dedup(names),
-                    manifest: ManifestBytes { bytes, media_type, digest: descriptor.digest },
+                    manifest: RawManifest { bytes: bytes.into(), media_type, digest: descriptor.digest },
                     synthesized: false,
                 },
                 configs,
@@ -393,7 +395,7 @@ impl Builder<'_> {
                 index
             }
             None => {
-                self.blobs.insert(manifest.digest.clone(), Blob::Memory(Arc::from(manifest.bytes.as_slice())));
+                self.blobs.insert(manifest.digest.clone(), Blob::Memory(Arc::from(&manifest.bytes[..])));
                 found.push(Found {
                     image: ArchivedImage { names: dedup(image.repo_tags), manifest, synthesized: true },
                     configs: vec![image.config_digest],
@@ -412,7 +414,7 @@ impl Builder<'_> {
         image: &DockerImage,
         layers: Vec<(Descriptor, LayerFormat)>,
         label: &str,
-    ) -> Result<ManifestBytes, ArchiveError> {
+    ) -> Result<RawManifest, ArchiveError> {
         let oci = layers.iter().any(|(_, format)| *format == LayerFormat::Zstd);
         let mut descriptors = Vec::with_capacity(layers.len());
         for (mut descriptor, format) in layers {
@@ -453,7 +455,7 @@ impl Builder<'_> {
         // archive always gives the same bytes, so the same digest.
         let bytes = serde_json::to_vec(&manifest).expect("a manifest always serializes");
         let digest = Digest::of(&bytes);
-        Ok(ManifestBytes { bytes, media_type: manifest_type.to_owned(), digest })
+        Ok(RawManifest { bytes: bytes.into(), media_type: manifest_type.to_owned(), digest })
     }
 
     /// Legacy `repositories` (`{"repo":{"tag":"<top layer id>"}}`): adds the

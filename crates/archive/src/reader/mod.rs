@@ -24,7 +24,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hpn_oci::Digest;
+use hpn_oci::{Digest, RawManifest};
 
 use crate::error::ArchiveError;
 use crate::writer::ArchiveCompression;
@@ -32,9 +32,10 @@ use index::{FileEntry, Location};
 use source::Storage;
 
 /// The largest manifest.json, index.json, repositories, manifest or config
-/// the reader takes into memory. Real ones are a few KB; the limit keeps a
-/// hostile archive from making hpn allocate gigabytes.
-pub const METADATA_LIMIT: u64 = 8 * 1024 * 1024;
+/// the reader takes into memory ([`hpn_oci::limits::ARCHIVE_METADATA`]).
+/// Real ones are a few KB; the limit keeps a hostile archive from making hpn
+/// allocate gigabytes.
+pub const METADATA_LIMIT: u64 = hpn_oci::limits::ARCHIVE_METADATA;
 
 /// An opened archive: its images, and its blobs by digest.
 ///
@@ -65,7 +66,7 @@ pub struct ArchivedImage {
     /// The top-level manifest or index. Read from `blobs/` (original bytes,
     /// digest preserved) whenever the archive has an OCI side; synthesized for
     /// docker-only archives (see [`ArchivedImage::synthesized`]).
-    pub manifest: ManifestBytes,
+    pub manifest: RawManifest,
     /// True when the archive held no registry manifest for the image (Docker
     /// ≤24 `docker save`, skopeo docker-archive, crane tarball) and `manifest`
     /// was made up from manifest.json: a Docker schema2 manifest (an OCI one if
@@ -73,24 +74,6 @@ pub struct ArchivedImage {
     /// and the layer files as they are in the archive. Compact JSON with a
     /// fixed field order, so the same archive always gives the same digest.
     pub synthesized: bool,
-}
-
-/// Raw manifest (or index) bytes with their media type and digest.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ManifestBytes {
-    pub bytes: Vec<u8>,
-    pub media_type: String,
-    pub digest: Digest,
-}
-
-impl fmt::Debug for ManifestBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManifestBytes")
-            .field("media_type", &self.media_type)
-            .field("digest", &self.digest)
-            .field("len", &self.bytes.len())
-            .finish()
-    }
 }
 
 /// Where a blob's bytes are.

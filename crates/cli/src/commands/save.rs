@@ -3,7 +3,8 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, stream};
 use hpn_archive::ArchiveCompression;
-use hpn_oci::{Descriptor, Durability, Platform};
+use hpn_fs::Durability;
+use hpn_oci::{Descriptor, Platform};
 use hpn_store::Store;
 use hpn_transfer::{
     ArchiveDestination, CopyJob, Engine, EngineOptions, NoReport, PlatformChoice, RegistrySource, StoreDestination,
