@@ -28,6 +28,10 @@ impl From<ErrorKind> for ExitStatus {
             ErrorKind::Network => Self::Network,
             ErrorKind::Filesystem => Self::Filesystem,
             ErrorKind::Runtime => Self::Runtime,
+            ErrorKind::Bug => Self::General,
+            ErrorKind::Usage => Self::BadArguments,
+            // A kind added later: the general failure until the CLI knows better.
+            _ => Self::General,
         }
     }
 }

@@ -9,12 +9,12 @@ use hpn_fs::Durability;
 use hpn_oci::media_type::{LayerCompression, layer_compression};
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference, Sha256Hasher};
 
-use crate::endpoint::{BlobContent, CopiedImage, ImageDestination};
+use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination};
 use crate::error::TransferError;
 use crate::hashing::HashingWriter;
 use crate::store_endpoint::drain_on_blocking_thread;
 
-/// Writes images into one docker/OCI hybrid archive file (see DESIGN.md):
+/// Writes images into one docker/OCI hybrid archive file (ARCHITECTURE.md, "Formats"):
 /// the OCI side keeps every original blob; `manifest.json` gives docker one
 /// platform per image, pointing at an uncompressed copy of any zstd layer,
 /// because docker before 23 cannot read zstd.
@@ -67,6 +67,8 @@ impl Inner {
 }
 
 impl ArchiveDestination {
+    /// Starts the archive at `path` (under a temp name until [`Self::finish`]),
+    /// compressed as a whole with `compression`.
     pub fn create(path: &Path, compression: ArchiveCompression, durability: Durability) -> Result<Self, TransferError> {
         let writer = ArchiveWriter::create(path, compression)?.with_durability(durability);
         Ok(Self {
@@ -121,16 +123,18 @@ impl ArchiveDestination {
 async fn run_blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
 ) -> Result<T, TransferError> {
-    tokio::task::spawn_blocking(work).await.map_err(|join| TransferError::io("archive task", io::Error::other(join)))?
+    tokio::task::spawn_blocking(work).await.map_err(|join| TransferError::task_failed("archive", join))?
 }
 
 impl ImageDestination for ArchiveDestination {
-    fn describe(&self) -> String {
-        format!("archive {}", self.inner.path.display())
-    }
-
-    async fn has_blob(&self, _target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
-        self.inner.with_writer(|writer| Ok(writer.contains_blob(&descriptor.digest)))
+    async fn try_reuse_blob(
+        &self,
+        _target: &Reference,
+        descriptor: &Descriptor,
+        _source: &Reference,
+    ) -> Result<BlobReuse, TransferError> {
+        let present = self.inner.with_writer(|writer| Ok(writer.contains_blob(&descriptor.digest)))?;
+        Ok(if present { BlobReuse::Present } else { BlobReuse::Absent })
     }
 
     async fn put_blob(

@@ -51,7 +51,7 @@ impl ArchiveSource {
             Ok::<_, TransferError>((reader, diff_ids))
         })
         .await
-        .map_err(|join| TransferError::io("archive indexing task", std::io::Error::other(join)))??;
+        .map_err(|join| TransferError::task_failed("archive indexing", join))??;
         let mut by_name = HashMap::new();
         let mut images = Vec::new();
         for (position, image) in reader.images().iter().enumerate() {
@@ -64,12 +64,30 @@ impl ArchiveSource {
         Ok(Self { reader: Arc::new(reader), by_name, images, diff_ids: Arc::new(diff_ids) })
     }
 
+    /// The archive file or directory read.
     pub fn path(&self) -> PathBuf {
         self.reader.path().to_owned()
     }
 
+    /// Every image the archive holds, with the names it gives them.
     pub fn images(&self) -> &[ArchivedImageNames] {
         &self.images
+    }
+
+    /// The image of a one-image archive, found by digest when unnamed (that
+    /// placeholder name is never written anywhere); an archive of several
+    /// needs the caller to name one.
+    pub fn only_image(&self) -> Result<Reference, TransferError> {
+        match self.images.as_slice() {
+            [image] => Ok(image.names.first().cloned().unwrap_or_else(|| {
+                Reference::new("localhost", "unnamed", None, Some(image.digest.clone())).expect("a valid placeholder")
+            })),
+            images => Err(TransferError::ImageNameRequired {
+                archive: self.reader.path().to_owned(),
+                count: images.len(),
+                names: images.iter().flat_map(|image| image.names.iter().map(ToString::to_string)).collect(),
+            }),
+        }
     }
 
     fn not_found(&self, image: &Reference) -> TransferError {
@@ -141,10 +159,6 @@ fn normalize_names(names: &[String]) -> Vec<Reference> {
 }
 
 impl ImageSource for ArchiveSource {
-    fn describe(&self) -> String {
-        format!("archive {}", self.reader.path().display())
-    }
-
     async fn resolve(&self, image: &Reference) -> Result<RawManifest, TransferError> {
         let position = match self.by_name.get(image) {
             Some(position) => *position,
@@ -165,7 +179,7 @@ impl ImageSource for ArchiveSource {
         let digest = descriptor.digest.clone();
         let bytes = tokio::task::spawn_blocking(move || reader.read_blob(&digest, limits::CONFIG))
             .await
-            .map_err(|join| TransferError::io("archive read task", std::io::Error::other(join)))??;
+            .map_err(|join| TransferError::task_failed("archive read", join))??;
         let (raw, _) = parse_manifest(Bytes::from(bytes), Some(&descriptor.media_type), || {
             format!("image {image}, manifest {} in archive {}", descriptor.digest, self.reader.path().display())
         })?;
@@ -181,7 +195,7 @@ impl ImageSource for ArchiveSource {
         let digest = descriptor.digest.clone();
         let opened = tokio::task::spawn_blocking(move || reader.open_blob(&digest))
             .await
-            .map_err(|join| TransferError::io("archive read task", std::io::Error::other(join)))??;
+            .map_err(|join| TransferError::task_failed("archive read", join))??;
         let blob = opened.ok_or_else(|| {
             TransferError::Unsupported(format!(
                 "archive {} lacks blob {} of image {image}; the archive is incomplete",

@@ -76,13 +76,35 @@ impl BlobContent {
     }
 }
 
+/// What [`ImageDestination::try_reuse_blob`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobReuse {
+    /// The destination holds the blob already.
+    Present,
+    /// The destination now holds it, borrowed without its bytes moving (a
+    /// registry's cross-repository mount).
+    Mounted,
+    /// The bytes must be sent.
+    Absent,
+}
+
+impl BlobReuse {
+    /// Whether the blob is at the destination now.
+    pub fn is_reused(self) -> bool {
+        self != Self::Absent
+    }
+}
+
 /// One platform's image inside a copied image.
 #[derive(Debug, Clone)]
 pub struct PlatformImage {
+    /// The platform's manifest, raw.
     pub manifest: RawManifest,
+    /// A parsed copy of it.
     pub parsed: ImageManifest,
     /// The config blob's bytes (small, verified).
     pub config: Bytes,
+    /// The platform, from the index entry or else the config.
     pub platform: Platform,
     /// The uncompressed digests of the layers, from the config, in layer order.
     pub diff_ids: Vec<Digest>,
@@ -107,9 +129,6 @@ pub struct CopiedImage {
 
 /// Where images come from: a registry, the store, an archive, a directory.
 pub trait ImageSource: Send + Sync + 'static {
-    /// Names the source in messages (`registry 127.0.0.1:5000`, `store /path`).
-    fn describe(&self) -> String;
-
     /// What `image` resolves to, if the source can tell cheaply (a registry's
     /// HEAD, which Docker Hub does not count as a pull). Lets the engine reuse
     /// a manifest the destination already holds instead of fetching it.
@@ -148,20 +167,11 @@ pub trait ImageSource: Send + Sync + 'static {
 /// `target` is the name the image gets at the destination; a registry keeps
 /// blobs per repository, the store and archives ignore it.
 pub trait ImageDestination: Send + Sync + 'static {
-    fn describe(&self) -> String;
-
     /// Whether an index may only be written with every manifest it lists (a
     /// registry checks). When some are missing, the engine writes the chosen
     /// platform's manifest as the image instead, as `docker push` does.
     fn requires_complete_index(&self) -> bool {
         false
-    }
-
-    /// Blobs that are one and the same for this destination share a key: a
-    /// registry keys by repository, files by nothing (the default). The engine
-    /// moves each (key, digest) once per run.
-    fn blob_scope(&self, _target: &Reference) -> String {
-        String::new()
     }
 
     /// Whether the destination has an image recorded under `name` already:
@@ -181,24 +191,18 @@ pub trait ImageDestination: Send + Sync + 'static {
         async { Ok(None) }
     }
 
-    /// Whether the destination already holds this blob, so it can be skipped.
-    fn has_blob(
+    /// Makes the blob present at `target` without its bytes if it can, and
+    /// says how: already there, or borrowed from elsewhere (a registry mounts
+    /// it from a sibling repository, trying where `source` lives and where
+    /// earlier runs put it). The destination decides; the engine sends the
+    /// bytes only on [`BlobReuse::Absent`]. Like containers/image's
+    /// `TryReusingBlob`.
+    fn try_reuse_blob(
         &self,
         target: &Reference,
         descriptor: &Descriptor,
-    ) -> impl Future<Output = Result<bool, TransferError>> + Send;
-
-    /// Makes the blob appear without sending its bytes (a registry's
-    /// cross-repository mount). `source` is where the engine reads the image
-    /// from; a registry can mount from it when it is the same registry.
-    fn mount_blob(
-        &self,
-        _target: &Reference,
-        _descriptor: &Descriptor,
-        _source: &Reference,
-    ) -> impl Future<Output = Result<bool, TransferError>> + Send {
-        async { Ok(false) }
-    }
+        source: &Reference,
+    ) -> impl Future<Output = Result<BlobReuse, TransferError>> + Send;
 
     /// Takes a blob; stream content must be verified against `descriptor`.
     fn put_blob(

@@ -8,21 +8,26 @@ use tokio::sync::Semaphore;
 
 use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, PlatformImage, parse_manifest};
 use crate::error::TransferError;
-use crate::report::{BlobOrigin, Reporter};
+use crate::report::{BlobOrigin, CopyOutcome, Reporter};
 use crate::single_flight::SingleFlight;
 
 /// Which platforms of a multi-platform image to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlatformChoice {
+    /// The one platform that matches (`--platform`, or the host's).
     One(Platform),
+    /// Every platform the index lists (`--all-platforms`).
     All,
     /// Every platform the source holds (a store or archive keeps only what
     /// was pulled or saved); used when pushing what is already local.
     Available,
 }
 
+/// How the engine copies: which platforms, how much at once.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EngineOptions {
+    /// Which platforms of a multi-platform image to copy.
     pub platforms: PlatformChoice,
     /// Blobs moving at once across all images of the run.
     pub max_concurrent_blobs: usize,
@@ -30,17 +35,56 @@ pub struct EngineOptions {
     pub max_concurrent_images: usize,
 }
 
+/// How much runs at once. Every concurrency default of hpn is here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Concurrency {
+    /// Images in progress at once (`-j`).
+    pub images: usize,
+    /// Blobs moving at once across all images of the run.
+    pub blobs: usize,
+    /// Requests in flight to one registry host, blob bodies included: more
+    /// than a handful buys nothing on one connection pool (BENCHMARKS.md).
+    pub requests_per_host: usize,
+}
+
+impl Concurrency {
+    /// Blobs in flight when few images run: enough to fill a link.
+    const MIN_BLOBS: usize = 8;
+
+    /// `images` at once, with enough blob slots for each to move one.
+    pub fn with_images(images: usize) -> Self {
+        Self { images: images.max(1), blobs: Self::MIN_BLOBS.max(images), ..Self::default() }
+    }
+}
+
+impl Default for Concurrency {
+    fn default() -> Self {
+        Self { images: 4, blobs: Self::MIN_BLOBS, requests_per_host: 6 }
+    }
+}
+
+impl EngineOptions {
+    /// Options for `platforms` with the limits of `concurrency`.
+    pub fn new(platforms: PlatformChoice, concurrency: &Concurrency) -> Self {
+        Self { platforms, max_concurrent_blobs: concurrency.blobs, max_concurrent_images: concurrency.images }
+    }
+}
+
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { platforms: PlatformChoice::One(Platform::host()), max_concurrent_blobs: 8, max_concurrent_images: 4 }
+        Self::new(PlatformChoice::One(Platform::host()), &Concurrency::default())
     }
 }
 
 /// One image to copy: what to read and the name to record it under.
 #[derive(Debug, Clone)]
 pub struct CopyJob {
+    /// Position in the request: results and archive indexes keep this order.
     pub index: usize,
+    /// The image to read from the source.
     pub source: Reference,
+    /// The name it gets at the destination.
     pub destination: Reference,
 }
 
@@ -55,18 +99,6 @@ impl CopyJob {
     }
 }
 
-/// What copying one image did.
-#[derive(Debug, Clone)]
-pub struct CopyOutcome {
-    pub digest: Digest,
-    pub media_type: String,
-    pub platforms: Vec<Platform>,
-    pub blobs_transferred: usize,
-    pub bytes_transferred: u64,
-    pub blobs_present: usize,
-    pub bytes_present: u64,
-}
-
 /// The transfer engine: drives any source into any destination.
 pub struct Engine<S, D> {
     source: Arc<S>,
@@ -74,11 +106,13 @@ pub struct Engine<S, D> {
     options: EngineOptions,
     reporter: Arc<dyn Reporter>,
     blob_slots: Semaphore,
+    /// Per destination repository (`Reference::name`) and blob: the reuse
+    /// check and, if needed, the transfer, once however many images want it.
     layers: SingleFlight<(String, Digest), BlobOrigin>,
     configs: SingleFlight<(String, Digest), Bytes>,
-    /// Byte transfers by digest alone, across blob scopes: a layer that several
-    /// repositories of one registry want at once is sent to the first and
-    /// mounted into the others, rather than uploaded once per repository.
+    /// Byte transfers by digest alone, across repositories: a layer that
+    /// several repositories of one registry want at once is sent to the first
+    /// and reused (mounted) by the others, rather than uploaded once each.
     transfers: SingleFlight<Digest, ()>,
 }
 
@@ -89,6 +123,8 @@ impl<S, D> std::fmt::Debug for Engine<S, D> {
 }
 
 impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
+    /// An engine copying from `source` to `destination`, telling `reporter`
+    /// of progress.
     pub fn new(source: Arc<S>, destination: Arc<D>, options: EngineOptions, reporter: Arc<dyn Reporter>) -> Self {
         Self {
             source,
@@ -100,10 +136,6 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             configs: SingleFlight::new(),
             transfers: SingleFlight::new(),
         }
-    }
-
-    pub fn destination(&self) -> &Arc<D> {
-        &self.destination
     }
 
     /// Copies every job, several at once; one failure does not stop the
@@ -170,7 +202,11 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             });
         }
 
-        let mut layers: Vec<&Descriptor> = platforms.iter().flat_map(|platform| &platform.parsed.layers).collect();
+        // Owned descriptors: a stream closure over `&Descriptor` would make this
+        // future's Send-ness depend on a higher-ranked lifetime that rustc
+        // cannot prove, and callers (a save's export) need it Send.
+        let mut layers: Vec<Descriptor> =
+            platforms.iter().flat_map(|platform| &platform.parsed.layers).cloned().collect();
         layers.sort_by(|a, b| a.digest.cmp(&b.digest));
         layers.dedup_by(|a, b| a.digest == b.digest);
         let planned_bytes: u64 = layers.iter().map(|layer| layer.size).sum();
@@ -178,12 +214,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         self.reporter.image_planned(image, layers.len(), planned_bytes);
 
         let transferred = (AtomicUsize::new(0), AtomicU64::new(0));
+        let counters = &transferred;
         stream::iter(layers)
-            .map(|layer| async {
+            .map(|layer| async move {
+                let layer = &layer;
                 let origin = self.layer(image, target, layer).await?;
                 if origin == BlobOrigin::Transferred {
-                    transferred.0.fetch_add(1, Ordering::Relaxed);
-                    transferred.1.fetch_add(layer.size, Ordering::Relaxed);
+                    counters.0.fetch_add(1, Ordering::Relaxed);
+                    counters.1.fetch_add(layer.size, Ordering::Relaxed);
                 }
                 self.reporter.blob_done(image, layer, origin);
                 Ok::<_, TransferError>(())
@@ -323,7 +361,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         target: &Reference,
         descriptor: &Descriptor,
     ) -> Result<Bytes, TransferError> {
-        let key = (self.destination.blob_scope(target), descriptor.digest.clone());
+        let key = (target.name(), descriptor.digest.clone());
         let (result, _) = self
             .configs
             .run(key, || async {
@@ -333,7 +371,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                         self.source.blob(image, descriptor).await?.read_verified(descriptor, limits::CONFIG).await?
                     }
                 };
-                if !self.destination.has_blob(target, descriptor).await? {
+                if !self.destination.try_reuse_blob(target, descriptor, image).await?.is_reused() {
                     self.destination.put_blob(target, descriptor, BlobContent::Bytes(bytes.clone())).await?;
                 }
                 Ok(bytes)
@@ -342,22 +380,19 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         result.map_err(TransferError::Shared)
     }
 
-    /// A layer: skipped when the destination has it, mounted when it can be,
-    /// else moved — once per run however many images want it.
+    /// A layer: reused when the destination can (present, or mounted), else
+    /// moved — once per run however many images want it.
     async fn layer(
         &self,
         image: &Reference,
         target: &Reference,
         descriptor: &Descriptor,
     ) -> Result<BlobOrigin, TransferError> {
-        let key = (self.destination.blob_scope(target), descriptor.digest.clone());
+        let key = (target.name(), descriptor.digest.clone());
         let (result, ran_here) = self
             .layers
             .run(key, || async {
-                if self.destination.has_blob(target, descriptor).await? {
-                    return Ok(BlobOrigin::AlreadyPresent);
-                }
-                if self.destination.mount_blob(target, descriptor, image).await? {
+                if self.destination.try_reuse_blob(target, descriptor, image).await?.is_reused() {
                     return Ok(BlobOrigin::AlreadyPresent);
                 }
                 let (sent, sent_here) =
@@ -365,9 +400,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 match sent {
                     Ok(()) if sent_here => return Ok(BlobOrigin::Transferred),
                     Err(error) if sent_here => return Err(TransferError::Shared(error)),
-                    // Another repository got it, maybe while we waited: borrow it from there.
+                    // Another repository (or image) got it, maybe while we waited: reuse it from there.
                     Ok(()) => {
-                        if self.destination.mount_blob(target, descriptor, image).await? {
+                        if self.destination.try_reuse_blob(target, descriptor, image).await?.is_reused() {
                             return Ok(BlobOrigin::AlreadyPresent);
                         }
                     }

@@ -6,44 +6,139 @@ use hpn_oci::{Digest, ManifestError, Platform};
 use hpn_registry::RegistryError;
 use hpn_store::StoreError;
 
-/// What went wrong while copying one image. Messages name the image or blob
-/// and say what the user can do; the CLI adds which command was running.
+/// What went wrong while copying one image. Messages name the image, blob
+/// or file and what happened; advice that names a command or flag is the
+/// front end's to add (hpn's CLI does, by variant).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransferError {
     // Boxed: the library errors carry names, paths and messages, and a
     // Result that is mostly error would be copied around on every `?`.
+    /// The registry failed or refused.
     #[error(transparent)]
     Registry(Box<RegistryError>),
+    /// The store failed.
     #[error(transparent)]
     Store(Box<StoreError>),
+    /// Reading or writing an archive failed.
     #[error(transparent)]
     Archive(Box<ArchiveError>),
+    /// A manifest, index or config that does not parse.
     #[error("{context}: {source}")]
-    Manifest { context: String, source: ManifestError },
-    #[error(
-        "no {wanted} image in this index (it has: {available}); choose one with --platform or copy all with --all-platforms"
-    )]
-    NoMatchingPlatform { wanted: Platform, available: String },
+    Manifest {
+        /// Whose document it is (image, archive, digest).
+        context: String,
+        /// What is wrong with it.
+        source: ManifestError,
+    },
+    /// The index has no image for the wanted platform.
+    #[error("no {wanted} image in this index (it has: {available})")]
+    NoMatchingPlatform {
+        /// The platform asked for.
+        wanted: Platform,
+        /// The platforms the index lists, comma-separated.
+        available: String,
+    },
+    /// A document larger than hpn reads into memory (`hpn_oci::limits`).
     #[error("{what} {digest} is {size} bytes, more than the {limit} bytes hpn accepts for it")]
-    TooLarge { what: &'static str, digest: Digest, size: u64, limit: u64 },
+    TooLarge {
+        /// What kind of document.
+        what: &'static str,
+        /// Its digest.
+        digest: Digest,
+        /// Its size as its descriptor gives it.
+        size: u64,
+        /// The limit it exceeds.
+        limit: u64,
+    },
+    /// Content that does not hash to the digest it was asked for by.
     #[error(
         "{what} {expected} failed verification: its content hashes to {actual}; the source is corrupt or was changed"
     )]
-    DigestMismatch { what: &'static str, expected: Digest, actual: Digest },
+    DigestMismatch {
+        /// What kind of content.
+        what: &'static str,
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of what arrived.
+        actual: Digest,
+    },
+    /// A layer that decompresses to other content than its config says.
     #[error(
         "layer {layer} ({origin}) decompresses to {actual}, but the image config lists DiffID {expected}; the image is corrupt"
     )]
-    DiffIdMismatch { layer: Digest, origin: String, expected: Digest, actual: Digest },
+    DiffIdMismatch {
+        /// The compressed layer's digest.
+        layer: Digest,
+        /// Where the layer came from (an archive).
+        origin: String,
+        /// The DiffID the config lists.
+        expected: Digest,
+        /// The digest of the decompressed bytes.
+        actual: Digest,
+    },
+    /// A config whose DiffIDs do not pair with the manifest's layers.
     #[error("image config lists {diff_ids} DiffIDs for {layers} layers; the image is corrupt")]
-    LayerCountMismatch { layers: usize, diff_ids: usize },
-    #[error("{} is not in the store at {}; run `hpn pull` for it first", .name, .store.display())]
-    NotInStore { name: String, store: PathBuf },
-    #[error("blob {digest} is missing from the store at {}; run `hpn pull` again or `hpn store verify`", .store.display())]
-    BlobMissing { digest: Digest, store: PathBuf },
+    LayerCountMismatch {
+        /// Layers in the manifest.
+        layers: usize,
+        /// DiffIDs in the config.
+        diff_ids: usize,
+    },
+    /// The store has no image of that name.
+    #[error("{} is not in the store at {}", .name, .store.display())]
+    NotInStore {
+        /// The name looked for.
+        name: String,
+        /// The store's directory.
+        store: PathBuf,
+    },
+    /// The store lacks a blob an image it names needs.
+    #[error("blob {digest} is missing from the store at {}", .store.display())]
+    BlobMissing {
+        /// The missing blob.
+        digest: Digest,
+        /// The store's directory.
+        store: PathBuf,
+    },
+    /// An archive of several images, read without naming one.
+    #[error("{} holds {count} images; name one as FILE:REF ({})", .archive.display(), .names.join(", "))]
+    ImageNameRequired {
+        /// The archive.
+        archive: PathBuf,
+        /// How many images it holds.
+        count: usize,
+        /// The names it gives them.
+        names: Vec<String>,
+    },
+    /// An archive image with no name, which cannot be recorded under one.
+    #[error(
+        "the archive gives this image no name, so it cannot be stored or pushed under one; save it again with a tag"
+    )]
+    UnnamedImage,
+    /// A destination name that cannot be made, with the reason as the caller put it.
+    #[error("{0}")]
+    InvalidName(String),
+    /// A local I/O failure.
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        /// What hpn was doing.
+        context: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// Something hpn does not do (a nested index), or content it cannot use.
     #[error("{0}")]
     Unsupported(String),
+    /// A worker task of hpn's panicked: a bug in hpn, not a fault of the
+    /// source, the destination or the disk.
+    #[error("internal error: the {task} task panicked ({message}); this is a bug in hpn, please report it")]
+    Panicked {
+        /// Which task.
+        task: &'static str,
+        /// The panic's message.
+        message: String,
+    },
     /// The same failure reported to every image that waited on one blob.
     #[error(transparent)]
     Shared(Arc<TransferError>),
@@ -51,6 +146,7 @@ pub enum TransferError {
 
 /// The classes of failure the CLI turns into hpn's exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// Registry unreachable, timed out, connection broken.
     Network,
@@ -58,6 +154,11 @@ pub enum ErrorKind {
     Filesystem,
     /// Everything else that failed while running: not found, denied, corrupt data.
     Runtime,
+    /// A bug in hpn itself (a panicked task).
+    Bug,
+    /// The request cannot be carried out as asked (an archive of several
+    /// images with none named).
+    Usage,
 }
 
 impl TransferError {
@@ -75,10 +176,28 @@ impl TransferError {
         Self::io("reading a blob stream", error)
     }
 
+    /// A blocking or spawned task that did not return: it panicked (a bug)
+    /// or the runtime cancelled it while shutting down.
+    pub(crate) fn task_failed(task: &'static str, error: tokio::task::JoinError) -> Self {
+        if error.is_panic() {
+            let panic = error.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            Self::Panicked { task, message }
+        } else {
+            Self::io(format!("the {task} task"), std::io::Error::other("cancelled"))
+        }
+    }
+
+    /// A local I/O failure, with what hpn was doing (`context`).
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io { context: context.into(), source }
     }
 
+    /// The class of failure, which the CLI maps to an exit code.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Registry(error) if error.is_network() => ErrorKind::Network,
@@ -97,6 +216,8 @@ impl TransferError {
             }
             Self::Store(_) | Self::Archive(_) | Self::Io { .. } | Self::BlobMissing { .. } => ErrorKind::Filesystem,
             Self::Shared(inner) => inner.kind(),
+            Self::Panicked { .. } => ErrorKind::Bug,
+            Self::ImageNameRequired { .. } | Self::InvalidName(_) => ErrorKind::Usage,
             _ => ErrorKind::Runtime,
         }
     }

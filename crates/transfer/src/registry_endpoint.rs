@@ -8,7 +8,7 @@ use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
 use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, UploadStream};
 
 use crate::blob_locations::BlobLocations;
-use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource};
+use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::error::TransferError;
 
 /// Read size for uploads from local files.
@@ -21,16 +21,13 @@ pub struct RegistrySource {
 }
 
 impl RegistrySource {
+    /// A source reading through `client`.
     pub fn new(client: RegistryClient) -> Self {
         Self { client }
     }
 }
 
 impl ImageSource for RegistrySource {
-    fn describe(&self) -> String {
-        "registry".to_owned()
-    }
-
     async fn peek(&self, image: &Reference) -> Result<Option<Descriptor>, TransferError> {
         Ok(self.client.head_manifest(image).await?)
     }
@@ -122,39 +119,29 @@ fn body_factory(content: BlobContent) -> BodyFactory {
 }
 
 impl ImageDestination for RegistryDestination {
-    fn describe(&self) -> String {
-        "registry".to_owned()
-    }
-
     fn requires_complete_index(&self) -> bool {
         true
     }
 
-    fn blob_scope(&self, target: &Reference) -> String {
-        target.name()
-    }
-
-    async fn has_blob(&self, target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
-        let present = self.client.blob_exists(target, &descriptor.digest).await?;
-        if present {
-            self.remember(target, &descriptor.digest);
-        }
-        Ok(present)
-    }
-
-    async fn mount_blob(
+    /// Present in the repository (a HEAD), else mounted from the source's
+    /// repository or one the locations remember.
+    async fn try_reuse_blob(
         &self,
         target: &Reference,
         descriptor: &Descriptor,
         source: &Reference,
-    ) -> Result<bool, TransferError> {
+    ) -> Result<BlobReuse, TransferError> {
+        if self.client.blob_exists(target, &descriptor.digest).await? {
+            self.remember(target, &descriptor.digest);
+            return Ok(BlobReuse::Present);
+        }
         for from in self.mount_candidates(target, &descriptor.digest, source) {
             if self.client.mount_blob(target, &descriptor.digest, &from).await? == MountOutcome::Mounted {
                 self.remember(target, &descriptor.digest);
-                return Ok(true);
+                return Ok(BlobReuse::Mounted);
             }
         }
-        Ok(false)
+        Ok(BlobReuse::Absent)
     }
 
     async fn put_blob(

@@ -7,7 +7,7 @@ use hpn_oci::{BlobStream, Descriptor, Digest, RawManifest, Reference, limits};
 use hpn_store::Store;
 use tokio::sync::mpsc;
 
-use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, parse_manifest};
+use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource, parse_manifest};
 use crate::error::TransferError;
 
 /// Chunks in flight between a download and the thread writing it: bounds memory per blob.
@@ -20,9 +20,7 @@ where
     F: FnOnce(&Store) -> Result<T, TransferError> + Send + 'static,
 {
     let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || work(&store))
-        .await
-        .map_err(|join| TransferError::io("store task", io::Error::other(join)))?
+    tokio::task::spawn_blocking(move || work(&store)).await.map_err(|join| TransferError::task_failed("store", join))?
 }
 
 /// The store's name for an image: the full reference, digest refs included.
@@ -37,16 +35,13 @@ pub struct StoreSource {
 }
 
 impl StoreSource {
+    /// Reads from (or writes to) `store`.
     pub fn new(store: Arc<Store>) -> Self {
         Self { store }
     }
 }
 
 impl ImageSource for StoreSource {
-    fn describe(&self) -> String {
-        format!("store {}", self.store.root().display())
-    }
-
     async fn resolve(&self, image: &Reference) -> Result<RawManifest, TransferError> {
         let name = ref_name(image);
         let descriptor = blocking(&self.store, {
@@ -103,22 +98,12 @@ impl ImageSource for StoreSource {
 #[derive(Debug, Clone)]
 pub struct StoreDestination {
     store: Arc<Store>,
-    /// Told of every blob the store holds once it is in place, if someone listens.
-    stored: Option<mpsc::UnboundedSender<Descriptor>>,
 }
 
 impl StoreDestination {
+    /// Reads from (or writes to) `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store, stored: None }
-    }
-
-    /// Also sends each blob's descriptor to `stored` as soon as the store
-    /// holds it (found there or just written), so that a consumer (the
-    /// archive of `hpn save`) can take it while the image's other blobs are
-    /// still downloading.
-    pub fn notifying(mut self, stored: mpsc::UnboundedSender<Descriptor>) -> Self {
-        self.stored = Some(stored);
-        self
+        Self { store }
     }
 
     /// Writes a blob into the store, verified against `descriptor`.
@@ -153,24 +138,9 @@ impl StoreDestination {
             }
         }
     }
-
-    fn notify(&self, descriptor: &Descriptor) {
-        if let Some(stored) = &self.stored {
-            // Nobody listening any more is fine: it was only a head start.
-            let _ = stored.send(descriptor.clone());
-        }
-    }
-
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
 }
 
 impl ImageDestination for StoreDestination {
-    fn describe(&self) -> String {
-        format!("store {}", self.store.root().display())
-    }
-
     async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
         let name = ref_name(name);
         blocking(&self.store, move |store| Ok(store.resolve_ref(&name)?.is_some())).await
@@ -187,7 +157,12 @@ impl ImageDestination for StoreDestination {
         .await
     }
 
-    async fn has_blob(&self, _target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+    async fn try_reuse_blob(
+        &self,
+        _target: &Reference,
+        descriptor: &Descriptor,
+        _source: &Reference,
+    ) -> Result<BlobReuse, TransferError> {
         let (digest, size) = (descriptor.digest.clone(), descriptor.size);
         let present = blocking(&self.store, move |store| match store.blob_size(&digest)? {
             Some(stored) if stored == size => Ok(true),
@@ -200,10 +175,10 @@ impl ImageDestination for StoreDestination {
             None => Ok(false),
         })
         .await?;
-        if present {
-            self.notify(descriptor);
+        if !present {
+            return Ok(BlobReuse::Absent);
         }
-        Ok(present)
+        Ok(BlobReuse::Present)
     }
 
     async fn put_blob(
@@ -213,7 +188,6 @@ impl ImageDestination for StoreDestination {
         content: BlobContent,
     ) -> Result<(), TransferError> {
         self.store_blob(descriptor, content).await?;
-        self.notify(descriptor);
         Ok(())
     }
 
@@ -262,7 +236,7 @@ where
         }
     }
     drop(sender);
-    let consumed = consumer.await.map_err(|join| TransferError::io("blob writer task", io::Error::other(join)))?;
+    let consumed = consumer.await.map_err(|join| TransferError::task_failed("blob writer", join))?;
     match stream_error {
         Some(error) => Err(error),
         None => consumed,

@@ -16,7 +16,8 @@ use hpn_oci::{Platform, Reference};
 use hpn_registry::{ClientOptions, Credentials, RegistryClient, RetryPolicy};
 use hpn_store::Store;
 use hpn_transfer::{
-    BlobLocations, CopyOutcome, EngineOptions, PlatformChoice, RegistryDestination, Reporter, TransferError,
+    ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EndpointContext, EngineOptions, PlatformChoice,
+    RegistryDestination, Reporter, TransferError,
 };
 
 use crate::args::Command;
@@ -26,9 +27,6 @@ use crate::image_list::Rejected;
 use crate::progress;
 use crate::summary::{ImageFailure, ImageResult, Summary};
 
-/// Blobs in flight across all images; the registry client also caps
-/// requests per host.
-const BLOBS_IN_FLIGHT: usize = 8;
 /// In hpn's cache directory: which repositories blobs were pushed to, for mounts in later runs.
 const BLOB_LOCATIONS_FILE: &str = "blob-locations.json";
 
@@ -73,14 +71,41 @@ fn open_store(settings: &Settings) -> Result<Arc<Store>, Failure> {
         .map_err(|error| Failure::new(ExitStatus::Filesystem, error))
 }
 
-/// A registry destination that mounts shared layers from where earlier runs
-/// put them (`blob-locations.json` in hpn's cache directory).
-fn registry_destination(settings: &Settings) -> Result<RegistryDestination, Failure> {
-    let locations = match hpn_store::cache_dir() {
+/// Which repositories blobs were pushed to in earlier runs
+/// (`blob-locations.json` in hpn's cache directory), for mounts.
+fn blob_locations() -> Arc<BlobLocations> {
+    Arc::new(match hpn_store::cache_dir() {
         Ok(dir) => BlobLocations::load(&dir.join(BLOB_LOCATIONS_FILE)),
         Err(_) => BlobLocations::in_memory(),
-    };
-    Ok(RegistryDestination::with_locations(registry_client(settings)?, Arc::new(locations)))
+    })
+}
+
+/// A registry destination that mounts shared layers from where earlier runs
+/// put them.
+fn registry_destination(settings: &Settings) -> Result<RegistryDestination, Failure> {
+    Ok(RegistryDestination::with_locations(registry_client(settings)?, blob_locations()))
+}
+
+/// What `copy` opens its endpoints with; the registry client (and its
+/// credentials) only when an endpoint is a registry.
+fn endpoint_context(settings: &Settings, with_registry: bool) -> Result<EndpointContext, Failure> {
+    let context = EndpointContext::new(settings.store_root.clone(), settings.durability);
+    Ok(if with_registry {
+        context.with_registry(registry_client(settings)?).with_blob_locations(blob_locations())
+    } else {
+        context
+    })
+}
+
+/// A Go hpn mode number (already range-checked by clap and the config), or
+/// the mode's default when none was given.
+fn mode<M: Default>(number: Option<u8>, from_number: fn(u8) -> Option<M>, command: &str) -> Result<M, Failure> {
+    match number {
+        None => Ok(M::default()),
+        Some(number) => from_number(number).ok_or_else(|| {
+            Failure::new(ExitStatus::BadArguments, anyhow::anyhow!("there is no {command} mode {number}"))
+        }),
+    }
 }
 
 fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
@@ -99,11 +124,7 @@ fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
 }
 
 fn engine_options(platforms: PlatformChoice, settings: &Settings) -> EngineOptions {
-    EngineOptions {
-        platforms,
-        max_concurrent_blobs: BLOBS_IN_FLIGHT.max(settings.jobs),
-        max_concurrent_images: settings.jobs,
-    }
+    EngineOptions::new(platforms, &Concurrency::with_images(settings.jobs))
 }
 
 fn reporter(settings: &Settings) -> Arc<dyn Reporter> {
@@ -149,82 +170,12 @@ fn summary(
     Summary { command, images, rejected, unusable: Vec::new(), archives: Vec::new(), elapsed: Default::default() }
 }
 
-/// Images copied out of archive files: every named image of each archive (or
-/// those in `wanted`), under the name `target` gives it. A broken archive is
-/// reported and the other archives still run.
-async fn copy_from_archives<D: hpn_transfer::ImageDestination>(
-    inputs: &[std::path::PathBuf],
-    destination: Arc<D>,
-    options: &EngineOptions,
-    settings: &Settings,
-    wanted: Option<&[Reference]>,
-    target: impl Fn(&Reference) -> Result<Reference, String>,
-) -> ArchiveRun {
-    let mut run = ArchiveRun::default();
-    let reporter = reporter(settings);
-    for input in inputs {
-        let source = match hpn_transfer::ArchiveSource::open(input).await {
-            Ok(source) => source,
-            Err(error) => {
-                run.unusable.push((input.display().to_string(), failure_of(&error)));
-                continue;
-            }
-        };
-        let mut jobs = Vec::new();
-        let mut references = Vec::new();
-        for image in source.images() {
-            if image.names.is_empty() && wanted.is_none() {
-                run.unusable.push((
-                    format!("{} image {}", input.display(), image.digest),
-                    ImageFailure {
-                        status: ExitStatus::Runtime,
-                        message: "the archive gives this image no name, so it cannot be stored or pushed under one; \
-                                  save it again with a tag"
-                            .to_owned(),
-                    },
-                ));
-            }
-            for name in &image.names {
-                if wanted.is_some_and(|wanted| !wanted.contains(name)) {
-                    continue;
-                }
-                match target(name) {
-                    Ok(destination) => {
-                        jobs.push(hpn_transfer::CopyJob { index: jobs.len(), source: name.clone(), destination });
-                        references.push(name.clone());
-                    }
-                    Err(reason) => run
-                        .unusable
-                        .push((name.to_string(), ImageFailure { status: ExitStatus::BadArguments, message: reason })),
-                }
-            }
-        }
-        let engine = hpn_transfer::Engine::new(
-            Arc::new(source),
-            Arc::clone(&destination),
-            options.clone(),
-            Arc::clone(&reporter),
-        );
-        run.results.extend(engine.copy_all(&jobs).await);
-        run.references.extend(references);
-    }
-    run
-}
-
-#[derive(Default)]
-struct ArchiveRun {
-    references: Vec<Reference>,
-    results: Vec<Result<CopyOutcome, TransferError>>,
-    /// Archives or images that could not be used at all.
-    unusable: Vec<(String, ImageFailure)>,
-}
-
-impl ArchiveRun {
-    fn into_summary(self, command: &'static str) -> Summary {
-        let mut summary = summary(command, self.references, self.results, Vec::new());
-        summary.unusable = self.unusable;
-        summary
-    }
+/// The summary of a load or push from archives: the images tried, and the
+/// archives or images that could not be used at all.
+fn archive_summary(command: &'static str, run: ArchiveRun) -> Summary {
+    let mut summary = summary(command, run.images, run.results, Vec::new());
+    summary.unusable = run.unusable.iter().map(|(what, error)| (what.clone(), failure_of(error))).collect();
+    summary
 }
 
 fn failure_of(error: &TransferError) -> ImageFailure {

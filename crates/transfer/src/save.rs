@@ -1,0 +1,222 @@
+//! `hpn save`: images pulled into the store and exported into archives, the
+//! two overlapped.
+//!
+//! One engine copies source → [`SaveDestination`], a destination that is the
+//! store with an archive behind it: each blob goes into the archive as soon
+//! as the store holds it, while the rest of its image still downloads, and
+//! committing an image to the store then exports it (its manifests and
+//! docker's files) from the store, where every blob was verified on arrival.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use hpn_archive::ArchiveCompression;
+use hpn_fs::Durability;
+use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
+use hpn_store::Store;
+
+use crate::archive_endpoint::ArchiveDestination;
+use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
+use crate::endpoints::WrittenArchive;
+use crate::engine::{CopyJob, Engine, EngineOptions};
+use crate::error::TransferError;
+use crate::report::{CopyOutcome, NoReport, Reporter};
+use crate::store_endpoint::{StoreDestination, StoreSource};
+
+/// Where [`save`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveOutput {
+    /// Every image into one archive, each shared blob once.
+    OneArchive(PathBuf),
+    /// One archive per image: the path of each job's archive, by job index.
+    PerImage(Vec<PathBuf>),
+}
+
+/// How [`save`] writes archives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ArchiveOptions {
+    /// Compression of each archive as a whole.
+    pub compression: ArchiveCompression,
+    /// Whether archives are fsynced before they count as written.
+    pub durability: Durability,
+}
+
+impl ArchiveOptions {
+    /// Archives compressed with `compression`, written with `durability`.
+    pub fn new(compression: ArchiveCompression, durability: Durability) -> Self {
+        Self { compression, durability }
+    }
+}
+
+/// What [`save`] did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SaveReport {
+    /// Each job's result, in job order.
+    pub results: Vec<Result<CopyOutcome, TransferError>>,
+    /// The archives written, complete under their final names.
+    pub archives: Vec<WrittenArchive>,
+}
+
+/// Copies every job from `source` into `store` and exports it into the
+/// archive(s) of `output`. One image failing does not stop the others.
+///
+/// The `Err` is a failure of the run as a whole: the one archive could not
+/// be created (before any download) or finished.
+pub async fn save<S: ImageSource>(
+    source: S,
+    store: Arc<Store>,
+    jobs: &[CopyJob],
+    output: SaveOutput,
+    archive_options: ArchiveOptions,
+    options: EngineOptions,
+    reporter: Arc<dyn Reporter>,
+) -> Result<SaveReport, TransferError> {
+    let store_source = Arc::new(StoreSource::new(Arc::clone(&store)));
+    let (export, single) = match output {
+        SaveOutput::OneArchive(path) => {
+            let archive =
+                Arc::new(ArchiveDestination::create(&path, archive_options.compression, archive_options.durability)?);
+            let exporter =
+                Engine::new(Arc::clone(&store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport));
+            (Export::One { archive, exporter: Box::new(exporter) }, Some(path))
+        }
+        SaveOutput::PerImage(paths) => (Export::PerImage { paths, options: options.clone() }, None),
+    };
+    let destination = Arc::new(SaveDestination {
+        store: StoreDestination::new(Arc::clone(&store)),
+        blobs: store,
+        store_source,
+        export,
+        archive_options,
+        written: Mutex::new(Vec::new()),
+    });
+    let results = Engine::new(Arc::new(source), Arc::clone(&destination), options, reporter).copy_all(jobs).await;
+
+    let mut written = std::mem::take(&mut *destination.written.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    written.sort_by_key(|(index, _)| *index);
+    let mut archives: Vec<WrittenArchive> = written.into_iter().map(|(_, archive)| archive).collect();
+    if let (Export::One { archive, .. }, Some(path)) = (&destination.export, single) {
+        if results.iter().any(Result::is_ok) {
+            archives.push(WrittenArchive { path, size: archive.finish().await? });
+        } else {
+            // Dropped unfinished, the archive's temp file goes with it.
+            tracing::info!(path = %path.display(), "no image could be saved; no archive written");
+        }
+    }
+    Ok(SaveReport { results, archives })
+}
+
+/// How committed images leave the store.
+#[derive(Debug)]
+enum Export {
+    /// Into one archive, by one exporter whose single-flight spans the run.
+    One { archive: Arc<ArchiveDestination>, exporter: Box<Engine<StoreSource, ArchiveDestination>> },
+    /// Each into an archive of its own, created when the image is committed.
+    PerImage { paths: Vec<PathBuf>, options: EngineOptions },
+}
+
+/// The store, with the archive(s) of a save behind it.
+#[derive(Debug)]
+struct SaveDestination {
+    store: StoreDestination,
+    /// The same store, for blob paths.
+    blobs: Arc<Store>,
+    store_source: Arc<StoreSource>,
+    export: Export,
+    archive_options: ArchiveOptions,
+    /// Per-image archives written so far, with their job index.
+    written: Mutex<Vec<(usize, WrittenArchive)>>,
+}
+
+impl SaveDestination {
+    /// Puts a blob the store now holds into the one archive, ahead of its
+    /// image; a failure here (a full disk) fails the image with its cause.
+    async fn add_early(&self, descriptor: &Descriptor) -> Result<(), TransferError> {
+        match &self.export {
+            Export::One { archive, .. } => {
+                archive.add_local_blob(descriptor, self.blobs.blob_path(&descriptor.digest)).await
+            }
+            Export::PerImage { .. } => Ok(()),
+        }
+    }
+
+    async fn export(&self, image: &CopiedImage) -> Result<(), TransferError> {
+        let job = CopyJob {
+            index: image.job_index,
+            source: image.destination.clone(),
+            destination: image.destination.clone(),
+        };
+        match &self.export {
+            Export::One { exporter, .. } => exporter.copy(&job).await.map(drop),
+            Export::PerImage { paths, options } => {
+                let path = paths.get(image.job_index).ok_or_else(|| {
+                    TransferError::Unsupported(format!("no archive path was given for image {}", image.destination))
+                })?;
+                if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                    tokio::fs::create_dir_all(dir)
+                        .await
+                        .map_err(|error| TransferError::io(format!("creating directory {}", dir.display()), error))?;
+                }
+                let archive = Arc::new(ArchiveDestination::create(
+                    path,
+                    self.archive_options.compression,
+                    self.archive_options.durability,
+                )?);
+                Engine::new(Arc::clone(&self.store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport))
+                    .copy(&job)
+                    .await?;
+                let size = archive.finish().await?;
+                self.written
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push((image.job_index, WrittenArchive { path: path.clone(), size }));
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ImageDestination for SaveDestination {
+    async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
+        self.store.has_image(name).await
+    }
+
+    async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {
+        self.store.cached(digest, limit).await
+    }
+
+    async fn try_reuse_blob(
+        &self,
+        target: &Reference,
+        descriptor: &Descriptor,
+        source: &Reference,
+    ) -> Result<BlobReuse, TransferError> {
+        let reuse = self.store.try_reuse_blob(target, descriptor, source).await?;
+        if reuse.is_reused() {
+            self.add_early(descriptor).await?;
+        }
+        Ok(reuse)
+    }
+
+    async fn put_blob(
+        &self,
+        target: &Reference,
+        descriptor: &Descriptor,
+        content: BlobContent,
+    ) -> Result<(), TransferError> {
+        self.store.put_blob(target, descriptor, content).await?;
+        self.add_early(descriptor).await
+    }
+
+    async fn put_manifest(&self, target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
+        self.store.put_manifest(target, manifest).await
+    }
+
+    async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
+        self.store.commit(image).await?;
+        self.export(image).await
+    }
+}
