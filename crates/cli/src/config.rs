@@ -1,5 +1,5 @@
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -114,9 +114,7 @@ impl Settings {
 
         let store_root = match global.store.clone().or(file.store) {
             Some(root) => root,
-            None => {
-                hpn_store::Store::default_root().context("cannot find a default store directory; pass --store DIR")?
-            }
+            None => cache_dir().context("cannot find a default store directory; pass --store DIR")?.join("store"),
         };
         let jobs = match global.jobs {
             Some(jobs) => usize::from(jobs),
@@ -199,6 +197,23 @@ impl Settings {
             tally: None,
         })
     }
+}
+
+/// hpn's cache directory: `$XDG_CACHE_HOME/hpn`, else `~/.cache/hpn`. The
+/// default store lives in it, and hints such as where blobs were pushed. The
+/// libraries take paths; only the command line looks at the environment.
+pub(crate) fn cache_dir() -> anyhow::Result<PathBuf> {
+    cache_dir_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+        .ok_or_else(|| anyhow!("neither XDG_CACHE_HOME nor HOME is set"))
+}
+
+fn cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    // The XDG spec says relative values are invalid and must be ignored.
+    let cache = xdg_cache_home
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute())
+        .or_else(|| home.filter(|home| !home.is_empty()).map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(cache.join("hpn"))
 }
 
 fn default_config_candidates() -> Vec<PathBuf> {
@@ -284,6 +299,17 @@ mod tests {
         assert_eq!(from_env.requests_per_host, Some(3));
         assert_eq!(resolve(&[], &[], None).unwrap().requests_per_host, None);
         assert!(resolve(&[], &[("HPN_REQUESTS_PER_HOST", "0")], None).is_err());
+    }
+
+    #[test]
+    fn cache_dir_follows_xdg_then_home() {
+        let os = |text: &str| Some(OsString::from(text));
+        assert_eq!(cache_dir_from(os("/xdg"), os("/home/u")), Some(PathBuf::from("/xdg/hpn")));
+        // A relative XDG_CACHE_HOME is invalid per the spec and ignored.
+        assert_eq!(cache_dir_from(os("rel"), os("/home/u")), Some(PathBuf::from("/home/u/.cache/hpn")));
+        assert_eq!(cache_dir_from(None, os("/home/u")), Some(PathBuf::from("/home/u/.cache/hpn")));
+        assert_eq!(cache_dir_from(None, os("")), None);
+        assert_eq!(cache_dir_from(None, None), None);
     }
 
     #[test]

@@ -76,7 +76,7 @@ fn open_store(settings: &Settings) -> Result<Arc<Store>, Failure> {
 /// A registry destination that mounts shared layers from where earlier runs
 /// put them (`blob-locations.json` in hpn's cache directory).
 fn registry_destination(settings: &Settings) -> Result<RegistryDestination, Failure> {
-    let locations = match hpn_store::cache_dir() {
+    let locations = match crate::config::cache_dir() {
         Ok(dir) => BlobLocations::load(&dir.join(BLOB_LOCATIONS_FILE)),
         Err(_) => BlobLocations::in_memory(),
     };
