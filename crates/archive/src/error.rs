@@ -9,67 +9,200 @@ use hpn_oci::Digest;
 /// archive (and, when reading, the entry inside it) and say what the user can
 /// do; the CLI shows them as is.
 #[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
 pub enum ArchiveError {
     /// A filesystem operation failed. The OS error is part of the message (not
     /// a `source`) so a printed error chain does not repeat it.
     #[error("{}", IoMessage { action, path, error })]
-    Io { action: String, path: PathBuf, error: io::Error },
+    Io {
+        /// What was being done, as a verb phrase (`create archive`).
+        action: String,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
 
+    /// The target cannot hold an archive (a directory, no file name).
     #[error("cannot write an archive to {}: {reason}", .path.display())]
-    InvalidPath { path: PathBuf, reason: &'static str },
+    InvalidPath {
+        /// The target asked for.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A blob streamed in hashes to another digest than the one promised;
+    /// the archive is now [`Broken`](ArchiveError::Broken).
 
     #[error(
         "blob content {actual} does not match the expected digest {expected}; the source sent corrupt or different data"
     )]
-    DigestMismatch { expected: Digest, actual: Digest },
+    DigestMismatch {
+        /// The digest the blob was added under.
+        expected: Digest,
+        /// The digest of what arrived.
+        actual: Digest,
+    },
+
+    /// A blob streamed in is longer or shorter than promised.
 
     #[error(
         "blob {digest} should be {expected} bytes but {actual} arrived; the source sent truncated or different data"
     )]
-    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
+    SizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// The size promised.
+        expected: u64,
+        /// The bytes that arrived.
+        actual: u64,
+    },
+
+    /// `finish` found an image naming a blob that was never added: the
+    /// caller's bug, caught before a broken archive gets a final name.
 
     #[error("{image}: its {role} {digest} was not added to the archive (a bug in the caller; no archive was written)")]
-    MissingBlob { image: String, role: &'static str, digest: Digest },
+    MissingBlob {
+        /// The image's name.
+        image: String,
+        /// What the blob is to it (`manifest`, `config`, `layer`).
+        role: &'static str,
+        /// The blob.
+        digest: Digest,
+    },
+
+    /// An earlier failure stopped mid-entry, so the tar stream cannot be
+    /// continued; the writer refuses further use.
 
     #[error("an earlier error left an entry of {} half-written; start the archive again", .path.display())]
-    Broken { path: PathBuf },
+    Broken {
+        /// The archive being written.
+        path: PathBuf,
+    },
+
+    /// The input is not a tar, nor a compressed tar, nor a layout directory,
+    /// or holds no image.
 
     // Reading. Each names the archive and, where there is one, the entry.
     #[error("{} is not an image archive: {reason}", .path.display())]
-    NotAnArchive { path: PathBuf, reason: String },
+    NotAnArchive {
+        /// The input.
+        path: PathBuf,
+        /// What it is instead.
+        reason: String,
+    },
+
+    /// The tar or its compressed stream ends early or fails to decode.
 
     #[error("{} is truncated or corrupt: {detail}; was the file cut short by an interrupted download or copy?", .path.display())]
-    Truncated { path: PathBuf, detail: String },
+    Truncated {
+        /// The archive.
+        path: PathBuf,
+        /// Where it ended, or what failed to decode.
+        detail: String,
+    },
 
     /// An entry hpn refuses to read: an unsafe name (`..`, absolute, NUL), a
     /// link leading outside the archive, a duplicate with other content, an
     /// entry type that is not a plain file.
     #[error("{}: refusing entry {entry:?}: {reason}", .path.display())]
-    BadEntry { path: PathBuf, entry: String, reason: String },
+    BadEntry {
+        /// The archive.
+        path: PathBuf,
+        /// The entry's name as written in the tar.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// A metadata file names an entry the archive lacks.
 
     #[error("{}: {referrer} names {entry:?}, which the archive does not contain", .path.display())]
-    MissingEntry { path: PathBuf, entry: String, referrer: String },
+    MissingEntry {
+        /// The archive.
+        path: PathBuf,
+        /// The missing entry.
+        entry: String,
+        /// What names it (`manifest.json`, an image).
+        referrer: String,
+    },
+
+    /// A manifest or index names a blob that is not in `blobs/sha256/`.
 
     #[error("{}: blob {digest} ({referrer}) is not in the archive", .path.display())]
-    BlobNotFound { path: PathBuf, digest: Digest, referrer: String },
+    BlobNotFound {
+        /// The archive.
+        path: PathBuf,
+        /// The missing blob.
+        digest: Digest,
+        /// What names it.
+        referrer: String,
+    },
+
+    /// `manifest.json`, `index.json`, `repositories` or a manifest is not the
+    /// JSON it should be.
 
     #[error("{}: {entry} is not valid: {reason}", .path.display())]
-    InvalidMetadata { path: PathBuf, entry: String, reason: String },
+    InvalidMetadata {
+        /// The archive.
+        path: PathBuf,
+        /// The entry.
+        entry: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+
+    /// A file hpn would read into memory is over its limit: refused before
+    /// it is read.
 
     #[error(
         "{}: {entry} is {size} bytes, more than the {limit} bytes hpn reads into memory for it; the archive is not one hpn can read",
         .path.display()
     )]
-    TooLarge { path: PathBuf, entry: String, size: u64, limit: u64 },
+    TooLarge {
+        /// The archive.
+        path: PathBuf,
+        /// The entry.
+        entry: String,
+        /// Its size.
+        size: u64,
+        /// The limit (see `hpn_oci::limits`).
+        limit: u64,
+    },
+
+    /// A blob's content does not hash to the digest it is named or listed by.
 
     #[error("{}: {entry} should have digest {expected} but its content has {actual}; the archive is corrupt", .path.display())]
-    CorruptBlob { path: PathBuf, entry: String, expected: Digest, actual: Digest },
+    CorruptBlob {
+        /// The archive.
+        path: PathBuf,
+        /// The entry holding the blob.
+        entry: String,
+        /// The digest it should have.
+        expected: Digest,
+        /// The digest of its content.
+        actual: Digest,
+    },
+
+    /// An uncompressed layer is not the DiffID its image config lists.
 
     #[error(
         "{}: layer {entry} of image {image} is uncompressed and has DiffID {actual}, but the image config lists {expected} at its position; the archive is corrupt or was assembled wrongly",
         .path.display()
     )]
-    DiffIdMismatch { path: PathBuf, entry: String, image: String, expected: Digest, actual: Digest },
+    DiffIdMismatch {
+        /// The archive.
+        path: PathBuf,
+        /// The layer's entry.
+        entry: String,
+        /// The image's name.
+        image: String,
+        /// The DiffID the config lists.
+        expected: Digest,
+        /// The layer's sha256.
+        actual: Digest,
+    },
 }
 
 impl ArchiveError {

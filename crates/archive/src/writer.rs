@@ -33,8 +33,11 @@ const ZSTD_LEVEL: i32 = 3;
 /// Compression of the archive as a whole (the layers inside keep theirs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArchiveCompression {
+    /// A plain tar: blobs can be copied into it file to file.
     None,
+    /// gzip level 1 (`.tar.gz`): the payload is mostly compressed already.
     Gzip,
+    /// zstd level 3 on every core, with a frame checksum (`.tar.zst`).
     Zstd,
 }
 
@@ -57,13 +60,16 @@ pub struct ArchiveImage {
     pub docker: Option<DockerImageEntry>,
 }
 
+/// An image's entry in Docker's `manifest.json`, which is what `docker load`
+/// reads; the blobs it names must be added to the archive.
 #[derive(Debug, Clone)]
 pub struct DockerImageEntry {
+    /// The image config blob.
     pub config: Digest,
     /// Docker familiar "name:tag" forms; empty for an image by digest (docker
     /// then loads it untagged).
     pub repo_tags: Vec<String>,
-    /// The blobs manifest.json lists as Layers ("blobs/sha256/<hex>"), in
+    /// The blobs manifest.json lists as Layers (`blobs/sha256/<hex>`), in
     /// order; may repeat a digest.
     pub layers: Vec<Digest>,
 }
@@ -273,6 +279,7 @@ impl ArchiveWriter {
         &self.path
     }
 
+    /// Whether the blob was already added, so a caller can skip fetching it.
     pub fn contains_blob(&self, digest: &Digest) -> bool {
         self.blobs.contains(digest)
     }

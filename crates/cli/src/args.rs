@@ -2,6 +2,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::settings;
+
 /// Daemonless container image transfer: pull, save, load and push images
 /// without a Docker daemon.
 #[derive(Debug, Parser)]
@@ -16,10 +18,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Content-addressed store directory [default: ~/.cache/hpn/store]
-    #[arg(long, global = true, env = "HPN_STORE", value_name = "DIR")]
+    #[arg(long, global = true, env = settings::STORE.env, value_name = "DIR")]
     pub store: Option<PathBuf>,
     /// Config file [default: first of ~/.hpn/config.yaml, /etc/hpn/config.yaml, ./config.yaml]
-    #[arg(long, global = true, env = "HPN_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = settings::CONFIG.env, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Registry to reach over plain HTTP or unverified TLS (repeatable). Loopback registries need no flag.
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]

@@ -1,63 +1,62 @@
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use hpn_fs::Durability;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::args::GlobalArgs;
 use crate::exit::{ExitStatus, Failure};
+use crate::settings::{self, Setting};
 
-const DEFAULT_JOBS: usize = 4;
-const DEFAULT_ATTEMPTS: u32 = 5;
+pub(crate) const DEFAULT_ATTEMPTS: u32 = 5;
 
-/// The parts of the Go hpn's `config.yaml` this hpn reads, plus `store`,
-/// `platform`, `insecure_registries`, `sync` and `stall_timeout`. Unknown keys (proxy, logging,
-/// runtime.preferred, …) are accepted and ignored so existing hpn configs
-/// keep working.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+/// Images at once when nothing says otherwise: hpn-transfer's default.
+pub(crate) fn default_jobs() -> usize {
+    hpn_transfer::Concurrency::default().images
+}
+
+/// A config.yaml, kept as YAML and read through the keys of [`settings`]: the
+/// Go hpn's (`parallel.max_workers`, `modes.save_mode`,
+/// `runtime.retry.max_attempts`, …) plus hpn's own. Unknown keys (proxy,
+/// logging, runtime.preferred, …) are ignored so existing hpn configs keep
+/// working.
+#[derive(Debug, Default)]
 struct ConfigFile {
-    registry: Option<String>,
-    project: Option<String>,
-    store: Option<PathBuf>,
-    platform: Option<String>,
-    insecure_registries: Vec<String>,
-    sync: Option<bool>,
-    /// Seconds a response may send nothing before it counts as broken.
-    stall_timeout: Option<f64>,
-    parallel: ParallelSection,
-    modes: ModesSection,
-    runtime: RuntimeSection,
+    /// Where it was read from, for error messages; `None` without a file.
+    path: Option<PathBuf>,
+    yaml: serde_yaml_ng::Value,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ParallelSection {
-    max_workers: Option<usize>,
-    /// hpn's own: concurrent requests per registry host (a tuning knob; see BENCHMARKS.md).
-    requests_per_host: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ModesSection {
-    save_mode: Option<u8>,
-    load_mode: Option<u8>,
-    push_mode: Option<u8>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RuntimeSection {
-    retry: RetrySection,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct RetrySection {
-    max_attempts: Option<u32>,
+impl ConfigFile {
+    /// The value of `setting`'s key, `None` if the file does not set it (or
+    /// the setting has no key).
+    fn get<T: DeserializeOwned>(&self, setting: &Setting) -> anyhow::Result<Option<T>> {
+        let Some(key) = setting.key else { return Ok(None) };
+        let invalid = |reason: String| {
+            let path = self.path.as_deref().unwrap_or(Path::new("config.yaml"));
+            anyhow!("config file {} is not valid: {key}: {reason}", path.display())
+        };
+        let mut value = &self.yaml;
+        for (depth, part) in key.split('.').enumerate() {
+            value = match value {
+                serde_yaml_ng::Value::Null => return Ok(None),
+                serde_yaml_ng::Value::Mapping(mapping) => match mapping.get(part) {
+                    Some(value) => value,
+                    None => return Ok(None),
+                },
+                _ => {
+                    let section = key.split('.').take(depth).collect::<Vec<_>>().join(".");
+                    return Err(invalid(format!("{section} is not a mapping")));
+                }
+            };
+        }
+        if value.is_null() {
+            return Ok(None);
+        }
+        serde_yaml_ng::from_value(value.clone()).map(Some).map_err(|error| invalid(error.to_string()))
+    }
 }
 
 /// Effective settings: flag > `HPN_*` environment > config file > default.
@@ -104,7 +103,8 @@ impl Settings {
                 None => ConfigFile::default(),
             },
         };
-        let env_number = |name: &str| -> anyhow::Result<Option<u64>> {
+        let env_number = |setting: &Setting| -> anyhow::Result<Option<u64>> {
+            let name = setting.env;
             env(name)
                 .map(|value| {
                     value.trim().parse::<u64>().with_context(|| format!("{name}={value:?} is not a whole number"))
@@ -112,21 +112,25 @@ impl Settings {
                 .transpose()
         };
 
-        let store_root = match global.store.clone().or(file.store) {
+        let file_store = file.get::<PathBuf>(&settings::STORE)?;
+        let store_root = match global.store.clone().or(file_store) {
             Some(root) => root,
-            None => {
-                hpn_store::Store::default_root().context("cannot find a default store directory; pass --store DIR")?
-            }
+            None => cache_dir().context("cannot find a default store directory; pass --store DIR")?.join("store"),
         };
         let jobs = match global.jobs {
             Some(jobs) => usize::from(jobs),
-            None => env_number("HPN_JOBS")?.map(|n| n as usize).or(file.parallel.max_workers).unwrap_or(DEFAULT_JOBS),
+            None => env_number(&settings::JOBS)?
+                .map(|n| n as usize)
+                .or(file.get(&settings::JOBS)?)
+                .unwrap_or_else(default_jobs),
         };
         if jobs == 0 {
             return Err(anyhow!("the number of parallel jobs must be at least 1"));
         }
-        let requests_per_host =
-            env_number("HPN_REQUESTS_PER_HOST")?.map(|n| n as usize).or(file.parallel.requests_per_host);
+        let requests_per_host = match env_number(&settings::REQUESTS_PER_HOST)? {
+            Some(requests) => Some(requests as usize),
+            None => file.get(&settings::REQUESTS_PER_HOST)?,
+        };
         if let Some(requests) = requests_per_host
             && !(1..=256).contains(&requests)
         {
@@ -134,16 +138,17 @@ impl Settings {
         }
         let attempts = match global.retries {
             Some(attempts) => attempts,
-            None => env_number("HPN_RETRIES")?
+            None => env_number(&settings::RETRIES)?
                 .map(|n| n as u32)
-                .or(file.runtime.retry.max_attempts)
+                .or(file.get(&settings::RETRIES)?)
                 .unwrap_or(DEFAULT_ATTEMPTS)
                 .max(1),
         };
-        let mode = |variable: &str, configured: Option<u8>, highest: u8| -> anyhow::Result<Option<u8>> {
-            let mode = match env_number(variable)? {
+        let mode = |setting: &Setting, highest: u8| -> anyhow::Result<Option<u8>> {
+            let variable = setting.env;
+            let mode = match env_number(setting)? {
                 Some(mode) => Some(u8::try_from(mode).unwrap_or(u8::MAX)),
-                None => configured,
+                None => file.get(setting)?,
             };
             match mode {
                 Some(mode) if !(1..=highest).contains(&mode) => {
@@ -152,28 +157,34 @@ impl Settings {
                 mode => Ok(mode),
             }
         };
-        let default_save_mode = mode("HPN_SAVE_MODE", file.modes.save_mode, 3)?;
-        let default_load_mode = mode("HPN_LOAD_MODE", file.modes.load_mode, 3)?;
-        let default_push_mode = mode("HPN_PUSH_MODE", file.modes.push_mode, 2)?;
+        let default_save_mode = mode(&settings::SAVE_MODE, 3)?;
+        let default_load_mode = mode(&settings::LOAD_MODE, 3)?;
+        let default_push_mode = mode(&settings::PUSH_MODE, 2)?;
         let mut insecure_registries = global.insecure_registries.clone();
-        if let Some(list) = env("HPN_INSECURE_REGISTRIES") {
+        if let Some(list) = env(settings::INSECURE_REGISTRIES.env) {
             insecure_registries.extend(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
         }
-        insecure_registries.extend(file.insecure_registries);
-        let sync = match env("HPN_SYNC") {
+        insecure_registries.extend(file.get::<Vec<String>>(&settings::INSECURE_REGISTRIES)?.unwrap_or_default());
+        let file_sync = file.get::<bool>(&settings::SYNC)?;
+        let sync = match env(settings::SYNC.env) {
             _ if global.sync => true,
             Some(value) => match value.trim() {
                 "1" | "true" | "yes" => true,
                 "0" | "false" | "no" | "" => false,
-                _ => return Err(anyhow!("HPN_SYNC={value:?} is not true or false (1/0, yes/no)")),
+                _ => {
+                    let variable = settings::SYNC.env;
+                    return Err(anyhow!("{variable}={value:?} is not true or false (1/0, yes/no)"));
+                }
             },
-            None => file.sync.unwrap_or(false),
+            None => file_sync.unwrap_or(false),
         };
-        let stall_timeout = match env("HPN_STALL_TIMEOUT") {
-            Some(value) => Some(
-                value.trim().parse::<f64>().with_context(|| format!("HPN_STALL_TIMEOUT={value:?} is not a number"))?,
-            ),
-            None => file.stall_timeout,
+        let file_stall_timeout = file.get::<f64>(&settings::STALL_TIMEOUT)?;
+        let stall_timeout = match env(settings::STALL_TIMEOUT.env) {
+            Some(value) => {
+                let variable = settings::STALL_TIMEOUT.env;
+                Some(value.trim().parse::<f64>().with_context(|| format!("{variable}={value:?} is not a number"))?)
+            }
+            None => file_stall_timeout,
         };
         let stall_timeout = match stall_timeout {
             Some(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Some(Duration::from_secs_f64(seconds)),
@@ -188,17 +199,34 @@ impl Settings {
             insecure_registries,
             durability: if sync { Durability::Synced } else { Durability::Buffered },
             stall_timeout,
-            default_platform: env("HPN_PLATFORM").or(file.platform),
+            default_platform: env(settings::PLATFORM.env).or(file.get(&settings::PLATFORM)?),
             default_save_mode,
             default_load_mode,
             default_push_mode,
-            registry: env("HPN_REGISTRY").or(file.registry),
-            project: env("HPN_PROJECT").or(file.project),
+            registry: env(settings::REGISTRY.env).or(file.get(&settings::REGISTRY)?),
+            project: env(settings::PROJECT.env).or(file.get(&settings::PROJECT)?),
             quiet: global.quiet,
             json: global.json,
             tally: None,
         })
     }
+}
+
+/// hpn's cache directory: `$XDG_CACHE_HOME/hpn`, else `~/.cache/hpn`. The
+/// default store lives in it, and hints such as where blobs were pushed. The
+/// libraries take paths; only the command line looks at the environment.
+pub(crate) fn cache_dir() -> anyhow::Result<PathBuf> {
+    cache_dir_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))
+        .ok_or_else(|| anyhow!("neither XDG_CACHE_HOME nor HOME is set"))
+}
+
+fn cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+    // The XDG spec says relative values are invalid and must be ignored.
+    let cache = xdg_cache_home
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute())
+        .or_else(|| home.filter(|home| !home.is_empty()).map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(cache.join("hpn"))
 }
 
 fn default_config_candidates() -> Vec<PathBuf> {
@@ -217,7 +245,12 @@ fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
         return Ok(ConfigFile::default());
     }
     tracing::info!(path = %path.display(), "using config file");
-    serde_yaml_ng::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))
+    let yaml: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
+    if !yaml.is_mapping() && !yaml.is_null() {
+        return Err(anyhow!("config file {} is not valid: it is not a mapping of keys to values", path.display()));
+    }
+    Ok(ConfigFile { path: Some(path.to_owned()), yaml })
 }
 
 #[cfg(test)]
@@ -263,7 +296,7 @@ mod tests {
         let config = "parallel:\n  max_workers: 7\n";
         assert_eq!(resolve(&[], &[("HPN_JOBS", "3")], Some(config)).unwrap().jobs, 3);
         assert_eq!(resolve(&["-j", "2"], &[("HPN_JOBS", "3")], Some(config)).unwrap().jobs, 2);
-        assert_eq!(resolve(&[], &[], None).unwrap().jobs, DEFAULT_JOBS);
+        assert_eq!(resolve(&[], &[], None).unwrap().jobs, default_jobs());
     }
 
     #[test]
@@ -284,6 +317,17 @@ mod tests {
         assert_eq!(from_env.requests_per_host, Some(3));
         assert_eq!(resolve(&[], &[], None).unwrap().requests_per_host, None);
         assert!(resolve(&[], &[("HPN_REQUESTS_PER_HOST", "0")], None).is_err());
+    }
+
+    #[test]
+    fn cache_dir_follows_xdg_then_home() {
+        let os = |text: &str| Some(OsString::from(text));
+        assert_eq!(cache_dir_from(os("/xdg"), os("/home/u")), Some(PathBuf::from("/xdg/hpn")));
+        // A relative XDG_CACHE_HOME is invalid per the spec and ignored.
+        assert_eq!(cache_dir_from(os("rel"), os("/home/u")), Some(PathBuf::from("/home/u/.cache/hpn")));
+        assert_eq!(cache_dir_from(None, os("/home/u")), Some(PathBuf::from("/home/u/.cache/hpn")));
+        assert_eq!(cache_dir_from(None, os("")), None);
+        assert_eq!(cache_dir_from(None, None), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod exit;
 mod image_list;
 mod legacy;
 mod progress;
+mod settings;
 mod summary;
 
 use std::process::ExitCode;

@@ -12,10 +12,15 @@ pub struct Digest {
     hex: String,
 }
 
+/// Why a string is not a digest hpn accepts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DigestError {
+    /// Not `sha256:` followed by 64 lowercase hex digits.
     #[error("digest {0:?} is not of the form sha256:<64 lowercase hex digits>")]
     Malformed(String),
+    /// A well-formed digest of another algorithm (`sha512:…`): callers that
+    /// only use a digest as a hint can skip it rather than fail.
     #[error("digest algorithm {0:?} is not supported (only sha256 is)")]
     UnsupportedAlgorithm(String),
 }
@@ -112,10 +117,12 @@ impl fmt::Debug for Sha256Hasher {
 }
 
 impl Sha256Hasher {
+    /// A hasher that has seen no bytes.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Feeds the next chunk of the blob.
     pub fn update(&mut self, data: &[u8]) {
         self.inner.update(data);
         self.bytes += data.len() as u64;
@@ -126,6 +133,7 @@ impl Sha256Hasher {
         self.bytes
     }
 
+    /// The digest of everything fed so far.
     pub fn finish(self) -> Digest {
         Digest { hex: hex::encode(self.inner.finalize()) }
     }

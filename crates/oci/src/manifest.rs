@@ -18,18 +18,29 @@ pub mod annotation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    /// What the blob is (a manifest, a config, a gzip layer…); see [`media_type`].
     pub media_type: String,
+    /// The blob's content address, which every reader checks it against.
     pub digest: Digest,
+    /// The blob's exact length in bytes: a transfer that delivers more or
+    /// less is refused.
     pub size: u64,
+    /// In an index entry: the platform the manifest it points at is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// Where else the blob can be fetched from (foreign layers); kept only so
+    /// that a descriptor read survives being written into an index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<String>,
+    /// Free-form metadata; in index.json files it carries the image names
+    /// (see [`annotation`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
 
 impl Descriptor {
+    /// A descriptor with no platform, URLs or annotations: what a manifest
+    /// lists for a config or a layer.
     pub fn new(media_type: &str, digest: Digest, size: u64) -> Self {
         Self {
             media_type: media_type.to_owned(),
@@ -46,10 +57,14 @@ impl Descriptor {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageManifest {
+    /// Always 2 for the formats hpn reads (schema 1 is refused).
     pub schema_version: u32,
+    /// The document's own media type; optional in OCI manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// The image config blob.
     pub config: Descriptor,
+    /// The layer blobs, base layer first.
     pub layers: Vec<Descriptor>,
 }
 
@@ -57,10 +72,14 @@ pub struct ImageManifest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageIndex {
+    /// Always 2.
     pub schema_version: u32,
+    /// The document's own media type; optional in OCI indexes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// One entry per platform manifest (or attestation, or nested index).
     pub manifests: Vec<Descriptor>,
+    /// Free-form metadata of the index itself.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -68,50 +87,72 @@ pub struct ImageIndex {
 /// The parts of an image config hpn reads: platform and layer DiffIDs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ImageConfig {
+    /// CPU architecture in Go's naming (`amd64`, `arm64`); empty if absent.
     #[serde(default)]
     pub architecture: String,
+    /// Operating system (`linux`); empty if absent.
     #[serde(default)]
     pub os: String,
+    /// CPU variant (`v8` of arm64), if the image names one.
     #[serde(default)]
     pub variant: Option<String>,
+    /// The layers' uncompressed digests.
     pub rootfs: RootFs,
 }
 
+/// The `rootfs` section of an image config: the DiffIDs (sha256 of each
+/// layer *uncompressed*), which loaders check the layers against.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RootFs {
+    /// Always `layers` in practice.
     #[serde(rename = "type")]
     pub kind: String,
+    /// One DiffID per layer, in the manifest's layer order.
     pub diff_ids: Vec<Digest>,
 }
 
 impl ImageConfig {
+    /// Parses config bytes (the blob stays as it is; this is a copy to read).
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
         serde_json::from_slice(bytes)
             .map_err(|error| ManifestError::Invalid { kind: "image config", reason: error.to_string() })
     }
 
+    /// The platform the config says the image is for.
     pub fn platform(&self) -> Platform {
         Platform::new(&self.os, &self.architecture, self.variant.as_deref())
     }
 }
 
+/// Why manifest, index or config bytes cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ManifestError {
+    /// A Docker schema 1 manifest, which hpn refuses rather than converts
+    /// (conversion would change its digest).
     #[error(
         "Docker schema 1 manifests are not supported (deprecated since 2017 and removed from Docker 28); \
          re-push the image with a current client to convert it"
     )]
     Schema1,
+    /// A media type that is neither an image manifest nor an index.
     #[error("unsupported manifest media type {0:?}")]
     UnsupportedMediaType(String),
+    /// The bytes are not valid JSON of the expected shape.
     #[error("invalid {kind}: {reason}")]
-    Invalid { kind: &'static str, reason: String },
+    Invalid {
+        /// What was being parsed (`image manifest`, `image config`…).
+        kind: &'static str,
+        /// The parser's complaint.
+        reason: String,
+    },
 }
 
 /// A parsed copy of manifest bytes. Read from it; write the raw bytes.
 #[derive(Debug, Clone)]
 pub enum ParsedManifest {
+    /// A single-platform image manifest.
     Image(ImageManifest),
+    /// A multi-platform index (manifest list).
     Index(ImageIndex),
 }
 

@@ -6,17 +6,22 @@ use serde::{Deserialize, Serialize};
 /// An image platform as in an index entry: `linux/arm64/v8`.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Platform {
+    /// Operating system, as Go names it (`linux`, `windows`).
     pub os: String,
+    /// CPU architecture, as Go names it (`amd64`, `arm64`).
     pub architecture: String,
+    /// CPU variant (`v7`, `v8`), where the architecture has several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 
+/// A `--platform` value that is not `os/arch` or `os/arch/variant`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid platform {0:?}: expected os/arch or os/arch/variant, like linux/amd64 or linux/arm64/v8")]
 pub struct PlatformError(String);
 
 impl Platform {
+    /// A platform from its parts, taken as given (no normalization).
     pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
         Self { os: os.to_owned(), architecture: architecture.to_owned(), variant: variant.map(str::to_owned) }
     }

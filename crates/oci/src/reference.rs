@@ -24,20 +24,29 @@ pub struct Reference {
     digest: Option<Digest>,
 }
 
+/// Why a string is not an image reference, in Docker's grammar.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReferenceError {
+    /// Nothing to parse.
     #[error("empty image reference")]
     Empty,
+    /// Docker refuses uppercase repository names rather than lowercasing them.
     #[error("repository name must be lowercase")]
     Uppercase,
+    /// The registry part is not a host name or address with an optional port.
     #[error("invalid registry host {0:?}")]
     InvalidRegistry(String),
+    /// A path component of the repository breaks the grammar.
     #[error("invalid repository path component {0:?}: use lowercase letters, digits and single . _ - separators")]
     InvalidPathComponent(String),
+    /// Registries refuse repository names over 255 characters.
     #[error("repository name is longer than {MAX_REPOSITORY_LEN} characters")]
     RepositoryTooLong,
+    /// The tag breaks the grammar or is over 128 characters.
     #[error("invalid tag {0:?}: up to {MAX_TAG_LEN} letters, digits, _ . - and not starting with . or -")]
     InvalidTag(String),
+    /// The part after `@` is not a digest hpn accepts.
     #[error("invalid digest: {0}")]
     InvalidDigest(#[from] crate::digest::DigestError),
 }
@@ -72,10 +81,13 @@ impl Reference {
         &self.repository
     }
 
+    /// The tag, if the reference has one: also kept beside a digest, as the
+    /// name to record.
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
     }
 
+    /// The digest the reference is pinned to, if any.
     pub fn digest(&self) -> Option<&Digest> {
         self.digest.as_ref()
     }
@@ -87,11 +99,6 @@ impl Reference {
             (None, Some(tag)) => tag.clone(),
             (None, None) => unreachable!("a reference always has a tag or a digest"),
         }
-    }
-
-    /// The same image in another registry/repository, keeping tag and digest.
-    pub fn with_location(&self, registry: &str, repository: &str) -> Result<Self, ReferenceError> {
-        Self::new(registry, repository, self.tag.as_deref(), self.digest.clone())
     }
 
     /// The same repository pinned to `digest`, without the tag.

@@ -20,7 +20,9 @@ pub enum BlobRole {
     Manifest,
     /// A manifest listed by an index (only the selected platforms may be present).
     ChildManifest,
+    /// An image config.
     Config,
+    /// A layer.
     Layer,
 }
 
@@ -39,16 +41,49 @@ impl fmt::Display for BlobRole {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     /// A blob's content no longer hashes to its name.
-    CorruptBlob { digest: Digest, actual: Digest },
+    CorruptBlob {
+        /// The blob's name.
+        digest: Digest,
+        /// What its content hashes to.
+        actual: Digest,
+    },
     /// An image needs a blob that is not in the store.
-    MissingBlob { image: String, digest: Digest, role: BlobRole },
+    MissingBlob {
+        /// The index.json name of the image (or its digest, if unnamed).
+        image: String,
+        /// The blob it needs.
+        digest: Digest,
+        /// What the blob is to the image.
+        role: BlobRole,
+    },
     /// A blob's size differs from what the referencing descriptor says.
-    WrongSize { image: String, digest: Digest, role: BlobRole, expected: u64, actual: u64 },
+    WrongSize {
+        /// The index.json name of the image (or its digest, if unnamed).
+        image: String,
+        /// The blob.
+        digest: Digest,
+        /// What the blob is to the image.
+        role: BlobRole,
+        /// The size the descriptor gives.
+        expected: u64,
+        /// The size of the file.
+        actual: u64,
+    },
     /// A manifest or index that cannot be read or parsed, so what it lists
     /// could not be checked.
-    UnreadableManifest { image: String, digest: Digest, reason: String },
+    UnreadableManifest {
+        /// The index.json name of the image (or its digest, if unnamed).
+        image: String,
+        /// The manifest or index.
+        digest: Digest,
+        /// Why it cannot be read or parsed.
+        reason: String,
+    },
     /// A file in `blobs/sha256/` whose name is not a digest.
-    StrayFile { path: PathBuf },
+    StrayFile {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -69,25 +104,36 @@ impl fmt::Display for Problem {
     }
 }
 
+/// What [`Store::verify`] checked and found.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct VerifyReport {
+    /// Blobs re-hashed.
     pub blobs_checked: usize,
+    /// Bytes re-hashed.
     pub bytes_checked: u64,
     /// index.json entries walked (named or not).
     pub refs_checked: usize,
+    /// Everything found wrong; empty for an intact store.
     pub problems: Vec<Problem>,
 }
 
 impl VerifyReport {
+    /// Whether the store is intact.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
 }
 
+/// What [`Store::gc`] kept and removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GcReport {
+    /// Blobs some index.json entry reaches.
     pub blobs_kept: usize,
+    /// Blobs nothing reaches, now deleted.
     pub blobs_removed: usize,
+    /// The size of the deleted blobs.
     pub bytes_freed: u64,
     /// Temp files of killed runs removed on the way.
     pub temp_files_removed: usize,

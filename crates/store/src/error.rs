@@ -8,56 +8,134 @@ use hpn_oci::Digest;
 /// Everything that can go wrong in the store. Each message names the file and
 /// says what the user can do, because the CLI shows it as is.
 #[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
 pub enum StoreError {
     /// A filesystem operation failed. The OS error is part of the message (not
     /// a `source`), so a report that prints the chain does not repeat it.
     #[error("{}", IoMessage { operation, path, error })]
-    Io { operation: &'static str, path: PathBuf, error: io::Error },
+    Io {
+        /// What was being done, as a verb phrase (`write blob`, `lock`).
+        operation: &'static str,
+        /// The file or directory it was done to.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
 
+    /// The directory is an OCI layout of a version hpn does not know.
     #[error(
         "{} holds an OCI layout of version {found:?}, but hpn only knows 1.0.0; \
          run with --store to use another directory",
         .path.display()
     )]
-    UnsupportedLayoutVersion { path: PathBuf, found: String },
+    UnsupportedLayoutVersion {
+        /// The `oci-layout` file.
+        path: PathBuf,
+        /// The version it declares.
+        found: String,
+    },
+
+    /// `oci-layout` cannot be read as a layout file, or the directory holds
+    /// other files and is not a layout at all (most likely a mistyped `--store`).
 
     #[error("{} is not a valid OCI layout file ({reason}); repair or remove it, or run with --store to use another directory", .path.display())]
-    InvalidLayout { path: PathBuf, reason: String },
+    InvalidLayout {
+        /// The `oci-layout` file (present or not).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Bytes offered for a blob hash to another digest than the one promised.
 
     #[error(
         "content {actual} does not match the expected digest {expected}; the source sent corrupt or different data"
     )]
-    DigestMismatch { expected: Digest, actual: Digest },
+    DigestMismatch {
+        /// The digest the blob was announced with.
+        expected: Digest,
+        /// The digest of what arrived.
+        actual: Digest,
+    },
+
+    /// A blob arrived longer or shorter than its descriptor said.
 
     #[error(
         "blob {digest} should be {expected} bytes but {actual} arrived; the source sent truncated or different data"
     )]
-    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
+    SizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// The size its descriptor gave.
+        expected: u64,
+        /// The bytes that arrived.
+        actual: u64,
+    },
+
+    /// [`Store::read_blob`](crate::Store::read_blob) of a blob the store does not have.
 
     #[error("blob {digest} is not in the store at {}", .root.display())]
-    BlobNotFound { digest: Digest, root: PathBuf },
+    BlobNotFound {
+        /// The blob asked for.
+        digest: Digest,
+        /// The store's root directory.
+        root: PathBuf,
+    },
+
+    /// A blob read whole is over the caller's limit: refused before it is
+    /// read into memory.
 
     #[error("blob {digest} is {size} bytes, more than the {max} bytes accepted here; it is not a manifest or config")]
-    BlobTooLarge { digest: Digest, size: u64, max: u64 },
+    BlobTooLarge {
+        /// The blob.
+        digest: Digest,
+        /// Its size on disk.
+        size: u64,
+        /// The caller's limit (see `hpn_oci::limits`).
+        max: u64,
+    },
+
+    /// A stored blob no longer hashes to its name (disk corruption, or
+    /// something else wrote to the store).
 
     #[error(
         "blob {digest} in the store at {} is corrupt (its content hashes to {actual}); \
          run `hpn store verify`, then pull the image again",
         .root.display()
     )]
-    CorruptBlob { digest: Digest, actual: Digest, root: PathBuf },
+    CorruptBlob {
+        /// The blob's name.
+        digest: Digest,
+        /// What its content hashes to.
+        actual: Digest,
+        /// The store's root directory.
+        root: PathBuf,
+    },
+
+    /// gc met a reachable manifest it cannot parse, so it cannot know what
+    /// that manifest keeps alive and deletes nothing.
 
     #[error("manifest {digest} in the store cannot be read ({reason}); gc stopped without removing anything")]
-    UnreadableManifest { digest: Digest, reason: String },
+    UnreadableManifest {
+        /// The manifest.
+        digest: Digest,
+        /// Why it cannot be read or parsed.
+        reason: String,
+    },
 
-    #[error("cannot tell where the store goes: neither XDG_CACHE_HOME nor HOME is set; run with --store DIR")]
-    NoCacheDir,
+    /// gc needs the store to itself, and another process has it open.
 
     #[error(
         "the store at {} is in use by another hpn process; run gc again when it has finished",
         .root.display()
     )]
-    InUse { root: PathBuf },
+    InUse {
+        /// The store's root directory.
+        root: PathBuf,
+    },
+
+    /// A name for [`Store::set_ref`](crate::Store::set_ref) that index.json
+    /// cannot carry safely.
 
     #[error("invalid reference name {0:?}: it must be non-empty and contain no control characters")]
     InvalidRefName(String),

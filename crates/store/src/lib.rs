@@ -18,6 +18,51 @@
 //!   referenced blobs of a pull running in another process.
 //!
 //! Everything is synchronous std I/O; async callers use `spawn_blocking`.
+//! Where the store lives is the caller's choice: `hpn` puts it under the
+//! user's cache directory, this crate reads no environment.
+//!
+//! ```
+//! use std::io::Write;
+//!
+//! use hpn_oci::{Descriptor, Digest, media_type};
+//! use hpn_store::Store;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(dir.path()).unwrap();
+//!
+//! // A big blob streams in and is renamed to blobs/sha256/<hex> only once
+//! // size and digest matched.
+//! let layer_bytes = b"layer bytes, arriving in chunks";
+//! let layer = Descriptor::new(media_type::OCI_LAYER, Digest::of(layer_bytes), layer_bytes.len() as u64);
+//! let mut writer = store.begin_blob(&layer.digest, Some(layer.size)).unwrap();
+//! for chunk in layer_bytes.chunks(8) {
+//!     writer.write_all(chunk).unwrap();
+//! }
+//! writer.commit().unwrap();
+//!
+//! // A small one in one call, read back verified.
+//! let config_bytes = br#"{"os":"linux","architecture":"amd64","rootfs":{"type":"layers","diff_ids":[]}}"#;
+//! let config = Descriptor::new(media_type::OCI_CONFIG, Digest::of(config_bytes), config_bytes.len() as u64);
+//! store.put_blob_bytes(&config, config_bytes).unwrap();
+//! let manifest = format!(
+//!     r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{}]}}"#,
+//!     media_type::OCI_MANIFEST,
+//!     serde_json::to_string(&config).unwrap(),
+//!     serde_json::to_string(&layer).unwrap(),
+//! );
+//! let manifest_bytes = manifest.as_bytes();
+//! let manifest = Descriptor::new(media_type::OCI_MANIFEST, Digest::of(manifest_bytes), manifest_bytes.len() as u64);
+//! store.put_blob_bytes(&manifest, manifest_bytes).unwrap();
+//! assert_eq!(store.read_blob(&manifest.digest, hpn_oci::limits::MANIFEST).unwrap(), manifest_bytes);
+//!
+//! // Named in index.json, where skopeo (`oci:DIR:NAME`) finds it too.
+//! store.set_ref("docker.io/library/app:1", &manifest).unwrap();
+//! let found = store.resolve_ref("docker.io/library/app:1").unwrap().unwrap();
+//! assert_eq!(found.digest, manifest.digest);
+//! assert!(store.verify().unwrap().is_ok());
+//! ```
+
+#![warn(missing_docs)]
 
 mod check;
 mod error;
@@ -25,7 +70,6 @@ mod index;
 mod temp;
 mod writer;
 
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -87,15 +131,13 @@ impl Store {
         Ok(store)
     }
 
-    /// `$XDG_CACHE_HOME/hpn/store`, else `~/.cache/hpn/store`.
-    pub fn default_root() -> Result<PathBuf, StoreError> {
-        Ok(cache_dir()?.join("store"))
-    }
-
+    /// The store's directory, made absolute at open.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// Where the blob's file is (or would be): `blobs/sha256/<hex>`. For
+    /// readers that stream or copy it; writers go through [`Store::begin_blob`].
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.blobs_dir.join(digest.hex())
     }
@@ -202,21 +244,6 @@ impl Store {
     }
 }
 
-/// hpn's cache directory: `$XDG_CACHE_HOME/hpn`, else `~/.cache/hpn`. The
-/// default store lives in it, and hints such as where blobs were pushed.
-pub fn cache_dir() -> Result<PathBuf, StoreError> {
-    cache_dir_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME")).ok_or(StoreError::NoCacheDir)
-}
-
-fn cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
-    // The XDG spec says relative values are invalid and must be ignored.
-    let cache = xdg_cache_home
-        .map(PathBuf::from)
-        .filter(|path| path.is_absolute())
-        .or_else(|| home.filter(|home| !home.is_empty()).map(|home| PathBuf::from(home).join(".cache")))?;
-    Some(cache.join("hpn"))
-}
-
 fn open_lock_file(path: &Path) -> Result<File, StoreError> {
     OpenOptions::new()
         .read(true)
@@ -263,20 +290,4 @@ fn refuse_foreign_directory(root: &Path) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cache_dir_follows_xdg_then_home() {
-        let os = |text: &str| Some(OsString::from(text));
-        assert_eq!(cache_dir_from(os("/xdg"), os("/home/u")), Some(PathBuf::from("/xdg/hpn")));
-        // A relative XDG_CACHE_HOME is invalid per the spec and ignored.
-        assert_eq!(cache_dir_from(os("rel"), os("/home/u")), Some(PathBuf::from("/home/u/.cache/hpn")));
-        assert_eq!(cache_dir_from(None, os("/home/u")), Some(PathBuf::from("/home/u/.cache/hpn")));
-        assert_eq!(cache_dir_from(None, os("")), None);
-        assert_eq!(cache_dir_from(None, None), None);
-    }
 }

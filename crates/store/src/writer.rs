@@ -73,6 +73,7 @@ impl BlobWriter {
         })
     }
 
+    /// Bytes written so far, for progress reports.
     pub fn bytes_written(&self) -> u64 {
         self.hasher.bytes()
     }

@@ -74,7 +74,7 @@ fn open_store(settings: &Settings) -> Result<Arc<Store>, Failure> {
 /// Which repositories blobs were pushed to in earlier runs
 /// (`blob-locations.json` in hpn's cache directory), for mounts.
 fn blob_locations() -> Arc<BlobLocations> {
-    Arc::new(match hpn_store::cache_dir() {
+    Arc::new(match crate::config::cache_dir() {
         Ok(dir) => BlobLocations::load(&dir.join(BLOB_LOCATIONS_FILE)),
         Err(_) => BlobLocations::in_memory(),
     })
