@@ -1,9 +1,7 @@
 //! Blob bodies that check their size and resume where they broke.
 
-use std::pin::Pin;
-
 use bytes::Bytes;
-use futures_util::Stream;
+use hpn_oci::BlobStream;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, HeaderValue, RANGE};
 use reqwest::{Response, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
@@ -12,10 +10,6 @@ use tracing::debug;
 use crate::client::{Call, RegistryClient, Reply, header_u64};
 use crate::error::{RegistryError, SizeProblem};
 use crate::retry::TransportError;
-
-/// A blob's bytes, in order. Ends with an error if the body turns out shorter
-/// or longer than the descriptor says, or cannot be resumed.
-pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, RegistryError>> + Send>>;
 
 pub(crate) fn stream(client: RegistryClient, call: Call, reply: Reply, size: u64) -> BlobStream {
     let body = BlobBody {
@@ -31,7 +25,9 @@ pub(crate) fn stream(client: RegistryClient, call: Call, reply: Reply, size: u64
         finished: false,
     };
     Box::pin(futures_util::stream::unfold(body, |mut body| async move {
-        let item = body.next().await?;
+        // The error travels as an `io::Error`, the stream's item error, and
+        // stays a `RegistryError` for whoever downcasts it.
+        let item = body.next().await?.map_err(std::io::Error::other);
         Some((item, body))
     }))
 }

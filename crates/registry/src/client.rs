@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use hpn_oci::{Descriptor, Digest, DigestError, ParsedManifest, Reference, media_type};
+use hpn_oci::{BlobStream, Descriptor, Digest, DigestError, ParsedManifest, RawManifest, Reference, media_type};
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, WWW_AUTHENTICATE,
 };
@@ -18,7 +18,7 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
 use crate::auth::{Scope, Token, TokenCache, TokenKey, TokenResponse};
-use crate::blob::{self, BlobStream};
+use crate::blob;
 use crate::challenge::{self, Challenge};
 use crate::credentials::Credential;
 use crate::endpoint::{self, Transport};
@@ -27,9 +27,8 @@ use crate::options::ClientOptions;
 use crate::retry::{TransportError, error_chain, is_retryable_status, retry_after};
 use crate::upload::{PendingSession, SessionKey};
 
-/// Manifests larger than this are refused, to bound memory. Distribution
-/// itself refuses to store manifests over 4 MiB.
-pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Manifests larger than this are refused, to bound memory.
+const MAX_MANIFEST_BYTES: usize = hpn_oci::limits::MANIFEST as usize;
 /// Error and token bodies are read up to this much.
 pub(crate) const MAX_SMALL_BODY: usize = 1024 * 1024;
 const MAX_REDIRECTS: usize = 10;
@@ -218,24 +217,6 @@ pub(crate) struct Reply {
     pub(crate) attempts: u32,
 }
 
-/// A manifest exactly as the registry sent it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct FetchedManifest {
-    pub bytes: Vec<u8>,
-    pub media_type: String,
-    pub digest: Digest,
-}
-
-impl fmt::Debug for FetchedManifest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FetchedManifest")
-            .field("media_type", &self.media_type)
-            .field("digest", &self.digest)
-            .field("len", &self.bytes.len())
-            .finish()
-    }
-}
-
 impl RegistryClient {
     pub fn new(options: ClientOptions) -> Result<Self, RegistryError> {
         let build = |insecure: bool| {
@@ -303,7 +284,7 @@ impl RegistryClient {
     /// Fetches a manifest or index by tag or digest, with an `Accept` of every
     /// type hpn can copy. The digest is computed over the exact bytes and must
     /// match the reference's digest and the registry's `Docker-Content-Digest`.
-    pub async fn get_manifest(&self, reference: &Reference) -> Result<FetchedManifest, RegistryError> {
+    pub async fn get_manifest(&self, reference: &Reference) -> Result<RawManifest, RegistryError> {
         let call = self.manifest_call(reference, Method::GET)?;
         let registry = call.registry.name.clone();
         let policy = &self.inner.options.retry;
@@ -1045,7 +1026,7 @@ fn finish_manifest(
     reference: &Reference,
     headers: &HeaderMap,
     bytes: Vec<u8>,
-) -> Result<FetchedManifest, RegistryError> {
+) -> Result<RawManifest, RegistryError> {
     let header_digest = headers.get(DOCKER_CONTENT_DIGEST).and_then(|value| value.to_str().ok());
     if let Some(Err(DigestError::Malformed(text))) = header_digest.map(|text| text.trim().parse::<Digest>()) {
         return Err(RegistryError::protocol(
@@ -1066,7 +1047,7 @@ fn finish_manifest(
     let content_type = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok());
     let (_, media_type) = ParsedManifest::parse(&bytes, content_type)
         .map_err(|source| RegistryError::Manifest { subject: subject.to_owned(), source })?;
-    Ok(FetchedManifest { bytes, media_type, digest })
+    Ok(RawManifest { bytes: Bytes::from(bytes), media_type, digest })
 }
 
 fn too_large(registry: &str, subject: &str, length: u64) -> RegistryError {

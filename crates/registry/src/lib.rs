@@ -24,9 +24,9 @@ mod retry;
 mod upload;
 
 pub use auth::Scope;
-pub use blob::BlobStream;
-pub use client::{FetchedManifest, MAX_MANIFEST_BYTES, RegistryClient};
+pub use client::RegistryClient;
 pub use credentials::{Credential, CredentialError, Credentials};
 pub use error::{RegistryError, SizeProblem};
-pub use options::{ClientOptions, RetryPolicy};
+pub use hpn_oci::{BlobStream, RawManifest};
+pub use options::{ClientOptions, DEFAULT_REQUESTS_PER_HOST, RetryPolicy};
 pub use upload::{BodyFactory, MountOutcome, UploadStream, body_from_bytes};

@@ -2,6 +2,11 @@ use std::time::Duration;
 
 use crate::credentials::Credentials;
 
+/// Concurrent requests per registry host unless configured otherwise. Six is
+/// what browsers and Docker's own puller settle on per host; more mostly adds
+/// contention on the registry side.
+pub const DEFAULT_REQUESTS_PER_HOST: usize = 6;
+
 /// How a [`RegistryClient`](crate::RegistryClient) talks to registries.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -29,9 +34,7 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             user_agent: format!("hpn/{}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(30),
-            // Six is what browsers and Docker's own puller settle on per host;
-            // more mostly adds contention on the registry side.
-            max_requests_per_host: 6,
+            max_requests_per_host: DEFAULT_REQUESTS_PER_HOST,
             stall_timeout: Duration::from_secs(60),
         }
     }

@@ -27,16 +27,15 @@ use crate::client::{Call, CallBody, Progress, RegistryClient, RegistryState, Rep
 use crate::error::{HINT_CONTENT, HINT_MANIFEST_REFERENCE, HINT_MEDIA_TYPE, RegistryError, Target};
 use crate::retry::{error_chain, is_retryable_status, retry_after};
 
-/// A blob's bytes for an upload, in order.
+/// A blob's bytes for an upload, in order: the same [`hpn_oci::BlobStream`]
+/// the read side hands out, so a blob fetched from one registry is pushed to
+/// another as it is.
 ///
-/// The item error is `io::Error`, the error of the sources a push mostly
-/// reads (files of the store and archives: `tokio_util::io::ReaderStream`
-/// fits as is). Any other source adapts with one
-/// `map_err(io::Error::other)`, which keeps its error as the cause (a
-/// [`crate::BlobStream`] from another registry, a stream of the transfer
-/// engine's own error type). The upload reports it as
-/// [`RegistryError::Content`] with the source's message.
-pub type UploadStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+/// Files of the store and archives fit as they are
+/// (`tokio_util::io::ReaderStream`); any other source adapts with one
+/// `map_err(io::Error::other)`, which keeps its error as the cause. The
+/// upload reports a failing source as [`RegistryError::Content`].
+pub type UploadStream = hpn_oci::BlobStream;
 
 /// How a caller hands a blob body to [`RegistryClient::upload_blob`]: a
 /// factory, because a retried upload must re-open its source from the

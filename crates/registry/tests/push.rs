@@ -114,7 +114,7 @@ async fn small_and_large_blobs_and_both_manifest_kinds_round_trip() {
         assert_eq!(digest, Digest::of(&bytes));
 
         let by_tag = client.get_manifest(&registry.reference(&format!("test/app:{tag}"))).await.unwrap();
-        assert_eq!((by_tag.bytes.as_slice(), by_tag.media_type.as_str()), (bytes.as_slice(), kind));
+        assert_eq!((&by_tag.bytes[..], by_tag.media_type.as_str()), (bytes.as_slice(), kind));
         let by_digest = client.get_manifest(&registry.reference(&format!("test/app@{digest}"))).await.unwrap();
         assert_eq!(by_digest.bytes, bytes);
         assert_eq!(skopeo_digest(&format!("{}/test/app:{tag}", registry.host)).await, digest.to_string());

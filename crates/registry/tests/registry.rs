@@ -39,7 +39,7 @@ async fn collect(
     let mut stream = client.get_blob(&reference, descriptor).await?;
     let (mut body, mut chunks) = (Vec::new(), 0);
     while let Some(chunk) = stream.next().await {
-        body.extend_from_slice(&chunk?);
+        body.extend_from_slice(&chunk.map_err(common::registry_error)?);
         chunks += 1;
     }
     Ok((body, chunks))

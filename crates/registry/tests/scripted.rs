@@ -42,7 +42,7 @@ async fn fetch_blob(client: &RegistryClient, server: &Scripted, blob: &[u8]) -> 
     let mut stream = client.get_blob(&reference(server, "test/app:v1"), &blob_descriptor(blob)).await?;
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
-        body.extend_from_slice(&chunk?);
+        body.extend_from_slice(&chunk.map_err(common::registry_error)?);
     }
     Ok(body)
 }
@@ -238,7 +238,7 @@ async fn bodies_shorter_or_longer_than_the_descriptor_fail() {
     let error = loop {
         match stream.next().await {
             Some(Ok(chunk)) => received += chunk.len(),
-            Some(Err(error)) => break error,
+            Some(Err(error)) => break common::registry_error(error),
             None => panic!("a short body ended without an error"),
         }
     };
@@ -260,7 +260,7 @@ async fn bodies_shorter_or_longer_than_the_descriptor_fail() {
     let error = loop {
         match stream.next().await.expect("an error before the end") {
             Ok(chunk) => received += chunk.len(),
-            Err(error) => break error,
+            Err(error) => break common::registry_error(error),
         }
     };
     assert!(received <= 20_000);
@@ -325,7 +325,7 @@ async fn a_docker_content_digest_that_disagrees_is_refused() {
 
 #[tokio::test]
 async fn oversized_manifests_are_refused() {
-    let huge = vec![b' '; hpn_registry::MAX_MANIFEST_BYTES + 1];
+    let huge = vec![b' '; hpn_oci::limits::MANIFEST as usize + 1];
     let server = Scripted::start("127.0.0.1", move |request| match request.path() {
         "/v2/" => Action::status(200),
         _ => Action::UntilClose { status: 200, headers: Vec::new(), body: huge.clone() },
