@@ -6,6 +6,8 @@
 //! whole body, or, where a registry or a proxy refuses one large request,
 //! `PATCH` chunks with `Content-Range` and an empty final `PUT`.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -15,17 +17,16 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt as _};
-use hpn_oci::{Descriptor, Digest, DigestError, Reference};
-use reqwest::header::{
-    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION, RANGE,
-};
+use hpn_oci::{Descriptor, Digest, Reference};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RANGE};
 use reqwest::{Method, StatusCode, Url};
 use tracing::debug;
 
-use crate::auth::Scope;
-use crate::client::{Call, CallBody, Progress, RegistryClient, RegistryState, Reply, Sent, Slot};
-use crate::error::{HINT_CONTENT, HINT_MANIFEST_REFERENCE, HINT_MEDIA_TYPE, RegistryError, Target};
-use crate::retry::{error_chain, is_retryable_status, retry_after};
+use crate::error::{ErrorBody, ErrorCode, HINT_CONTENT, RegistryError, Target, chain};
+use crate::headers;
+use crate::mutex::lock;
+use crate::transport::retry::{Retrier, is_retryable_status, retry_after};
+use crate::transport::{Call, CallBody, Host, Progress, Reply, Scope, Sent, Slot, Transport};
 
 /// A blob's bytes for an upload, in order: the same [`hpn_oci::BlobStream`]
 /// the read side hands out, so a blob fetched from one registry is pushed to
@@ -37,7 +38,7 @@ use crate::retry::{error_chain, is_retryable_status, retry_after};
 /// upload reports a failing source as [`RegistryError::Content`].
 pub type UploadStream = hpn_oci::BlobStream;
 
-/// How a caller hands a blob body to [`RegistryClient::upload_blob`]: a
+/// How a caller hands a blob body to [`RegistryClient::upload_blob`](crate::RegistryClient::upload_blob): a
 /// factory, because a retried upload must re-open its source from the
 /// start. Called once per attempt for blobs over 1 MiB, once in all for
 /// smaller ones (they are kept in memory and sent again from there).
@@ -81,292 +82,34 @@ const SLICE: usize = 64 * 1024;
 const SESSION_TTL: Duration = Duration::from_secs(10 * 60);
 /// Sessions kept from mounts, at most; the oldest beyond it are dropped.
 const MAX_SESSIONS: usize = 1024;
-const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
 /// Registry, repository and digest of an upload session kept from a mount.
-pub(crate) type SessionKey = (String, String, Digest);
+type SessionKey = (String, String, Digest);
 
-pub(crate) struct PendingSession {
+struct PendingSession {
     url: Url,
     opened: Instant,
 }
 
-impl RegistryClient {
-    /// Whether `target`'s repository has the blob (`HEAD`). Asks for a
-    /// `pull,push` token: it is the one the upload that usually follows
-    /// needs, so one token serves both (token services grant what they allow).
-    pub async fn blob_exists(&self, target: &Reference, digest: &Digest) -> Result<bool, RegistryError> {
-        let mut call = self.blob_call(target, digest, Method::HEAD)?;
-        call.scopes = vec![Scope::push(target.repository())];
-        call.target = Target::BlobPush;
-        call.subject = format!("checking for blob {digest} in {}", target.name());
-        let reply = self.execute(&call).await?;
-        let status = reply.response.status();
-        if status == StatusCode::NOT_FOUND {
-            return Ok(false);
-        }
-        if !status.is_success() {
-            return Err(self.failure(&call, reply).await);
-        }
-        Ok(true)
-    }
+/// Upload sessions a registry opened in answer to a mount it could not do,
+/// kept for the upload of that blob that follows.
+#[derive(Default)]
+pub(crate) struct Sessions(Mutex<HashMap<SessionKey, PendingSession>>);
 
-    /// Asks the registry to link a blob of `from_repository` (same registry)
-    /// into `target`'s repository: `POST /v2/TARGET/blobs/uploads/?mount=&from=`,
-    /// with one token for `pull,push` on the target and `pull` on the source
-    /// (a registry checks both in the same token).
-    ///
-    /// 201 is [`MountOutcome::Mounted`]. 202 means the registry opened an
-    /// upload session instead; it is kept (for ten minutes) and the next
-    /// [`RegistryClient::upload_blob`] of this blob to this repository uses
-    /// it rather than opening another. A refusal for lack of rights (401,
-    /// 403, or no token for the source) is `NotMounted` too: the upload that
-    /// follows reports the target's rights precisely.
-    pub async fn mount_blob(
-        &self,
-        target: &Reference,
-        digest: &Digest,
-        from_repository: &str,
-    ) -> Result<MountOutcome, RegistryError> {
-        let state = self.state(target.registry())?;
-        let repository = target.repository();
-        let call = Call {
-            registry: state.clone(),
-            repository: Some(repository.to_owned()),
-            method: Method::POST,
-            path: format!(
-                "/v2/{repository}/blobs/uploads/?mount={}&from={}",
-                query_component(&digest.to_string()),
-                query_component(from_repository)
-            ),
-            headers: HeaderMap::new(),
-            scopes: vec![Scope::push(repository), Scope::pull(from_repository)],
-            subject: format!("mounting blob {digest} from {from_repository} into {}", target.name()),
-            target: Target::BlobPush,
-            slot: Slot::General,
-        };
-        // An empty body still gets `Content-Length: 0`, which some registries
-        // and proxies require on a POST.
-        let reply = match self.execute_with(&call, CallBody::Bytes(Bytes::new()), true).await {
-            Ok(Sent::Reply(reply)) => reply,
-            Ok(Sent::Broken { error, attempts }) => {
-                return Err(RegistryError::network(&state.name, &call.subject, attempts, error, self.is_plain(&call)));
-            }
-            Err(error) if error.is_auth() => {
-                debug!(registry = %state.name, "no token for the mount: {error}");
-                return Ok(MountOutcome::NotMounted);
-            }
-            Err(error) => return Err(error),
-        };
-        let key: SessionKey = (state.name.clone(), repository.to_owned(), digest.clone());
-        match reply.response.status() {
-            StatusCode::CREATED => {
-                check_digest_header(&state.name, &call.subject, reply.response.headers(), digest, "blob")?;
-                drop(reply);
-                if let Some(stale) = self.forget_session(&key) {
-                    self.cancel_session(&state, repository, &call.subject, stale.url).await;
-                }
-                Ok(MountOutcome::Mounted)
-            }
-            StatusCode::ACCEPTED => {
-                match session_location(&reply) {
-                    Some(url) => {
-                        drop(reply);
-                        if let Some(replaced) = self.keep_session(key, url) {
-                            self.cancel_session(&state, repository, &call.subject, replaced).await;
-                        }
-                    }
-                    None => debug!(registry = %state.name, "mount answered 202 without a usable Location"),
-                }
-                Ok(MountOutcome::NotMounted)
-            }
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                debug!(registry = %state.name, status = reply.response.status().as_u16(), "mount refused; the blob will be uploaded");
-                Ok(MountOutcome::NotMounted)
-            }
-            _ => Err(self.failure(&call, reply).await),
-        }
-    }
-
-    /// Uploads a blob whose digest and size the descriptor gives.
-    ///
-    /// Blobs up to 1 MiB are read into memory, then sent with one
-    /// `PUT <session>&digest=`. Larger ones are streamed in one `PUT` with
-    /// `Content-Length` (the whole blob is never in memory). When a registry
-    /// or a proxy refuses such a request (413, 405, 411, 501, UNSUPPORTED,
-    /// BLOB_UPLOAD_INVALID), the upload starts again as `PATCH` chunks and a
-    /// final `PUT`. The session URL in `Location` may be relative or absolute
-    /// and carry a query (`?_state=`); `digest` is appended to it. The
-    /// `Authorization` header is sent only when that URL is on the registry's
-    /// own origin.
-    ///
-    /// The body must be exactly `descriptor.size` bytes; it is cut short with
-    /// [`RegistryError::Content`] otherwise, before the registry can commit
-    /// it. The registry checks the digest (DIGEST_INVALID is reported with a
-    /// hint). A retryable failure (network, 5xx, 429 with `Retry-After`, a
-    /// lost session) starts over in a new session with a fresh body from the
-    /// factory, within the retry policy; a `HEAD` first checks whether the
-    /// registry committed the blob before the failure reached us. Success
-    /// means the registry answered 201 and its `Docker-Content-Digest`, when
-    /// present, is the descriptor's digest.
-    ///
-    /// Requests carrying the body count against a per-host limit of
-    /// `max_requests_per_host` of their own, so that copying between two
-    /// repositories of one registry cannot deadlock on open source bodies.
-    pub async fn upload_blob(
-        &self,
-        target: &Reference,
-        descriptor: &Descriptor,
-        body: BodyFactory,
-    ) -> Result<(), RegistryError> {
-        let push = Push {
-            client: self,
-            state: self.state(target.registry())?,
-            repository: target.repository().to_owned(),
-            descriptor,
-            subject: format!("pushing blob {} to {}", descriptor.digest, target.name()),
-        };
-        let policy = self.inner.options.retry.clone();
-        let buffered = if descriptor.size <= SMALL_BLOB { Some(push.read_whole(&body).await?) } else { None };
-        let key: SessionKey = (push.state.name.clone(), push.repository.clone(), descriptor.digest.clone());
-        let mut session = self.take_session(&key);
-        let mut chunked = false;
-        let mut failures = 0;
-        let mut reauthenticated = false;
-        loop {
-            let location = match session.take() {
-                Some(url) => url,
-                None => push.start().await?,
-            };
-            // Opened after the session: a source on the same host holds a
-            // request slot while open, and the POST must not wait behind it.
-            let content = match &buffered {
-                Some(bytes) => Content::Bytes(bytes.clone()),
-                None => match push.open(&body).await {
-                    Ok(stream) => Content::Stream(stream),
-                    Err(error) => {
-                        self.cancel_session(&push.state, &push.repository, &push.subject, location).await;
-                        return Err(error);
-                    }
-                },
-            };
-            let outcome = if chunked {
-                push.in_chunks(location.clone(), content).await
-            } else {
-                push.whole(location.clone(), content).await
-            };
-            let failure = match outcome {
-                Ok(()) => return Ok(()),
-                Err(failure) => failure,
-            };
-            self.cancel_session(&push.state, &push.repository, &push.subject, location).await;
-            match failure {
-                Failure::Fatal(error) => return Err(error),
-                Failure::Refused(error) => {
-                    if chunked {
-                        return Err(error);
-                    }
-                    debug!(registry = %push.state.name, "whole-blob PUT refused ({error}); uploading in chunks");
-                    chunked = true;
-                }
-                Failure::Unauthorized(error) => {
-                    // The refused token is forgotten already; one more
-                    // session with a fresh one.
-                    if reauthenticated {
-                        return Err(error);
-                    }
-                    reauthenticated = true;
-                }
-                Failure::Retry { error, after } => {
-                    failures += 1;
-                    if push.committed().await {
-                        debug!(registry = %push.state.name, "the registry has the blob despite the failure ({error})");
-                        return Ok(());
-                    }
-                    if failures >= policy.attempts() {
-                        return Err(error);
-                    }
-                    let delay = after.unwrap_or_else(|| policy.backoff(failures));
-                    debug!(registry = %push.state.name, failures, delay_ms = delay.as_millis() as u64, "upload failed ({error}); starting over");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
-    }
-
-    /// `PUT /v2/NAME/manifests/<tag or digest>` with exactly `bytes` and
-    /// `Content-Type: media_type`. By tag when `target` has one, else by
-    /// digest, which must be the bytes' digest (checked before sending, as is
-    /// a digest given along with a tag). Returns the bytes' digest; a
-    /// `Docker-Content-Digest` that differs from it is an error (the registry
-    /// would have stored something else). Retried like any idempotent request.
-    pub async fn put_manifest(
-        &self,
-        target: &Reference,
-        bytes: Bytes,
-        media_type: &str,
-    ) -> Result<Digest, RegistryError> {
-        let digest = Digest::of(&bytes);
-        let state = self.state(target.registry())?;
-        let subject = format!("pushing manifest {digest} as {target}");
-        if let Some(named) = target.digest()
-            && *named != digest
-        {
-            return Err(RegistryError::content(
-                &state.name,
-                &subject,
-                format!("the manifest's bytes have digest {digest}, not {named} as the reference says"),
-                HINT_MANIFEST_REFERENCE,
-            ));
-        }
-        let content_type = HeaderValue::from_str(media_type).map_err(|_| {
-            RegistryError::content(
-                &state.name,
-                &subject,
-                format!("{media_type:?} is not a valid media type"),
-                HINT_MEDIA_TYPE,
-            )
-        })?;
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, content_type);
-        let reference = target.tag().map_or_else(|| digest.to_string(), str::to_owned);
-        let call = Call {
-            registry: state.clone(),
-            repository: Some(target.repository().to_owned()),
-            method: Method::PUT,
-            path: format!("/v2/{}/manifests/{reference}", target.repository()),
-            headers,
-            scopes: vec![Scope::push(target.repository())],
-            subject,
-            target: Target::ManifestPush,
-            slot: Slot::General,
-        };
-        let reply = match self.execute_with(&call, CallBody::Bytes(bytes), true).await? {
-            Sent::Reply(reply) => reply,
-            Sent::Broken { error, attempts } => {
-                return Err(RegistryError::network(&state.name, &call.subject, attempts, error, self.is_plain(&call)));
-            }
-        };
-        if !reply.response.status().is_success() {
-            return Err(self.failure(&call, reply).await);
-        }
-        check_digest_header(&state.name, &call.subject, reply.response.headers(), &digest, "manifest")?;
-        Ok(digest)
-    }
-
-    fn take_session(&self, key: &SessionKey) -> Option<Url> {
-        let session = self.forget_session(key)?;
+impl Sessions {
+    fn take(&self, key: &SessionKey) -> Option<Url> {
+        let session = self.forget(key)?;
         (session.opened.elapsed() < SESSION_TTL).then_some(session.url)
     }
 
-    fn forget_session(&self, key: &SessionKey) -> Option<PendingSession> {
-        lock(&self.inner.sessions).remove(key)
+    fn forget(&self, key: &SessionKey) -> Option<PendingSession> {
+        lock(&self.0).remove(key)
     }
 
     /// Keeps a session for the upload that follows; returns one it replaces.
-    fn keep_session(&self, key: SessionKey, url: Url) -> Option<Url> {
-        let mut sessions = lock(&self.inner.sessions);
+    fn keep(&self, key: SessionKey, url: Url) -> Option<Url> {
+        let mut sessions = lock(&self.0);
         sessions.retain(|_, session| session.opened.elapsed() < SESSION_TTL);
         if sessions.len() >= MAX_SESSIONS
             && let Some(oldest) = sessions.iter().min_by_key(|(_, session)| session.opened).map(|(key, _)| key.clone())
@@ -375,33 +118,194 @@ impl RegistryClient {
         }
         sessions.insert(key, PendingSession { url, opened: Instant::now() }).map(|replaced| replaced.url)
     }
+}
 
-    /// Tells the registry an upload session is abandoned, so it can free
-    /// what it holds at once. Best effort: registries purge stale sessions.
-    async fn cancel_session(&self, state: &Arc<RegistryState>, repository: &str, subject: &str, url: Url) {
-        let call = Call {
-            registry: state.clone(),
-            repository: Some(repository.to_owned()),
-            method: Method::DELETE,
-            path: url.to_string(),
-            headers: HeaderMap::new(),
-            scopes: vec![Scope::push(repository)],
-            subject: subject.to_owned(),
-            target: Target::BlobPush,
-            slot: Slot::General,
-        };
-        let status = match self.execute_with(&call, CallBody::Empty, false).await {
-            Ok(Sent::Reply(reply)) => Some(reply.response.status().as_u16()),
-            _ => None,
-        };
-        debug!(registry = %state.name, ?status, "cancelled upload session");
+/// `HEAD` of a blob at a push target, with the target's `pull,push` token:
+/// it is the one the upload that usually follows needs, so one token serves
+/// both (token services grant what they allow).
+pub(crate) async fn exists(transport: &Transport, target: &Reference, digest: &Digest) -> Result<bool, RegistryError> {
+    let repository = target.repository();
+    let call = Call::new(
+        transport.host(target.registry())?,
+        repository,
+        Method::HEAD,
+        format!("/v2/{repository}/blobs/{digest}"),
+        vec![Scope::push(repository)],
+        format!("checking for blob {digest} in {}", target.name()),
+        Target::BlobPush,
+    );
+    let reply = transport.execute(&call).await?;
+    let status = reply.response.status();
+    if status == StatusCode::NOT_FOUND {
+        return Ok(false);
     }
+    if !status.is_success() {
+        return Err(transport.failure(&call, reply).await);
+    }
+    Ok(true)
+}
+
+/// `POST ?mount=&from=` with one token for `pull,push` on the target and
+/// `pull` on the source; a session opened instead (202) is kept.
+pub(crate) async fn mount(
+    transport: &Transport,
+    sessions: &Sessions,
+    target: &Reference,
+    digest: &Digest,
+    from_repository: &str,
+) -> Result<MountOutcome, RegistryError> {
+    let host = transport.host(target.registry())?;
+    let repository = target.repository();
+    let call = Call::new(
+        host.clone(),
+        repository,
+        Method::POST,
+        format!(
+            "/v2/{repository}/blobs/uploads/?mount={}&from={}",
+            query_component(&digest.to_string()),
+            query_component(from_repository)
+        ),
+        vec![Scope::push(repository), Scope::pull(from_repository)],
+        format!("mounting blob {digest} from {from_repository} into {}", target.name()),
+        Target::BlobPush,
+    );
+    // An empty body still gets `Content-Length: 0`, which some registries
+    // and proxies require on a POST.
+    let reply = match transport.execute_with(&call, CallBody::Bytes(Bytes::new()), true).await {
+        Ok(Sent::Reply(reply)) => reply,
+        Ok(Sent::Broken { error, attempts }) => return Err(transport.network(&call, error, attempts)),
+        Err(error) if error.is_auth() => {
+            debug!(registry = %host.name(), "no token for the mount: {error}");
+            return Ok(MountOutcome::NotMounted);
+        }
+        Err(error) => return Err(error),
+    };
+    let key: SessionKey = (host.name().to_owned(), repository.to_owned(), digest.clone());
+    match reply.response.status() {
+        StatusCode::CREATED => {
+            headers::check_pushed_digest(reply.response.headers(), host.name(), &call.subject, digest, "blob")?;
+            drop(reply);
+            if let Some(stale) = sessions.forget(&key) {
+                cancel_session(transport, &host, repository, &call.subject, stale.url).await;
+            }
+            Ok(MountOutcome::Mounted)
+        }
+        StatusCode::ACCEPTED => {
+            match session_location(&reply) {
+                Some(url) => {
+                    drop(reply);
+                    if let Some(replaced) = sessions.keep(key, url) {
+                        cancel_session(transport, &host, repository, &call.subject, replaced).await;
+                    }
+                }
+                None => debug!(registry = %host.name(), "mount answered 202 without a usable Location"),
+            }
+            Ok(MountOutcome::NotMounted)
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            debug!(registry = %host.name(), status = reply.response.status().as_u16(), "mount refused; the blob will be uploaded");
+            Ok(MountOutcome::NotMounted)
+        }
+        _ => Err(transport.failure(&call, reply).await),
+    }
+}
+
+/// Uploads a blob: in one `PUT` (from memory up to [`SMALL_BLOB`], else
+/// streamed), or as `PATCH` chunks where a whole-blob request is refused;
+/// retryable failures start over in a new session with a fresh body.
+pub(crate) async fn upload(
+    transport: &Transport,
+    sessions: &Sessions,
+    target: &Reference,
+    descriptor: &Descriptor,
+    body: BodyFactory,
+) -> Result<(), RegistryError> {
+    let push = Push {
+        transport,
+        host: transport.host(target.registry())?,
+        repository: target.repository().to_owned(),
+        descriptor,
+        subject: format!("pushing blob {} to {}", descriptor.digest, target.name()),
+    };
+    let buffered = if descriptor.size <= SMALL_BLOB { Some(push.read_whole(&body).await?) } else { None };
+    let key: SessionKey = (push.host.name().to_owned(), push.repository.clone(), descriptor.digest.clone());
+    let mut session = sessions.take(&key);
+    let mut chunked = false;
+    let mut reauthenticated = false;
+    let mut retrier = Retrier::new(&transport.options().retry);
+    loop {
+        let location = match session.take() {
+            Some(url) => url,
+            None => push.start().await?,
+        };
+        // Opened after the session: a source on the same host holds a
+        // request slot while open, and the POST must not wait behind it.
+        let content = match &buffered {
+            Some(bytes) => Content::Bytes(bytes.clone()),
+            None => match push.open(&body).await {
+                Ok(stream) => Content::Stream(stream),
+                Err(error) => {
+                    push.cancel(location).await;
+                    return Err(error);
+                }
+            },
+        };
+        let outcome = if chunked {
+            push.in_chunks(location.clone(), content).await
+        } else {
+            push.whole(location.clone(), content).await
+        };
+        let failure = match outcome {
+            Ok(()) => return Ok(()),
+            Err(failure) => failure,
+        };
+        push.cancel(location).await;
+        match failure {
+            Failure::Fatal(error) => return Err(error),
+            Failure::Refused(error) if chunked => return Err(error),
+            Failure::Refused(error) => {
+                debug!(registry = %push.host.name(), "whole-blob PUT refused ({error}); uploading in chunks");
+                chunked = true;
+            }
+            // The refused token is forgotten already; one more session with
+            // a fresh one.
+            Failure::Unauthorized(error) if reauthenticated => return Err(error),
+            Failure::Unauthorized(_) => reauthenticated = true,
+            Failure::Retry { error, after } => {
+                if push.committed().await {
+                    debug!(registry = %push.host.name(), "the registry has the blob despite the failure ({error})");
+                    return Ok(());
+                }
+                debug!(registry = %push.host.name(), attempt = retrier.attempt(), "upload failed ({error}); starting over");
+                retrier.failed(error, after).await?;
+            }
+        }
+    }
+}
+
+/// Tells the registry an upload session is abandoned, so it can free what it
+/// holds at once. Best effort: registries purge stale sessions.
+async fn cancel_session(transport: &Transport, host: &Arc<Host>, repository: &str, subject: &str, url: Url) {
+    let call = Call::new(
+        host.clone(),
+        repository,
+        Method::DELETE,
+        url.to_string(),
+        vec![Scope::push(repository)],
+        subject.to_owned(),
+        Target::BlobPush,
+    );
+    let status = match transport.execute_with(&call, CallBody::Empty, false).await {
+        Ok(Sent::Reply(reply)) => Some(reply.response.status().as_u16()),
+        _ => None,
+    };
+    debug!(registry = %host.name(), ?status, "cancelled upload session");
 }
 
 /// One blob upload to one repository.
 struct Push<'a> {
-    client: &'a RegistryClient,
-    state: Arc<RegistryState>,
+    transport: &'a Transport,
+    host: Arc<Host>,
     repository: String,
     descriptor: &'a Descriptor,
     subject: String,
@@ -427,46 +331,38 @@ enum Failure {
 }
 
 impl Push<'_> {
-    fn call(&self, method: Method, url: &Url, headers: HeaderMap, slot: Slot) -> Call {
-        Call {
-            registry: self.state.clone(),
-            repository: Some(self.repository.clone()),
+    fn call(&self, method: Method, path: String, headers: HeaderMap, slot: Slot) -> Call {
+        let mut call = Call::new(
+            self.host.clone(),
+            &self.repository,
             method,
-            path: url.to_string(),
-            headers,
-            scopes: vec![Scope::push(&self.repository)],
-            subject: self.subject.clone(),
-            target: Target::BlobPush,
-            slot,
-        }
+            path,
+            vec![Scope::push(&self.repository)],
+            self.subject.clone(),
+            Target::BlobPush,
+        );
+        call.headers = headers;
+        call.slot = slot;
+        call
     }
 
-    fn network(&self, call: &Call, error: crate::retry::TransportError, attempts: u32) -> RegistryError {
-        RegistryError::network(&self.state.name, &self.subject, attempts, error, self.client.is_plain(call))
+    async fn cancel(&self, location: Url) {
+        cancel_session(self.transport, &self.host, &self.repository, &self.subject, location).await;
     }
 
     /// Opens an upload session; its URL.
     async fn start(&self) -> Result<Url, RegistryError> {
-        let call = Call {
-            registry: self.state.clone(),
-            repository: Some(self.repository.clone()),
-            method: Method::POST,
-            path: format!("/v2/{}/blobs/uploads/", self.repository),
-            headers: HeaderMap::new(),
-            scopes: vec![Scope::push(&self.repository)],
-            subject: self.subject.clone(),
-            target: Target::BlobPush,
-            slot: Slot::General,
-        };
-        let reply = match self.client.execute_with(&call, CallBody::Bytes(Bytes::new()), true).await? {
+        let call =
+            self.call(Method::POST, format!("/v2/{}/blobs/uploads/", self.repository), HeaderMap::new(), Slot::General);
+        let reply = match self.transport.execute_with(&call, CallBody::Bytes(Bytes::new()), true).await? {
             Sent::Reply(reply) => reply,
-            Sent::Broken { error, attempts } => return Err(self.network(&call, error, attempts)),
+            Sent::Broken { error, attempts } => return Err(self.transport.network(&call, error, attempts)),
         };
         let status = reply.response.status();
         if status == StatusCode::ACCEPTED {
             return session_location(&reply).ok_or_else(|| {
                 RegistryError::protocol(
-                    &self.state.name,
+                    self.host.name(),
                     &self.subject,
                     "upload session without a usable Location header",
                 )
@@ -474,20 +370,21 @@ impl Push<'_> {
         }
         if status.is_success() {
             return Err(RegistryError::protocol(
-                &self.state.name,
+                self.host.name(),
                 &self.subject,
                 format!("HTTP {status} to the upload start, where 202 Accepted was expected"),
             ));
         }
-        Err(self.client.failure(&call, reply).await)
+        Err(self.transport.failure(&call, reply).await)
     }
 
     async fn open(&self, body: &BodyFactory) -> Result<Checked, RegistryError> {
         let stream = body().await.map_err(|error| {
             RegistryError::content(
-                &self.state.name,
+                self.host.name(),
                 &self.subject,
-                format!("cannot open the content to push: {}", error_chain(&error)),
+                "cannot open the content to push",
+                Some(error),
                 HINT_CONTENT,
             )
         })?;
@@ -510,9 +407,16 @@ impl Push<'_> {
         self.content_error(&stream.problem)
     }
 
-    fn content_error(&self, problem: &Mutex<Option<String>>) -> RegistryError {
-        let problem = lock(problem).clone().unwrap_or_else(|| "could not be read".to_owned());
-        RegistryError::content(&self.state.name, &self.subject, format!("the content to push {problem}"), HINT_CONTENT)
+    fn content_error(&self, problem: &Mutex<Option<Problem>>) -> RegistryError {
+        let Problem { text, source } =
+            lock(problem).take().unwrap_or_else(|| Problem { text: "could not be read".to_owned(), source: None });
+        RegistryError::content(
+            self.host.name(),
+            &self.subject,
+            format!("the content to push {text}"),
+            source,
+            HINT_CONTENT,
+        )
     }
 
     /// The whole blob in one `PUT`.
@@ -528,8 +432,9 @@ impl Push<'_> {
                 (CallBody::Stream { body: Some(reqwest::Body::wrap_stream(stream)), progress }, Some(problem))
             }
         };
-        let call = self.call(Method::PUT, &with_digest(&location, &self.descriptor.digest), headers, Slot::Upload);
-        let sent = self.client.execute_with(&call, body, false).await.map_err(Failure::Fatal)?;
+        let call =
+            self.call(Method::PUT, with_digest(&location, &self.descriptor.digest).to_string(), headers, Slot::Upload);
+        let sent = self.transport.execute_with(&call, body, false).await.map_err(Failure::Fatal)?;
         // A broken source shows as a broken request, or as whatever the
         // registry answered a truncated body: the source's problem is the news.
         if let Some(problem) = &problem
@@ -557,17 +462,17 @@ impl Push<'_> {
             headers.insert(CONTENT_TYPE, OCTET_STREAM);
             headers.insert(CONTENT_LENGTH, HeaderValue::from(piece.len()));
             headers.insert(CONTENT_RANGE, HeaderValue::from_str(&format!("{offset}-{end}")).expect("digits"));
-            let call = self.call(Method::PATCH, &location, headers, Slot::Upload);
+            let call = self.call(Method::PATCH, location.to_string(), headers, Slot::Upload);
             let progress = Arc::new(Progress::new());
             let body = CallBody::Stream { body: Some(sliced(piece.clone(), progress.clone())), progress };
-            let reply = match self.client.execute_with(&call, body, false).await.map_err(Failure::Fatal)? {
+            let reply = match self.transport.execute_with(&call, body, false).await.map_err(Failure::Fatal)? {
                 Sent::Reply(reply) => reply,
                 broken @ Sent::Broken { .. } => return self.finish(&call, broken, false).await,
             };
             let status = reply.response.status();
             if status == StatusCode::PAYLOAD_TOO_LARGE && piece.len() > MIN_CHUNK {
                 chunk = (piece.len() / 2).max(MIN_CHUNK);
-                debug!(registry = %self.state.name, chunk, "chunk refused as too large; halving");
+                debug!(registry = %self.host.name(), chunk, "chunk refused as too large; halving");
                 pieces.unread(piece);
                 continue;
             }
@@ -578,7 +483,7 @@ impl Push<'_> {
                 && parse_range_end(range) != Some(end)
             {
                 return Err(Failure::Fatal(RegistryError::protocol(
-                    &self.state.name,
+                    self.host.name(),
                     &self.subject,
                     format!("after a chunk ending at byte {end} the registry reports having {range:?}"),
                 )));
@@ -591,10 +496,14 @@ impl Push<'_> {
         // The source is done: release what it holds (a request slot, for a
         // registry source) before the final request waits for one.
         drop(pieces);
-        let call =
-            self.call(Method::PUT, &with_digest(&location, &self.descriptor.digest), HeaderMap::new(), Slot::General);
+        let call = self.call(
+            Method::PUT,
+            with_digest(&location, &self.descriptor.digest).to_string(),
+            HeaderMap::new(),
+            Slot::General,
+        );
         let sent =
-            self.client.execute_with(&call, CallBody::Bytes(Bytes::new()), false).await.map_err(Failure::Fatal)?;
+            self.transport.execute_with(&call, CallBody::Bytes(Bytes::new()), false).await.map_err(Failure::Fatal)?;
         self.finish(&call, sent, false).await
     }
 
@@ -605,30 +514,38 @@ impl Push<'_> {
             Sent::Reply(reply) => reply,
             Sent::Broken { error, attempts } => {
                 let retryable = error.is_retryable();
-                let error = self.network(call, error, attempts);
+                let error = self.transport.network(call, error, attempts);
                 return Err(if retryable { Failure::Retry { error, after: None } } else { Failure::Fatal(error) });
             }
         };
         let status = reply.response.status();
         if status == StatusCode::CREATED {
             let headers = reply.response.headers();
-            return check_digest_header(&self.state.name, &self.subject, headers, &self.descriptor.digest, "blob")
-                .map_err(Failure::Fatal);
+            return headers::check_pushed_digest(
+                headers,
+                self.host.name(),
+                &self.subject,
+                &self.descriptor.digest,
+                "blob",
+            )
+            .map_err(Failure::Fatal);
         }
         if status.is_success() {
             return Err(Failure::Fatal(RegistryError::protocol(
-                &self.state.name,
+                self.host.name(),
                 &self.subject,
                 format!("HTTP {status} to {}, where 201 Created was expected", call.method),
             )));
         }
         let after = retry_after(reply.response.headers(), SystemTime::now());
-        let (error, says) = self.client.judge(call, reply).await;
+        let (error, says): (RegistryError, ErrorBody) = self.transport.judge(call, reply).await;
         Err(if matches!(error, RegistryError::Unauthorized { .. }) {
             Failure::Unauthorized(error)
         } else if is_retryable_status(status) {
             Failure::Retry { error, after }
-        } else if says.has("BLOB_UPLOAD_UNKNOWN") || (status == StatusCode::NOT_FOUND && !says.has("NAME_UNKNOWN")) {
+        } else if says.has(&ErrorCode::BlobUploadUnknown)
+            || (status == StatusCode::NOT_FOUND && !says.has(&ErrorCode::NameUnknown))
+        {
             // The session expired or went to a registry replica without it.
             Failure::Retry { error, after: None }
         } else if whole
@@ -638,8 +555,8 @@ impl Push<'_> {
                     | StatusCode::METHOD_NOT_ALLOWED
                     | StatusCode::LENGTH_REQUIRED
                     | StatusCode::NOT_IMPLEMENTED
-            ) || says.has("UNSUPPORTED")
-                || says.has("BLOB_UPLOAD_INVALID"))
+            ) || says.has(&ErrorCode::Unsupported)
+                || says.has(&ErrorCode::BlobUploadInvalid))
         {
             Failure::Refused(error)
         } else {
@@ -649,11 +566,11 @@ impl Push<'_> {
 
     /// Whether the blob is in the repository now; false when that cannot be told.
     async fn committed(&self) -> bool {
-        let Ok(target) = Reference::new(&self.state.name, &self.repository, None, Some(self.descriptor.digest.clone()))
+        let Ok(target) = Reference::new(self.host.name(), &self.repository, None, Some(self.descriptor.digest.clone()))
         else {
             return false;
         };
-        self.client.blob_exists(&target, &self.descriptor.digest).await.unwrap_or(false)
+        exists(self.transport, &target, &self.descriptor.digest).await.unwrap_or(false)
     }
 }
 
@@ -666,9 +583,27 @@ struct Checked {
     inner: UploadStream,
     expected: u64,
     seen: u64,
-    problem: Arc<Mutex<Option<String>>>,
+    problem: Arc<Mutex<Option<Problem>>>,
     progress: Arc<Progress>,
     done: bool,
+}
+
+/// What was wrong with an upload's content, kept for the message: the HTTP
+/// stack only sees that the body failed.
+#[derive(Debug)]
+struct Problem {
+    text: String,
+    source: Option<io::Error>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)?;
+        match &self.source {
+            Some(source) => write!(f, ": {}", chain(source)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Checked {
@@ -676,10 +611,10 @@ impl Checked {
         Self { inner, expected, seen: 0, problem: Arc::default(), progress: Arc::new(Progress::new()), done: false }
     }
 
-    fn fail(&mut self, problem: String) -> Poll<Option<Result<Bytes, io::Error>>> {
+    fn fail(&mut self, text: String, source: Option<io::Error>) -> Poll<Option<Result<Bytes, io::Error>>> {
         self.done = true;
-        let error = io::Error::other(problem.clone());
-        lock(&self.problem).get_or_insert(problem);
+        let error = io::Error::other(text.clone());
+        lock(&self.problem).get_or_insert(Problem { text, source });
         Poll::Ready(Some(Err(error)))
     }
 }
@@ -706,16 +641,16 @@ impl Stream for Checked {
             Some(Ok(chunk)) => {
                 this.seen += chunk.len() as u64;
                 if this.seen > this.expected {
-                    return this.fail(format!("is longer than the {} bytes its descriptor says", this.expected));
+                    return this.fail(format!("is longer than the {} bytes its descriptor says", this.expected), None);
                 }
                 if this.seen == this.expected {
                     this.progress.set_body_done();
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Some(Err(error)) => this.fail(format!("could not be read: {}", error_chain(&error))),
+            Some(Err(error)) => this.fail("could not be read".to_owned(), Some(error)),
             None if this.seen < this.expected => {
-                this.fail(format!("ended after {} of the {} bytes its descriptor says", this.seen, this.expected))
+                this.fail(format!("ended after {} of the {} bytes its descriptor says", this.seen, this.expected), None)
             }
             None => {
                 this.done = true;
@@ -730,7 +665,7 @@ impl Stream for Checked {
 struct Pieces {
     stream: Option<Checked>,
     buffer: BytesMut,
-    problem: Arc<Mutex<Option<String>>>,
+    problem: Arc<Mutex<Option<Problem>>>,
 }
 
 impl Pieces {
@@ -745,7 +680,7 @@ impl Pieces {
     }
 
     /// Up to `limit` bytes; `None` at the end; the problem when the source failed.
-    async fn next(&mut self, limit: usize) -> Result<Option<Bytes>, Arc<Mutex<Option<String>>>> {
+    async fn next(&mut self, limit: usize) -> Result<Option<Bytes>, Arc<Mutex<Option<Problem>>>> {
         while self.buffer.len() < limit
             && let Some(stream) = &mut self.stream
         {
@@ -807,32 +742,6 @@ fn parse_range_end(range: &str) -> Option<u64> {
     range.split_once('-')?.1.trim().parse().ok()
 }
 
-/// Checks `Docker-Content-Digest` against what was pushed. A digest in an
-/// algorithm hpn does not compute cannot be compared and is let be.
-fn check_digest_header(
-    registry: &str,
-    subject: &str,
-    headers: &HeaderMap,
-    expected: &Digest,
-    what: &str,
-) -> Result<(), RegistryError> {
-    let Some(text) = headers.get(DOCKER_CONTENT_DIGEST).and_then(|value| value.to_str().ok()) else {
-        return Ok(());
-    };
-    match text.trim().parse::<Digest>() {
-        Ok(stored) if stored == *expected => Ok(()),
-        Ok(stored) => Err(RegistryError::protocol(
-            registry,
-            subject,
-            format!("the registry reports the {what} as {stored}, but what was pushed is {expected}"),
-        )),
-        Err(DigestError::UnsupportedAlgorithm(_)) => Ok(()),
-        Err(error) => {
-            Err(RegistryError::protocol(registry, subject, format!("malformed Docker-Content-Digest: {error}")))
-        }
-    }
-}
-
 /// Percent-encodes a query value, keeping the characters digests and
 /// repository names consist of readable.
 fn query_component(value: &str) -> String {
@@ -845,11 +754,6 @@ fn query_component(value: &str) -> String {
         }
     }
     out
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Nothing here leaves shared state half-updated on a panic.
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 #[cfg(test)]
@@ -890,7 +794,7 @@ mod tests {
                     Err(_) => break,
                 }
             }
-            let problem = lock(&checked.problem).clone();
+            let problem = lock(&checked.problem).as_ref().map(ToString::to_string);
             (out, problem)
         }
         let ok = |text: &'static str| Ok::<_, io::Error>(Bytes::from_static(text.as_bytes()));
