@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 
+use hpn_registry::RegistryError;
 use hpn_transfer::{ErrorKind, TransferError};
 
 /// hpn's exit codes, kept from the Go hpn so existing scripts keep working.
@@ -56,6 +57,43 @@ impl ExitStatus {
     }
 }
 
+/// An image's failure as the user reads it: the library's message, then what
+/// to do about it on hpn's command line where that is known. The libraries
+/// say what happened; flags and commands are this crate's to name.
+pub fn describe(error: &TransferError) -> String {
+    match registry_error(error).and_then(advice) {
+        Some(advice) => format!("{error}; {advice}"),
+        None => error.to_string(),
+    }
+}
+
+/// The registry error behind a transfer error, however it travelled.
+fn registry_error(error: &TransferError) -> Option<&RegistryError> {
+    match error {
+        TransferError::Registry(registry) => Some(registry),
+        TransferError::Shared(inner) => registry_error(inner),
+        // A blob stream's error arrives as an io::Error holding it.
+        TransferError::Io { source, .. } => RegistryError::from_stream_error(source),
+        _ => None,
+    }
+}
+
+/// Command-line advice for the registry failures where it helps.
+fn advice(error: &RegistryError) -> Option<&'static str> {
+    match error {
+        RegistryError::Network { plain_http: false, source, .. } if source.is_certificate() => {
+            Some("if the registry is one you trust, name it with --insecure-registry")
+        }
+        RegistryError::Network { plain_http: false, source, .. } if !source.is_timeout() => {
+            Some("for a registry that speaks plain HTTP, use --insecure-registry")
+        }
+        RegistryError::Unauthorized { .. } => {
+            Some("log in with docker login / podman login (hpn reads their credentials) or check the credentials")
+        }
+        _ => None,
+    }
+}
+
 /// A failure that ends the whole command, with the status to exit with.
 #[derive(Debug)]
 pub struct Failure {
@@ -72,6 +110,23 @@ impl Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_failures_get_command_line_advice() {
+        let unauthorized = TransferError::from(RegistryError::Unauthorized {
+            registry: "r.example".into(),
+            subject: "image r.example/a:1".into(),
+            status: 401,
+            errors: Box::default(),
+            hint: "the credentials are missing or were refused",
+        });
+        let text = describe(&unauthorized);
+        assert!(text.starts_with(&unauthorized.to_string()) && text.ends_with("or check the credentials"), "{text}");
+        let shared = TransferError::Shared(std::sync::Arc::new(unauthorized));
+        assert!(describe(&shared).contains("docker login"));
+        let other = TransferError::Unsupported("nothing to advise".into());
+        assert_eq!(describe(&other), "nothing to advise");
+    }
 
     #[test]
     fn combine_keeps_a_shared_status_and_falls_back_to_general() {

@@ -25,7 +25,12 @@ const HELPER_NOT_FOUND: &str = "credentials not found";
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {
     /// User name and password (or an access token used as the password).
-    Basic { username: String, password: String },
+    Basic {
+        /// The account.
+        username: String,
+        /// Its password or access token.
+        password: String,
+    },
     /// An OAuth2 refresh token (Docker's `identitytoken`), exchanged for a
     /// registry token at the token endpoint.
     IdentityToken(String),
@@ -42,19 +47,38 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// Credentials that could not be read. Messages name the file or helper,
+/// never a secret.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CredentialError {
+    /// An auth file exists but cannot be read.
     #[error("cannot read credentials file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: io::Error,
     },
     /// The reason never quotes the file's content, which holds secrets.
     #[error("malformed credentials file {path}: {reason}")]
-    Malformed { path: PathBuf, reason: String },
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `docker-credential-*` helper failed.
     #[error("credential helper {helper} failed for {registry}: {message}")]
-    Helper { helper: String, registry: String, message: String },
+    Helper {
+        /// The helper's name (`docker-credential-NAME`).
+        helper: String,
+        /// The registry it was asked about.
+        registry: String,
+        /// What it said.
+        message: String,
+    },
 }
 
 /// Credentials per registry, from auth files, credential helpers and

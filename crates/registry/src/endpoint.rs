@@ -8,7 +8,7 @@ use hpn_oci::DOCKER_HUB_REGISTRY;
 const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transport {
+pub(crate) enum Endpoint {
     /// HTTPS with the system's roots.
     Https,
     /// Plain HTTP only: loopback registries, as Docker does without any flag.
@@ -26,13 +26,13 @@ pub(crate) fn is_docker_hub(registry: &str) -> bool {
     matches!(registry, DOCKER_HUB_REGISTRY | "index.docker.io" | "registry-1.docker.io")
 }
 
-pub(crate) fn transport(registry: &str, insecure_registries: &[String]) -> Transport {
+pub(crate) fn endpoint(registry: &str, insecure_registries: &[String]) -> Endpoint {
     if is_listed_insecure(registry, insecure_registries) {
-        Transport::Insecure
+        Endpoint::Insecure
     } else if is_loopback(registry) {
-        Transport::Plain
+        Endpoint::Plain
     } else {
-        Transport::Https
+        Endpoint::Https
     }
 }
 
@@ -80,22 +80,22 @@ mod tests {
         for name in
             ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:5000", "127.1.2.3:80", "[::1]:5000", "[::1]"]
         {
-            assert_eq!(transport(name, &[]), Transport::Plain, "{name}");
+            assert_eq!(endpoint(name, &[]), Endpoint::Plain, "{name}");
         }
         for name in ["example.com", "10.0.0.1:5000", "localhost.example.com", "[::2]:5000", "docker.io"] {
-            assert_eq!(transport(name, &[]), Transport::Https, "{name}");
+            assert_eq!(endpoint(name, &[]), Endpoint::Https, "{name}");
         }
     }
 
     #[test]
     fn insecure_entries_match_exactly_or_by_host() {
         let list = vec!["reg.lan:5000".to_owned(), "http://other.lan/".to_owned(), "127.0.0.1:9".to_owned()];
-        assert_eq!(transport("reg.lan:5000", &list), Transport::Insecure);
-        assert_eq!(transport("reg.lan:5001", &list), Transport::Https);
-        assert_eq!(transport("reg.lan", &list), Transport::Https);
-        assert_eq!(transport("other.lan", &list), Transport::Insecure);
-        assert_eq!(transport("other.lan:8443", &list), Transport::Insecure);
-        assert_eq!(transport("127.0.0.1:9", &list), Transport::Insecure);
+        assert_eq!(endpoint("reg.lan:5000", &list), Endpoint::Insecure);
+        assert_eq!(endpoint("reg.lan:5001", &list), Endpoint::Https);
+        assert_eq!(endpoint("reg.lan", &list), Endpoint::Https);
+        assert_eq!(endpoint("other.lan", &list), Endpoint::Insecure);
+        assert_eq!(endpoint("other.lan:8443", &list), Endpoint::Insecure);
+        assert_eq!(endpoint("127.0.0.1:9", &list), Endpoint::Insecure);
     }
 
     #[test]

@@ -1,29 +1,38 @@
-//! Errors that tell the user what failed, where, and what to do about it.
+//! Errors that say what failed, where, and what the registry said.
+//!
+//! A [`RegistryError`] names the registry, the repository and the tag or
+//! digest, keeps the HTTP status and the registry's own error entries
+//! ([`ErrorBody`]) as data, and keeps the cause of a network failure as its
+//! [`source`](std::error::Error::source). Hints speak of the registry and the
+//! content; what to type on a command line is for the program using this
+//! crate to add.
+
+use std::error::Error as _;
+use std::fmt;
+use std::io;
+use std::time::Duration;
 
 use hpn_oci::{Digest, ManifestError};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::credentials::CredentialError;
-use crate::retry::TransportError;
 
 const HINT_NOT_FOUND: &str = "check the image name and tag";
 const HINT_BLOB_NOT_FOUND: &str =
     "the registry lacks a blob the image refers to; re-push the image or report it to the registry's operator";
-const HINT_LOGIN: &str = "log in with docker login / podman login or check the credentials \
+const HINT_LOGIN: &str = "the credentials are missing or were refused \
                           (registries also answer this way for repositories that do not exist)";
 const HINT_DENIED: &str = "the account has no access to this repository; check the repository name and its permissions";
 const HINT_RATE_LIMIT: &str =
     "the registry is rate-limiting this client; wait and try again (logging in raises Docker Hub's limits)";
 const HINT_SERVER: &str = "the registry has a problem; try again later";
 const HINT_REFUSED: &str = "the registry refused the request";
-const HINT_UNREACHABLE: &str = "is the registry running and reachable? use --insecure-registry for plain HTTP";
-const HINT_UNREACHABLE_PLAIN: &str = "is the registry running and reachable?";
-const HINT_CERTIFICATE: &str = "the registry's TLS certificate is not trusted: add its CA to the system's trust store, \
-                                or use --insecure-registry";
+const HINT_UNREACHABLE: &str = "is the registry running and reachable?";
+const HINT_CERTIFICATE: &str = "the registry's TLS certificate is not trusted: add its CA to the system's trust store";
 const HINT_SLOW: &str = "the network or the registry is slow or stalled; try again later";
-const HINT_PUSH_LOGIN: &str = "log in with docker login / podman login as an account that may push to this repository; \
-                               for Harbor the project must exist";
+const HINT_PUSH_LOGIN: &str = "the credentials are missing or were refused: pushing needs an account that may push \
+                               to this repository; for Harbor the project must exist";
 const HINT_PUSH_DENIED: &str = "check that the account may push to this repository; for Harbor the project must exist";
 const HINT_PUSH_NOT_FOUND: &str = "the registry will not create this repository: check its name, and create it first \
                                    where the registry wants that (for Harbor the project must exist)";
@@ -50,63 +59,202 @@ pub(crate) const HINT_CONTENT: &str = "the source (store, archive or registry) i
 /// and the tag or digest, the HTTP status and the registry's own error code,
 /// and end with a hint. They never contain credentials or tokens.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// 404, or MANIFEST_UNKNOWN / NAME_UNKNOWN / BLOB_UNKNOWN.
-    #[error("{subject} was not found on registry {registry} (HTTP {status}{registry_says}); {hint}")]
-    NotFound { registry: String, subject: String, status: u16, registry_says: String, hint: &'static str },
+    #[error("{subject} was not found on registry {registry} (HTTP {status}{}); {hint}", said(.errors))]
+    NotFound {
+        /// The registry as named in the reference.
+        registry: String,
+        /// What the request was about (`image reg/repo:tag`).
+        subject: String,
+        /// The HTTP status.
+        status: u16,
+        /// What the registry said (boxed: most errors have none, and a
+        /// small error keeps every `Result` of this crate small).
+        errors: Box<ErrorBody>,
+        /// What to look at.
+        hint: &'static str,
+    },
     /// 401 even with the credentials we have (or without any).
-    #[error("{subject}: registry {registry} requires authentication (HTTP {status}{registry_says}); {hint}")]
-    Unauthorized { registry: String, subject: String, status: u16, registry_says: String, hint: &'static str },
+    #[error("{subject}: registry {registry} requires authentication (HTTP {status}{}); {hint}", said(.errors))]
+    Unauthorized {
+        /// The registry as named in the reference.
+        registry: String,
+        /// What the request was about.
+        subject: String,
+        /// The HTTP status.
+        status: u16,
+        /// What the registry said (boxed: most errors have none, and a
+        /// small error keeps every `Result` of this crate small).
+        errors: Box<ErrorBody>,
+        /// What to look at.
+        hint: &'static str,
+    },
     /// 403 or DENIED.
-    #[error("{subject}: registry {registry} denied access (HTTP {status}{registry_says}); {hint}")]
-    Denied { registry: String, subject: String, status: u16, registry_says: String, hint: &'static str },
+    #[error("{subject}: registry {registry} denied access (HTTP {status}{}); {hint}", said(.errors))]
+    Denied {
+        /// The registry as named in the reference.
+        registry: String,
+        /// What the request was about.
+        subject: String,
+        /// The HTTP status.
+        status: u16,
+        /// What the registry said (boxed: most errors have none, and a
+        /// small error keeps every `Result` of this crate small).
+        errors: Box<ErrorBody>,
+        /// What to look at.
+        hint: &'static str,
+    },
     /// Any other unexpected status, after retries where retrying made sense.
     #[error(
-        "{subject}: registry {registry} answered {method} with HTTP {status}{registry_says} after {attempts} attempt(s); {hint}"
+        "{subject}: registry {registry} answered {method} with HTTP {status}{} after {attempts} attempt(s); {hint}",
+        said(.errors)
     )]
     Status {
+        /// The registry as named in the reference.
         registry: String,
+        /// What the request was about.
         subject: String,
+        /// The request's method.
         method: String,
+        /// The HTTP status.
         status: u16,
-        registry_says: String,
+        /// What the registry said (boxed: most errors have none, and a
+        /// small error keeps every `Result` of this crate small).
+        errors: Box<ErrorBody>,
+        /// Requests sent, the first included.
         attempts: u32,
+        /// What to look at.
         hint: &'static str,
     },
     /// Connection refused, DNS, TLS, timeouts, resets, stalls: after retries.
-    #[error("{subject}: cannot reach registry {registry} after {attempts} attempt(s): {cause}; {hint}")]
-    Network { registry: String, subject: String, attempts: u32, cause: String, hint: &'static str },
+    #[error("{subject}: cannot reach registry {registry} after {attempts} attempt(s): {}; {hint}", chain(.source))]
+    Network {
+        /// The registry as named in the reference.
+        registry: String,
+        /// What the request was about.
+        subject: String,
+        /// Requests sent, the first included.
+        attempts: u32,
+        /// Whether the registry was spoken to over plain HTTP.
+        plain_http: bool,
+        /// Why the last attempt failed.
+        source: TransportError,
+        /// What to look at.
+        hint: &'static str,
+    },
     /// The registry answered something that breaks the protocol.
     #[error("{subject}: unexpected answer from registry {registry}: {message}")]
-    Protocol { registry: String, subject: String, message: String },
+    Protocol {
+        /// The registry as named in the reference.
+        registry: String,
+        /// What the request was about.
+        subject: String,
+        /// What was wrong with the answer.
+        message: String,
+    },
+    /// Content whose digest is not the one asked for.
     #[error(
         "{subject}: digest mismatch: expected {expected} ({expected_from}), the registry sent content with digest {actual}; \
          the registry served other content than asked for: retry, or report it to the registry's operator"
     )]
-    DigestMismatch { registry: String, subject: String, expected: Digest, actual: Digest, expected_from: &'static str },
+    DigestMismatch {
+        /// The registry as named in the reference.
+        registry: String,
+        /// What the request was about.
+        subject: String,
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of what came.
+        actual: Digest,
+        /// Who named `expected`: the reference or the registry's header.
+        expected_from: &'static str,
+    },
     /// A blob body shorter or longer than its descriptor says.
     #[error("{subject}: expected {expected} bytes from registry {registry}, {actual}")]
-    SizeMismatch { registry: String, subject: String, expected: u64, actual: SizeProblem },
+    SizeMismatch {
+        /// The registry as named in the reference.
+        registry: String,
+        /// What the request was about.
+        subject: String,
+        /// The descriptor's size.
+        expected: u64,
+        /// How the body differed.
+        actual: SizeProblem,
+    },
+    /// A manifest hpn cannot copy (schema 1, an unknown type, invalid JSON).
     #[error("{subject}: {source}")]
     Manifest {
+        /// What the request was about.
         subject: String,
-        #[source]
+        /// What is wrong with the manifest.
         source: ManifestError,
     },
     /// The content handed to an upload could not be read, or was not what
     /// its descriptor or reference says. Nothing was committed.
-    #[error("{subject}: {problem}; {hint}")]
-    Content { registry: String, subject: String, problem: String, hint: &'static str },
+    #[error("{subject}: {problem}{}; {hint}", cause(.source))]
+    Content {
+        /// The registry as named in the reference.
+        registry: String,
+        /// What was being pushed.
+        subject: String,
+        /// What was wrong with the content.
+        problem: String,
+        /// The source's own error, when reading it failed.
+        source: Option<io::Error>,
+        /// What to look at.
+        hint: &'static str,
+    },
+    /// Credentials could not be read.
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    /// A registry name that is not a `host[:port]`.
     #[error("invalid registry name {registry:?}: {reason}")]
-    InvalidRegistry { registry: String, reason: String },
-    #[error("cannot set up the HTTP client: {0}")]
-    Setup(String),
+    InvalidRegistry {
+        /// The name as given.
+        registry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client or a credential lookup could not be set up.
+    #[error("cannot {what}: {source}")]
+    Setup {
+        /// What could not be done.
+        what: &'static str,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// `, CODE: message` for a message, or nothing.
+fn said(errors: &ErrorBody) -> String {
+    let text = errors.to_string();
+    if text.is_empty() { text } else { format!(", {text}") }
+}
+
+/// `: cause: its cause` for a message, or nothing.
+fn cause(source: &Option<io::Error>) -> String {
+    source.as_ref().map(|error| format!(": {}", chain(error))).unwrap_or_default()
+}
+
+/// An error and its causes as one line, skipping layers that repeat what was said.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
 }
 
 /// How a body's size differed from the descriptor's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SizeProblem {
     /// The body (or the registry's copy) ended after this many bytes.
     EndedAt(u64),
@@ -116,14 +264,136 @@ pub enum SizeProblem {
     Announced(u64),
 }
 
-impl std::fmt::Display for SizeProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for SizeProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::EndedAt(n) => {
                 write!(f, "but the content ended after {n} bytes; the registry's copy may be truncated")
             }
             Self::Exceeded => f.write_str("but it sent more; the descriptor or the registry's copy is wrong"),
             Self::Announced(n) => write!(f, "but it announced {n}; the descriptor or the registry's copy is wrong"),
+        }
+    }
+}
+
+/// Why a request got no usable response: the `source` of
+/// [`RegistryError::Network`].
+///
+/// Its own causes (the HTTP stack's error, without the request's URL, which
+/// after a redirect may carry a pre-signed signature) are its
+/// [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct TransportError(TransportProblem);
+
+#[derive(Debug)]
+pub(crate) enum TransportProblem {
+    Http(reqwest::Error),
+    /// No response headers within the stall timeout.
+    NoResponse(Duration),
+    /// A body delivered no byte within the stall timeout.
+    Stalled(Duration),
+    /// The registry took no byte of an upload body (or, after the last one,
+    /// gave no answer) within the stall timeout.
+    UploadStalled(Duration),
+    /// The body ended before the size it announced.
+    EndedEarly {
+        received: u64,
+        expected: u64,
+    },
+    TooManyRedirects(usize),
+}
+
+impl From<TransportProblem> for TransportError {
+    fn from(problem: TransportProblem) -> Self {
+        match problem {
+            // URLs may carry signatures or upload state: never keep one.
+            TransportProblem::Http(error) => Self(TransportProblem::Http(error.without_url())),
+            other => Self(other),
+        }
+    }
+}
+
+impl From<reqwest::Error> for TransportError {
+    fn from(error: reqwest::Error) -> Self {
+        TransportProblem::Http(error).into()
+    }
+}
+
+impl TransportError {
+    pub(crate) fn problem(&self) -> &TransportProblem {
+        &self.0
+    }
+
+    /// Whether another attempt may succeed. Certificate problems will not go
+    /// away by retrying, and a request that could not even be built neither.
+    pub(crate) fn is_retryable(&self) -> bool {
+        match &self.0 {
+            TransportProblem::Http(error) => !error.is_builder() && !self.is_certificate(),
+            TransportProblem::TooManyRedirects(_) => false,
+            _ => true,
+        }
+    }
+
+    /// The registry's TLS certificate was not accepted.
+    pub fn is_certificate(&self) -> bool {
+        // rustls reports untrusted or invalid certificates as "invalid peer
+        // certificate: ..."; reqwest does not expose the type without a
+        // direct rustls dependency, so the chain's text is the stable signal.
+        let TransportProblem::Http(error) = &self.0 else {
+            return false;
+        };
+        let mut source = error.source();
+        while let Some(cause) = source {
+            if cause.to_string().contains("certificate") {
+                return true;
+            }
+            source = cause.source();
+        }
+        false
+    }
+
+    /// No answer, or no data, in time.
+    pub fn is_timeout(&self) -> bool {
+        match &self.0 {
+            TransportProblem::Http(error) => error.is_timeout(),
+            TransportProblem::NoResponse(_) | TransportProblem::Stalled(_) | TransportProblem::UploadStalled(_) => true,
+            TransportProblem::EndedEarly { .. } | TransportProblem::TooManyRedirects(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            TransportProblem::Http(error) => f.write_str(if error.is_connect() {
+                "cannot connect"
+            } else if error.is_timeout() {
+                "timed out"
+            } else if error.is_body() || error.is_decode() {
+                "the response body broke"
+            } else {
+                "the request failed"
+            }),
+            TransportProblem::NoResponse(after) => write!(f, "no response within {} s", after.as_secs_f64()),
+            TransportProblem::Stalled(after) => write!(f, "no data received for {} s", after.as_secs_f64()),
+            TransportProblem::UploadStalled(after) => {
+                write!(f, "the registry took no data for {} s", after.as_secs_f64())
+            }
+            TransportProblem::EndedEarly { received, expected } => {
+                write!(f, "the connection ended after {received} of {expected} bytes")
+            }
+            TransportProblem::TooManyRedirects(limit) => write!(f, "more than {limit} redirects"),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            // reqwest's own message only says "error sending request"; its
+            // causes say why (refused, reset, DNS).
+            TransportProblem::Http(error) => error.source(),
+            _ => None,
         }
     }
 }
@@ -156,6 +426,17 @@ impl RegistryError {
         }
     }
 
+    /// The registry's error entries, when it answered with any.
+    pub fn registry_errors(&self) -> &[ErrorEntry] {
+        match self {
+            Self::NotFound { errors, .. }
+            | Self::Unauthorized { errors, .. }
+            | Self::Denied { errors, .. }
+            | Self::Status { errors, .. } => &errors.errors,
+            _ => &[],
+        }
+    }
+
     /// The manifest problem (schema 1, unsupported type, invalid JSON), if that is the error.
     pub fn manifest_error(&self) -> Option<&ManifestError> {
         match self {
@@ -164,16 +445,20 @@ impl RegistryError {
         }
     }
 
+    /// The registry error inside an error of a [`hpn_oci::BlobStream`] this
+    /// crate produced.
+    pub fn from_stream_error(error: &io::Error) -> Option<&Self> {
+        error.get_ref()?.downcast_ref()
+    }
+
     pub(crate) fn network(registry: &str, subject: &str, attempts: u32, error: TransportError, plain: bool) -> Self {
-        if matches!(error, TransportError::TooManyRedirects(_)) {
-            return Self::protocol(registry, subject, error.describe());
+        if matches!(error.problem(), TransportProblem::TooManyRedirects(_)) {
+            return Self::protocol(registry, subject, error.to_string());
         }
-        let hint = if error.is_certificate_error() {
+        let hint = if error.is_certificate() {
             HINT_CERTIFICATE
         } else if error.is_timeout() {
             HINT_SLOW
-        } else if plain {
-            HINT_UNREACHABLE_PLAIN
         } else {
             HINT_UNREACHABLE
         };
@@ -181,7 +466,8 @@ impl RegistryError {
             registry: registry.to_owned(),
             subject: subject.to_owned(),
             attempts,
-            cause: error.describe(),
+            plain_http: plain,
+            source: error,
             hint,
         }
     }
@@ -194,15 +480,31 @@ impl RegistryError {
     /// but lack the right to push.
     pub(crate) fn into_push_denied(self) -> Self {
         match self {
-            Self::Unauthorized { registry, subject, status, registry_says, .. } => {
-                Self::Denied { registry, subject, status, registry_says, hint: HINT_PUSH_DENIED }
+            Self::Unauthorized { registry, subject, status, errors, .. } => {
+                Self::Denied { registry, subject, status, errors, hint: HINT_PUSH_DENIED }
             }
             other => other,
         }
     }
 
-    pub(crate) fn content(registry: &str, subject: &str, problem: impl Into<String>, hint: &'static str) -> Self {
-        Self::Content { registry: registry.to_owned(), subject: subject.to_owned(), problem: problem.into(), hint }
+    pub(crate) fn content(
+        registry: &str,
+        subject: &str,
+        problem: impl Into<String>,
+        source: Option<io::Error>,
+        hint: &'static str,
+    ) -> Self {
+        Self::Content {
+            registry: registry.to_owned(),
+            subject: subject.to_owned(),
+            problem: problem.into(),
+            source,
+            hint,
+        }
+    }
+
+    pub(crate) fn setup(what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Setup { what, source: Box::new(source) }
     }
 }
 
@@ -223,9 +525,121 @@ impl Target {
     }
 }
 
-/// Distribution's error body: `{"errors":[{"code","message","detail"}]}`.
+/// What a registry said in the body of an error answer: the distribution
+/// spec's `{"errors":[{"code","message","detail"}]}`, or a short text (a
+/// token service's `details`, an object store's or proxy's plain answer).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ErrorBody {
+    /// The spec's error entries, in the registry's order.
+    pub errors: Vec<ErrorEntry>,
+    /// Text the registry sent besides or instead of entries, shortened.
+    pub text: Option<String>,
+}
+
+/// One entry of a distribution error body.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct ErrorEntry {
+    /// The error code.
+    #[serde(default)]
+    pub code: ErrorCode,
+    /// The registry's message for people.
+    #[serde(default)]
+    pub message: String,
+    /// Unstructured detail, as the registry sent it.
+    #[serde(default)]
+    pub detail: Option<serde_json::Value>,
+}
+
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = $text:literal,)*) => {
+        /// A distribution error code (the spec's, plus those registries send
+        /// besides). Codes are compared without regard to case.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+            /// A code not listed here, uppercased.
+            Other(String),
+            /// The entry had no code.
+            #[default]
+            Missing,
+        }
+
+        impl ErrorCode {
+            /// The code as registries spell it.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)*
+                    Self::Other(code) => code,
+                    Self::Missing => "",
+                }
+            }
+        }
+
+        impl From<&str> for ErrorCode {
+            fn from(code: &str) -> Self {
+                let code = code.trim().to_ascii_uppercase();
+                match code.as_str() {
+                    "" => Self::Missing,
+                    $($text => Self::$variant,)*
+                    _ => Self::Other(code),
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The blob is not in the repository.
+    BlobUnknown = "BLOB_UNKNOWN",
+    /// The upload was refused as malformed.
+    BlobUploadInvalid = "BLOB_UPLOAD_INVALID",
+    /// The upload session is unknown (expired, or on another replica).
+    BlobUploadUnknown = "BLOB_UPLOAD_UNKNOWN",
+    /// The content does not match its digest.
+    DigestInvalid = "DIGEST_INVALID",
+    /// A blob the manifest refers to is not in the repository.
+    ManifestBlobUnknown = "MANIFEST_BLOB_UNKNOWN",
+    /// The manifest was refused as invalid.
+    ManifestInvalid = "MANIFEST_INVALID",
+    /// The manifest is not in the repository.
+    ManifestUnknown = "MANIFEST_UNKNOWN",
+    /// The manifest's signature did not verify (schema 1 registries).
+    ManifestUnverified = "MANIFEST_UNVERIFIED",
+    /// The repository name is invalid.
+    NameInvalid = "NAME_INVALID",
+    /// The repository is not known.
+    NameUnknown = "NAME_UNKNOWN",
+    /// The content's length does not match.
+    SizeInvalid = "SIZE_INVALID",
+    /// The tag is invalid (or may not be overwritten).
+    TagInvalid = "TAG_INVALID",
+    /// Authentication is required.
+    Unauthorized = "UNAUTHORIZED",
+    /// Access is denied.
+    Denied = "DENIED",
+    /// The operation is not supported.
+    Unsupported = "UNSUPPORTED",
+    /// The client is rate-limited.
+    TooManyRequests = "TOOMANYREQUESTS",
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(String::deserialize(deserializer)?.as_str().into())
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Deserialize)]
-struct ErrorBody {
+struct WireBody {
     #[serde(default)]
     errors: Vec<ErrorEntry>,
     /// Some token servers answer `{"details": "..."}` instead.
@@ -233,52 +647,42 @@ struct ErrorBody {
     details: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct ErrorEntry {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
-/// The registry's error codes and a short rendering for messages.
-pub(crate) struct RegistrySays {
-    codes: Vec<String>,
-    text: String,
-}
-
-impl RegistrySays {
+impl ErrorBody {
     pub(crate) fn parse(body: &[u8]) -> Self {
-        if let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) {
-            let codes: Vec<String> = parsed.errors.iter().map(|entry| entry.code.to_ascii_uppercase()).collect();
-            let mut rendered: Vec<String> = parsed
-                .errors
-                .iter()
-                .map(|entry| match (entry.code.is_empty(), entry.message.is_empty()) {
-                    (false, false) => format!("{}: {}", entry.code, entry.message),
-                    (false, true) => entry.code.clone(),
-                    _ => entry.message.clone(),
-                })
-                .filter(|text| !text.is_empty())
-                .collect();
-            rendered.extend(parsed.details.filter(|details| !details.is_empty()));
-            if !rendered.is_empty() {
-                return Self { codes, text: shorten(&rendered.join("; ")) };
+        if let Ok(parsed) = serde_json::from_slice::<WireBody>(body) {
+            let text = parsed.details.filter(|details| !details.is_empty()).map(|details| shorten(&details));
+            if !parsed.errors.is_empty() || text.is_some() {
+                return Self { errors: parsed.errors, text };
             }
         }
         // Object stores answer XML or text; a short printable body still helps.
         let text = String::from_utf8_lossy(body);
         let text = text.trim();
         let useful = !text.is_empty() && !text.starts_with('<') && text.chars().all(|c| !c.is_control() || c == '\n');
-        Self { codes: Vec::new(), text: if useful { shorten(&text.replace('\n', " ")) } else { String::new() } }
+        Self { errors: Vec::new(), text: useful.then(|| shorten(&text.replace('\n', " "))) }
     }
 
-    pub(crate) fn has(&self, code: &str) -> bool {
-        self.codes.iter().any(|candidate| candidate == code)
+    /// Whether any entry has this code.
+    pub fn has(&self, code: &ErrorCode) -> bool {
+        self.errors.iter().any(|entry| entry.code == *code)
     }
+}
 
-    fn rendered(&self) -> String {
-        if self.text.is_empty() { String::new() } else { format!(", {}", self.text) }
+/// `CODE: message; CODE: message; text`, shortened.
+impl fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = self
+            .errors
+            .iter()
+            .map(|entry| match (entry.code.as_str().is_empty(), entry.message.is_empty()) {
+                (false, false) => format!("{}: {}", entry.code, entry.message),
+                (false, true) => entry.code.to_string(),
+                _ => entry.message.clone(),
+            })
+            .filter(|text| !text.is_empty())
+            .collect();
+        parts.extend(self.text.clone());
+        f.write_str(&shorten(&parts.join("; ")))
     }
 }
 
@@ -300,53 +704,42 @@ pub(crate) fn status_error(
     target: Target,
     method: &str,
     status: StatusCode,
-    says: &RegistrySays,
+    errors: ErrorBody,
     attempts: u32,
 ) -> RegistryError {
+    use ErrorCode::*;
+    let errors = Box::new(errors);
     let registry = registry.to_owned();
     let subject = subject.to_owned();
-    let registry_says = says.rendered();
+    let says = |code: ErrorCode| errors.has(&code);
     let code = status.as_u16();
     if target.is_push() {
-        let hint = if says.has("MANIFEST_BLOB_UNKNOWN") || (target == Target::ManifestPush && says.has("BLOB_UNKNOWN"))
-        {
+        let hint = if says(ManifestBlobUnknown) || (target == Target::ManifestPush && says(BlobUnknown)) {
             HINT_MANIFEST_BLOB_UNKNOWN
-        } else if says.has("BLOB_UPLOAD_UNKNOWN") {
-            return RegistryError::NotFound { registry, subject, status: code, registry_says, hint: HINT_UPLOAD_LOST };
-        } else if status == StatusCode::NOT_FOUND || says.has("NAME_UNKNOWN") {
-            return RegistryError::NotFound {
-                registry,
-                subject,
-                status: code,
-                registry_says,
-                hint: HINT_PUSH_NOT_FOUND,
-            };
+        } else if says(BlobUploadUnknown) {
+            return RegistryError::NotFound { registry, subject, status: code, errors, hint: HINT_UPLOAD_LOST };
+        } else if status == StatusCode::NOT_FOUND || says(NameUnknown) {
+            return RegistryError::NotFound { registry, subject, status: code, errors, hint: HINT_PUSH_NOT_FOUND };
         } else if status == StatusCode::UNAUTHORIZED {
-            return RegistryError::Unauthorized {
-                registry,
-                subject,
-                status: code,
-                registry_says,
-                hint: HINT_PUSH_LOGIN,
-            };
-        } else if status == StatusCode::FORBIDDEN || says.has("DENIED") {
-            return RegistryError::Denied { registry, subject, status: code, registry_says, hint: HINT_PUSH_DENIED };
+            return RegistryError::Unauthorized { registry, subject, status: code, errors, hint: HINT_PUSH_LOGIN };
+        } else if status == StatusCode::FORBIDDEN || says(Denied) {
+            return RegistryError::Denied { registry, subject, status: code, errors, hint: HINT_PUSH_DENIED };
         } else if status == StatusCode::PAYLOAD_TOO_LARGE {
             HINT_TOO_LARGE
         } else if target == Target::ManifestPush
-            && (says.has("MANIFEST_INVALID")
-                || says.has("MANIFEST_UNVERIFIED")
-                || says.has("DIGEST_INVALID")
+            && (says(ManifestInvalid)
+                || says(ManifestUnverified)
+                || says(DigestInvalid)
                 || status == StatusCode::UNSUPPORTED_MEDIA_TYPE)
         {
             HINT_MANIFEST_INVALID
-        } else if says.has("DIGEST_INVALID") || says.has("SIZE_INVALID") || says.has("BLOB_UPLOAD_INVALID") {
+        } else if says(DigestInvalid) || says(SizeInvalid) || says(BlobUploadInvalid) {
             HINT_CONTENT_INVALID
-        } else if says.has("TAG_INVALID") {
+        } else if says(TagInvalid) {
             HINT_TAG_INVALID
-        } else if says.has("UNSUPPORTED") || status == StatusCode::METHOD_NOT_ALLOWED {
+        } else if says(Unsupported) || status == StatusCode::METHOD_NOT_ALLOWED {
             HINT_UNSUPPORTED
-        } else if status == StatusCode::TOO_MANY_REQUESTS || says.has("TOOMANYREQUESTS") {
+        } else if status == StatusCode::TOO_MANY_REQUESTS || says(TooManyRequests) {
             HINT_RATE_LIMIT
         } else if status.is_server_error() {
             HINT_SERVER
@@ -360,33 +753,29 @@ pub(crate) fn status_error(
             subject,
             method: method.to_owned(),
             status: code,
-            registry_says,
+            errors,
             attempts,
             hint,
         };
     }
-    if status == StatusCode::NOT_FOUND
-        || says.has("MANIFEST_UNKNOWN")
-        || says.has("NAME_UNKNOWN")
-        || says.has("BLOB_UNKNOWN")
-    {
+    if status == StatusCode::NOT_FOUND || says(ManifestUnknown) || says(NameUnknown) || says(BlobUnknown) {
         let hint = if target == Target::Blob { HINT_BLOB_NOT_FOUND } else { HINT_NOT_FOUND };
-        return RegistryError::NotFound { registry, subject, status: code, registry_says, hint };
+        return RegistryError::NotFound { registry, subject, status: code, errors, hint };
     }
     if status == StatusCode::UNAUTHORIZED {
-        return RegistryError::Unauthorized { registry, subject, status: code, registry_says, hint: HINT_LOGIN };
+        return RegistryError::Unauthorized { registry, subject, status: code, errors, hint: HINT_LOGIN };
     }
-    if status == StatusCode::FORBIDDEN || says.has("DENIED") {
-        return RegistryError::Denied { registry, subject, status: code, registry_says, hint: HINT_DENIED };
+    if status == StatusCode::FORBIDDEN || says(Denied) {
+        return RegistryError::Denied { registry, subject, status: code, errors, hint: HINT_DENIED };
     }
-    let hint = if status == StatusCode::TOO_MANY_REQUESTS || says.has("TOOMANYREQUESTS") {
+    let hint = if status == StatusCode::TOO_MANY_REQUESTS || says(TooManyRequests) {
         HINT_RATE_LIMIT
     } else if status.is_server_error() {
         HINT_SERVER
     } else {
         HINT_REFUSED
     };
-    RegistryError::Status { registry, subject, method: method.to_owned(), status: code, registry_says, attempts, hint }
+    RegistryError::Status { registry, subject, method: method.to_owned(), status: code, errors, attempts, hint }
 }
 
 #[cfg(test)]
@@ -394,16 +783,41 @@ mod tests {
     use super::*;
 
     fn error(status: u16, body: &str, target: Target) -> RegistryError {
-        let says = RegistrySays::parse(body.as_bytes());
+        let says = ErrorBody::parse(body.as_bytes());
         status_error(
             "reg.example",
             "image reg.example/a/b:v1",
             target,
             "GET",
             StatusCode::from_u16(status).unwrap(),
-            &says,
+            says,
             1,
         )
+    }
+
+    #[test]
+    fn error_bodies_keep_codes_messages_and_details_as_data() {
+        let body = ErrorBody::parse(
+            br#"{"errors":[{"code":"manifest_unknown","message":"manifest unknown","detail":{"Tag":"v1"}},{"code":"X_VENDOR"}]}"#,
+        );
+        assert_eq!(body.errors.len(), 2);
+        assert_eq!(body.errors[0].code, ErrorCode::ManifestUnknown);
+        assert_eq!(body.errors[0].message, "manifest unknown");
+        assert_eq!(body.errors[0].detail, Some(serde_json::json!({"Tag": "v1"})));
+        assert_eq!(body.errors[1].code, ErrorCode::Other("X_VENDOR".to_owned()));
+        assert!(body.has(&ErrorCode::ManifestUnknown) && !body.has(&ErrorCode::NameUnknown));
+        assert_eq!(body.to_string(), "MANIFEST_UNKNOWN: manifest unknown; X_VENDOR");
+        let error = error(404, r#"{"errors":[{"code":"NAME_UNKNOWN"}]}"#, Target::Manifest);
+        assert_eq!(error.registry_errors()[0].code, ErrorCode::NameUnknown);
+        assert_eq!(error.status(), Some(404));
+    }
+
+    #[test]
+    fn no_command_line_advice_in_library_messages() {
+        for (status, target) in [(401, Target::Manifest), (401, Target::BlobPush), (404, Target::Other)] {
+            let text = error(status, "", target).to_string();
+            assert!(!text.contains("--") && !text.contains("docker login") && !text.contains("hpn "), "{text}");
+        }
     }
 
     #[test]
@@ -422,7 +836,7 @@ mod tests {
         assert!(error(404, "", Target::Blob).to_string().ends_with(HINT_BLOB_NOT_FOUND));
         let unauthorized =
             error(401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#, Target::Manifest);
-        assert!(unauthorized.is_auth() && unauthorized.to_string().contains("docker login"));
+        assert!(unauthorized.is_auth() && unauthorized.to_string().contains("credentials are missing or were refused"));
         // Some registries send DENIED with a 401 or 400-range status.
         let denied = error(400, r#"{"errors":[{"code":"DENIED","message":"no"}]}"#, Target::Manifest);
         assert!(denied.is_auth() && !denied.is_not_found());
@@ -482,8 +896,8 @@ mod tests {
         assert!(unknown.is_not_found());
         has(unknown.to_string(), "will not create this repository");
         has(push(404, r#"{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN"}]}"#, Target::BlobPush), "lost the upload session");
-        // The same 401 on the read side still says to log in.
-        has(error(401, "", Target::Manifest).to_string(), "docker login");
+        // The same 401 on the read side is about the credentials alone.
+        has(error(401, "", Target::Manifest).to_string(), "credentials are missing or were refused");
         let turned = error(401, "", Target::BlobPush).into_push_denied();
         assert!(matches!(turned, RegistryError::Denied { status: 401, .. }), "{turned:?}");
     }

@@ -1,17 +1,40 @@
+//! How a client talks to registries: [`ClientOptions`] and [`RetryPolicy`].
+
 use std::time::Duration;
 
 use crate::credentials::Credentials;
 
+/// Concurrent requests per registry host unless configured otherwise. Six is
+/// what browsers and Docker's own puller settle on per host; more mostly adds
+/// contention on the registry side.
+pub const DEFAULT_REQUESTS_PER_HOST: usize = 6;
+
 /// How a [`RegistryClient`](crate::RegistryClient) talks to registries.
+///
+/// Start from [`ClientOptions::default`] and set what differs; new fields
+/// may be added in any release:
+///
+/// ```
+/// let mut options = hpn_registry::ClientOptions::default();
+/// options.insecure_registries.push("registry.lan:5000".to_owned());
+/// options.retry.max_attempts = 3;
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// Registries (`host` or `host:port`) the user named insecure: HTTPS is tried
     /// without certificate verification, then plain HTTP, as Docker does. An
     /// entry without a port matches the host on any port.
     pub insecure_registries: Vec<String>,
+    /// Where credentials come from; none by default (callers load them with
+    /// [`Credentials::load_default`] so a malformed file is reported where
+    /// the user can see it).
     pub credentials: Credentials,
+    /// When and how often failed requests are tried again.
     pub retry: RetryPolicy,
+    /// The `User-Agent` header.
     pub user_agent: String,
+    /// How long a TCP and TLS connection may take to set up.
     pub connect_timeout: Duration,
     /// Concurrent requests per registry host, open blob bodies included.
     pub max_requests_per_host: usize,
@@ -29,21 +52,55 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             user_agent: format!("hpn/{}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(30),
-            // Six is what browsers and Docker's own puller settle on per host;
-            // more mostly adds contention on the registry side.
-            max_requests_per_host: 6,
+            max_requests_per_host: DEFAULT_REQUESTS_PER_HOST,
             stall_timeout: Duration::from_secs(60),
         }
     }
 }
 
-/// Exponential backoff with jitter.
+/// Exponential backoff with jitter. Start from [`RetryPolicy::default`] and
+/// set what differs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 1 means no retry.
     pub max_attempts: u32,
+    /// The pause after the first failure; it doubles with each further one.
     pub base_delay: Duration,
+    /// The longest pause between two attempts.
     pub max_delay: Duration,
+}
+
+impl ClientOptions {
+    /// These credentials instead of none.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// Registries named insecure (see [`ClientOptions::insecure_registries`]).
+    pub fn with_insecure_registries(mut self, registries: Vec<String>) -> Self {
+        self.insecure_registries = registries;
+        self
+    }
+
+    /// Another retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Another per-host request limit (see [`DEFAULT_REQUESTS_PER_HOST`]).
+    pub fn with_max_requests_per_host(mut self, limit: usize) -> Self {
+        self.max_requests_per_host = limit;
+        self
+    }
+
+    /// Another stall timeout (see [`ClientOptions::stall_timeout`]).
+    pub fn with_stall_timeout(mut self, stall_timeout: Duration) -> Self {
+        self.stall_timeout = stall_timeout;
+        self
+    }
 }
 
 impl Default for RetryPolicy {
@@ -53,6 +110,11 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// `max_attempts` in all, pausing from `base_delay` up to `max_delay`.
+    pub fn new(max_attempts: u32, base_delay: Duration, max_delay: Duration) -> Self {
+        Self { max_attempts, base_delay, max_delay }
+    }
+
     /// The pause before the next attempt after `failures` consecutive failures
     /// (1 for the first). Half of the exponential step is random, so many
     /// clients failing together do not come back in lockstep.

@@ -69,16 +69,13 @@ async fn tracing_output_at_every_level_carries_no_secrets() {
         });
     let mut credentials = Credentials::default();
     credentials.insert(&registry.host(), "alice", "password-SECRET");
-    let client = RegistryClient::new(ClientOptions {
-        credentials,
-        retry: RetryPolicy {
-            max_attempts: 2,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(20),
-        },
-        ..ClientOptions::default()
-    })
-    .unwrap();
+    let client =
+        RegistryClient::new(ClientOptions::default().with_credentials(credentials).with_retry(RetryPolicy::new(
+            2,
+            Duration::from_millis(10),
+            Duration::from_millis(20),
+        )))
+        .unwrap();
     let app = |rest: &str| format!("{}/test/app{rest}", registry.host()).parse().unwrap();
     let fetched = client.get_manifest(&app(":v1")).await.unwrap();
     assert_eq!(fetched.bytes, MANIFEST);

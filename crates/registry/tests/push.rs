@@ -18,16 +18,12 @@ use hpn_registry::{
 };
 
 fn client_with(credentials: Credentials, max_requests_per_host: usize) -> RegistryClient {
-    RegistryClient::new(ClientOptions {
-        credentials,
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-        },
-        max_requests_per_host,
-        ..ClientOptions::default()
-    })
+    RegistryClient::new(
+        ClientOptions::default()
+            .with_credentials(credentials)
+            .with_retry(RetryPolicy::new(3, Duration::from_millis(20), Duration::from_millis(200)))
+            .with_max_requests_per_host(max_requests_per_host),
+    )
     .unwrap()
 }
 
@@ -114,7 +110,7 @@ async fn small_and_large_blobs_and_both_manifest_kinds_round_trip() {
         assert_eq!(digest, Digest::of(&bytes));
 
         let by_tag = client.get_manifest(&registry.reference(&format!("test/app:{tag}"))).await.unwrap();
-        assert_eq!((by_tag.bytes.as_slice(), by_tag.media_type.as_str()), (bytes.as_slice(), kind));
+        assert_eq!((&by_tag.bytes[..], by_tag.media_type.as_str()), (bytes.as_slice(), kind));
         let by_digest = client.get_manifest(&registry.reference(&format!("test/app@{digest}"))).await.unwrap();
         assert_eq!(by_digest.bytes, bytes);
         assert_eq!(skopeo_digest(&format!("{}/test/app:{tag}", registry.host)).await, digest.to_string());
@@ -413,11 +409,9 @@ async fn uploads_respect_the_per_host_limit() {
 async fn waiting_for_an_upload_slot_is_not_a_stall() {
     let registry = Registry::start(&RegistryAuth::None);
     let target = registry.reference("test/app:v1");
-    let client = RegistryClient::new(ClientOptions {
-        max_requests_per_host: 1,
-        stall_timeout: Duration::from_millis(400),
-        ..ClientOptions::default()
-    })
+    let client = RegistryClient::new(
+        ClientOptions::default().with_max_requests_per_host(1).with_stall_timeout(Duration::from_millis(400)),
+    )
     .unwrap();
     // Each body takes about a second to send: the second upload waits that
     // long for the only slot, more than the stall timeout, without stalling.

@@ -11,15 +11,11 @@ use hpn_oci::{Descriptor, Digest, media_type};
 use hpn_registry::{ClientOptions, Credentials, RegistryClient, RegistryError, RetryPolicy, SizeProblem};
 
 fn client(credentials: Credentials) -> RegistryClient {
-    RegistryClient::new(ClientOptions {
-        credentials,
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(200),
-        },
-        ..ClientOptions::default()
-    })
+    RegistryClient::new(ClientOptions::default().with_credentials(credentials).with_retry(RetryPolicy::new(
+        3,
+        Duration::from_millis(20),
+        Duration::from_millis(200),
+    )))
     .unwrap()
 }
 
@@ -39,7 +35,7 @@ async fn collect(
     let mut stream = client.get_blob(&reference, descriptor).await?;
     let (mut body, mut chunks) = (Vec::new(), 0);
     while let Some(chunk) = stream.next().await {
-        body.extend_from_slice(&chunk?);
+        body.extend_from_slice(&chunk.map_err(common::registry_error)?);
         chunks += 1;
     }
     Ok((body, chunks))
@@ -134,7 +130,7 @@ async fn open_blob_bodies_count_against_the_per_host_limit() {
     let registry = Registry::start(&RegistryAuth::None);
     let image = TestImage::build(4, 32 * 1024);
     image.push(&registry.base_url(), "test/app", "v1", None).await;
-    let client = RegistryClient::new(ClientOptions { max_requests_per_host: 1, ..ClientOptions::default() }).unwrap();
+    let client = RegistryClient::new(ClientOptions::default().with_max_requests_per_host(1)).unwrap();
     let reference = registry.reference("test/app:v1");
 
     let open = client.get_blob(&reference, &image.layer_descriptor()).await.unwrap();
@@ -164,7 +160,12 @@ async fn basic_auth_with_htpasswd() {
     let error = wrong.get_manifest(&reference).await.unwrap_err();
     assert!(error.is_auth() && !error.is_not_found(), "{error:?}");
     let message = error.to_string();
-    assert!(message.contains("401") && message.contains("docker login"), "{message}");
+    assert!(
+        message.contains("401")
+            && message.contains("credentials are missing or were refused")
+            && error.status() == Some(401),
+        "{message}"
+    );
     assert!(!message.contains("wrong-password") && !format!("{error:?}").contains("wrong-password"), "{message}");
     assert!(wrong.ping(&registry.host).await.unwrap_err().is_auth());
 

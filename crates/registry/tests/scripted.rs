@@ -19,15 +19,9 @@ use hpn_registry::{
 const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
 
 fn options() -> ClientOptions {
-    ClientOptions {
-        retry: RetryPolicy {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-        },
-        stall_timeout: Duration::from_secs(5),
-        ..ClientOptions::default()
-    }
+    ClientOptions::default()
+        .with_retry(RetryPolicy::new(4, Duration::from_millis(10), Duration::from_millis(50)))
+        .with_stall_timeout(Duration::from_secs(5))
 }
 
 fn reference(server: &Scripted, rest: &str) -> Reference {
@@ -42,7 +36,7 @@ async fn fetch_blob(client: &RegistryClient, server: &Scripted, blob: &[u8]) -> 
     let mut stream = client.get_blob(&reference(server, "test/app:v1"), &blob_descriptor(blob)).await?;
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
-        body.extend_from_slice(&chunk?);
+        body.extend_from_slice(&chunk.map_err(common::registry_error)?);
     }
     Ok(body)
 }
@@ -80,7 +74,7 @@ async fn redirects_keep_authorization_on_the_same_host_and_drop_it_elsewhere() {
     });
     let mut credentials = Credentials::default();
     credentials.insert(&registry.host(), "alice", "pw");
-    let client = RegistryClient::new(ClientOptions { credentials, ..options() }).unwrap();
+    let client = RegistryClient::new(options().with_credentials(credentials)).unwrap();
 
     assert_eq!(fetch_blob(&client, &registry, &blob).await.unwrap(), blob);
     let internal = registry.seen().into_iter().find(|seen| seen.path() == "/internal/blob-location").unwrap();
@@ -213,7 +207,7 @@ async fn a_stalled_body_is_abandoned_and_resumed() {
         send: 30_000,
         pause: Duration::from_secs(8),
     });
-    let client = RegistryClient::new(ClientOptions { stall_timeout: Duration::from_millis(300), ..options() }).unwrap();
+    let client = RegistryClient::new(options().with_stall_timeout(Duration::from_millis(300))).unwrap();
     let started = Instant::now();
     assert_eq!(fetch_blob(&client, &server, &blob).await.unwrap(), blob);
     assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
@@ -238,7 +232,7 @@ async fn bodies_shorter_or_longer_than_the_descriptor_fail() {
     let error = loop {
         match stream.next().await {
             Some(Ok(chunk)) => received += chunk.len(),
-            Some(Err(error)) => break error,
+            Some(Err(error)) => break common::registry_error(error),
             None => panic!("a short body ended without an error"),
         }
     };
@@ -260,7 +254,7 @@ async fn bodies_shorter_or_longer_than_the_descriptor_fail() {
     let error = loop {
         match stream.next().await.expect("an error before the end") {
             Ok(chunk) => received += chunk.len(),
-            Err(error) => break error,
+            Err(error) => break common::registry_error(error),
         }
     };
     assert!(received <= 20_000);
@@ -270,14 +264,11 @@ async fn bodies_shorter_or_longer_than_the_descriptor_fail() {
 #[tokio::test]
 async fn a_closed_port_is_a_network_error_after_quick_retries() {
     let host = format!("127.0.0.1:{}", free_port("127.0.0.1"));
-    let client = RegistryClient::new(ClientOptions {
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(20),
-        },
-        ..ClientOptions::default()
-    })
+    let client = RegistryClient::new(ClientOptions::default().with_retry(RetryPolicy::new(
+        3,
+        Duration::from_millis(10),
+        Duration::from_millis(20),
+    )))
     .unwrap();
     let started = Instant::now();
     let reference: Reference = format!("{host}/test/app:v1").parse().unwrap();
@@ -325,7 +316,7 @@ async fn a_docker_content_digest_that_disagrees_is_refused() {
 
 #[tokio::test]
 async fn oversized_manifests_are_refused() {
-    let huge = vec![b' '; hpn_registry::MAX_MANIFEST_BYTES + 1];
+    let huge = vec![b' '; hpn_oci::limits::MANIFEST as usize + 1];
     let server = Scripted::start("127.0.0.1", move |request| match request.path() {
         "/v2/" => Action::status(200),
         _ => Action::UntilClose { status: 200, headers: Vec::new(), body: huge.clone() },
@@ -344,7 +335,7 @@ async fn insecure_registries_fall_back_from_https_to_plain_http() {
         "/v2/" => Action::status(200),
         _ => manifest_ok(),
     });
-    let client = RegistryClient::new(ClientOptions { insecure_registries: vec![server.host()], ..options() }).unwrap();
+    let client = RegistryClient::new(options().with_insecure_registries(vec![server.host()])).unwrap();
     let fetched = client.get_manifest(&reference(&server, "test/app:v1")).await.unwrap();
     assert_eq!(fetched.bytes, MANIFEST);
     // HTTPS was tried first and refused by the plain server; then HTTP, once.
@@ -641,15 +632,13 @@ async fn an_upload_the_registry_stops_reading_is_abandoned_as_stalled() {
         ("POST", UPLOADS) => Action::status(202).with_header("Location", &format!("http://{hole}/upload/1")),
         _ => Action::status(404),
     });
-    let client = RegistryClient::new(ClientOptions {
-        stall_timeout: Duration::from_millis(700),
-        retry: RetryPolicy {
-            max_attempts: 2,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(10),
-        },
-        ..ClientOptions::default()
-    })
+    let client = RegistryClient::new(
+        ClientOptions::default().with_stall_timeout(Duration::from_millis(700)).with_retry(RetryPolicy::new(
+            2,
+            Duration::from_millis(10),
+            Duration::from_millis(10),
+        )),
+    )
     .unwrap();
     // More than loopback socket buffers hold.
     let blob = pseudo_random(55, 32 * 1024 * 1024);

@@ -2,10 +2,8 @@ use std::collections::HashSet;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use futures_util::{TryStreamExt, stream};
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
-use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, UploadStream};
+use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, UploadStream, body_from_bytes};
 
 use crate::blob_locations::BlobLocations;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
@@ -33,8 +31,7 @@ impl ImageSource for RegistrySource {
     }
 
     async fn resolve(&self, image: &Reference) -> Result<RawManifest, TransferError> {
-        let fetched = self.client.get_manifest(image).await?;
-        Ok(RawManifest { bytes: Bytes::from(fetched.bytes), media_type: fetched.media_type, digest: fetched.digest })
+        Ok(self.client.get_manifest(image).await?)
     }
 
     async fn manifest(&self, image: &Reference, descriptor: &Descriptor) -> Result<RawManifest, TransferError> {
@@ -42,8 +39,7 @@ impl ImageSource for RegistrySource {
     }
 
     async fn blob(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {
-        let stream = self.client.get_blob(image, descriptor).await?;
-        Ok(BlobContent::Stream(Box::pin(stream.map_err(io::Error::other))))
+        Ok(BlobContent::Stream(self.client.get_blob(image, descriptor).await?))
     }
 }
 
@@ -92,10 +88,7 @@ impl RegistryDestination {
 /// in-memory bytes re-open; a stream from another registry can be sent once.
 fn body_factory(content: BlobContent) -> BodyFactory {
     match content {
-        BlobContent::Bytes(bytes) => Arc::new(move || {
-            let bytes = bytes.clone();
-            Box::pin(async move { Ok(Box::pin(stream::once(async move { Ok(bytes) })) as UploadStream) })
-        }),
+        BlobContent::Bytes(bytes) => body_from_bytes(bytes),
         BlobContent::File(path) => Arc::new(move || {
             let path = path.clone();
             Box::pin(async move {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hpn_oci::{Platform, Reference};
-use hpn_registry::{ClientOptions, Credentials, RegistryClient, RetryPolicy};
+use hpn_registry::{ClientOptions, Credentials, DEFAULT_REQUESTS_PER_HOST, RegistryClient};
 use hpn_store::Store;
 use hpn_transfer::{
     ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EndpointContext, EngineOptions, PlatformChoice,
@@ -110,17 +110,15 @@ fn mode<M: Default>(number: Option<u8>, from_number: fn(u8) -> Option<M>, comman
 
 fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
     let credentials = Credentials::load_default().map_err(|error| Failure::new(ExitStatus::Config, error))?;
-    let defaults = ClientOptions::default();
-    let stall_timeout = settings.stall_timeout.unwrap_or(defaults.stall_timeout);
-    RegistryClient::new(ClientOptions {
-        insecure_registries: settings.insecure_registries.clone(),
-        credentials,
-        retry: RetryPolicy { max_attempts: settings.attempts, ..defaults.retry.clone() },
-        stall_timeout,
-        max_requests_per_host: settings.requests_per_host.unwrap_or(defaults.max_requests_per_host),
-        ..defaults
-    })
-    .map_err(|error| Failure::new(ExitStatus::General, error))
+    let mut options = ClientOptions::default()
+        .with_credentials(credentials)
+        .with_insecure_registries(settings.insecure_registries.clone())
+        .with_max_requests_per_host(settings.requests_per_host.unwrap_or(DEFAULT_REQUESTS_PER_HOST));
+    options.retry.max_attempts = settings.attempts;
+    if let Some(stall_timeout) = settings.stall_timeout {
+        options.stall_timeout = stall_timeout;
+    }
+    RegistryClient::new(options).map_err(|error| Failure::new(ExitStatus::General, error))
 }
 
 fn engine_options(platforms: PlatformChoice, settings: &Settings) -> EngineOptions {
@@ -179,5 +177,5 @@ fn archive_summary(command: &'static str, run: ArchiveRun) -> Summary {
 }
 
 fn failure_of(error: &TransferError) -> ImageFailure {
-    ImageFailure { status: ExitStatus::of(error), message: error.to_string() }
+    ImageFailure { status: ExitStatus::of(error), message: crate::exit::describe(error) }
 }

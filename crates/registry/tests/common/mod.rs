@@ -124,6 +124,14 @@ pub fn free_port(ip: &str) -> u16 {
     TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
+/// The registry's error a blob stream ended with (it travels as an `io::Error`).
+pub fn registry_error(error: std::io::Error) -> hpn_registry::RegistryError {
+    match error.into_inner().map(|inner| inner.downcast::<hpn_registry::RegistryError>()) {
+        Some(Ok(error)) => *error,
+        other => panic!("not a registry error: {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------- image
 
 /// A small single-layer OCI image with real tar+gzip content.

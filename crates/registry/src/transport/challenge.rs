@@ -24,10 +24,12 @@ impl Challenge {
         self.params.get(&name.to_ascii_lowercase()).map(String::as_str)
     }
 
+    /// A `Bearer` challenge: a token is to be fetched from its realm.
     pub fn is_bearer(&self) -> bool {
         self.scheme == "bearer"
     }
 
+    /// A `Basic` challenge: credentials go in every request.
     pub fn is_basic(&self) -> bool {
         self.scheme == "basic"
     }
