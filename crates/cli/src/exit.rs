@@ -61,7 +61,7 @@ impl ExitStatus {
 /// to do about it on hpn's command line where that is known. The libraries
 /// say what happened; flags and commands are this crate's to name.
 pub fn describe(error: &TransferError) -> String {
-    match registry_error(error).and_then(advice) {
+    match advice(error) {
         Some(advice) => format!("{error}; {advice}"),
         None => error.to_string(),
     }
@@ -78,8 +78,19 @@ fn registry_error(error: &TransferError) -> Option<&RegistryError> {
     }
 }
 
+/// Command-line advice for the failures where it helps.
+fn advice(error: &TransferError) -> Option<&'static str> {
+    match error {
+        TransferError::Shared(inner) => advice(inner),
+        TransferError::NoMatchingPlatform { .. } => Some("choose one with --platform or copy all with --all-platforms"),
+        TransferError::NotInStore { .. } => Some("run `hpn pull` for it first"),
+        TransferError::BlobMissing { .. } => Some("run `hpn pull` again or `hpn store verify`"),
+        _ => registry_error(error).and_then(registry_advice),
+    }
+}
+
 /// Command-line advice for the registry failures where it helps.
-fn advice(error: &RegistryError) -> Option<&'static str> {
+fn registry_advice(error: &RegistryError) -> Option<&'static str> {
     match error {
         RegistryError::Network { plain_http: false, source, .. } if source.is_certificate() => {
             Some("if the registry is one you trust, name it with --insecure-registry")

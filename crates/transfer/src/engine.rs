@@ -60,7 +60,7 @@ impl Concurrency {
 
 impl Default for Concurrency {
     fn default() -> Self {
-        Self { images: 4, blobs: Self::MIN_BLOBS, requests_per_host: 6 }
+        Self { images: 4, blobs: Self::MIN_BLOBS, requests_per_host: hpn_registry::DEFAULT_REQUESTS_PER_HOST }
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hpn_oci::{Platform, Reference};
-use hpn_registry::{ClientOptions, Credentials, DEFAULT_REQUESTS_PER_HOST, RegistryClient};
+use hpn_registry::{ClientOptions, Credentials, RegistryClient};
 use hpn_store::Store;
 use hpn_transfer::{
     ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EndpointContext, EngineOptions, PlatformChoice,
@@ -113,7 +113,7 @@ fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
     let mut options = ClientOptions::default()
         .with_credentials(credentials)
         .with_insecure_registries(settings.insecure_registries.clone())
-        .with_max_requests_per_host(settings.requests_per_host.unwrap_or(DEFAULT_REQUESTS_PER_HOST));
+        .with_max_requests_per_host(settings.requests_per_host.unwrap_or(Concurrency::default().requests_per_host));
     options.retry.max_attempts = settings.attempts;
     if let Some(stall_timeout) = settings.stall_timeout {
         options.stall_timeout = stall_timeout;
