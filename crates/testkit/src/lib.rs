@@ -21,17 +21,21 @@ pub mod fixtures;
 
 mod dockerd;
 mod faults;
-mod http;
+mod hashing;
+pub mod http;
 mod podman;
 mod process;
 mod registry;
+mod rng;
 mod skopeo;
 
 pub use dockerd::{Dockerd, docker_client};
 pub use faults::{Fault, FaultProxy, ProxyRequest, Rule};
+pub use hashing::{HashingWriter, sha256_digest};
 pub use podman::Podman;
 pub use process::have_binary;
 pub use registry::{AccessLogEntry, RawManifest, Registry, RegistryBuilder};
+pub use rng::Rng;
 pub use skopeo::{skopeo, skopeo_inspect, skopeo_inspect_raw};
 
 /// The peer programs the tests need, with the Debian package that provides each.

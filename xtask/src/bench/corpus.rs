@@ -3,16 +3,13 @@
 //! runs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
-use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::time::Duration;
+use std::io::Write;
 
-use anyhow::{Context, Result, anyhow, bail};
-use hpn_oci::{Digest, Sha256Hasher};
+use anyhow::Result;
+use hpn_testkit::fixtures::media_types::{OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
 use hpn_testkit::fixtures::{self, PushedFixtures};
+use hpn_testkit::http::{Body, Client};
+use hpn_testkit::sha256_digest;
 use serde_json::json;
 
 use super::MB;
@@ -134,154 +131,8 @@ impl Corpus {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Generated images: a minimal HTTP/1.1 client for loopback registries, and tar layers.
-
-#[derive(Debug)]
-pub(super) enum Body<'a> {
-    Empty,
-    Bytes(&'a [u8]),
-    File(&'a Path),
-}
-
-#[derive(Debug)]
-pub(super) struct Response {
-    pub(super) status: u16,
-    pub(super) headers: Vec<(String, String)>,
-    pub(super) body: Vec<u8>,
-}
-
-impl Response {
-    pub(super) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-/// One connection per request (`Connection: close`), plain HTTP: only for our own loopback registries.
-pub(super) fn http(
-    addr: &str,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: Body<'_>,
-) -> Result<Response> {
-    // Registries answer with absolute Location URLs; we only ever talk to `addr`.
-    let target = match target.strip_prefix("http://") {
-        Some(rest) => &rest[rest.find('/').unwrap_or(rest.len())..],
-        None => target,
-    };
-    let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
-    let length = match &body {
-        Body::Empty => 0,
-        Body::Bytes(b) => b.len() as u64,
-        Body::File(p) => fs::metadata(p)?.len(),
-    };
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        write!(head, "{k}: {v}\r\n")?;
-    }
-    if method != "GET" && method != "HEAD" {
-        write!(head, "Content-Length: {length}\r\n")?;
-    }
-    head.push_str("\r\n");
-    let mut writer = BufWriter::with_capacity(1 << 20, &stream);
-    writer.write_all(head.as_bytes())?;
-    match body {
-        Body::Empty => {}
-        Body::Bytes(b) => writer.write_all(b)?,
-        Body::File(p) => {
-            io::copy(&mut File::open(p)?, &mut writer)?;
-        }
-    }
-    writer.flush()?;
-    drop(writer);
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP status line {line:?} from {addr}"))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-    let mut body = Vec::new();
-    if method != "HEAD" {
-        reader.read_to_end(&mut body)?;
-    }
-    Ok(Response { status, headers, body })
-}
-
-pub(super) fn expect(response: &Response, status: u16, what: &str) -> Result<()> {
-    if response.status != status {
-        bail!("{what}: HTTP {} (wanted {status}): {}", response.status, String::from_utf8_lossy(&response.body).trim());
-    }
-    Ok(())
-}
-
-/// Uploads a blob (monolithic PUT), or mounts it from `from` if given.
-pub(super) fn upload_blob(addr: &str, repo: &str, digest: &Digest, body: Body<'_>, from: Option<&str>) -> Result<()> {
-    if let Some(from) = from {
-        let r = http(addr, "POST", &format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"), &[], Body::Empty)?;
-        if r.status == 201 {
-            return Ok(());
-        }
-    }
-    let r = http(addr, "POST", &format!("/v2/{repo}/blobs/uploads/"), &[], Body::Empty)?;
-    expect(&r, 202, "starting an upload")?;
-    let location = r.header("Location").ok_or_else(|| anyhow!("upload without a Location"))?.to_owned();
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let r = http(
-        addr,
-        "PUT",
-        &format!("{location}{sep}digest={digest}"),
-        &[("Content-Type", "application/octet-stream")],
-        body,
-    )?;
-    expect(&r, 201, &format!("uploading {digest} to {repo}"))
-}
-
-pub(super) fn put_manifest(addr: &str, repo: &str, tag: &str, bytes: &[u8]) -> Result<()> {
-    let r = http(
-        addr,
-        "PUT",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Content-Type", OCI_MANIFEST)],
-        Body::Bytes(bytes),
-    )?;
-    expect(&r, 201, &format!("putting manifest {repo}:{tag}"))
-}
-
-pub(super) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub(super) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub(super) const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-
-/// splitmix64: fast, seedable filler so every layer is distinct and incompressible.
-#[derive(Debug)]
-pub(super) struct Filler(pub(super) u64);
-
-impl Filler {
-    pub(super) fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-        }
-    }
-}
+// Generated images: tar layers, and the documents that make them an image. They are pushed with
+// testkit's HTTP client and filled by its seeded RNG.
 
 /// Writes a tar with one regular file of `size` bytes, whose content `content` produces in
 /// pieces; returns the bytes written.
@@ -314,9 +165,10 @@ pub(super) fn write_tar_layer(
     Ok(512 + size + pad + 1024)
 }
 
-/// Config and manifest for an OCI image of uncompressed layers (their digests are their DiffIDs).
-pub(super) fn image_documents(label: &str, layers: &[(Digest, u64)]) -> Result<(Vec<u8>, Vec<u8>)> {
-    let diff_ids: Vec<String> = layers.iter().map(|(d, _)| d.to_string()).collect();
+/// Config and manifest for an OCI image of uncompressed layers, given as (digest, size): their
+/// digests are their DiffIDs.
+pub(super) fn image_documents(label: &str, layers: &[(String, u64)]) -> Result<(Vec<u8>, Vec<u8>)> {
+    let diff_ids: Vec<&str> = layers.iter().map(|(d, _)| d.as_str()).collect();
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64",
         "os": "linux",
@@ -325,30 +177,17 @@ pub(super) fn image_documents(label: &str, layers: &[(Digest, u64)]) -> Result<(
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": layers.iter().map(|_| json!({"created": "2024-01-01T00:00:00Z", "created_by": "hpn bench"})).collect::<Vec<_>>(),
     }))?;
-    let config_digest = Digest::of(&config);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
-        "layers": layers.iter().map(|(d, size)| json!({"mediaType": OCI_LAYER_TAR, "digest": d.to_string(), "size": size})).collect::<Vec<_>>(),
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(&config), "size": config.len()},
+        "layers": layers.iter().map(|(d, size)| json!({"mediaType": OCI_LAYER, "digest": d, "size": size})).collect::<Vec<_>>(),
     }))?;
     Ok((config, manifest))
 }
 
-/// Hashes what passes through on its way to a file.
-pub(super) struct HashingWriter<W: Write> {
-    pub(super) inner: W,
-    pub(super) hasher: Sha256Hasher,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+/// Uploads a generated image's config and manifest (as `repo:1`), after its layers.
+pub(super) fn push_image(client: &Client, repo: &str, config: &[u8], manifest: &[u8]) -> Result<()> {
+    client.upload_blob(repo, &sha256_digest(config), Body::Bytes(config), None)?;
+    client.put_manifest(repo, "1", OCI_MANIFEST, manifest, &sha256_digest(manifest))
 }

@@ -7,12 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Result;
-use hpn_oci::{Digest, Sha256Hasher};
-use hpn_testkit::Registry;
+use hpn_testkit::fixtures::media_types::OCI_MANIFEST;
+use hpn_testkit::http::{Body, Client};
+use hpn_testkit::{HashingWriter, Registry, Rng, sha256_digest};
 
-use super::corpus::{
-    Body, Filler, HashingWriter, OCI_MANIFEST, image_documents, put_manifest, upload_blob, write_tar_layer,
-};
+use super::corpus::{image_documents, push_image, write_tar_layer};
 use super::sampling::{Sample, median};
 use super::{
     Bench, CONCURRENCY_SWEEP, Key, LARGE_LAYER_BYTES, MB, SCALING_BASE_BYTES, SCALING_UNIQUE_BYTES, Store, curl_all,
@@ -76,33 +75,33 @@ impl Bench {
     pub(super) fn scaling(&self, small: usize, big: usize) -> Result<Scaling> {
         let registry = Registry::start()?;
         let addr = registry.addr().to_owned();
+        let client = Client::new(&addr, None);
         let start = Instant::now();
         // The shared base layer, uploaded once and mounted into every other repository.
         let mut base = Vec::new();
-        let mut filler = Filler(0xba5e);
-        write_tar_layer(&mut base, "usr/share/bench/base.bin", SCALING_BASE_BYTES as u64, |b| filler.fill(b))?;
-        let base_digest = Digest::of(&base);
+        let mut rng = Rng::new(0xba5e);
+        write_tar_layer(&mut base, "usr/share/bench/base.bin", SCALING_BASE_BYTES as u64, |b| rng.fill(b))?;
+        let base_digest = sha256_digest(&base);
         let mut refs = Vec::new();
         let mut blob_urls = Vec::new();
         let mut bytes_per_image = Vec::new();
         for i in 0..big {
             let repo = format!("scaling/img-{i:03}");
             let mut layer = Vec::new();
-            let mut filler = Filler(i as u64 + 1);
+            let mut rng = Rng::new(i as u64 + 1);
             write_tar_layer(&mut layer, &format!("etc/bench/img-{i:03}"), SCALING_UNIQUE_BYTES as u64, |b| {
-                filler.fill(b)
+                rng.fill(b)
             })?;
-            let layer_digest = Digest::of(&layer);
+            let layer_digest = sha256_digest(&layer);
             let (config, manifest) = image_documents(
                 &format!("img-{i:03}"),
                 &[(base_digest.clone(), base.len() as u64), (layer_digest.clone(), layer.len() as u64)],
             )?;
             let from = (i > 0).then_some("scaling/img-000");
-            upload_blob(&addr, &repo, &base_digest, Body::Bytes(&base), from)?;
-            upload_blob(&addr, &repo, &layer_digest, Body::Bytes(&layer), None)?;
-            let config_digest = Digest::of(&config);
-            upload_blob(&addr, &repo, &config_digest, Body::Bytes(&config), None)?;
-            put_manifest(&addr, &repo, "1", &manifest)?;
+            client.upload_blob(&repo, &base_digest, Body::Bytes(&base), from)?;
+            client.upload_blob(&repo, &layer_digest, Body::Bytes(&layer), None)?;
+            push_image(&client, &repo, &config, &manifest)?;
+            let config_digest = sha256_digest(&config);
             refs.push(format!("{addr}/{repo}:1"));
             if i == 0 {
                 blob_urls.push(format!("http://{addr}/v2/{repo}/blobs/{base_digest}"));
@@ -192,10 +191,10 @@ impl Bench {
         let start = Instant::now();
         let layer_path = self.path("large-layer.tar");
         let file = BufWriter::with_capacity(1 << 20, File::create(&layer_path)?);
-        let mut writer = HashingWriter { inner: file, hasher: Sha256Hasher::new() };
+        let mut writer = HashingWriter::new(file);
         // A 1 MiB random block, stamped with its position so no two blocks are alike.
         let mut block = vec![0u8; 1 << 20];
-        Filler(0x1a26e).fill(&mut block);
+        Rng::new(0x1a26e).fill(&mut block);
         let mut counter = 0u64;
         let written = write_tar_layer(&mut writer, "data/large.bin", LARGE_LAYER_BYTES, |buf| {
             let n = buf.len();
@@ -204,14 +203,13 @@ impl Bench {
             counter += 1;
         })?;
         writer.flush()?;
-        let HashingWriter { inner, hasher } = writer;
+        let (layer_digest, _, inner) = writer.finish();
         inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        let layer_digest = hasher.finish();
         let (config, manifest) = image_documents("large", &[(layer_digest.clone(), written)])?;
         let repo = "large/one-layer";
-        upload_blob(&addr, repo, &layer_digest, Body::File(&layer_path), None)?;
-        upload_blob(&addr, repo, &Digest::of(&config), Body::Bytes(&config), None)?;
-        put_manifest(&addr, repo, "1", &manifest)?;
+        let client = Client::new(&addr, None);
+        client.upload_blob(repo, &layer_digest, Body::File(&layer_path), None)?;
+        push_image(&client, repo, &config, &manifest)?;
         remove(&layer_path)?;
         let reference = format!("{addr}/{repo}:1");
         println!("built and pushed {reference} ({}) in {:.1?}", human_size(written), start.elapsed());
