@@ -16,7 +16,7 @@ use common::{
     Proxied, Run, Workspace, archive_entries, archive_leftovers, committed_blobs, proxied_registry, store_leftovers,
     wait_with_limit,
 };
-use hpn_testkit::{Fault, FaultProxy, Registry, Rule};
+use hpn_testkit::{Fault, FaultProxy, Registry, Rng, Rule};
 use rustix::process::{Pid, Signal, kill_process};
 
 /// Kills per command; three commands, so 21 in all.
@@ -29,23 +29,18 @@ const IMAGES: &[&str] = &["app-a", "app-b", "multi", "zstd", "dup-layer"];
 const RATE: u64 = 500_000;
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// xorshift64*: small, seeded, the same sequence everywhere.
-struct Moments(u64);
+/// When to kill: seeded (`HPN_TEST_SEED`), so a failing run can be repeated.
+struct Moments(Rng);
 
 impl Moments {
     fn new(salt: u64) -> (Moments, u64) {
         let seed = std::env::var("HPN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_4b11_u64);
-        (Moments((seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1), seed)
+        (Moments(Rng::new(seed ^ salt)), seed)
     }
 
     /// A moment between `low` and `high`.
     fn next(&mut self, low: Duration, high: Duration) -> Duration {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let value = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
-        let fraction = value as f64 / (1u64 << 53) as f64;
-        low + (high - low).mul_f64(fraction)
+        low + (high - low).mul_f64(self.0.fraction())
     }
 }
 

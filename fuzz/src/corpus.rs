@@ -1,48 +1,11 @@
-//! Replays a target's committed inputs through its check, for the crates'
-//! `tests/fuzz_regressions.rs` (which include this file with `#[path]`): so every seed and
-//! every input that once crashed runs under a plain `cargo test`, without cargo-fuzz.
+//! The replay of committed inputs for `crates/registry/tests/fuzz_regressions.rs`, which
+//! includes this file with `#[path]` and whose `www_authenticate` inputs still live under
+//! fuzz/. The code is testkit's (`hpn_testkit::fuzz`); the other crates use it from there and
+//! keep their inputs in their own `tests/fuzz/`.
 
-use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+include!("../../crates/testkit/src/fuzz.rs");
 
 /// `fuzz/`, from the manifest directory of a workspace crate (`crates/<name>`).
 pub fn fuzz_dir(crate_dir: &str) -> PathBuf {
     Path::new(crate_dir).join("../../fuzz")
-}
-
-/// The committed inputs of `target`: its seeds (`corpus/<target>/seed-*`; what fuzzing adds
-/// to the corpus stays local and is left out) and its regressions (`regressions/<target>/*`).
-pub fn inputs(fuzz_dir: &Path, target: &str) -> Vec<PathBuf> {
-    let seeds = files(&fuzz_dir.join("corpus").join(target))
-        .into_iter()
-        .filter(|path| path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with("seed-")));
-    let mut inputs: Vec<PathBuf> = seeds.chain(files(&fuzz_dir.join("regressions").join(target))).collect();
-    inputs.sort();
-    inputs
-}
-
-/// Runs `check` on each of `target`'s inputs, and fails naming every input it panicked on.
-/// Returns how many inputs ran.
-pub fn replay(fuzz_dir: &Path, target: &str, check: fn(&[u8])) -> usize {
-    let inputs = inputs(fuzz_dir, target);
-    let mut failed = Vec::new();
-    for input in &inputs {
-        let data = std::fs::read(input).unwrap_or_else(|error| panic!("read {}: {error}", input.display()));
-        if panic::catch_unwind(AssertUnwindSafe(|| check(&data))).is_err() {
-            failed.push(input.display().to_string());
-        }
-    }
-    assert!(failed.is_empty(), "the {target} check panicked on {failed:#?}");
-    inputs.len()
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|entry| entry.unwrap_or_else(|error| panic!("list {}: {error}", dir.display())).path())
-            .filter(|path| path.is_file())
-            .collect(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(error) => panic!("list {}: {error}", dir.display()),
-    }
 }

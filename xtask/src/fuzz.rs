@@ -11,9 +11,15 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-/// Every target in fuzz/fuzz_targets/, each fed by fuzz/corpus/<target>/ and
-/// fuzz/regressions/<target>/.
-pub(crate) const TARGETS: [&str; 4] = ["reference", "manifest", "www_authenticate", "archive_reader"];
+/// Every target in fuzz/fuzz_targets/, with the directory (from the workspace root) that holds
+/// its committed inputs, `corpus/<target>/seed-*` and `regressions/<target>/*`: the tests of the
+/// crate it fuzzes, which replay them on every `cargo test`. hpn-registry's still live in fuzz/.
+const TARGETS: [(&str, &str); 4] = [
+    ("reference", "crates/oci/tests/fuzz"),
+    ("manifest", "crates/oci/tests/fuzz"),
+    ("www_authenticate", "fuzz"),
+    ("archive_reader", "crates/archive/tests/fuzz"),
+];
 
 /// libFuzzer's limits: an input running longer than this many seconds is a hang, and a
 /// process over this many MB of RSS a memory blow-up; both fail the run like a crash.
@@ -21,17 +27,21 @@ const TIMEOUT_SECONDS: u32 = 10;
 const RSS_LIMIT_MB: u32 = 2048;
 
 pub(crate) fn run(seconds: u32, targets: &[String]) -> Result<()> {
-    let targets: Vec<&str> = if targets.is_empty() {
+    let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
+    let targets: Vec<(&str, &str)> = if targets.is_empty() {
         TARGETS.to_vec()
     } else {
+        let mut chosen = Vec::new();
         for target in targets {
-            if !TARGETS.contains(&target.as_str()) {
-                bail!("no fuzz target {target:?}; the targets are {}", TARGETS.join(", "));
-            }
+            let Some(found) = TARGETS.iter().find(|(name, _)| name == target) else {
+                bail!("no fuzz target {target:?}; the targets are {}", names.join(", "));
+            };
+            chosen.push(*found);
         }
-        targets.iter().map(String::as_str).collect()
+        chosen
     };
-    let fuzz_dir = crate::workspace_root().join("fuzz");
+    let root = crate::workspace_root();
+    let fuzz_dir = root.join("fuzz");
     check_cargo_fuzz()?;
 
     let start = Instant::now();
@@ -44,17 +54,22 @@ pub(crate) fn run(seconds: u32, targets: &[String]) -> Result<()> {
     eprintln!("built in {:.0?}", start.elapsed());
 
     let mut failed = Vec::new();
-    for target in &targets {
+    for &(target, inputs) in &targets {
         let started = Instant::now();
         let corpus = fuzz_dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus).with_context(|| format!("create {}", corpus.display()))?;
         let mut command = cargo_fuzz(&fuzz_dir);
-        // New inputs go to the first directory (corpus/<target>/, where only seed-* files are
-        // committed); the regressions are read, never written.
+        // New inputs go to the first directory, fuzz/corpus/<target>/, which stays local (but
+        // for committed seed-* files); the committed seeds and regressions are read, never
+        // written.
         command.args(["run", "--sanitizer", "none", target]).arg(&corpus);
-        let regressions = fuzz_dir.join("regressions").join(target);
-        if regressions.is_dir() {
-            command.arg(&regressions);
+        let inputs = root.join(inputs);
+        let seeds = inputs.join("corpus").join(target);
+        let regressions = inputs.join("regressions").join(target);
+        for dir in [seeds, regressions] {
+            if dir.is_dir() && dir != corpus {
+                command.arg(dir);
+            }
         }
         command.args([
             "--".to_owned(),
@@ -79,14 +94,14 @@ pub(crate) fn run(seconds: u32, targets: &[String]) -> Result<()> {
             let tail = &report[report.len().saturating_sub(40)..];
             eprintln!("{}", tail.join("\n"));
             println!("fuzz {target}: FAILED ({}), {executions} executions", output.status);
-            failed.push(*target);
+            failed.push(target);
         }
     }
     if !failed.is_empty() {
         bail!(
             "fuzzing found a problem in {} (inputs in fuzz/artifacts/<target>/; reproduce with \
              `cd fuzz && cargo fuzz run --sanitizer none <target> <input>`; once fixed, add the input to \
-             fuzz/regressions/<target>/ so `cargo test` replays it)",
+             regressions/<target>/ next to the target's seeds (see fuzz/README.md) so `cargo test` replays it)",
             failed.join(", ")
         );
     }

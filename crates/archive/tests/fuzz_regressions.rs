@@ -1,34 +1,35 @@
-//! The `archive_reader` fuzz target's seeds and regression inputs, through the very check the
-//! target runs (fuzz/src/), so they run on every `cargo test`; and the generator of those
-//! seeds (`cargo test -p hpn-archive --test fuzz_regressions -- --ignored`).
+//! The `archive_reader` fuzz target's seeds and regression inputs (tests/fuzz/), through the
+//! very check the target runs (tests/fuzz/archive_reader.rs, which fuzz/ includes), so they run
+//! on every `cargo test`; and the generator of those seeds
+//! (`cargo test -p hpn-archive --test fuzz_regressions -- --ignored`).
 
-#[path = "../../../fuzz/src/archive_reader.rs"]
+#[path = "fuzz/archive_reader.rs"]
 mod archive_reader;
-#[path = "../../../fuzz/src/corpus.rs"]
-mod corpus;
 mod reader_support;
 
 use std::path::{Path, PathBuf};
 
 use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveReader, ArchiveWriter, DockerImageEntry};
 use hpn_oci::{Descriptor, Digest, media_type};
+use hpn_testkit::fuzz;
 use reader_support::{RawTar, config_for, image_manifest, layer_blob, layer_tar, zstd};
 use serde_json::json;
 
+/// This crate's fuzz inputs.
 fn fuzz_dir() -> PathBuf {
-    corpus::fuzz_dir(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz")
 }
 
 #[test]
 fn archive_inputs_pass_the_fuzz_check() {
-    assert!(corpus::replay(&fuzz_dir(), "archive_reader", archive_reader::check) >= 7);
+    assert!(fuzz::replay(&fuzz_dir(), "archive_reader", archive_reader::check) >= 7);
 }
 
 /// The seeds are real archives: each opens, with at least one image. (Noise would leave the
 /// fuzzer to find its way into the reader on its own.)
 #[test]
 fn archive_seeds_open() {
-    for input in corpus::inputs(&fuzz_dir(), "archive_reader") {
+    for input in fuzz::inputs(&fuzz_dir(), "archive_reader") {
         if !input.file_name().unwrap().to_string_lossy().starts_with("seed-") {
             continue;
         }
@@ -46,7 +47,9 @@ fn archive_seeds_open() {
 #[ignore = "writes the committed seed corpus; run by hand"]
 fn write_seeds() {
     let archives = fuzz_dir().join("corpus/archive_reader");
-    let manifests = fuzz_dir().join("corpus/manifest");
+    // The `manifest` target fuzzes hpn-oci, which keeps its inputs; only this generator, run
+    // by hand in the workspace, writes there.
+    let manifests = fuzz_dir().join("../../../oci/tests/fuzz/corpus/manifest");
     std::fs::create_dir_all(&archives).unwrap();
     let nginx = Image::new("nginx", &["gzip"], false);
     let app = Image::new("app", &["gzip", "zstd"], true);

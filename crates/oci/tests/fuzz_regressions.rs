@@ -1,27 +1,28 @@
-//! The `reference` and `manifest` fuzz targets' seeds and regression inputs, through the very
-//! checks the targets run (fuzz/src/), so they run on every `cargo test`.
+//! The `reference` and `manifest` fuzz targets' seeds and regression inputs (tests/fuzz/),
+//! through the very checks the targets run (tests/fuzz/*.rs, which fuzz/ includes), so they run
+//! on every `cargo test`.
 
-#[path = "../../../fuzz/src/corpus.rs"]
-mod corpus;
-#[path = "../../../fuzz/src/manifest.rs"]
+#[path = "fuzz/manifest.rs"]
 mod manifest;
-#[path = "../../../fuzz/src/reference.rs"]
+#[path = "fuzz/reference.rs"]
 mod reference;
 
 use hpn_oci::{ParsedManifest, Reference};
+use hpn_testkit::fuzz;
 
+/// This crate's fuzz inputs.
 fn fuzz_dir() -> std::path::PathBuf {
-    corpus::fuzz_dir(env!("CARGO_MANIFEST_DIR"))
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz")
 }
 
 #[test]
 fn reference_inputs_pass_the_fuzz_check() {
-    assert!(corpus::replay(&fuzz_dir(), "reference", reference::check) >= 40);
+    assert!(fuzz::replay(&fuzz_dir(), "reference", reference::check) >= 40);
 }
 
 #[test]
 fn manifest_inputs_pass_the_fuzz_check() {
-    assert!(corpus::replay(&fuzz_dir(), "manifest", manifest::check) >= 15);
+    assert!(fuzz::replay(&fuzz_dir(), "manifest", manifest::check) >= 15);
 }
 
 /// Found by the `reference` target: `docker.io/library/a/b:1` had the familiar form `a/b:1`,
@@ -40,7 +41,7 @@ fn familiar_form_of_a_nested_library_repository_keeps_the_prefix() {
 /// or is a schema 1 manifest, which hpn must refuse with a clear error.
 #[test]
 fn manifest_seeds_are_real_documents() {
-    for input in corpus::inputs(&fuzz_dir(), "manifest") {
+    for input in fuzz::inputs(&fuzz_dir(), "manifest") {
         let name = input.file_name().unwrap().to_string_lossy().into_owned();
         if !name.starts_with("seed-") {
             continue;

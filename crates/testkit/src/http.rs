@@ -1,8 +1,10 @@
-//! A minimal HTTP/1.1 client over `std::net`, one connection per request.
+//! A minimal HTTP/1.1 client over `std::net`, one connection per request, and the two registry
+//! calls that fill a registry: uploading a blob and putting a manifest.
 //!
-//! Fixtures are pushed with this rather than with hpn's registry crate (the thing under test) or
-//! reqwest's blocking client (its feature would be unified into every workspace build of reqwest).
-//! It only speaks to loopback registries, so plain HTTP and `Connection: close` are enough.
+//! Fixtures (and the bench's generated images) are pushed with this rather than with hpn's
+//! registry crate (the thing under test) or reqwest's blocking client (its feature would be
+//! unified into every workspace build of reqwest). It only speaks to loopback registries, so
+//! plain HTTP and `Connection: close` are enough.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -10,43 +12,55 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::{Result, anyhow, bail};
 use base64::Engine as _;
 
 /// Generous, so a bench-sized blob on a loaded machine is not cut off, yet a hung peer still
 /// fails the test instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What a request sends.
 #[derive(Debug)]
-pub(crate) enum Body<'a> {
+pub enum Body<'a> {
+    /// Nothing.
     Empty,
+    /// These bytes.
     Bytes(&'a [u8]),
+    /// The file's content, streamed (for blobs too large to hold in memory).
     File(&'a Path),
 }
 
+/// A response, its body read to the end (not for a HEAD, a 204 or a 304).
 #[derive(Debug)]
-pub(crate) struct Response {
+pub struct Response {
+    /// The HTTP status code.
     pub status: u16,
     headers: Vec<(String, String)>,
+    /// The body, de-chunked.
     pub body: Vec<u8>,
 }
 
 impl Response {
+    /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// The body as text, for error messages.
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
+/// Talks to one registry at `127.0.0.1:PORT`, with HTTP Basic credentials or none.
 #[derive(Debug, Clone)]
-pub(crate) struct Client {
+pub struct Client {
     addr: String,
     authorization: Option<String>,
 }
 
 impl Client {
+    /// A client of the registry at `addr` (`host:port`), sending `basic` (user, password) if given.
     pub fn new(addr: &str, basic: Option<(&str, &str)>) -> Self {
         let authorization = basic.map(|(user, password)| {
             let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
@@ -55,8 +69,9 @@ impl Client {
         Client { addr: addr.to_owned(), authorization }
     }
 
-    /// `target` is a path with query, or an absolute `http://host/...` URL as registries put in
-    /// `Location`; the host part of such a URL is ignored because we only talk to `addr`.
+    /// Sends one request and reads the whole response. `target` is a path with query, or an
+    /// absolute `http://host/...` URL as registries put in `Location`; the host part of such a
+    /// URL is ignored because we only talk to `addr`.
     pub fn request(
         &self,
         method: &str,
@@ -98,6 +113,67 @@ impl Client {
         }
         stream.flush()?;
         read_response(BufReader::new(stream), method == "HEAD")
+    }
+
+    /// Uploads blob `digest` into `repo`: mounted from `mount_from` if that repository has it,
+    /// else with a monolithic PUT of `body`. The registry must agree on the digest.
+    pub fn upload_blob(&self, repo: &str, digest: &str, body: Body<'_>, mount_from: Option<&str>) -> Result<()> {
+        let start = match mount_from {
+            Some(from) => {
+                let path = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
+                let r = self.request("POST", &path, &[], Body::Empty)?;
+                if r.status == 201 {
+                    return Ok(());
+                }
+                // Not mounted: the registry opened an upload session instead.
+                r
+            }
+            None => self.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], Body::Empty)?,
+        };
+        expect(&start, 202, "starting an upload")?;
+        let location = start.header("Location").ok_or_else(|| anyhow!("upload session without a Location"))?;
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put = self.request(
+            "PUT",
+            &format!("{location}{sep}digest={digest}"),
+            &[("Content-Type", "application/octet-stream")],
+            body,
+        )?;
+        expect(&put, 201, &format!("uploading {digest} to {repo}"))?;
+        check_digest(&put, digest)
+    }
+
+    /// Puts manifest `bytes` (of `media_type`, with digest `digest`) as `repo:reference`.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<()> {
+        let r = self.request(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            Body::Bytes(bytes),
+        )?;
+        expect(&r, 201, &format!("putting manifest {repo}:{reference}"))?;
+        check_digest(&r, digest)
+    }
+}
+
+fn expect(r: &Response, status: u16, what: &str) -> Result<()> {
+    if r.status != status {
+        bail!("{what}: HTTP {} (wanted {status}): {}", r.status, r.body_text().trim());
+    }
+    Ok(())
+}
+
+fn check_digest(r: &Response, digest: &str) -> Result<()> {
+    match r.header("Docker-Content-Digest") {
+        Some(d) if d != digest => bail!("registry computed {d}, we sent {digest}"),
+        _ => Ok(()),
     }
 }
 

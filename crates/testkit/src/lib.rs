@@ -18,20 +18,29 @@
 //! ```
 
 pub mod fixtures;
+/// Replaying a fuzz target's committed inputs through its check under a plain `cargo test`, so
+/// every seed and every input that once crashed runs without cargo-fuzz. A crate keeps the
+/// inputs of the targets that fuzz it in its own `tests/fuzz/` (`corpus/<target>/seed-*` and
+/// `regressions/<target>/*`), where `cargo package` takes them along.
+pub mod fuzz;
 
 mod dockerd;
 mod faults;
-mod http;
+mod hashing;
+pub mod http;
 mod podman;
 mod process;
 mod registry;
+mod rng;
 mod skopeo;
 
 pub use dockerd::{Dockerd, docker_client};
 pub use faults::{Fault, FaultProxy, ProxyRequest, Rule};
+pub use hashing::{HashingWriter, sha256_digest};
 pub use podman::Podman;
 pub use process::have_binary;
 pub use registry::{AccessLogEntry, RawManifest, Registry, RegistryBuilder};
+pub use rng::Rng;
 pub use skopeo::{skopeo, skopeo_inspect, skopeo_inspect_raw};
 
 /// The peer programs the tests need, with the Debian package that provides each.

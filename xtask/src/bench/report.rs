@@ -1,0 +1,876 @@
+//! BENCHMARKS.md and the terminal summary, rendered from the measurements.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::corpus::Corpus;
+use super::machine::Machine;
+use super::perf::{Profile, profile_summary};
+use super::sampling::{Sample, median};
+use super::scaling::{ConcurrencyPoint, Large, Scaling};
+use super::{
+    CURL_PARALLEL, Key, LARGE_LAYER_BYTES, MB, Results, SCALING_BASE_BYTES, SCALING_UNIQUE_BYTES,
+    TARGET_PUSH_VS_SKOPEO, TARGET_RSS_MB, TARGET_SAVE_VS_ARCHIVE_LOOP, TARGET_SAVE_VS_OCI_LOOP, TARGET_SAVE_VS_RAW,
+    TARGET_WARM_SECONDS,
+};
+use crate::human_size;
+
+#[derive(Debug)]
+pub(super) struct Report {
+    pub(super) machine: Machine,
+    pub(super) corpus: Corpus,
+    pub(super) results: Results,
+    pub(super) profiles: Vec<Profile>,
+    pub(super) scaling: Scaling,
+    pub(super) concurrency: Vec<ConcurrencyPoint>,
+    pub(super) large: Option<Large>,
+    pub(super) runs: usize,
+    pub(super) quick: bool,
+    pub(super) total: Duration,
+    pub(super) load_end: String,
+}
+
+/// One line of the targets table.
+#[derive(Debug)]
+pub(super) struct Target {
+    pub(super) what: String,
+    pub(super) measured: String,
+    pub(super) pass: bool,
+    pub(super) margin: String,
+}
+
+impl Report {
+    pub(super) fn baseline(key: Key) -> Option<(Key, &'static str)> {
+        match key {
+            Key::Save => Some((Key::SkopeoArchive, "skopeo docker-archive loop")),
+            Key::Pull => Some((Key::SkopeoOci, "skopeo oci: loop")),
+            Key::Push => Some((Key::SkopeoPush, "skopeo push loop")),
+            Key::Copy => Some((Key::SkopeoCopy, "skopeo copy loop")),
+            _ => None,
+        }
+    }
+
+    pub(super) fn rows(&self) -> Vec<Key> {
+        [
+            Key::Save,
+            Key::SkopeoArchive,
+            Key::SkopeoOci,
+            Key::Pull,
+            Key::Warm,
+            Key::Load,
+            Key::Push,
+            Key::SkopeoPush,
+            Key::Copy,
+            Key::SkopeoCopy,
+            Key::Curl,
+            Key::CurlSha,
+            Key::SaveSynced,
+            Key::WarmSynced,
+        ]
+        .into_iter()
+        .filter(|k| self.results.has(*k))
+        .collect()
+    }
+
+    /// "12.3× faster" / "0.45×" style comparisons of a row against its skopeo baseline.
+    pub(super) fn versus(&self, key: Key) -> String {
+        let r = &self.results;
+        let mut parts = Vec::new();
+        if let Some((base, name)) = Self::baseline(key) {
+            let speedup = r.wall(base) / r.wall(key);
+            if speedup >= 1.0 {
+                parts.push(format!("{speedup:.1}× faster than {name}"));
+            } else {
+                parts.push(format!("{:.1}× slower than {name}", 1.0 / speedup));
+            }
+        }
+        if key == Key::Save {
+            parts.push(format!("{:.2}× the skopeo oci: loop's time", r.wall(key) / r.wall(Key::SkopeoOci)));
+        }
+        if let Some(default) = key.unsynced().filter(|k| r.has(*k)) {
+            parts.push(format!(
+                "{:+.2} s ({:.2}×) against {} without --sync",
+                r.wall(key) - r.wall(default),
+                r.wall(key) / r.wall(default),
+                short_label(default)
+            ));
+        }
+        parts.join("; ")
+    }
+
+    pub(super) fn vs_raw(&self, key: Key) -> String {
+        let raw = self.results.wall(Key::Curl);
+        match key {
+            Key::Curl => "1.00".to_owned(),
+            _ => format!("{:.2}", self.results.wall(key) / raw),
+        }
+    }
+
+    pub(super) fn targets(&self) -> Vec<Target> {
+        let r = &self.results;
+        let mut t = Vec::new();
+        let at_least = |what: &str, value: f64, goal: f64| Target {
+            what: what.to_owned(),
+            measured: format!("{value:.1}×"),
+            pass: value >= goal,
+            margin: if value >= goal {
+                format!("{:.0}% above the target", (value / goal - 1.0) * 100.0)
+            } else {
+                format!("short by {:.0}%: needs {:.2}× less time", (1.0 - value / goal) * 100.0, goal / value)
+            },
+        };
+        let at_most = |what: &str, value: f64, goal: f64, unit: &str| Target {
+            what: what.to_owned(),
+            measured: format!("{value:.2}{unit}"),
+            pass: value <= goal,
+            margin: if value <= goal {
+                format!("{:.0}% under the limit", (1.0 - value / goal) * 100.0)
+            } else {
+                format!("over by {:.0}% ({:.2}{unit} too much)", (value / goal - 1.0) * 100.0, value - goal)
+            },
+        };
+        t.push(at_least(
+            "`hpn save` ≥ 10× faster than the skopeo docker-archive loop",
+            r.wall(Key::SkopeoArchive) / r.wall(Key::Save),
+            TARGET_SAVE_VS_ARCHIVE_LOOP,
+        ));
+        t.push(at_most(
+            "`hpn save` ≤ 0.6× the skopeo oci: loop",
+            r.wall(Key::Save) / r.wall(Key::SkopeoOci),
+            TARGET_SAVE_VS_OCI_LOOP,
+            "×",
+        ));
+        t.push(at_most(
+            "`hpn save` within 1.3× of the raw parallel fetch (curl → /dev/null)",
+            r.wall(Key::Save) / r.wall(Key::Curl),
+            TARGET_SAVE_VS_RAW,
+            "×",
+        ));
+        t.push(at_least(
+            "`hpn push -i` ≥ 5× faster than the skopeo loop",
+            r.wall(Key::SkopeoPush) / r.wall(Key::Push),
+            TARGET_PUSH_VS_SKOPEO,
+        ));
+        t.push(at_most("warm `hpn save` under 0.5 s", r.wall(Key::Warm), TARGET_WARM_SECONDS, " s"));
+        let (worst_key, worst) = self
+            .rows()
+            .into_iter()
+            .filter(|k| k.is_hpn())
+            .map(|k| (k, r.rss_mb(k)))
+            .fold((Key::Save, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+        let mut rss = at_most("peak RSS ≤ 100 MB in every hpn job", worst, TARGET_RSS_MB, " MB");
+        rss.measured = format!("{worst:.1} MB ({})", short_label(worst_key));
+        t.push(rss);
+        if let Some(large) = &self.large {
+            let (name, worst) = large
+                .rows
+                .iter()
+                .map(|(n, s, _)| (*n, s.rss_kb as f64 * 1024.0 / MB))
+                .fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
+            let mut rss = at_most(
+                &format!("peak RSS ≤ 100 MB with a single {} layer", human_size(large.layer_bytes)),
+                worst,
+                TARGET_RSS_MB,
+                " MB",
+            );
+            rss.measured = format!("{worst:.1} MB ({name})");
+            t.push(rss);
+        }
+        t
+    }
+
+    pub(super) fn terminal_table(&self) -> String {
+        let r = &self.results;
+        let mut out = String::new();
+        let _ = writeln!(out, "{:<60} {:>8} {:>8} {:>8}  vs", "job", "median", "÷ raw", "RSS MB");
+        for key in self.rows() {
+            let _ = writeln!(
+                out,
+                "{:<60} {:>7.2}s {:>8} {:>8.1}  {}",
+                key.label(),
+                r.wall(key),
+                self.vs_raw(key),
+                r.rss_mb(key),
+                self.versus(key)
+            );
+        }
+        let _ = writeln!(out);
+        for t in self.targets() {
+            let _ = writeln!(
+                out,
+                "{}  {:<70} {:>16}  {}",
+                if t.pass { "PASS" } else { "MISS" },
+                t.what.replace('`', ""),
+                t.measured,
+                t.margin
+            );
+        }
+        out
+    }
+
+    pub(super) fn markdown(&self) -> String {
+        let mut md = String::new();
+        let r = &self.results;
+        let m = &self.machine;
+        let c = &self.corpus;
+        let _ = writeln!(md, "# Benchmarks\n");
+        let _ = writeln!(
+            md,
+            "Written by `cargo xtask bench{}` ({} run{} of each job, median reported; the whole bench took {:.0} s). \
+             Every number below comes from that run: do not edit by hand, run it again.\n",
+            if self.quick { " --quick" } else { "" },
+            self.runs,
+            if self.runs == 1 { "" } else { "s" },
+            self.total.as_secs_f64()
+        );
+        if self.quick {
+            let _ =
+                writeln!(md, "**A quick run: one sample per job, no 2 GiB image, no profiles. Not for committing.**\n");
+        }
+
+        let _ = writeln!(md, "## Machine\n");
+        let _ = writeln!(md, "| | |\n|---|---|");
+        let _ = writeln!(md, "| CPU | {} |", m.cpu);
+        let _ = writeln!(md, "| cores | {} |", m.cores);
+        let _ = writeln!(md, "| RAM | {} |", m.ram);
+        let _ = writeln!(md, "| kernel | Linux {} |", m.kernel);
+        let _ = writeln!(md, "| disk | {} |", m.fs);
+        if let Some(rate) = r.disk_mb_s {
+            let _ = writeln!(md, "| disk write rate, 512 MiB + fsync | {rate:.0} MB/s |");
+        }
+        for (tool, version) in &m.tools {
+            let _ = writeln!(md, "| {tool} | {version} |");
+        }
+        let _ = writeln!(md, "| hpn | release build of {} |", m.commit);
+        let _ =
+            writeln!(md, "| load average (1, 5, 15 min) at the start / at the end | {} / {} |", m.load, self.load_end);
+        let _ = writeln!(md);
+        let _ = writeln!(
+            md,
+            "Registries are `docker-registry` (the CNCF distribution registry) on 127.0.0.1 with filesystem \
+             storage in /tmp; every tool talks plain HTTP to them. Registry A's blobs sit in the page cache for \
+             every job alike. The disk is synced before each job and only the command is timed. By default \
+             hpn, skopeo and curl all leave write-back to the kernel: none of them waits for its writes to reach \
+             the disk, and what is still dirty when a command exits is flushed by the sync before the next job, \
+             outside any clock. The `--sync` rows run hpn with `--sync`, which fsyncs every blob, index.json, \
+             archive and directory before it reports success; the disk write rate above, measured with fsync, is \
+             what bounds them.\n"
+        );
+
+        let _ = writeln!(md, "## Corpus\n");
+        let _ = writeln!(
+            md,
+            "testkit's `fixtures::build(Scale::Bench)`: {} images, {} of blobs across all platforms; a \
+             linux/amd64 save moves {} unique layers and {} configs = **{:.0} MB** ({}).\n",
+            c.images.len(),
+            human_size(c.set_bytes),
+            c.layers,
+            c.blobs.len() - c.layers,
+            c.unique_bytes() as f64 / MB,
+            human_size(c.unique_bytes())
+        );
+        let _ = writeln!(md, "| requirement | corpus | |\n|---|---|---|");
+        for (what, value, ok) in c.checks() {
+            let _ = writeln!(md, "| {what} | {value} | {} |", if ok { "ok" } else { "**MISSING**" });
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(
+            md,
+            "Images: {}. Docker schema2 and OCI manifests, an OCI index and a Docker manifest list (the host's \
+             platform is taken), gzip, zstd and uncompressed layers, a layer listed twice, an image by digest. \
+             `hpn save -o one.tar` wrote {} for them.\n",
+            c.images.iter().map(|i| format!("`{}`", i.name)).collect::<Vec<_>>().join(", "),
+            human_size(r.archive_bytes)
+        );
+        if !c.zstd_images.is_empty() {
+            let _ = writeln!(
+                md,
+                "skopeo cannot write a docker-archive of an image with zstd layers (skopeo #1286: \"zstd \
+                 compression is not supported for docker images\"), so for {} the docker-archive loop fails \
+                 after fetching it, and the skopeo push loop has no archive to push. Both skopeo loops are timed as \
+                 a script runs them, failure included: they do less work than hpn does, which only flatters skopeo.\n",
+                c.zstd_images.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            );
+        }
+
+        let _ = writeln!(md, "## Results\n");
+        let _ = writeln!(
+            md,
+            "Wall time, median of {} run{} (min–max in brackets). \"÷ raw\" divides by the parallel curl fetch \
+             of the same blobs. Peak RSS is the largest over all runs (for a loop: its largest process). CPU is \
+             user + system seconds (median; summed over a loop's processes). Registry CPU is what the \
+             docker-registry processes (A, and B where there is one) spent meanwhile, from /proc: the other \
+             half of the work on this {}-core machine.\n",
+            self.runs,
+            if self.runs == 1 { "" } else { "s" },
+            self.machine.cores
+        );
+        let _ =
+            writeln!(md, "| job | median | min–max | ÷ raw | peak RSS | CPU user + sys | registry CPU | comparison |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---|");
+        for key in self.rows() {
+            let (min, max) = r.spread(key);
+            let (user, sys) = r.cpu(key);
+            let _ = writeln!(
+                md,
+                "| {} | **{:.2} s** | {:.2}–{:.2} | {} | {:.1} MB | {:.2} + {:.2} s | {:.2} s | {} |",
+                key.label(),
+                r.wall(key),
+                min,
+                max,
+                self.vs_raw(key),
+                r.rss_mb(key),
+                user,
+                sys,
+                r.registry_cpu(key),
+                self.versus(key)
+            );
+        }
+        let _ = writeln!(md);
+        let notes: Vec<String> = r.notes.values().flatten().cloned().collect();
+        if !notes.is_empty() {
+            let _ = writeln!(md, "Failures inside the loops (each run):\n");
+            for n in notes {
+                let _ = writeln!(md, "- `{}`", n.replace('`', "'"));
+            }
+            let _ = writeln!(md);
+        }
+        let _ = writeln!(
+            md,
+            "Raw fetch: `xargs -P {CURL_PARALLEL} -n 1 curl` over the {} unique blob URLs; with `| sha256sum` \
+             every hash is checked against its digest. It is a floor for fetching, not for saving: it writes \
+             nothing. hpn writes each blob into the store and into the archive.\n",
+            c.blobs.len()
+        );
+        self.write_durability(&mut md);
+
+        let _ = writeln!(md, "## Targets\n");
+        let _ = writeln!(md, "| target | measured | | by how much |\n|---|---|---|---|");
+        let targets = self.targets();
+        for t in &targets {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                t.what,
+                t.measured,
+                if t.pass { "PASS" } else { "**MISS**" },
+                t.margin
+            );
+        }
+        let _ = writeln!(md);
+        self.write_missed(&mut md, &targets);
+        self.write_scaling(&mut md);
+        self.write_concurrency(&mut md);
+        self.write_large(&mut md);
+        self.write_profiles(&mut md);
+        self.write_regressions(&mut md);
+        md
+    }
+
+    /// The file system the bench wrote to: "ext4".
+    pub(super) fn fs_type(&self) -> &str {
+        self.machine.fs.split_whitespace().next().unwrap_or("the file system")
+    }
+
+    /// Bytes a job writes (what `--sync` waits for): every blob into the store and then the archive
+    /// for a cold save, only the archive for a warm one.
+    pub(super) fn written_bytes(&self, key: Key) -> f64 {
+        let archive = self.results.archive_bytes as f64;
+        match key {
+            Key::Save | Key::SaveSynced => archive + self.corpus.unique_bytes() as f64,
+            Key::Warm | Key::WarmSynced => archive,
+            _ => 0.0,
+        }
+    }
+
+    /// What `--sync` costs a default job, from the two rows: "+0.61 s (+73%: 0.83 s → 1.45 s)".
+    pub(super) fn sync_cost(&self, key: Key) -> Option<String> {
+        let r = &self.results;
+        let synced = key.synced().filter(|k| r.has(*k) && r.has(key))?;
+        let (default, with) = (r.wall(key), r.wall(synced));
+        let cost = with - default;
+        Some(if cost >= 0.0 {
+            format!("costs {cost:.2} s more ({:+.0}%: {default:.2} s → {with:.2} s)", cost / default * 100.0)
+        } else {
+            format!("cost no time in this run: it took {:.2} s less ({default:.2} s → {with:.2} s)", -cost)
+        })
+    }
+
+    /// What the `--sync` rows show: the cost of durability, and the disk rate behind it.
+    pub(super) fn write_durability(&self, md: &mut String) {
+        let r = &self.results;
+        let rows: Vec<(Key, &str, String)> = [
+            (Key::Save, "cold save", "every blob into the store, then the archive"),
+            (Key::Warm, "warm save", "the archive; the blobs are in the store already"),
+        ]
+        .into_iter()
+        .filter_map(|(key, what, writes)| Some((key, what, writes, self.sync_cost(key)?)))
+        .map(|(key, what, writes, cost)| {
+            let written = self.written_bytes(key) / MB;
+            let disk = r.disk_mb_s.map_or_else(String::new, |rate| {
+                format!(": {:.2} s at this disk's {rate:.0} MB/s fsync'd write rate", written / rate)
+            });
+            (key, what, format!("with `--sync` it {cost}. It writes {written:.0} MB ({writes}){disk}."))
+        })
+        .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "The `--sync` rows run the same `hpn save` with `--sync`: hpn fsyncs every blob, index.json, the \
+             archive and their directories before it reports success, so a power loss cannot take back what it \
+             reported done. The other hpn rows, like skopeo's, leave write-back to the kernel. What that \
+             durability costs:\n"
+        );
+        for (_, what, line) in &rows {
+            let _ = writeln!(md, "- {what}: {line}");
+        }
+        let _ = writeln!(md);
+        // A rate the --sync rows beat is no bound: say so rather than let the numbers contradict.
+        if let Some(rate) = r.disk_mb_s {
+            let beaten: Vec<String> = rows
+                .iter()
+                .filter_map(|(key, what, _)| {
+                    let synced = r.wall(key.synced()?);
+                    (synced < self.written_bytes(*key) / MB / rate).then(|| format!("{what} ({synced:.2} s)"))
+                })
+                .collect();
+            if !beaten.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "The `--sync` {} finished sooner than its bytes take at the measured rate: in this run the disk \
+                     took hpn's writes faster than the single 512 MiB file of the rate measurement (taken at the end \
+                     of the bench), so that rate is only a rough bound here.\n",
+                    beaten.join(" and ")
+                );
+            }
+        }
+    }
+
+    /// Where a target is missed: the measured breakdown of the hpn job behind it.
+    pub(super) fn write_missed(&self, md: &mut String, targets: &[Target]) {
+        let missed: Vec<&Target> = targets.iter().filter(|t| !t.pass).collect();
+        if missed.is_empty() {
+            return;
+        }
+        let r = &self.results;
+        let cores = self.machine.cores;
+        let _ = writeln!(md, "## Where the time goes\n");
+        let _ = writeln!(
+            md,
+            "Measured in the same run, for the targets missed above. By default hpn, like skopeo and curl, does \
+             not wait for the disk; the `--sync` rows run the same command waiting for every byte to reach it, so \
+             their difference to the default row is what waiting for the disk would cost. {}\n",
+            if self.profiles.is_empty() {
+                "This run took no CPU profiles (`--quick`, or perf is not available)."
+            } else {
+                "The CPU profiles (perf, under \"Profiles\" below) show what the CPU time goes to."
+            }
+        );
+        let breakdown = |md: &mut String, key: Key| {
+            let wall = r.wall(key);
+            let (user, sys) = r.cpu(key);
+            let _ = writeln!(
+                md,
+                "- `{}`: {wall:.2} s wall, {user:.2} s user + {sys:.2} s system CPU = {:.0}% of one core of \
+                 the {cores} (the rest of the time it waits: on the registries, on the kernel or on its own threads).",
+                short_label(key),
+                (user + sys) / wall * 100.0,
+            );
+            let registry = r.registry_cpu(key);
+            if registry > 0.0 {
+                let _ = writeln!(
+                    md,
+                    "  - the registries spent {registry:.2} s of CPU meanwhile: hpn and the registries together used {:.0}% of the {:.2} core-seconds the machine had.",
+                    (user + sys + registry) / (wall * cores as f64) * 100.0,
+                    wall * cores as f64
+                );
+            }
+            let written = self.written_bytes(key) / MB;
+            if written > 0.0 {
+                let _ = writeln!(
+                    md,
+                    "  - it writes {written:.0} MB and, like skopeo, leaves them to the kernel's write-back instead \
+                     of waiting for them to reach the disk. With `--sync`, which waits, it {}.",
+                    self.sync_cost(key).unwrap_or_else(|| "was not measured".to_owned())
+                );
+                if let Some(rate) = r.disk_mb_s {
+                    let disk = written / rate;
+                    let against = match key.synced().filter(|k| r.has(*k)).map(|k| r.wall(k)) {
+                        Some(synced) if synced >= disk => {
+                            format!("{:.0}% of the `--sync` row's {synced:.2} s", disk / synced * 100.0)
+                        }
+                        Some(synced) => format!(
+                            "more than the whole `--sync` row took ({synced:.2} s), so here the rate is only a rough \
+                             bound"
+                        ),
+                        None => "what `--sync` would wait for".to_owned(),
+                    };
+                    let _ = writeln!(
+                        md,
+                        "  - at this disk's {rate:.0} MB/s fsync'd write rate those {written:.0} MB alone take \
+                         {disk:.2} s: {against}."
+                    );
+                }
+            }
+            if let Some(profile) = self.profiles.iter().find(|p| p.name == short_label(key)) {
+                let _ = writeln!(md, "  - CPU profile: {}.", profile_summary(profile));
+            }
+        };
+        if missed.iter().any(|t| t.what.starts_with("`hpn save`")) {
+            breakdown(md, Key::Save);
+            let _ = writeln!(
+                md,
+                "  - the raw fetch it is compared with takes {:.2} s ({:.2} s with sha256), writing nothing; \
+                 hpn hashes every blob and writes it twice (store, then archive).",
+                r.wall(Key::Curl),
+                r.wall(Key::CurlSha)
+            );
+            let needed = r.wall(Key::SkopeoArchive) / TARGET_SAVE_VS_ARCHIVE_LOOP;
+            let _ = writeln!(
+                md,
+                "  - 10× the skopeo docker-archive loop ({:.2} s here) means {needed:.2} s: {:.2}× the raw fetch, which writes nothing at all.",
+                r.wall(Key::SkopeoArchive),
+                needed / r.wall(Key::Curl)
+            );
+        }
+        if missed.iter().any(|t| t.what.starts_with("warm")) {
+            breakdown(md, Key::Warm);
+            let fs = self.fs_type();
+            let how = if fs == "ext4" {
+                "a copy in the kernel (ext4 has no reflink)".to_owned()
+            } else {
+                format!("done in the kernel ({fs}: a copy, or shared extents where it can reflink)")
+            };
+            let _ = writeln!(
+                md,
+                "  - the archive's blobs come from the store by copy_file_range; on {fs} that is {how}. By default \
+                 hpn leaves the archive to write-back; with `--sync` it fsyncs the whole archive before it returns."
+            );
+        }
+        if missed.iter().any(|t| t.what.starts_with("`hpn push")) {
+            breakdown(md, Key::Push);
+            let needed = r.wall(Key::SkopeoPush) / TARGET_PUSH_VS_SKOPEO;
+            let registry = r.registry_cpu(Key::Push);
+            let (su, ss) = r.cpu(Key::SkopeoPush);
+            let _ = writeln!(
+                md,
+                "  - 5× the skopeo loop ({:.2} s) means {needed:.2} s. Registry B alone spent {registry:.2} CPU-seconds receiving hpn's upload (hashing and writing every byte), {:.2} s even if it kept {} busy. The skopeo loop spent {:.2} s of its own CPU (it gzips the layers the docker-archive holds uncompressed) and the registry {:.2} s.",
+                r.wall(Key::SkopeoPush),
+                registry / cores as f64,
+                cores_phrase(cores),
+                su + ss,
+                r.registry_cpu(Key::SkopeoPush)
+            );
+        }
+        if missed.iter().any(|t| t.what.starts_with("peak RSS")) {
+            let _ = writeln!(md, "- peak RSS per job is in the results table.");
+        }
+        let _ = writeln!(md);
+    }
+
+    pub(super) fn write_concurrency(&self, md: &mut String) {
+        let points = &self.concurrency;
+        if points.is_empty() {
+            return;
+        }
+        let default = hpn_registry::ClientOptions::default().max_requests_per_host;
+        let _ = writeln!(
+            md,
+            "## Concurrency: requests per registry host
+"
+        );
+        let _ = writeln!(
+            md,
+            "The per-host request limit (`parallel.requests_per_host`, `HPN_REQUESTS_PER_HOST`; blob bodies \
+             count against it) for the two jobs that load one registry most, median of {} run(s) each, \
+             interleaved. The default is {default}.\n",
+            self.runs
+        );
+        let _ = writeln!(md, "| requests per host | hpn save (cold) | hpn push -i | |");
+        let _ = writeln!(md, "|---:|---:|---:|---|");
+        let med = |v: &[Sample]| median(&v.iter().map(|x| x.wall).collect::<Vec<_>>());
+        for point in points {
+            let mark = if point.requests_per_host == default { "default" } else { "" };
+            let _ = writeln!(
+                md,
+                "| {} | {:.2} s | {:.2} s | {mark} |",
+                point.requests_per_host,
+                med(&point.save),
+                med(&point.push)
+            );
+        }
+        let best = |time: &dyn Fn(&ConcurrencyPoint) -> f64| {
+            points
+                .iter()
+                .map(|p| (p.requests_per_host, time(p)))
+                .fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a })
+        };
+        let (save_best, save_time) = best(&|p| med(&p.save));
+        let (push_best, push_time) = best(&|p| med(&p.push));
+        if let Some(at_default) = points.iter().find(|p| p.requests_per_host == default) {
+            let _ = writeln!(
+                md,
+                "\nFastest save at {save_best} requests per host ({save_time:.2} s), fastest push at {push_best} \
+                 ({push_time:.2} s); the default {default} is {:+.0}% and {:+.0}% off those.\n",
+                (med(&at_default.save) / save_time - 1.0) * 100.0,
+                (med(&at_default.push) / push_time - 1.0) * 100.0
+            );
+        }
+    }
+
+    pub(super) fn write_scaling(&self, md: &mut String) {
+        let s = &self.scaling;
+        let (Some(small), Some(big)) = (s.points.first(), s.points.last()) else { return };
+        let _ = writeln!(md, "## Scaling: many small images\n");
+        let _ = writeln!(
+            md,
+            "Images generated by the bench: each is an OCI image with a shared {} base layer plus a {} layer and \
+             a config of its own, in its own repository (`scaling/img-NNN:1`). `hpn save -f list -o` of the \
+             first N, cold, by default and with `--sync`, and `hpn pull` of the same; the raw fetch is the parallel curl of the same blobs. \
+             Requests are counted in the registry's access log. One manifest GET on a kept-alive connection \
+             takes {:.2} ms here (curl, median of 100).\n",
+            human_size(SCALING_BASE_BYTES as u64),
+            human_size(SCALING_UNIQUE_BYTES as u64 + 1536),
+            s.request_latency * 1000.0
+        );
+        let _ = writeln!(
+            md,
+            "| images | unique bytes | hpn save | per image | hpn pull | raw fetch | save --sync | requests per image | hpn CPU per image | registry CPU per image |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let med = |v: &[Sample]| median(&v.iter().map(|x| x.wall).collect::<Vec<_>>());
+        for p in &s.points {
+            let save = med(&p.save);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.2} s | {:.1} ms | {:.2} s | {:.2} s | {} | {:.1} | {:.1} ms | {:.1} ms |",
+                p.images,
+                human_size(p.bytes),
+                save,
+                save / p.images as f64 * 1000.0,
+                med(&p.pull),
+                med(&p.curl),
+                if p.save_synced.is_empty() { "–".to_owned() } else { format!("{:.2} s", med(&p.save_synced)) },
+                p.requests_per_image,
+                median(&p.save.iter().map(|x| x.user + x.sys).collect::<Vec<_>>()) / p.images as f64 * 1000.0,
+                median(&p.save.iter().map(|x| x.registry_cpu).collect::<Vec<_>>()) / p.images as f64 * 1000.0
+            );
+        }
+        let (t_small, t_big) = (med(&small.save), med(&big.save));
+        let images_ratio = big.images as f64 / small.images as f64;
+        let bytes_ratio = big.bytes as f64 / small.bytes as f64;
+        let time_ratio = t_big / t_small;
+        let marginal = (t_big - t_small) / (big.images - small.images) as f64;
+        let serial = big.requests_per_image * s.request_latency;
+        let main_rate = self.corpus.unique_bytes() as f64 / self.results.wall(Key::Save);
+        let bytes_time = (big.bytes - small.bytes) as f64 / (big.images - small.images) as f64 / main_rate;
+        let _ = writeln!(md);
+        let _ = writeln!(
+            md,
+            "From {} to {} images the image count grows {images_ratio:.1}×, the bytes {bytes_ratio:.1}×, and \
+             `hpn save`'s time {time_ratio:.2}×. Each added image costs {:.1} ms: its bytes account for {:.2} ms \
+             at the {:.0} MB/s the main corpus saved at, and its {:.1} requests, sent one after another, would \
+             take {:.2} ms of round trips. {}\n",
+            small.images,
+            big.images,
+            marginal * 1000.0,
+            bytes_time * 1000.0,
+            main_rate / MB,
+            big.requests_per_image,
+            serial * 1000.0,
+            scaling_verdict(time_ratio, bytes_ratio, images_ratio, marginal, serial, bytes_time)
+        );
+        let registry_ms =
+            median(&big.save.iter().map(|x| x.registry_cpu).collect::<Vec<_>>()) / big.images as f64 * 1000.0;
+        let _ = writeln!(
+            md,
+            "Against the machine's limit: the parallel curl of the same blobs (one process per blob, no manifests) takes {:.2} s for {} images, so `hpn save` runs at {:.2}× the raw fetch; the registry spends {registry_ms:.1} ms of CPU per image serving hpn, {:.1} ms of wall time per image even if it had {} to itself.\n",
+            med(&big.curl),
+            big.images,
+            t_big / med(&big.curl),
+            registry_ms / self.machine.cores as f64,
+            cores_phrase(self.machine.cores)
+        );
+        if let (Some(synced_small), Some(synced_big)) = (
+            (!small.save_synced.is_empty()).then(|| med(&small.save_synced)),
+            (!big.save_synced.is_empty()).then(|| med(&big.save_synced)),
+        ) {
+            let synced_marginal = (synced_big - synced_small) / (big.images - small.images) as f64;
+            let extra = synced_marginal - marginal;
+            let verdict = if extra >= 0.0 {
+                format!("waiting for the disk adds {:.1} ms to each image", extra * 1000.0)
+            } else {
+                format!("it cost no time per image in this run ({:.1} ms less)", -extra * 1000.0)
+            };
+            let _ = writeln!(
+                md,
+                "With `--sync` the {} images take {synced_big:.2} s instead of {t_big:.2} s, and an added image \
+                 costs {:.1} ms instead of {:.1} ms: {verdict} (with `--sync` each image's blobs are fsync'd into \
+                 the store, and index.json is rewritten and fsync'd).\n",
+                big.images,
+                synced_marginal * 1000.0,
+                marginal * 1000.0
+            );
+        }
+    }
+
+    pub(super) fn write_large(&self, md: &mut String) {
+        let _ = writeln!(md, "## One {} layer\n", human_size(LARGE_LAYER_BYTES));
+        let Some(large) = &self.large else {
+            let _ = writeln!(md, "Not run (`--quick`).\n");
+            return;
+        };
+        let _ = writeln!(
+            md,
+            "An OCI image of a single uncompressed {} layer (generated, incompressible), one run each. Peak RSS \
+             must not follow the layer size; the corpus column is the same job on the bench corpus, whose largest \
+             layer is {}.\n",
+            human_size(large.layer_bytes),
+            human_size(self.corpus.blobs.values().map(|(_, size)| *size).max().unwrap_or(0))
+        );
+        let _ =
+            writeln!(md, "| job | wall | throughput | peak RSS | same job on the corpus |\n|---|---:|---:|---:|---:|");
+        for (name, s, key) in &large.rows {
+            let corpus = key.map_or(f64::NAN, |k| self.results.rss_mb(k));
+            let _ = writeln!(
+                md,
+                "| {name} | {:.2} s | {:.0} MB/s | {:.1} MB | {:.1} MB |",
+                s.wall,
+                large.layer_bytes as f64 / MB / s.wall,
+                s.rss_kb as f64 * 1024.0 / MB,
+                corpus
+            );
+        }
+        let worst_growth = large
+            .rows
+            .iter()
+            .filter_map(|(_, s, k)| k.map(|k| s.rss_kb as f64 * 1024.0 / MB - self.results.rss_mb(k)))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let _ = writeln!(
+            md,
+            "\nLargest growth of peak RSS from the corpus to the {} layer: {worst_growth:+.1} MB{}.\n",
+            human_size(large.layer_bytes),
+            if worst_growth <= 16.0 {
+                " — flat: memory is bounded by buffers, not by layer size"
+            } else {
+                " — NOT flat"
+            }
+        );
+    }
+
+    pub(super) fn write_profiles(&self, md: &mut String) {
+        if self.profiles.is_empty() {
+            return;
+        }
+        let _ = writeln!(md, "## Profiles\n");
+        let _ = writeln!(
+            md,
+            "`perf record -F 999 -g` of one run each (CPU samples only: time spent waiting does not show), top \
+             entries by self time. `[kernel.kallsyms]` is work the kernel does for hpn: copying pages, TCP, {}.\n",
+            self.fs_type()
+        );
+        for p in &self.profiles {
+            let _ = writeln!(md, "**{}** ({} samples):\n", p.name, p.samples);
+            let _ = writeln!(md, "| self | where |\n|---:|---|");
+            for (pct, what) in &p.top {
+                let _ = writeln!(md, "| {pct:.1}% | `{}` |", what.replace('`', "'").replace('|', "\\|"));
+            }
+            let _ = writeln!(md);
+        }
+    }
+
+    pub(super) fn write_regressions(&self, md: &mut String) {
+        let r = &self.results;
+        let worst_spread = self
+            .rows()
+            .into_iter()
+            .filter(|k| k.is_hpn())
+            .map(|k| {
+                let (min, max) = r.spread(k);
+                (max - min) / r.wall(k)
+            })
+            .fold(0.0, f64::max);
+        let _ = writeln!(md, "## How to spot a regression\n");
+        let _ = writeln!(
+            md,
+            "- **End to end**: run `cargo xtask bench` on this machine and compare with the table above. The \
+             widest min–max spread of an hpn row in this run is {:.0}% of its median, so a median more than \
+             max(10%, that spread) slower on an hpn row, with the skopeo and curl rows steady, is a regression; \
+             if the skopeo and curl rows moved too, the machine did. The ratios (\"÷ raw\", \"× faster\") travel \
+             between machines better than seconds do.",
+            worst_spread * 100.0
+        );
+        let _ = writeln!(
+            md,
+            "- **Memory**: any hpn job above {TARGET_RSS_MB:.0} MB peak RSS, or a peak that grows with the layer \
+             size in the {} section, is a regression whatever the times say.",
+            human_size(LARGE_LAYER_BYTES)
+        );
+        let _ = writeln!(
+            md,
+            "- **Scaling**: the per-image cost in the scaling table should stay flat from the small to the big \
+             list; if it grows, something is done per image that depends on how many there are (index.json \
+             rewrites, lists scanned per blob)."
+        );
+        let _ = writeln!(
+            md,
+            "- **Hot paths**: `cargo bench` runs the criterion benches in `benches/` (sha256 + store write, tar \
+             writing, manifest parsing, archive index parsing), each reporting bytes per second. Save a baseline \
+             before a change and compare after:\n\n  ```sh\n  cargo bench -- --save-baseline before\n  # … change …\n  \
+             cargo bench -- --baseline before\n  ```\n\n  criterion prints `Performance has regressed` for a change \
+             outside its noise threshold (p < 0.05). sha256 should stay near the SHA-NI rate (GB/s); a drop to a \
+             few hundred MB/s means the SHA-NI code path is no longer taken."
+        );
+        let _ = writeln!(md);
+    }
+}
+
+pub(super) fn short_label(key: Key) -> &'static str {
+    match key {
+        Key::Save => "hpn save (cold)",
+        Key::Warm => "hpn save (warm)",
+        Key::Pull => "hpn pull",
+        Key::Load => "hpn load -i",
+        Key::Push => "hpn push -i",
+        Key::Copy => "hpn copy",
+        Key::SaveSynced => "hpn save --sync (cold)",
+        Key::WarmSynced => "hpn save --sync (warm)",
+        other => other.label(),
+    }
+}
+
+/// "both cores", "all 4 cores".
+pub(super) fn cores_phrase(cores: usize) -> String {
+    match cores {
+        1 => "its one core".to_owned(),
+        2 => "both cores".to_owned(),
+        n => format!("all {n} cores"),
+    }
+}
+
+pub(super) fn scaling_verdict(
+    time_ratio: f64,
+    bytes_ratio: f64,
+    images_ratio: f64,
+    marginal: f64,
+    serial: f64,
+    bytes_time: f64,
+) -> String {
+    // Closer (in log scale) to the bytes ratio than to the image ratio: time follows bytes.
+    let to_bytes = (time_ratio.ln() - bytes_ratio.ln()).abs();
+    let to_images = (time_ratio.ln() - images_ratio.ln()).abs();
+    let overlap = format!(
+        "An added image costs {:.0}% of the time its requests take sent one after another on an idle connection.",
+        marginal / serial * 100.0
+    );
+    if to_bytes <= to_images {
+        format!("Time follows the bytes more than the image count. {overlap}")
+    } else {
+        format!(
+            "Time follows the image count more than the bytes: a fixed cost of about {:.1} ms per image beyond its bytes. {overlap}",
+            (marginal - bytes_time).max(0.0) * 1000.0
+        )
+    }
+}
