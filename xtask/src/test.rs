@@ -7,6 +7,9 @@ use anyhow::{Result, bail};
 
 use crate::{cargo, status};
 
+/// The crates others can build on; `cargo xtask test` holds them to rustdoc's strictest.
+const LIBRARY_CRATES: [&str; 6] = ["hpn-oci", "hpn-fs", "hpn-registry", "hpn-store", "hpn-archive", "hpn-transfer"];
+
 pub(crate) fn run(runner_args: &[String]) -> Result<()> {
     check_peers()?;
     let mut timings: Vec<(&str, Duration)> = Vec::new();
@@ -15,6 +18,16 @@ pub(crate) fn run(runner_args: &[String]) -> Result<()> {
     phase(&mut timings, "fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
     phase(&mut timings, "clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     phase(&mut timings, "build", cargo().args(["build", "--workspace"]))?;
+    // The library crates are for others to build on: every public item documented, every
+    // intra-doc link resolving.
+    phase(
+        &mut timings,
+        "docs",
+        cargo()
+            .args(["doc", "--no-deps"])
+            .args(LIBRARY_CRATES.iter().flat_map(|name| ["-p", name]))
+            .env("RUSTDOCFLAGS", "-D warnings -D missing_docs"),
+    )?;
 
     let nextest = have_nextest();
     if nextest {
