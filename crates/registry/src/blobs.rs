@@ -47,14 +47,7 @@ pub(crate) async fn head(
     digest: &Digest,
 ) -> Result<Option<u64>, RegistryError> {
     let call = call(transport, reference, digest, Method::HEAD)?;
-    let reply = transport.execute(&call).await?;
-    let status = reply.response.status();
-    if status == StatusCode::NOT_FOUND {
-        return Ok(None);
-    }
-    if !status.is_success() {
-        return Err(transport.failure(&call, reply).await);
-    }
+    let Some(reply) = transport.execute_lookup(&call).await? else { return Ok(None) };
     header_u64(reply.response.headers(), &CONTENT_LENGTH)
         .map(Some)
         .ok_or_else(|| RegistryError::protocol(call.host.name(), &call.subject, "HEAD answer without Content-Length"))

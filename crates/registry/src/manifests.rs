@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use hpn_oci::{Descriptor, Digest, ParsedManifest, RawManifest, Reference, media_type};
+use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
-use reqwest::{Method, StatusCode};
 use tracing::debug;
 
 use crate::error::{HINT_MANIFEST_REFERENCE, HINT_MEDIA_TYPE, RegistryError, Target};
@@ -57,14 +57,7 @@ pub(crate) async fn get(transport: &Transport, reference: &Reference) -> Result<
 /// header gets a `GET` instead, so the answer is always complete and verified.
 pub(crate) async fn head(transport: &Transport, reference: &Reference) -> Result<Option<Descriptor>, RegistryError> {
     let call = call(transport, reference, Method::HEAD)?;
-    let reply = transport.execute(&call).await?;
-    let status = reply.response.status();
-    if status == StatusCode::NOT_FOUND {
-        return Ok(None);
-    }
-    if !status.is_success() {
-        return Err(transport.failure(&call, reply).await);
-    }
+    let Some(reply) = transport.execute_lookup(&call).await? else { return Ok(None) };
     let headers = reply.response.headers().clone();
     drop(reply);
     let registry = call.host.name();

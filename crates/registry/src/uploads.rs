@@ -134,15 +134,7 @@ pub(crate) async fn exists(transport: &Transport, target: &Reference, digest: &D
         format!("checking for blob {digest} in {}", target.name()),
         Target::BlobPush,
     );
-    let reply = transport.execute(&call).await?;
-    let status = reply.response.status();
-    if status == StatusCode::NOT_FOUND {
-        return Ok(false);
-    }
-    if !status.is_success() {
-        return Err(transport.failure(&call, reply).await);
-    }
-    Ok(true)
+    Ok(transport.execute_lookup(&call).await?.is_some())
 }
 
 /// `POST ?mount=&from=` with one token for `pull,push` on the target and

@@ -334,6 +334,21 @@ impl Transport {
         }
     }
 
+    /// [`Transport::execute`] for a lookup: a successful reply, `None` for a
+    /// 404, the error for any other failure. The `HEAD`s of manifests and
+    /// blobs, where "not there" is an answer rather than a failure.
+    pub(crate) async fn execute_lookup(&self, call: &Call) -> Result<Option<Reply>, RegistryError> {
+        let reply = self.execute(call).await?;
+        let status = reply.response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self.failure(call, reply).await);
+        }
+        Ok(Some(reply))
+    }
+
     /// [`Transport::execute`] with a body. `retry` allows retries of
     /// transport failures and retryable statuses (only ever for a body that
     /// can be sent again); without it the first outcome is returned, so an
