@@ -509,6 +509,62 @@ fn gc_refuses_while_another_user_has_the_store_open_and_on_unreadable_manifests(
     assert!(matches!(other.gc(), Err(StoreError::InUse { .. })));
 }
 
+#[test]
+fn a_missing_index_is_never_recreated_empty_over_blobs_and_gc_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = TestImage::new(b"precious\n");
+    let store = Store::open(dir.path()).unwrap();
+    image.store_into(&store, "example.com/app:1");
+    drop(store);
+    let index_path = dir.path().join("index.json");
+    fs::remove_file(&index_path).unwrap();
+
+    // What `hpn store ls` then `hpn store gc` do, each in its own process.
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!index_path.exists(), "open wrote an index over existing blobs");
+    let error = store.refs().unwrap_err();
+    assert!(matches!(error, StoreError::UnusableIndex { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("missing") && message.contains(&dir.path().display().to_string()), "{message}");
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let error = store.gc().unwrap_err();
+    assert!(matches!(error, StoreError::UnusableIndex { .. }), "{error:?}");
+    assert!(store.set_ref("example.com/other:1", &image.descriptor()).is_err());
+    assert!(!index_path.exists());
+    assert_eq!(blob_names(&store).len(), 3, "gc removed blobs without an index");
+}
+
+#[test]
+fn gc_refuses_an_unreadable_index_and_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    TestImage::new(b"precious\n").store_into(&store, "example.com/app:1");
+    let orphan = descriptor_of(media_type::OCI_LAYER_GZIP, b"orphan");
+    store.put_blob_bytes(&orphan, b"orphan").unwrap();
+    let index_path = dir.path().join("index.json");
+    let sound = fs::read(&index_path).unwrap();
+    let entry_without_digest = br#"{"schemaVersion":2,"manifests":[{"mediaType":"x","size":1}]}"#;
+    for damaged in [&b"{\"schemaVersion\":2,"[..], br#"{"schemaVersion":2}"#, entry_without_digest] {
+        fs::write(&index_path, damaged).unwrap();
+        let error = store.gc().unwrap_err();
+        assert!(matches!(error, StoreError::UnusableIndex { .. }), "{error:?}");
+        assert!(error.to_string().contains(&index_path.display().to_string()), "{error}");
+        assert_eq!(blob_names(&store).len(), 4);
+    }
+    fs::write(&index_path, sound).unwrap();
+    assert_eq!(store.gc().unwrap().blobs_removed, 1);
+}
+
+#[test]
+fn an_index_lost_before_any_blob_arrived_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    fs::remove_file(dir.path().join("index.json")).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.refs().unwrap().is_empty());
+}
+
 fn skopeo() -> Command {
     let path = PathBuf::from("/usr/bin/skopeo");
     assert!(path.exists(), "these tests read the store with skopeo: install the Debian package `skopeo`");
