@@ -4,6 +4,7 @@
 //! fields and entries written by other tools (skopeo, umoci) survive our
 //! rewrites untouched.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 
@@ -23,20 +24,36 @@ pub(crate) struct IndexLock {
 impl Store {
     /// Points `name` at `descriptor`, replacing any entry of that name. Safe
     /// against concurrent callers in this and other processes: all of them
-    /// land.
+    /// land. For many refs at once, [`Store::set_refs`] rewrites index.json once.
     pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
-        validate_ref_name(name)?;
-        let mut entry = descriptor.clone();
-        entry.annotations.insert(annotation::REF_NAME.to_owned(), name.to_owned());
-        entry.annotations.insert(annotation::CONTAINERD_IMAGE_NAME.to_owned(), name.to_owned());
-        let entry = serde_json::to_value(&entry).expect("a descriptor always serializes to JSON");
+        self.set_refs(&[(name, descriptor)])
+    }
+
+    /// [`Store::set_ref`] for each pair, in one locked read and rewrite of
+    /// index.json, so naming n images costs O(n) rather than n rewrites of
+    /// an index that grows with each. All land or, when a name is invalid,
+    /// none; of pairs with the same name the last wins.
+    pub fn set_refs(&self, refs: &[(&str, &Descriptor)]) -> Result<(), StoreError> {
+        for (name, _) in refs {
+            validate_ref_name(name)?;
+        }
+        let names: HashSet<&str> = refs.iter().map(|(name, _)| *name).collect();
+        let mut added = HashSet::new();
+        // Walked from the end so that the last pair of a name is the one kept.
+        let mut entries: Vec<Value> = refs
+            .iter()
+            .rev()
+            .filter(|(name, _)| added.insert(*name))
+            .map(|(name, descriptor)| ref_entry(name, descriptor))
+            .collect();
+        entries.reverse();
 
         let _lock = self.lock_index()?;
         let mut index = self.read_index()?;
         let manifests = manifests_mut(&mut index);
         let before = manifests.clone();
-        manifests.retain(|existing| ref_name(existing) != Some(name));
-        manifests.push(entry);
+        manifests.retain(|existing| ref_name(existing).is_none_or(|name| !names.contains(name)));
+        manifests.append(&mut entries);
         if *manifests == before {
             return Ok(());
         }
@@ -164,6 +181,15 @@ impl Store {
         let bytes = serde_json::to_vec(index).expect("a JSON value always serializes");
         self.write_file_atomically(INDEX_FILE, &bytes)
     }
+}
+
+/// The index.json entry naming `descriptor` `name`, under both the OCI and
+/// the containerd annotation.
+fn ref_entry(name: &str, descriptor: &Descriptor) -> Value {
+    let mut entry = descriptor.clone();
+    entry.annotations.insert(annotation::REF_NAME.to_owned(), name.to_owned());
+    entry.annotations.insert(annotation::CONTAINERD_IMAGE_NAME.to_owned(), name.to_owned());
+    serde_json::to_value(&entry).expect("a descriptor always serializes to JSON")
 }
 
 fn validate_ref_name(name: &str) -> Result<(), StoreError> {

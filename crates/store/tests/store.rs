@@ -322,6 +322,44 @@ fn set_ref_replaces_by_name_and_keeps_everything_else() {
 }
 
 #[test]
+fn set_refs_names_ten_thousand_images_in_one_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let kept = descriptor_of(media_type::OCI_MANIFEST, b"kept");
+    store.set_ref("example.com/kept:1", &kept).unwrap();
+    store.set_ref("example.com/app:0", &kept).unwrap();
+
+    let names: Vec<String> = (0..10_000).map(|i| format!("example.com/app:{i}")).collect();
+    let descriptors: Vec<Descriptor> =
+        (0..10_000).map(|i| descriptor_of(media_type::OCI_MANIFEST, format!("image {i}").as_bytes())).collect();
+    let mut batch: Vec<(&str, &Descriptor)> = names.iter().map(String::as_str).zip(&descriptors).collect();
+    // A name twice in one batch: the last pair wins, as with set_ref called in order.
+    let last = descriptor_of(media_type::OCI_MANIFEST, b"the last word");
+    batch.push(("example.com/app:7", &last));
+    store.set_refs(&batch).unwrap();
+
+    let refs = store.refs().unwrap();
+    assert_eq!(refs.len(), 10_001, "app:0 replaced, kept:1 kept");
+    assert_eq!((refs[0].0.as_str(), &refs[0].1.digest), ("example.com/kept:1", &kept.digest));
+    // Each name where its last pair put it, as with set_ref called in order.
+    let mut expected: Vec<(&str, &Digest)> =
+        batch.iter().map(|(name, descriptor)| (*name, &descriptor.digest)).collect();
+    expected.remove(7);
+    let found: Vec<(&str, &Digest)> =
+        refs[1..].iter().map(|(name, descriptor)| (name.as_str(), &descriptor.digest)).collect();
+    assert!(found == expected, "the batch's refs are not in order");
+    assert!(hidden_files(dir.path()).is_empty(), "no index temp left behind");
+
+    // An invalid name anywhere in a batch: none of it lands.
+    let other = descriptor_of(media_type::OCI_MANIFEST, b"other");
+    let error = store.set_refs(&[("example.com/new:1", &other), ("bad\nname", &other)]).unwrap_err();
+    assert!(matches!(error, StoreError::InvalidRefName(_)), "{error}");
+    assert_eq!(store.resolve_ref("example.com/new:1").unwrap(), None);
+    store.set_refs(&[]).unwrap();
+    assert_eq!(store.refs().unwrap().len(), 10_001);
+}
+
+#[test]
 fn concurrent_set_ref_from_many_threads_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
