@@ -57,5 +57,5 @@ pub use credentials::{Credential, CredentialError, Credentials};
 pub use error::{ErrorBody, ErrorCode, ErrorEntry, RegistryError, SizeProblem, TransportError};
 pub use hpn_oci::{BlobStream, RawManifest};
 pub use options::{ClientOptions, DEFAULT_REQUESTS_PER_HOST, RetryPolicy};
-pub use transport::{Scope, challenge};
+pub use transport::{Scope, challenge, token};
 pub use uploads::{BodyFactory, MountOutcome, UploadStream, body_from_bytes};

@@ -393,6 +393,55 @@ async fn bearer_tokens_are_cached_per_scope_and_refreshed_once_on_401() {
     assert!(scopes[2].contains("scope=repository%3Atest%2Fother%3Apull"), "{scopes:?}");
 }
 
+/// Two manifest GETs through a registry that wants `Bearer good`, from a token
+/// service that always gives `answer`. Returns the second GET's result and how
+/// many tokens were asked for.
+async fn two_gets_with_token_answer(answer: &'static str) -> (Result<(), RegistryError>, usize) {
+    let tokens = Scripted::start("127.0.0.1", move |_| Action::ok(answer.as_bytes()));
+    let realm = format!("http://{}/token", tokens.addr);
+    let registry = Scripted::start("127.0.0.1", move |request| match request.header("authorization") {
+        Some("Bearer good") if request.path() != "/v2/" => manifest_ok(),
+        _ => Action::status(401).with_header("WWW-Authenticate", &format!(r#"Bearer realm="{realm}",service="s""#)),
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let app = reference(&registry, "test/app:v1");
+    let first = client.get_manifest(&app).await.map(drop);
+    let second = client.get_manifest(&app).await.map(drop);
+    assert_eq!(first.is_ok(), second.is_ok(), "{first:?} {second:?}");
+    (second, tokens.count("/token"))
+}
+
+#[tokio::test]
+async fn hostile_token_lifetimes_are_clamped_not_fatal() {
+    for answer in [
+        r#"{"token":"good","expires_in":18446744073709551615}"#,
+        r#"{"token":"good","expires_in":1e308}"#,
+        r#"{"token":"good","expires_in":-1}"#,
+        r#"{"token":"good","expires_in":0}"#,
+        r#"{"token":"good","expires_in":"soon"}"#,
+    ] {
+        let (result, token_calls) = two_gets_with_token_answer(answer).await;
+        result.unwrap_or_else(|error| panic!("{answer}: {error}"));
+        // Even "expires in -1 s" is good for the spec's 60 s minimum.
+        assert_eq!(token_calls, 1, "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn unusable_token_answers_say_what_is_wrong() {
+    for (answer, problem) in [
+        (r#"{"token":"","expires_in":300}"#, "has no token"),
+        (r#"{"token":12345}"#, "has no token"),
+        (r#"["good"]"#, "is not a JSON object"),
+        (r#"{"token":"good""#, "is not JSON"),
+    ] {
+        let error = two_gets_with_token_answer(answer).await.0.unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains(&format!("the token service's answer {problem}")), "{answer}: {message}");
+        assert!(!message.contains("good"), "the message quotes the token: {message}");
+    }
+}
+
 // ---------------------------------------------------------------- uploads
 
 const UPLOADS: &str = "/v2/test/app/blobs/uploads/";

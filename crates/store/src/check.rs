@@ -178,8 +178,9 @@ impl Store {
     /// Removes every blob no index.json entry reaches. Needs the store to
     /// itself: fails with [`StoreError::InUse`] while another process has it
     /// open (its pull may have written blobs it has not referenced yet). Stops
-    /// without removing anything if a reachable manifest cannot be read,
-    /// since then what it references is unknown.
+    /// without removing anything if index.json is missing or unreadable
+    /// ([`StoreError::UnusableIndex`]) or a reachable manifest cannot be read,
+    /// since then what they reference is unknown.
     ///
     /// Do not run it while this same `Store` is ingesting an image.
     pub fn gc(&self) -> Result<GcReport, StoreError> {

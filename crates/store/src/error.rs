@@ -46,6 +46,23 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// index.json is missing from a store that holds blobs, or cannot be
+    /// parsed. Which images the store holds is then unknown, so hpn neither
+    /// reads refs from it nor writes one: an index guessed empty would make
+    /// gc delete every blob.
+    #[error(
+        "{} {reason}, so which images the store at {} holds is unknown and hpn will not change the store; \
+         restore index.json from a backup, or remove the directory to start afresh",
+        .path.display(),
+        .path.parent().unwrap_or(.path).display()
+    )]
+    UnusableIndex {
+        /// The `index.json` file (present or not).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Bytes offered for a blob hash to another digest than the one promised.
 
     #[error(

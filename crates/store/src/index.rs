@@ -4,6 +4,7 @@
 //! fields and entries written by other tools (skopeo, umoci) survive our
 //! rewrites untouched.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 
@@ -11,6 +12,7 @@ use hpn_oci::{Descriptor, annotation, media_type};
 use serde_json::{Value, json};
 
 use crate::error::StoreError;
+use crate::temp::TEMP_PREFIX;
 use crate::{INDEX_FILE, INDEX_LOCK_FILE, Store, open_lock_file};
 
 /// Holds the exclusive index lock; released when dropped (the fd closes).
@@ -22,20 +24,36 @@ pub(crate) struct IndexLock {
 impl Store {
     /// Points `name` at `descriptor`, replacing any entry of that name. Safe
     /// against concurrent callers in this and other processes: all of them
-    /// land.
+    /// land. For many refs at once, [`Store::set_refs`] rewrites index.json once.
     pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
-        validate_ref_name(name)?;
-        let mut entry = descriptor.clone();
-        entry.annotations.insert(annotation::REF_NAME.to_owned(), name.to_owned());
-        entry.annotations.insert(annotation::CONTAINERD_IMAGE_NAME.to_owned(), name.to_owned());
-        let entry = serde_json::to_value(&entry).expect("a descriptor always serializes to JSON");
+        self.set_refs(&[(name, descriptor)])
+    }
+
+    /// [`Store::set_ref`] for each pair, in one locked read and rewrite of
+    /// index.json, so naming n images costs O(n) rather than n rewrites of
+    /// an index that grows with each. All land or, when a name is invalid,
+    /// none; of pairs with the same name the last wins.
+    pub fn set_refs(&self, refs: &[(&str, &Descriptor)]) -> Result<(), StoreError> {
+        for (name, _) in refs {
+            validate_ref_name(name)?;
+        }
+        let names: HashSet<&str> = refs.iter().map(|(name, _)| *name).collect();
+        let mut added = HashSet::new();
+        // Walked from the end so that the last pair of a name is the one kept.
+        let mut entries: Vec<Value> = refs
+            .iter()
+            .rev()
+            .filter(|(name, _)| added.insert(*name))
+            .map(|(name, descriptor)| ref_entry(name, descriptor))
+            .collect();
+        entries.reverse();
 
         let _lock = self.lock_index()?;
         let mut index = self.read_index()?;
         let manifests = manifests_mut(&mut index);
         let before = manifests.clone();
-        manifests.retain(|existing| ref_name(existing) != Some(name));
-        manifests.push(entry);
+        manifests.retain(|existing| ref_name(existing).is_none_or(|name| !names.contains(name)));
+        manifests.append(&mut entries);
         if *manifests == before {
             return Ok(());
         }
@@ -64,10 +82,8 @@ impl Store {
         let Some(entry) = index_manifests(&index).iter().rev().find(|entry| ref_name(entry) == Some(name)) else {
             return Ok(None);
         };
-        let descriptor = serde_json::from_value(entry.clone()).map_err(|error| StoreError::InvalidLayout {
-            path: self.root.join(INDEX_FILE),
-            reason: format!("entry {name:?}: {error}"),
-        })?;
+        let descriptor = serde_json::from_value(entry.clone())
+            .map_err(|error| self.unusable_index(format!("has an entry {name:?} hpn cannot read ({error})")))?;
         Ok(Some(descriptor))
     }
 
@@ -96,9 +112,8 @@ impl Store {
         index_manifests(&index)
             .iter()
             .map(|entry| {
-                let descriptor = serde_json::from_value::<Descriptor>(entry.clone()).map_err(|error| {
-                    StoreError::InvalidLayout { path: self.root.join(INDEX_FILE), reason: format!("an entry: {error}") }
-                })?;
+                let descriptor = serde_json::from_value::<Descriptor>(entry.clone())
+                    .map_err(|error| self.unusable_index(format!("has an entry hpn cannot read ({error})")))?;
                 Ok((ref_name(entry).map(str::to_owned), descriptor))
             })
             .collect()
@@ -111,8 +126,11 @@ impl Store {
         Ok(IndexLock { _file: file })
     }
 
-    /// Creates an empty index.json if there is none. Under the lock: checking
-    /// and creating without it could overwrite a concurrent process's refs.
+    /// Creates an empty index.json if there is none and no blobs either.
+    /// Under the lock: checking and creating without it could overwrite a
+    /// concurrent process's refs. Blobs without an index are refs lost (a
+    /// deletion, a partial restore): an empty index would tell gc to delete
+    /// them all, so the index stays missing and every reader fails instead.
     pub(crate) fn ensure_index(&self) -> Result<(), StoreError> {
         let path = self.root.join(INDEX_FILE);
         if path.exists() {
@@ -122,30 +140,56 @@ impl Store {
         if path.exists() {
             return Ok(());
         }
+        if self.holds_blobs()? {
+            // Left missing: read_index's error says what is wrong when a command needs the refs.
+            return Ok(());
+        }
         self.write_index(&json!({"schemaVersion": 2, "mediaType": media_type::OCI_INDEX, "manifests": []}))
+    }
+
+    /// Whether `blobs/sha256/` holds anything but temp files.
+    fn holds_blobs(&self) -> Result<bool, StoreError> {
+        let entries = fs::read_dir(&self.blobs_dir).map_err(|error| StoreError::io("list", &self.blobs_dir, error))?;
+        for entry in entries {
+            let entry = entry.map_err(|error| StoreError::io("list", &self.blobs_dir, error))?;
+            if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub(crate) fn read_index(&self) -> Result<Value, StoreError> {
         let path = self.root.join(INDEX_FILE);
         let bytes = fs::read(&path).map_err(|error| match error.kind() {
-            io::ErrorKind::NotFound => StoreError::InvalidLayout {
-                path: path.clone(),
-                reason: "index.json is missing; was the store directory changed by hand?".to_owned(),
-            },
+            io::ErrorKind::NotFound => self.unusable_index("is missing".to_owned()),
             _ => StoreError::io("read", &path, error),
         })?;
-        let invalid = |reason: String| StoreError::InvalidLayout { path: path.clone(), reason };
-        let index: Value = serde_json::from_slice(&bytes).map_err(|error| invalid(error.to_string()))?;
+        let index: Value =
+            serde_json::from_slice(&bytes).map_err(|error| self.unusable_index(format!("is not JSON ({error})")))?;
         if !index.get("manifests").is_some_and(Value::is_array) {
-            return Err(invalid("no \"manifests\" array".to_owned()));
+            return Err(self.unusable_index("has no \"manifests\" array".to_owned()));
         }
         Ok(index)
+    }
+
+    fn unusable_index(&self, reason: String) -> StoreError {
+        StoreError::UnusableIndex { path: self.root.join(INDEX_FILE), reason }
     }
 
     fn write_index(&self, index: &Value) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(index).expect("a JSON value always serializes");
         self.write_file_atomically(INDEX_FILE, &bytes)
     }
+}
+
+/// The index.json entry naming `descriptor` `name`, under both the OCI and
+/// the containerd annotation.
+fn ref_entry(name: &str, descriptor: &Descriptor) -> Value {
+    let mut entry = descriptor.clone();
+    entry.annotations.insert(annotation::REF_NAME.to_owned(), name.to_owned());
+    entry.annotations.insert(annotation::CONTAINERD_IMAGE_NAME.to_owned(), name.to_owned());
+    serde_json::to_value(&entry).expect("a descriptor always serializes to JSON")
 }
 
 fn validate_ref_name(name: &str) -> Result<(), StoreError> {

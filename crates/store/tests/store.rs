@@ -322,6 +322,44 @@ fn set_ref_replaces_by_name_and_keeps_everything_else() {
 }
 
 #[test]
+fn set_refs_names_ten_thousand_images_in_one_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let kept = descriptor_of(media_type::OCI_MANIFEST, b"kept");
+    store.set_ref("example.com/kept:1", &kept).unwrap();
+    store.set_ref("example.com/app:0", &kept).unwrap();
+
+    let names: Vec<String> = (0..10_000).map(|i| format!("example.com/app:{i}")).collect();
+    let descriptors: Vec<Descriptor> =
+        (0..10_000).map(|i| descriptor_of(media_type::OCI_MANIFEST, format!("image {i}").as_bytes())).collect();
+    let mut batch: Vec<(&str, &Descriptor)> = names.iter().map(String::as_str).zip(&descriptors).collect();
+    // A name twice in one batch: the last pair wins, as with set_ref called in order.
+    let last = descriptor_of(media_type::OCI_MANIFEST, b"the last word");
+    batch.push(("example.com/app:7", &last));
+    store.set_refs(&batch).unwrap();
+
+    let refs = store.refs().unwrap();
+    assert_eq!(refs.len(), 10_001, "app:0 replaced, kept:1 kept");
+    assert_eq!((refs[0].0.as_str(), &refs[0].1.digest), ("example.com/kept:1", &kept.digest));
+    // Each name where its last pair put it, as with set_ref called in order.
+    let mut expected: Vec<(&str, &Digest)> =
+        batch.iter().map(|(name, descriptor)| (*name, &descriptor.digest)).collect();
+    expected.remove(7);
+    let found: Vec<(&str, &Digest)> =
+        refs[1..].iter().map(|(name, descriptor)| (name.as_str(), &descriptor.digest)).collect();
+    assert!(found == expected, "the batch's refs are not in order");
+    assert!(hidden_files(dir.path()).is_empty(), "no index temp left behind");
+
+    // An invalid name anywhere in a batch: none of it lands.
+    let other = descriptor_of(media_type::OCI_MANIFEST, b"other");
+    let error = store.set_refs(&[("example.com/new:1", &other), ("bad\nname", &other)]).unwrap_err();
+    assert!(matches!(error, StoreError::InvalidRefName(_)), "{error}");
+    assert_eq!(store.resolve_ref("example.com/new:1").unwrap(), None);
+    store.set_refs(&[]).unwrap();
+    assert_eq!(store.refs().unwrap().len(), 10_001);
+}
+
+#[test]
 fn concurrent_set_ref_from_many_threads_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(dir.path()).unwrap());
@@ -507,6 +545,62 @@ fn gc_refuses_while_another_user_has_the_store_open_and_on_unreadable_manifests(
     // The shared lock is back: a later gc from another store still sees this one.
     let other = Store::open(dir.path()).unwrap();
     assert!(matches!(other.gc(), Err(StoreError::InUse { .. })));
+}
+
+#[test]
+fn a_missing_index_is_never_recreated_empty_over_blobs_and_gc_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = TestImage::new(b"precious\n");
+    let store = Store::open(dir.path()).unwrap();
+    image.store_into(&store, "example.com/app:1");
+    drop(store);
+    let index_path = dir.path().join("index.json");
+    fs::remove_file(&index_path).unwrap();
+
+    // What `hpn store ls` then `hpn store gc` do, each in its own process.
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!index_path.exists(), "open wrote an index over existing blobs");
+    let error = store.refs().unwrap_err();
+    assert!(matches!(error, StoreError::UnusableIndex { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("missing") && message.contains(&dir.path().display().to_string()), "{message}");
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let error = store.gc().unwrap_err();
+    assert!(matches!(error, StoreError::UnusableIndex { .. }), "{error:?}");
+    assert!(store.set_ref("example.com/other:1", &image.descriptor()).is_err());
+    assert!(!index_path.exists());
+    assert_eq!(blob_names(&store).len(), 3, "gc removed blobs without an index");
+}
+
+#[test]
+fn gc_refuses_an_unreadable_index_and_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    TestImage::new(b"precious\n").store_into(&store, "example.com/app:1");
+    let orphan = descriptor_of(media_type::OCI_LAYER_GZIP, b"orphan");
+    store.put_blob_bytes(&orphan, b"orphan").unwrap();
+    let index_path = dir.path().join("index.json");
+    let sound = fs::read(&index_path).unwrap();
+    let entry_without_digest = br#"{"schemaVersion":2,"manifests":[{"mediaType":"x","size":1}]}"#;
+    for damaged in [&b"{\"schemaVersion\":2,"[..], br#"{"schemaVersion":2}"#, entry_without_digest] {
+        fs::write(&index_path, damaged).unwrap();
+        let error = store.gc().unwrap_err();
+        assert!(matches!(error, StoreError::UnusableIndex { .. }), "{error:?}");
+        assert!(error.to_string().contains(&index_path.display().to_string()), "{error}");
+        assert_eq!(blob_names(&store).len(), 4);
+    }
+    fs::write(&index_path, sound).unwrap();
+    assert_eq!(store.gc().unwrap().blobs_removed, 1);
+}
+
+#[test]
+fn an_index_lost_before_any_blob_arrived_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    fs::remove_file(dir.path().join("index.json")).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.refs().unwrap().is_empty());
 }
 
 fn skopeo() -> Command {

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
-use serde::Deserialize;
 
 use super::challenge::{self, Challenge};
 use super::retry::{self, Retrier};
 use super::stall::{self, host_of};
+use super::token::TokenAnswer;
 use crate::credentials::{Credential, Credentials};
 use crate::endpoint::Endpoint;
 use crate::error::{ErrorBody, RegistryError, Target, status_error};
@@ -79,20 +79,22 @@ impl TokenKey {
 
 struct Token {
     value: String,
-    valid_until: Instant,
+    received: Instant,
+    /// The answer's lifetime less a margin that keeps a token from expiring
+    /// between our check and the registry's. Compared with the time since
+    /// `received` rather than added to it: no clock arithmetic can overflow.
+    usable_for: Duration,
 }
 
 impl Token {
-    /// Without `expires_in` the token spec says 60 s. A margin keeps a token
-    /// from expiring between our check and the registry's.
-    fn new(value: String, expires_in: Option<u64>, now: Instant) -> Self {
-        let lifetime = Duration::from_secs(expires_in.filter(|seconds| *seconds > 0).unwrap_or(60));
+    fn new(answer: TokenAnswer, received: Instant) -> Self {
+        let lifetime = answer.lifetime();
         let margin = (lifetime / 4).min(Duration::from_secs(10));
-        Self { value, valid_until: now + lifetime - margin }
+        Self { usable_for: lifetime.saturating_sub(margin), value: answer.into_token(), received }
     }
 
     fn is_fresh(&self, now: Instant) -> bool {
-        now < self.valid_until
+        now.saturating_duration_since(self.received) < self.usable_for
     }
 }
 
@@ -116,25 +118,6 @@ impl TokenCache {
         if token.as_ref().is_some_and(|token| token.value == used) {
             *token = None;
         }
-    }
-}
-
-/// The token endpoint's answer. `token` is the spec's name, `access_token`
-/// the OAuth2 one; registries send either or both.
-#[derive(Deserialize)]
-struct TokenResponse {
-    #[serde(default)]
-    token: String,
-    #[serde(default)]
-    access_token: String,
-    #[serde(default)]
-    expires_in: Option<u64>,
-}
-
-impl TokenResponse {
-    fn into_token(self, now: Instant) -> Option<Token> {
-        let value = if self.token.is_empty() { self.access_token } else { self.token };
-        (!value.is_empty()).then(|| Token::new(value, self.expires_in, now))
     }
 }
 
@@ -330,11 +313,10 @@ async fn fetch_token(
         let errors = ErrorBody::parse(&body);
         return Err(status_error(registry, &token_subject, Target::Other, "GET", status, errors, tries));
     }
-    serde_json::from_slice::<TokenResponse>(&body)
-        .ok()
-        .and_then(|parsed| parsed.into_token(Instant::now()))
-        // The body holds the token: never quote it.
-        .ok_or_else(|| RegistryError::protocol(registry, &token_subject, "the token service's answer has no token"))
+    let answer = TokenAnswer::parse(&body).map_err(|problem| {
+        RegistryError::protocol(registry, &token_subject, format!("the token service's answer {problem}"))
+    })?;
+    Ok(Token::new(answer, Instant::now()))
 }
 
 /// The challenges in a response's `WWW-Authenticate` headers.
@@ -384,34 +366,38 @@ mod tests {
         assert_ne!(a, TokenKey::new("r", "https://auth/token", "svc", &["a".into()]));
     }
 
-    #[test]
-    fn token_lifetime_defaults_to_60_s_with_a_margin() {
-        let now = Instant::now();
-        let default = Token::new("t".into(), None, now);
-        assert!(default.is_fresh(now + Duration::from_secs(49)));
-        assert!(!default.is_fresh(now + Duration::from_secs(51)));
-        let long = Token::new("t".into(), Some(3600), now);
-        assert!(long.is_fresh(now + Duration::from_secs(3589)));
-        assert!(!long.is_fresh(now + Duration::from_secs(3591)));
-        let short = Token::new("t".into(), Some(8), now);
-        assert!(short.is_fresh(now + Duration::from_secs(5)));
-        assert!(!short.is_fresh(now + Duration::from_secs(7)));
+    fn token(body: &str, received: Instant) -> Token {
+        Token::new(TokenAnswer::parse(body.as_bytes()).unwrap(), received)
     }
 
     #[test]
-    fn token_or_access_token_is_read() {
+    fn token_lifetime_is_at_least_60_s_with_a_margin() {
         let now = Instant::now();
-        let parse = |json: &str| serde_json::from_str::<TokenResponse>(json).unwrap().into_token(now).map(|t| t.value);
-        assert_eq!(parse(r#"{"token":"a","access_token":"b"}"#).as_deref(), Some("a"));
-        assert_eq!(parse(r#"{"access_token":"b","expires_in":300}"#).as_deref(), Some("b"));
-        assert_eq!(parse(r#"{"expires_in":300}"#), None);
+        for body in [r#"{"token":"t"}"#, r#"{"token":"t","expires_in":8}"#, r#"{"token":"t","expires_in":-1}"#] {
+            let short = token(body, now);
+            assert!(short.is_fresh(now + Duration::from_secs(49)), "{body}");
+            assert!(!short.is_fresh(now + Duration::from_secs(51)), "{body}");
+        }
+        let long = token(r#"{"token":"t","expires_in":3600}"#, now);
+        assert!(long.is_fresh(now + Duration::from_secs(3589)));
+        assert!(!long.is_fresh(now + Duration::from_secs(3591)));
+    }
+
+    #[test]
+    fn an_endless_lifetime_neither_panics_nor_outlives_a_day() {
+        let now = Instant::now();
+        let endless = token(r#"{"token":"t","expires_in":18446744073709551615}"#, now);
+        assert!(endless.is_fresh(now + Duration::from_secs(23 * 60 * 60)));
+        assert!(!endless.is_fresh(now + Duration::from_secs(24 * 60 * 60)));
+        // A clock read before the token arrived (another thread's) is no panic either.
+        assert!(endless.is_fresh(now.checked_sub(Duration::from_secs(1)).unwrap_or(now)));
     }
 
     #[tokio::test]
     async fn invalidation_spares_a_token_that_was_already_replaced() {
         let cache = TokenCache::default();
         let key = TokenKey::new("r", "realm", "svc", &[]);
-        *cache.slot(&key).lock().await = Some(Token::new("new".into(), None, Instant::now()));
+        *cache.slot(&key).lock().await = Some(token(r#"{"token":"new"}"#, Instant::now()));
         cache.invalidate(&key, "old").await;
         assert!(cache.slot(&key).lock().await.is_some());
         cache.invalidate(&key, "new").await;

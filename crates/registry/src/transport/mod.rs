@@ -13,6 +13,7 @@ pub mod challenge;
 mod redirect;
 pub(crate) mod retry;
 pub(crate) mod stall;
+pub mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -96,7 +96,7 @@ impl Progress {
         // After the last byte the registry verifies the blob and moves it
         // into place before it answers; on object-storage backends that is a
         // server-side copy, which for a large blob takes a while.
-        let limit = if self.body_done.load(Ordering::Relaxed) { stall * 5 } else { stall };
+        let limit = if self.body_done.load(Ordering::Relaxed) { stall.saturating_mul(5) } else { stall };
         let idle = self.base.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)));
         limit.saturating_sub(idle)
     }
@@ -148,4 +148,16 @@ pub(crate) async fn read_body(
         body.extend_from_slice(&chunk);
     }
     Ok((body, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unlimited_stall_timeout_is_no_overflow() {
+        let progress = Progress::new();
+        progress.set_body_done();
+        assert!(progress.time_left(Duration::MAX) > Duration::from_secs(365 * 24 * 60 * 60));
+    }
 }
