@@ -133,7 +133,11 @@ impl ImageDestination for ArchiveDestination {
         descriptor: &Descriptor,
         _source: &Reference,
     ) -> Result<BlobReuse, TransferError> {
-        let present = self.inner.with_writer(|writer| Ok(writer.contains_blob(&descriptor.digest)))?;
+        // On the blocking pool: a streamed blob holds the writer's lock while it
+        // waits for chunks that an async worker feeds it, so an async worker
+        // waiting here for that lock could leave no worker to feed it.
+        let (inner, digest) = (Arc::clone(&self.inner), descriptor.digest.clone());
+        let present = run_blocking(move || inner.with_writer(|writer| Ok(writer.contains_blob(&digest)))).await?;
         Ok(if present { BlobReuse::Present } else { BlobReuse::Absent })
     }
 
