@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use hpn_oci::{Digest, RawManifest};
 use tempfile::TempDir;
 
 use crate::http::{Body, Client};
@@ -194,7 +195,8 @@ impl Registry {
     }
 
     /// The manifest or index that `repository:reference` (a tag or digest) names, as the exact
-    /// bytes the registry serves.
+    /// bytes the registry serves, with its Content-Type. Fails if the registry's
+    /// `Docker-Content-Digest` is not the digest of those bytes.
     pub fn manifest(&self, repository: &str, reference: &str) -> Result<RawManifest> {
         let r = self.client().request(
             "GET",
@@ -205,11 +207,14 @@ impl Registry {
         if r.status != 200 {
             bail!("GET manifest {repository}:{reference}: HTTP {}: {}", r.status, r.body_text());
         }
-        Ok(RawManifest {
-            media_type: r.header("Content-Type").unwrap_or_default().to_owned(),
-            digest: r.header("Docker-Content-Digest").unwrap_or_default().to_owned(),
-            bytes: r.body,
-        })
+        let digest = Digest::of(&r.body);
+        if let Some(claimed) = r.header("Docker-Content-Digest")
+            && claimed != digest.to_string()
+        {
+            bail!("GET manifest {repository}:{reference}: the registry says {claimed}, the bytes are {digest}");
+        }
+        let media_type = r.header("Content-Type").unwrap_or_default().to_owned();
+        Ok(RawManifest { bytes: r.body.into(), media_type, digest })
     }
 
     /// The tags of `repository`, as the registry lists them.
@@ -234,14 +239,6 @@ impl Drop for Registry {
     fn drop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(5));
     }
-}
-
-/// A manifest as served: bytes untouched, with the registry's Content-Type and digest headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawManifest {
-    pub media_type: String,
-    pub digest: String,
-    pub bytes: Vec<u8>,
 }
 
 /// One line of the registry's combined-format access log.
