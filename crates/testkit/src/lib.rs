@@ -33,6 +33,7 @@ mod process;
 mod registry;
 mod rng;
 mod skopeo;
+mod token;
 
 pub use dockerd::{Dockerd, docker_client};
 pub use faults::{Fault, FaultProxy, ProxyRequest, Rule};
@@ -42,6 +43,7 @@ pub use process::have_binary;
 pub use registry::{AccessLogEntry, Registry, RegistryBuilder};
 pub use rng::Rng;
 pub use skopeo::{skopeo, skopeo_inspect, skopeo_inspect_raw};
+pub use token::TokenSigner;
 
 /// The peer programs the tests need, with the Debian package that provides each.
 pub const PEERS: &[(&str, &str)] = &[
