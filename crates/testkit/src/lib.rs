@@ -18,10 +18,6 @@
 //! ```
 
 pub mod fixtures;
-/// Replaying a fuzz target's committed inputs through its check under a plain `cargo test`, so
-/// every seed and every input that once crashed runs without cargo-fuzz. A crate keeps the
-/// inputs of the targets that fuzz it in its own `tests/fuzz/` (`corpus/<target>/seed-*` and
-/// `regressions/<target>/*`), where `cargo package` takes them along.
 pub mod fuzz;
 
 mod dockerd;
