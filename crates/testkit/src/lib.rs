@@ -48,6 +48,8 @@ pub const PEERS: &[(&str, &str)] = &[
     ("dockerd", "docker.io"),
     ("/usr/bin/docker", "docker.io"),
     ("podman", "podman"),
+    // Not a peer itself: it makes the key and certificate of a token-auth registry (TokenSigner).
+    ("openssl", "openssl"),
 ];
 
 /// The peers from [`PEERS`] that cannot be found, as `(program, package)`.
