@@ -219,7 +219,7 @@ fn push_killed_at_random_moments_reruns_and_keeps_every_digest() {
             let pushed = site
                 .manifest(&repository, &image.tags[0])
                 .unwrap_or_else(|e| panic!("{context}: {repository} not pushed: {e:#}"));
-            assert_eq!(pushed.digest, image.digest, "{context}: {repository} changed digest");
+            assert_eq!(pushed.digest.to_string(), image.digest, "{context}: {repository} changed digest");
         }
     }
     assert!(killed >= KILLS - 1, "only {killed} of {KILLS} push runs were still running when killed");

@@ -170,7 +170,7 @@ fn gc_is_refused_while_another_process_pulls_or_pushes_and_nothing_is_lost() {
     wait_for_transfer(&site_proxy, "/blobs/uploads/");
     assert_gc_refused(&work);
     wait_with_limit(push, LIMIT).assert_ok();
-    assert_eq!(site.manifest("app-a", "1").unwrap().digest, proxied.image("app-a").digest);
+    assert_eq!(site.manifest("app-a", "1").unwrap().digest.to_string(), proxied.image("app-a").digest);
 
     // With nobody else using the store, gc runs and takes only the stray blob.
     let gc = work.hpn(["store", "gc", "--json"]);

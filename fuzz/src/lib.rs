@@ -10,4 +10,5 @@ pub mod archive_reader;
 pub mod manifest;
 #[path = "../../crates/oci/tests/fuzz/reference.rs"]
 pub mod reference;
+#[path = "../../crates/registry/tests/fuzz/www_authenticate.rs"]
 pub mod www_authenticate;

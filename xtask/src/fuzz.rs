@@ -13,11 +13,11 @@ use anyhow::{Context, Result, bail};
 
 /// Every target in fuzz/fuzz_targets/, with the directory (from the workspace root) that holds
 /// its committed inputs, `corpus/<target>/seed-*` and `regressions/<target>/*`: the tests of the
-/// crate it fuzzes, which replay them on every `cargo test`. hpn-registry's still live in fuzz/.
+/// crate it fuzzes, which replay them on every `cargo test`.
 const TARGETS: [(&str, &str); 4] = [
     ("reference", "crates/oci/tests/fuzz"),
     ("manifest", "crates/oci/tests/fuzz"),
-    ("www_authenticate", "fuzz"),
+    ("www_authenticate", "crates/registry/tests/fuzz"),
     ("archive_reader", "crates/archive/tests/fuzz"),
 ];
 
@@ -59,15 +59,14 @@ pub(crate) fn run(seconds: u32, targets: &[String]) -> Result<()> {
         let corpus = fuzz_dir.join("corpus").join(target);
         std::fs::create_dir_all(&corpus).with_context(|| format!("create {}", corpus.display()))?;
         let mut command = cargo_fuzz(&fuzz_dir);
-        // New inputs go to the first directory, fuzz/corpus/<target>/, which stays local (but
-        // for committed seed-* files); the committed seeds and regressions are read, never
-        // written.
+        // New inputs go to the first directory, fuzz/corpus/<target>/, which stays local; the
+        // committed seeds and regressions are read, never written.
         command.args(["run", "--sanitizer", "none", target]).arg(&corpus);
         let inputs = root.join(inputs);
         let seeds = inputs.join("corpus").join(target);
         let regressions = inputs.join("regressions").join(target);
         for dir in [seeds, regressions] {
-            if dir.is_dir() && dir != corpus {
+            if dir.is_dir() {
                 command.arg(dir);
             }
         }

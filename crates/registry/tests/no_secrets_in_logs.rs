@@ -7,10 +7,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Action, Scripted, basic_auth, pseudo_random};
+use common::{Action, Scripted};
 use futures_util::StreamExt as _;
 use hpn_oci::{Descriptor, Digest, media_type};
 use hpn_registry::{ClientOptions, Credentials, RegistryClient, RetryPolicy, body_from_bytes};
+use hpn_testkit::Rng;
+use hpn_testkit::http::basic_authorization;
 
 const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
 
@@ -42,7 +44,7 @@ async fn tracing_output_at_every_level_carries_no_secrets() {
     // process-wide, so a thread-local subscriber races with other tests.
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
-    let blob = pseudo_random(12, 10_000);
+    let blob = Rng::new(12).bytes(10_000);
     let served = blob.clone();
     let storage = Scripted::start("127.0.0.2", move |_| Action::ok(&served));
     let storage_url = format!("http://{}/bucket/blob?X-Amz-Signature=presigned-SECRET", storage.addr);
@@ -91,7 +93,7 @@ async fn tracing_output_at_every_level_carries_no_secrets() {
     tracing::debug!("failed: {error}");
     tracing::debug!("client state: {client:?}");
     // An upload into a session whose URL carries the registry's state.
-    let pushed = pseudo_random(13, 3000);
+    let pushed = Rng::new(13).bytes(3000);
     let descriptor = Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::of(&pushed), pushed.len() as u64);
     let error = client.upload_blob(&app(":v1"), &descriptor, body_from_bytes(pushed.into())).await.unwrap_err();
     assert!(error.to_string().contains("DIGEST_INVALID"), "{error}");
@@ -101,7 +103,7 @@ async fn tracing_output_at_every_level_carries_no_secrets() {
     assert!(output.contains("registry request"), "our own events are missing: {output}");
     assert!(output.contains("hyper"), "the HTTP stack's events are missing: {output}");
     assert!(output.contains("/v2/test/app/blobs/uploads/u1"), "the upload's requests are missing: {output}");
-    let basic = basic_auth("alice", "password-SECRET");
+    let basic = basic_authorization("alice", "password-SECRET");
     for secret in ["SECRET", basic.trim_start_matches("Basic "), "X-Amz-Signature"] {
         assert!(!output.contains(secret), "{secret:?} leaked into tracing output:\n{output}");
     }

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Registry, RegistryAuth, TestImage, TokenServer, TokenSigner, counted_body, pseudo_random};
+use common::{TestImage, TokenServer, counted_body};
 use futures_util::StreamExt as _;
 use hpn_oci::{Descriptor, Digest, media_type};
 use hpn_registry::{
     BodyFactory, ClientOptions, Credentials, MountOutcome, RegistryClient, RegistryError, RetryPolicy, UploadStream,
     body_from_bytes,
 };
+use hpn_testkit::{Registry, Rng, TokenSigner};
 
 fn client_with(credentials: Credentials, max_requests_per_host: usize) -> RegistryClient {
     RegistryClient::new(
@@ -58,7 +59,7 @@ fn schema2_manifest(image: &TestImage) -> Vec<u8> {
 
 /// Uploads the image's config and layer to `repository`.
 async fn upload_image_blobs(client: &RegistryClient, registry: &Registry, repository: &str, image: &TestImage) {
-    let target = registry.reference(&format!("{repository}:unused"));
+    let target = registry.oci_reference(&format!("{repository}:unused"));
     for (blob, kind) in [(&image.config, media_type::OCI_CONFIG), (&image.layer, media_type::OCI_LAYER_GZIP)] {
         let (body, calls) = counted_body(blob);
         client.upload_blob(&target, &descriptor(kind, blob), body).await.unwrap();
@@ -79,12 +80,12 @@ async fn skopeo_digest(reference: &str) -> String {
 
 #[tokio::test]
 async fn small_and_large_blobs_and_both_manifest_kinds_round_trip() {
-    let registry = Registry::start(&RegistryAuth::None);
+    let registry = Registry::start().unwrap();
     let client = client(Credentials::default());
     // A 5 MB layer takes the streamed path, the config the in-memory one.
     let image = TestImage::build(21, 5_000_000);
     assert!(image.layer.len() > 4_000_000 && image.config.len() < 1024);
-    let target = registry.reference("test/app:v1");
+    let target = registry.oci_reference("test/app:v1");
     let (config_digest, layer_digest) = (Digest::of(&image.config), Digest::of(&image.layer));
 
     assert!(!client.blob_exists(&target, &config_digest).await.unwrap());
@@ -105,20 +106,20 @@ async fn small_and_large_blobs_and_both_manifest_kinds_round_trip() {
         ("v2", schema2.clone(), media_type::DOCKER_MANIFEST),
         ("oci", image.manifest.clone(), media_type::OCI_MANIFEST),
     ] {
-        let reference = registry.reference(&format!("test/app:{tag}"));
+        let reference = registry.oci_reference(&format!("test/app:{tag}"));
         let digest = client.put_manifest(&reference, Bytes::from(bytes.clone()), kind).await.unwrap();
         assert_eq!(digest, Digest::of(&bytes));
 
-        let by_tag = client.get_manifest(&registry.reference(&format!("test/app:{tag}"))).await.unwrap();
+        let by_tag = client.get_manifest(&registry.oci_reference(&format!("test/app:{tag}"))).await.unwrap();
         assert_eq!((&by_tag.bytes[..], by_tag.media_type.as_str()), (bytes.as_slice(), kind));
-        let by_digest = client.get_manifest(&registry.reference(&format!("test/app@{digest}"))).await.unwrap();
+        let by_digest = client.get_manifest(&registry.oci_reference(&format!("test/app@{digest}"))).await.unwrap();
         assert_eq!(by_digest.bytes, bytes);
-        assert_eq!(skopeo_digest(&format!("{}/test/app:{tag}", registry.host)).await, digest.to_string());
+        assert_eq!(skopeo_digest(&format!("{}/test/app:{tag}", registry.addr())).await, digest.to_string());
     }
 
     // By digest only: the manifest lands under its digest in another repository.
     upload_image_blobs(&client, &registry, "test/bydigest", &image).await;
-    let by_digest = registry.reference(&format!("test/bydigest@{}", Digest::of(&schema2)));
+    let by_digest = registry.oci_reference(&format!("test/bydigest@{}", Digest::of(&schema2)));
     let digest =
         client.put_manifest(&by_digest, Bytes::from(schema2.clone()), media_type::DOCKER_MANIFEST).await.unwrap();
     assert_eq!(digest, Digest::of(&schema2));
@@ -127,12 +128,12 @@ async fn small_and_large_blobs_and_both_manifest_kinds_round_trip() {
 
 #[tokio::test]
 async fn mounts_link_blobs_and_fall_back_to_uploads() {
-    let registry = Registry::start(&RegistryAuth::None);
+    let registry = Registry::start().unwrap();
     let client = client(Credentials::default());
     let image = TestImage::build(22, 2_000_000);
     upload_image_blobs(&client, &registry, "team/a", &image).await;
 
-    let b = registry.reference("team/b:v1");
+    let b = registry.oci_reference("team/b:v1");
     for blob in [&image.config, &image.layer] {
         assert!(!client.blob_exists(&b, &Digest::of(blob)).await.unwrap());
         assert_eq!(client.mount_blob(&b, &Digest::of(blob), "team/a").await.unwrap(), MountOutcome::Mounted);
@@ -144,7 +145,7 @@ async fn mounts_link_blobs_and_fall_back_to_uploads() {
 
     // team/c lacks the layer (it exists elsewhere in the registry): no
     // mount, and the upload that follows (in the session the mount opened) works.
-    let d = registry.reference("team/d:v1");
+    let d = registry.oci_reference("team/d:v1");
     let layer = Digest::of(&image.layer);
     assert_eq!(client.mount_blob(&d, &layer, "team/c").await.unwrap(), MountOutcome::NotMounted);
     assert!(!client.blob_exists(&d, &layer).await.unwrap());
@@ -154,7 +155,7 @@ async fn mounts_link_blobs_and_fall_back_to_uploads() {
     assert!(client.blob_exists(&d, &layer).await.unwrap());
 
     // The same for a small blob nobody has.
-    let fresh = pseudo_random(23, 1000);
+    let fresh = Rng::new(23).bytes(1000);
     assert_eq!(client.mount_blob(&d, &Digest::of(&fresh), "team/a").await.unwrap(), MountOutcome::NotMounted);
     client
         .upload_blob(&d, &descriptor(media_type::OCI_CONFIG, &fresh), body_from_bytes(fresh.clone().into()))
@@ -165,19 +166,19 @@ async fn mounts_link_blobs_and_fall_back_to_uploads() {
 
 #[tokio::test]
 async fn pushing_with_htpasswd_basic_auth() {
-    let registry = Registry::start(&RegistryAuth::Htpasswd { username: "alice".into(), password: "push-pass".into() });
+    let registry = Registry::start_with_htpasswd("alice", "push-pass").unwrap();
     let image = TestImage::build(24, 1_500_000);
-    let target = registry.reference("private/app:v1");
+    let target = registry.oci_reference("private/app:v1");
 
-    let good = client(credentials_for(&registry.host, "alice", "push-pass"));
+    let good = client(credentials_for(registry.addr(), "alice", "push-pass"));
     upload_image_blobs(&good, &registry, "private/app", &image).await;
     good.put_manifest(&target, Bytes::from(image.manifest.clone()), media_type::OCI_MANIFEST).await.unwrap();
     assert_eq!(good.get_manifest(&target).await.unwrap().bytes, image.manifest);
 
-    let other = pseudo_random(25, 2_000_000);
+    let other = Rng::new(25).bytes(2_000_000);
     let other_descriptor = descriptor(media_type::OCI_LAYER_GZIP, &other);
     for (client, secret) in [
-        (client(credentials_for(&registry.host, "alice", "wrong-password")), Some("wrong-password")),
+        (client(credentials_for(registry.addr(), "alice", "wrong-password")), Some("wrong-password")),
         (client(Credentials::default()), None),
     ] {
         let (body, _) = counted_body(&other);
@@ -197,23 +198,17 @@ async fn pushing_with_htpasswd_basic_auth() {
 
 #[tokio::test]
 async fn pushing_with_bearer_tokens_needs_pull_and_push() {
-    let dir = tempfile::tempdir().unwrap();
-    let signer = Arc::new(TokenSigner::generate(dir.path()));
+    let signer = Arc::new(TokenSigner::generate().unwrap());
     let tokens = TokenServer::start_with_users(
         signer.clone(),
         &[("alice", "alice-pass", &["pull", "push"]), ("bob", "bob-pass", &["pull"])],
         false,
     );
-    let registry = Registry::start(&RegistryAuth::Token {
-        realm: tokens.realm(),
-        service: signer.service.clone(),
-        issuer: signer.issuer.clone(),
-        cert_pem: signer.cert_pem.clone(),
-    });
+    let registry = Registry::builder().token_auth(&tokens.realm(), &signer).start().unwrap();
     let image = TestImage::build(26, 1_200_000);
-    let target = registry.reference("team/app:v1");
+    let target = registry.oci_reference("team/app:v1");
 
-    let alice = client(credentials_for(&registry.host, "alice", "alice-pass"));
+    let alice = client(credentials_for(registry.addr(), "alice", "alice-pass"));
     assert!(!alice.blob_exists(&target, &Digest::of(&image.layer)).await.unwrap());
     upload_image_blobs(&alice, &registry, "team/app", &image).await;
     alice.put_manifest(&target, Bytes::from(image.manifest.clone()), media_type::OCI_MANIFEST).await.unwrap();
@@ -224,7 +219,7 @@ async fn pushing_with_bearer_tokens_needs_pull_and_push() {
     assert!(first.target.contains("scope=repository%3Ateam%2Fapp%3Apull%2Cpush"), "{}", first.target);
 
     // A mount needs push on the target and pull on the source in one token.
-    let other = registry.reference("team/other:v1");
+    let other = registry.oci_reference("team/other:v1");
     let mounted = alice.mount_blob(&other, &Digest::of(&image.layer), "team/app").await.unwrap();
     assert_eq!(mounted, MountOutcome::Mounted);
     let both = tokens.seen().into_iter().any(|seen| {
@@ -234,9 +229,9 @@ async fn pushing_with_bearer_tokens_needs_pull_and_push() {
     assert!(both, "no token request carried both scopes: {:?}", tokens.seen());
 
     // Bob may pull only.
-    let bob = client(credentials_for(&registry.host, "bob", "bob-pass"));
+    let bob = client(credentials_for(registry.addr(), "bob", "bob-pass"));
     assert!(bob.blob_exists(&target, &Digest::of(&image.layer)).await.unwrap());
-    let fresh = pseudo_random(27, 300_000);
+    let fresh = Rng::new(27).bytes(300_000);
     let error = bob
         .upload_blob(&target, &descriptor(media_type::OCI_LAYER_GZIP, &fresh), body_from_bytes(fresh.clone().into()))
         .await
@@ -245,23 +240,23 @@ async fn pushing_with_bearer_tokens_needs_pull_and_push() {
     assert!(matches!(error, RegistryError::Denied { status: 401, .. }), "{error:?}");
     let message = error.to_string();
 
-    for part in [registry.host.as_str(), "team/app", &Digest::of(&fresh).to_string(), "may push"] {
+    for part in [registry.addr(), "team/app", &Digest::of(&fresh).to_string(), "may push"] {
         assert!(message.contains(part), "{part:?} missing from: {message}");
     }
     let error = bob.put_manifest(&target, Bytes::from(image.manifest.clone()), media_type::OCI_MANIFEST).await;
     assert!(error.unwrap_err().is_auth());
-    let mount = bob.mount_blob(&registry.reference("team/bob:v1"), &Digest::of(&image.layer), "team/app").await;
+    let mount = bob.mount_blob(&registry.oci_reference("team/bob:v1"), &Digest::of(&image.layer), "team/app").await;
     assert_eq!(mount.unwrap(), MountOutcome::NotMounted);
 }
 
 #[tokio::test]
 async fn content_that_does_not_match_its_digest_is_refused_by_the_registry() {
-    let registry = Registry::start(&RegistryAuth::None);
+    let registry = Registry::start().unwrap();
     let client = client(Credentials::default());
-    let target = registry.reference("test/app:v1");
+    let target = registry.oci_reference("test/app:v1");
     for size in [2000, 3_000_000] {
-        let claimed = pseudo_random(30, size);
-        let sent = pseudo_random(31, size);
+        let claimed = Rng::new(30).bytes(size);
+        let sent = Rng::new(31).bytes(size);
         let (body, calls) = counted_body(&sent);
         let error = client.upload_blob(&target, &descriptor(media_type::OCI_LAYER_GZIP, &claimed), body).await;
         let error = error.unwrap_err();
@@ -289,11 +284,11 @@ fn failing_body(bytes: Vec<u8>, fail_after: usize) -> BodyFactory {
 
 #[tokio::test]
 async fn bodies_of_the_wrong_size_or_failing_sources_are_never_committed() {
-    let registry = Registry::start(&RegistryAuth::None);
+    let registry = Registry::start().unwrap();
     let client = client(Credentials::default());
-    let target = registry.reference("test/app:v1");
+    let target = registry.oci_reference("test/app:v1");
     for size in [5000, 2_500_000] {
-        let blob = pseudo_random(32, size);
+        let blob = Rng::new(32).bytes(size);
         let wanted = descriptor(media_type::OCI_LAYER_GZIP, &blob);
         let cases: [(&[u8], &str); 2] =
             [(&blob[..size - 100], "ended after"), (&[&blob[..], b"extra"].concat(), "longer than")];
@@ -320,11 +315,11 @@ async fn bodies_of_the_wrong_size_or_failing_sources_are_never_committed() {
 
 #[tokio::test]
 async fn manifests_needing_missing_blobs_or_with_another_digest_are_refused() {
-    let registry = Registry::start(&RegistryAuth::None);
+    let registry = Registry::start().unwrap();
     let client = client(Credentials::default());
     let image = TestImage::build(33, 10_000);
     // Only the config is there; the layer is missing.
-    let target = registry.reference("test/app:v1");
+    let target = registry.oci_reference("test/app:v1");
     client
         .upload_blob(
             &target,
@@ -341,11 +336,11 @@ async fn manifests_needing_missing_blobs_or_with_another_digest_are_refused() {
         message.contains("MANIFEST_BLOB_UNKNOWN") && message.contains("a blob the manifest needs is missing"),
         "{message}"
     );
-    assert!(message.contains("test/app:v1") && message.contains(&registry.host), "{message}");
+    assert!(message.contains("test/app:v1") && message.contains(registry.addr()), "{message}");
     assert_eq!(client.head_manifest(&target).await.unwrap(), None);
 
     // A digest reference that is not the bytes' digest is refused before sending.
-    let wrong = registry.reference(&format!("test/app@{}", Digest::of(b"other")));
+    let wrong = registry.oci_reference(&format!("test/app@{}", Digest::of(b"other")));
     let error =
         client.put_manifest(&wrong, Bytes::from(image.manifest.clone()), media_type::OCI_MANIFEST).await.unwrap_err();
     assert!(matches!(error, RegistryError::Content { .. }), "{error:?}");
@@ -381,9 +376,9 @@ fn watched_body(bytes: Vec<u8>, active: Arc<AtomicUsize>, peak: Arc<AtomicUsize>
 
 #[tokio::test]
 async fn uploads_respect_the_per_host_limit() {
-    let registry = Registry::start(&RegistryAuth::None);
-    let target = registry.reference("test/app:v1");
-    let blobs: Vec<Vec<u8>> = (0..3).map(|seed| pseudo_random(40 + seed, 1_500_000)).collect();
+    let registry = Registry::start().unwrap();
+    let target = registry.oci_reference("test/app:v1");
+    let blobs: Vec<Vec<u8>> = (0..3).map(|seed| Rng::new(40 + seed).bytes(1_500_000)).collect();
     for (limit, expected_peak) in [(1, 1), (3, 3)] {
         let client = client_with(Credentials::default(), limit);
         let (active, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -398,7 +393,7 @@ async fn uploads_respect_the_per_host_limit() {
         }
         // With three slots all three go at once, so the limit is what held them back.
         assert_eq!(peak.load(Ordering::SeqCst), expected_peak, "limit {limit}");
-        let fresh = registry.reference(&format!("test/limit{limit}:v1"));
+        let fresh = registry.oci_reference(&format!("test/limit{limit}:v1"));
         for blob in &blobs {
             assert!(client.mount_blob(&fresh, &Digest::of(blob), "test/app").await.unwrap() == MountOutcome::Mounted);
         }
@@ -407,15 +402,15 @@ async fn uploads_respect_the_per_host_limit() {
 
 #[tokio::test]
 async fn waiting_for_an_upload_slot_is_not_a_stall() {
-    let registry = Registry::start(&RegistryAuth::None);
-    let target = registry.reference("test/app:v1");
+    let registry = Registry::start().unwrap();
+    let target = registry.oci_reference("test/app:v1");
     let client = RegistryClient::new(
         ClientOptions::default().with_max_requests_per_host(1).with_stall_timeout(Duration::from_millis(400)),
     )
     .unwrap();
     // Each body takes about a second to send: the second upload waits that
     // long for the only slot, more than the stall timeout, without stalling.
-    let blobs: Vec<Vec<u8>> = (0..2).map(|seed| pseudo_random(60 + seed, 1_600_000)).collect();
+    let blobs: Vec<Vec<u8>> = (0..2).map(|seed| Rng::new(60 + seed).bytes(1_600_000)).collect();
     let uploads = blobs.iter().map(|blob| {
         let bytes = Bytes::from(blob.clone());
         let calls = Arc::new(AtomicUsize::new(0));

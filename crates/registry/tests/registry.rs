@@ -5,10 +5,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Registry, RegistryAuth, TestImage, TokenServer, TokenSigner, basic_auth};
+use common::{TestImage, TokenServer};
 use futures_util::StreamExt as _;
 use hpn_oci::{Descriptor, Digest, media_type};
 use hpn_registry::{ClientOptions, Credentials, RegistryClient, RegistryError, RetryPolicy, SizeProblem};
+use hpn_testkit::http::basic_authorization;
+use hpn_testkit::{Registry, TokenSigner};
 
 fn client(credentials: Credentials) -> RegistryClient {
     RegistryClient::new(ClientOptions::default().with_credentials(credentials).with_retry(RetryPolicy::new(
@@ -31,7 +33,7 @@ async fn collect(
     repository: &str,
     descriptor: &Descriptor,
 ) -> Result<(Vec<u8>, usize), RegistryError> {
-    let reference = registry.reference(&format!("{repository}:unused"));
+    let reference = registry.oci_reference(&format!("{repository}:unused"));
     let mut stream = client.get_blob(&reference, descriptor).await?;
     let (mut body, mut chunks) = (Vec::new(), 0);
     while let Some(chunk) = stream.next().await {
@@ -43,56 +45,55 @@ async fn collect(
 
 #[tokio::test]
 async fn manifests_by_tag_and_digest_and_head() {
-    let registry = Registry::start(&RegistryAuth::None);
+    let registry = Registry::start().unwrap();
     let image = TestImage::build(1, 64 * 1024);
-    image.push(&registry.base_url(), "test/app", "v1", None).await;
+    image.push(&registry, "test/app", "v1", None);
     let client = client(Credentials::default());
-    client.ping(&registry.host).await.unwrap();
+    client.ping(registry.addr()).await.unwrap();
 
-    let by_tag = client.get_manifest(&registry.reference("test/app:v1")).await.unwrap();
+    let by_tag = client.get_manifest(&registry.oci_reference("test/app:v1")).await.unwrap();
     assert_eq!(by_tag.bytes, image.manifest);
     assert_eq!(by_tag.digest, image.manifest_digest());
     assert_eq!(by_tag.media_type, media_type::OCI_MANIFEST);
 
     let by_digest =
-        client.get_manifest(&registry.reference(&format!("test/app@{}", image.manifest_digest()))).await.unwrap();
+        client.get_manifest(&registry.oci_reference(&format!("test/app@{}", image.manifest_digest()))).await.unwrap();
     assert_eq!(by_digest, by_tag);
 
-    let head = client.head_manifest(&registry.reference("test/app:v1")).await.unwrap().expect("the tag exists");
+    let head = client.head_manifest(&registry.oci_reference("test/app:v1")).await.unwrap().expect("the tag exists");
     assert_eq!(head.digest, image.manifest_digest());
     assert_eq!(head.size, image.manifest.len() as u64);
     assert_eq!(head.media_type, media_type::OCI_MANIFEST);
 
-    assert_eq!(client.head_manifest(&registry.reference("test/app:nope")).await.unwrap(), None);
-    assert_eq!(client.head_manifest(&registry.reference("test/none:v1")).await.unwrap(), None);
+    assert_eq!(client.head_manifest(&registry.oci_reference("test/app:nope")).await.unwrap(), None);
+    assert_eq!(client.head_manifest(&registry.oci_reference("test/none:v1")).await.unwrap(), None);
 
     assert_eq!(
-        client.head_blob(&registry.reference("test/app:v1"), &Digest::of(&image.layer)).await.unwrap(),
+        client.head_blob(&registry.oci_reference("test/app:v1"), &Digest::of(&image.layer)).await.unwrap(),
         Some(image.layer.len() as u64)
     );
-    assert_eq!(client.head_blob(&registry.reference("test/app:v1"), &Digest::of(b"absent")).await.unwrap(), None);
+    assert_eq!(client.head_blob(&registry.oci_reference("test/app:v1"), &Digest::of(b"absent")).await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn unknown_tags_repositories_and_blobs_are_not_found_with_a_useful_message() {
-    let registry = Registry::start(&RegistryAuth::None);
-    TestImage::build(2, 1024).push(&registry.base_url(), "test/app", "v1", None).await;
+    let registry = Registry::start().unwrap();
+    TestImage::build(2, 1024).push(&registry, "test/app", "v1", None);
     let client = client(Credentials::default());
 
-    let error = client.get_manifest(&registry.reference("test/app:nope")).await.unwrap_err();
+    let error = client.get_manifest(&registry.oci_reference("test/app:nope")).await.unwrap_err();
     assert!(error.is_not_found() && !error.is_network() && !error.is_auth(), "{error:?}");
     let message = error.to_string();
-    for part in [registry.host.as_str(), "test/app", "nope", "404", "MANIFEST_UNKNOWN", "check the image name and tag"]
-    {
+    for part in [registry.addr(), "test/app", "nope", "404", "MANIFEST_UNKNOWN", "check the image name and tag"] {
         assert!(message.contains(part), "{part:?} missing from: {message}");
     }
 
-    let error = client.get_manifest(&registry.reference("no/such-repo:v1")).await.unwrap_err();
+    let error = client.get_manifest(&registry.oci_reference("no/such-repo:v1")).await.unwrap_err();
     assert!(error.is_not_found(), "{error:?}");
     let message = error.to_string();
     // distribution 2.8 answers MANIFEST_UNKNOWN here; others say NAME_UNKNOWN.
     assert!(
-        message.contains("no/such-repo:v1") && message.contains(&registry.host) && message.contains("404"),
+        message.contains("no/such-repo:v1") && message.contains(registry.addr()) && message.contains("404"),
         "{message}"
     );
 
@@ -104,9 +105,9 @@ async fn unknown_tags_repositories_and_blobs_are_not_found_with_a_useful_message
 
 #[tokio::test]
 async fn blobs_stream_in_chunks_and_sizes_are_enforced() {
-    let registry = Registry::start(&RegistryAuth::None);
+    let registry = Registry::start().unwrap();
     let image = TestImage::build(3, 600 * 1024);
-    image.push(&registry.base_url(), "test/app", "v1", None).await;
+    image.push(&registry, "test/app", "v1", None);
     let client = client(Credentials::default());
 
     let descriptor = image.layer_descriptor();
@@ -127,11 +128,11 @@ async fn blobs_stream_in_chunks_and_sizes_are_enforced() {
 
 #[tokio::test]
 async fn open_blob_bodies_count_against_the_per_host_limit() {
-    let registry = Registry::start(&RegistryAuth::None);
+    let registry = Registry::start().unwrap();
     let image = TestImage::build(4, 32 * 1024);
-    image.push(&registry.base_url(), "test/app", "v1", None).await;
+    image.push(&registry, "test/app", "v1", None);
     let client = RegistryClient::new(ClientOptions::default().with_max_requests_per_host(1)).unwrap();
-    let reference = registry.reference("test/app:v1");
+    let reference = registry.oci_reference("test/app:v1");
 
     let open = client.get_blob(&reference, &image.layer_descriptor()).await.unwrap();
     let waiting = tokio::time::timeout(Duration::from_millis(500), client.get_manifest(&reference)).await;
@@ -144,19 +145,18 @@ async fn open_blob_bodies_count_against_the_per_host_limit() {
 
 #[tokio::test]
 async fn basic_auth_with_htpasswd() {
-    let registry =
-        Registry::start(&RegistryAuth::Htpasswd { username: "alice".into(), password: "s3cret-pass".into() });
+    let registry = Registry::start_with_htpasswd("alice", "s3cret-pass").unwrap();
     let image = TestImage::build(5, 8 * 1024);
-    image.push(&registry.base_url(), "private/app", "v1", Some(&basic_auth("alice", "s3cret-pass"))).await;
-    let reference = registry.reference("private/app:v1");
+    image.push(&registry, "private/app", "v1", Some(&basic_authorization("alice", "s3cret-pass")));
+    let reference = registry.oci_reference("private/app:v1");
 
-    let good = client(credentials_for(&registry.host, "alice", "s3cret-pass"));
-    good.ping(&registry.host).await.unwrap();
+    let good = client(credentials_for(registry.addr(), "alice", "s3cret-pass"));
+    good.ping(registry.addr()).await.unwrap();
     assert_eq!(good.get_manifest(&reference).await.unwrap().bytes, image.manifest);
     let (layer, _) = collect(&good, &registry, "private/app", &image.layer_descriptor()).await.unwrap();
     assert_eq!(layer, image.layer);
 
-    let wrong = client(credentials_for(&registry.host, "alice", "wrong-password"));
+    let wrong = client(credentials_for(registry.addr(), "alice", "wrong-password"));
     let error = wrong.get_manifest(&reference).await.unwrap_err();
     assert!(error.is_auth() && !error.is_not_found(), "{error:?}");
     let message = error.to_string();
@@ -167,7 +167,7 @@ async fn basic_auth_with_htpasswd() {
         "{message}"
     );
     assert!(!message.contains("wrong-password") && !format!("{error:?}").contains("wrong-password"), "{message}");
-    assert!(wrong.ping(&registry.host).await.unwrap_err().is_auth());
+    assert!(wrong.ping(registry.addr()).await.unwrap_err().is_auth());
 
     let anonymous = client(Credentials::default());
     assert!(anonymous.get_manifest(&reference).await.unwrap_err().is_auth());
@@ -175,23 +175,17 @@ async fn basic_auth_with_htpasswd() {
 
 #[tokio::test]
 async fn bearer_token_auth_against_the_real_registry() {
-    let dir = tempfile::tempdir().unwrap();
-    let signer = Arc::new(TokenSigner::generate(dir.path()));
+    let signer = Arc::new(TokenSigner::generate().unwrap());
     // The first token is expired though it claims five minutes: the registry
     // refuses it and the client must fetch a fresh one once.
     let tokens = TokenServer::start(signer.clone(), "alice", "token-pass", true);
-    let registry = Registry::start(&RegistryAuth::Token {
-        realm: tokens.realm(),
-        service: signer.service.clone(),
-        issuer: signer.issuer.clone(),
-        cert_pem: signer.cert_pem.clone(),
-    });
+    let registry = Registry::builder().token_auth(&tokens.realm(), &signer).start().unwrap();
     let image = TestImage::build(6, 16 * 1024);
     let push_token = signer.token(Some("team/app"), &["pull", "push"], 300);
-    image.push(&registry.base_url(), "team/app", "v1", Some(&format!("Bearer {push_token}"))).await;
-    let reference = registry.reference("team/app:v1");
+    image.push(&registry, "team/app", "v1", Some(&format!("Bearer {push_token}")));
+    let reference = registry.oci_reference("team/app:v1");
 
-    let good = client(credentials_for(&registry.host, "alice", "token-pass"));
+    let good = client(credentials_for(registry.addr(), "alice", "token-pass"));
     assert_eq!(good.get_manifest(&reference).await.unwrap().bytes, image.manifest);
     assert_eq!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst), 2, "expired token, then a fresh one");
     let head = good.head_manifest(&reference).await.unwrap().unwrap();
@@ -204,9 +198,9 @@ async fn bearer_token_auth_against_the_real_registry() {
     let last = requests.last().unwrap();
     assert!(last.target.contains("scope=repository%3Ateam%2Fapp%3Apull"), "{}", last.target);
     assert!(last.target.contains("service=hpn-test-registry"), "{}", last.target);
-    assert_eq!(last.header("authorization"), Some(basic_auth("alice", "token-pass").as_str()));
+    assert_eq!(last.header("authorization"), Some(basic_authorization("alice", "token-pass").as_str()));
 
-    let wrong = client(credentials_for(&registry.host, "alice", "nope"));
+    let wrong = client(credentials_for(registry.addr(), "alice", "nope"));
     let error = wrong.get_manifest(&reference).await.unwrap_err();
     assert!(error.is_auth(), "{error:?}");
     assert!(error.to_string().contains("incorrect username or password"), "{error}");

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Action, Scripted, basic_auth, free_port, pseudo_random};
+use common::{Action, Scripted};
 use futures_util::StreamExt as _;
 use hpn_oci::{Descriptor, Digest, Reference, media_type};
 use hpn_registry::{
     ClientOptions, Credentials, MountOutcome, RegistryClient, RegistryError, RetryPolicy, SizeProblem, body_from_bytes,
 };
+use hpn_testkit::Rng;
+use hpn_testkit::http::basic_authorization;
 
 const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
 
@@ -47,7 +49,7 @@ fn manifest_ok() -> Action {
 
 #[tokio::test]
 async fn redirects_keep_authorization_on_the_same_host_and_drop_it_elsewhere() {
-    let blob = pseudo_random(7, 50_000);
+    let blob = Rng::new(7).bytes(50_000);
     let digest = Digest::of(&blob);
     let served = blob.clone();
     // Object storage on another loopback address: authenticates by URL only and,
@@ -59,7 +61,7 @@ async fn redirects_keep_authorization_on_the_same_host_and_drop_it_elsewhere() {
         if request.target.contains("signature=abc") { Action::ok(&served) } else { Action::status(403) }
     });
     let storage_url = format!("http://{}/bucket/blob?signature=abc", storage.addr);
-    let expected = basic_auth("alice", "pw");
+    let expected = basic_authorization("alice", "pw");
     let registry = Scripted::start("127.0.0.1", move |request| {
         let authorized = request.header("authorization") == Some(expected.as_str());
         match request.path() {
@@ -166,7 +168,7 @@ fn flaky_blob_server(
 
 #[tokio::test]
 async fn a_body_reset_mid_way_resumes_with_range() {
-    let blob = pseudo_random(8, 200_000);
+    let blob = Rng::new(8).bytes(200_000);
     let server = flaky_blob_server(blob.clone(), false, |blob| Action::Truncate {
         status: 200,
         headers: Vec::new(),
@@ -185,7 +187,7 @@ async fn a_body_reset_mid_way_resumes_with_range() {
 
 #[tokio::test]
 async fn a_resume_answered_with_200_skips_what_was_delivered() {
-    let blob = pseudo_random(9, 120_000);
+    let blob = Rng::new(9).bytes(120_000);
     let server = flaky_blob_server(blob.clone(), true, |blob| Action::Truncate {
         status: 200,
         headers: Vec::new(),
@@ -199,7 +201,7 @@ async fn a_resume_answered_with_200_skips_what_was_delivered() {
 
 #[tokio::test]
 async fn a_stalled_body_is_abandoned_and_resumed() {
-    let blob = pseudo_random(10, 100_000);
+    let blob = Rng::new(10).bytes(100_000);
     let server = flaky_blob_server(blob.clone(), false, |blob| Action::Stall {
         status: 200,
         headers: Vec::new(),
@@ -217,7 +219,7 @@ async fn a_stalled_body_is_abandoned_and_resumed() {
 
 #[tokio::test]
 async fn bodies_shorter_or_longer_than_the_descriptor_fail() {
-    let blob = pseudo_random(11, 20_000);
+    let blob = Rng::new(11).bytes(20_000);
     // The registry's copy has only 15 000 bytes and sends them without a
     // Content-Length, then closes: a clean end, short of the descriptor. The
     // resume asks for bytes the registry does not have and gets a 416.
@@ -263,7 +265,8 @@ async fn bodies_shorter_or_longer_than_the_descriptor_fail() {
 
 #[tokio::test]
 async fn a_closed_port_is_a_network_error_after_quick_retries() {
-    let host = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    // A port just bound and released: nothing listens there.
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let client = RegistryClient::new(ClientOptions::default().with_retry(RetryPolicy::new(
         3,
         Duration::from_millis(10),
@@ -489,7 +492,7 @@ fn requests(server: &Scripted, method: &str) -> Vec<common::Seen> {
 
 #[tokio::test]
 async fn a_failed_streamed_put_starts_over_in_a_new_session_with_a_fresh_body() {
-    let blob = pseudo_random(50, 2 * 1024 * 1024);
+    let blob = Rng::new(50).bytes(2 * 1024 * 1024);
     let digest = Digest::of(&blob);
     let server = flaky_upload_server(&blob);
     let client = RegistryClient::new(options()).unwrap();
@@ -520,7 +523,7 @@ async fn a_failed_streamed_put_starts_over_in_a_new_session_with_a_fresh_body() 
 
 #[tokio::test]
 async fn small_blobs_are_sent_again_from_memory() {
-    let blob = pseudo_random(51, 4000);
+    let blob = Rng::new(51).bytes(4000);
     let server = flaky_upload_server(&blob);
     let client = RegistryClient::new(options()).unwrap();
     let (body, calls) = common::counted_body(&blob);
@@ -533,7 +536,7 @@ async fn small_blobs_are_sent_again_from_memory() {
 #[tokio::test]
 async fn a_refused_whole_put_falls_back_to_chunks_that_shrink_until_accepted() {
     const LIMIT: usize = 300 * 1024;
-    let blob = pseudo_random(52, 1_500_000);
+    let blob = Rng::new(52).bytes(1_500_000);
     let (expected, digest) = (blob.clone(), Digest::of(&blob));
     let served_digest = digest.clone();
     let received = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
@@ -590,7 +593,7 @@ async fn a_refused_whole_put_falls_back_to_chunks_that_shrink_until_accepted() {
 
 #[tokio::test]
 async fn the_session_a_refused_mount_opened_is_used_by_the_upload() {
-    let blob = pseudo_random(53, 3000);
+    let blob = Rng::new(53).bytes(3000);
     let digest = Digest::of(&blob);
     let expected = blob.clone();
     let server = Scripted::start("127.0.0.1", move |request| match (request.method.as_str(), request.path()) {
@@ -621,7 +624,7 @@ async fn the_session_a_refused_mount_opened_is_used_by_the_upload() {
 
 #[tokio::test]
 async fn answers_that_do_not_confirm_the_push_are_errors() {
-    let blob = pseudo_random(54, 2000);
+    let blob = Rng::new(54).bytes(2000);
     let other = Digest::of(b"something else");
     let answer_with = other.clone();
     let server = Scripted::start("127.0.0.1", move |request| match (request.method.as_str(), request.path()) {
@@ -690,7 +693,7 @@ async fn an_upload_the_registry_stops_reading_is_abandoned_as_stalled() {
     )
     .unwrap();
     // More than loopback socket buffers hold.
-    let blob = pseudo_random(55, 32 * 1024 * 1024);
+    let blob = Rng::new(55).bytes(32 * 1024 * 1024);
     let (body, calls) = common::counted_body(&blob);
     let started = Instant::now();
     let error =

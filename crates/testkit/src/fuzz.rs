@@ -1,5 +1,7 @@
-// No inner doc comment here: fuzz/src/corpus.rs pulls this file in with `include!`, which takes
-// items only. The module's documentation is on its `pub mod` in lib.rs.
+//! Replaying a fuzz target's committed inputs through its check under a plain `cargo test`, so
+//! every seed and every input that once crashed runs without cargo-fuzz. A crate keeps the
+//! inputs of the targets that fuzz it in its own `tests/fuzz/` (`corpus/<target>/seed-*` and
+//! `regressions/<target>/*`), where `cargo package` takes them along.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};

@@ -62,11 +62,15 @@ pub struct Client {
 impl Client {
     /// A client of the registry at `addr` (`host:port`), sending `basic` (user, password) if given.
     pub fn new(addr: &str, basic: Option<(&str, &str)>) -> Self {
-        let authorization = basic.map(|(user, password)| {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            format!("Basic {token}")
-        });
+        let authorization = basic.map(|(user, password)| basic_authorization(user, password));
         Client { addr: addr.to_owned(), authorization }
+    }
+
+    /// This client sending `value` as its `Authorization` header instead, e.g. a
+    /// `Bearer <token>` for a token-auth registry.
+    pub fn with_authorization(mut self, value: &str) -> Self {
+        self.authorization = Some(value.to_owned());
+        self
     }
 
     /// Sends one request and reads the whole response. `target` is a path with query, or an
@@ -161,6 +165,11 @@ impl Client {
         expect(&r, 201, &format!("putting manifest {repo}:{reference}"))?;
         check_digest(&r, digest)
     }
+}
+
+/// The `Authorization` header value of HTTP Basic auth for `user:password`.
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 fn expect(r: &Response, status: u16, what: &str) -> Result<()> {

@@ -18,10 +18,6 @@
 //! ```
 
 pub mod fixtures;
-/// Replaying a fuzz target's committed inputs through its check under a plain `cargo test`, so
-/// every seed and every input that once crashed runs without cargo-fuzz. A crate keeps the
-/// inputs of the targets that fuzz it in its own `tests/fuzz/` (`corpus/<target>/seed-*` and
-/// `regressions/<target>/*`), where `cargo package` takes them along.
 pub mod fuzz;
 
 mod dockerd;
@@ -33,15 +29,17 @@ mod process;
 mod registry;
 mod rng;
 mod skopeo;
+mod token;
 
 pub use dockerd::{Dockerd, docker_client};
 pub use faults::{Fault, FaultProxy, ProxyRequest, Rule};
 pub use hashing::{HashingWriter, sha256_digest};
 pub use podman::Podman;
 pub use process::have_binary;
-pub use registry::{AccessLogEntry, RawManifest, Registry, RegistryBuilder};
+pub use registry::{AccessLogEntry, Registry, RegistryBuilder};
 pub use rng::Rng;
 pub use skopeo::{skopeo, skopeo_inspect, skopeo_inspect_raw};
+pub use token::TokenSigner;
 
 /// The peer programs the tests need, with the Debian package that provides each.
 pub const PEERS: &[(&str, &str)] = &[
@@ -50,6 +48,8 @@ pub const PEERS: &[(&str, &str)] = &[
     ("dockerd", "docker.io"),
     ("/usr/bin/docker", "docker.io"),
     ("podman", "podman"),
+    // Not a peer itself: it makes the key and certificate of a token-auth registry (TokenSigner).
+    ("openssl", "openssl"),
 ];
 
 /// The peers from [`PEERS`] that cannot be found, as `(program, package)`.

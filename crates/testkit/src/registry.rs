@@ -8,8 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use hpn_oci::{Digest, RawManifest, Reference};
 use tempfile::TempDir;
 
+use crate::TokenSigner;
 use crate::http::{Body, Client};
 use crate::process::{log_tail, terminate, wait_ready};
 
@@ -39,6 +41,14 @@ pub struct Registry {
 pub struct RegistryBuilder {
     port: Option<u16>,
     htpasswd: Option<(String, String)>,
+    token: Option<TokenAuth>,
+}
+
+/// What the registry's `auth: token` section needs.
+#[derive(Debug, Clone)]
+struct TokenAuth {
+    realm: String,
+    cert_pem: String,
 }
 
 impl RegistryBuilder {
@@ -49,8 +59,19 @@ impl RegistryBuilder {
     }
 
     /// Require HTTP Basic auth with this one user (an htpasswd file with a bcrypt entry).
+    /// Replaces [`Self::token_auth`].
     pub fn htpasswd(mut self, user: &str, password: &str) -> Self {
         self.htpasswd = Some((user.to_owned(), password.to_owned()));
+        self.token = None;
+        self
+    }
+
+    /// Require bearer tokens signed by `signer`, for [`TokenSigner::SERVICE`] from
+    /// [`TokenSigner::ISSUER`]; the registry's challenges send clients to `realm` (an
+    /// `http://` URL the test serves) for them. Replaces [`Self::htpasswd`].
+    pub fn token_auth(mut self, realm: &str, signer: &TokenSigner) -> Self {
+        self.token = Some(TokenAuth { realm: realm.to_owned(), cert_pem: signer.cert_pem().to_owned() });
+        self.htpasswd = None;
         self
     }
 
@@ -98,6 +119,13 @@ impl RegistryBuilder {
             fs::write(&htpasswd, htpasswd_line(user, password)?)?;
             writeln!(yaml, "auth:\n  htpasswd:\n    realm: hpn-testkit\n    path: {}", yaml_str(&htpasswd))?;
         }
+        if let Some(token) = &self.token {
+            let bundle = dir.path().join("token-cert.pem");
+            fs::write(&bundle, &token.cert_pem)?;
+            writeln!(yaml, "auth:\n  token:\n    realm: {}", serde_json::to_string(&token.realm)?)?;
+            writeln!(yaml, "    service: {}\n    issuer: {}", TokenSigner::SERVICE, TokenSigner::ISSUER)?;
+            writeln!(yaml, "    rootcertbundle: {}", yaml_str(&bundle))?;
+        }
         fs::write(&config, yaml)?;
 
         let out = File::create(&log)?;
@@ -113,11 +141,12 @@ impl RegistryBuilder {
         let client = registry.client();
         let log = registry.log.clone();
         // Our own log line first: if a parallel test's registry got this port, it would answer
-        // /v2/ while ours had failed to bind.
+        // /v2/ while ours had failed to bind. A token-auth registry answers /v2/ with its
+        // challenge, and we hold no token.
         let listening = format!("listening on {}", registry.addr);
         wait_ready("docker-registry", &mut registry.child, &log, START_TIMEOUT, || {
             fs::read_to_string(&log).is_ok_and(|l| l.contains(&listening))
-                && client.request("GET", "/v2/", &[], Body::Empty).is_ok_and(|r| r.status == 200)
+                && client.request("GET", "/v2/", &[], Body::Empty).is_ok_and(|r| r.status == 200 || r.status == 401)
         })?;
         Ok(registry)
     }
@@ -151,6 +180,13 @@ impl Registry {
     /// `127.0.0.1:PORT/<name>`, e.g. `reference("fixtures/app-a:1")`.
     pub fn reference(&self, name: &str) -> String {
         format!("{}/{name}", self.addr)
+    }
+
+    /// [`Self::reference`] parsed, for the APIs of hpn's crates. Panics if `name` does not make
+    /// a valid reference: a test wrote it.
+    pub fn oci_reference(&self, name: &str) -> Reference {
+        let text = self.reference(name);
+        text.parse().unwrap_or_else(|e| panic!("{text:?}: {e}"))
     }
 
     /// The user and password given to [`Registry::start_with_htpasswd`].
@@ -194,7 +230,8 @@ impl Registry {
     }
 
     /// The manifest or index that `repository:reference` (a tag or digest) names, as the exact
-    /// bytes the registry serves.
+    /// bytes the registry serves, with its Content-Type. Fails if the registry's
+    /// `Docker-Content-Digest` is not the digest of those bytes.
     pub fn manifest(&self, repository: &str, reference: &str) -> Result<RawManifest> {
         let r = self.client().request(
             "GET",
@@ -205,11 +242,14 @@ impl Registry {
         if r.status != 200 {
             bail!("GET manifest {repository}:{reference}: HTTP {}: {}", r.status, r.body_text());
         }
-        Ok(RawManifest {
-            media_type: r.header("Content-Type").unwrap_or_default().to_owned(),
-            digest: r.header("Docker-Content-Digest").unwrap_or_default().to_owned(),
-            bytes: r.body,
-        })
+        let digest = Digest::of(&r.body);
+        if let Some(claimed) = r.header("Docker-Content-Digest")
+            && claimed != digest.to_string()
+        {
+            bail!("GET manifest {repository}:{reference}: the registry says {claimed}, the bytes are {digest}");
+        }
+        let media_type = r.header("Content-Type").unwrap_or_default().to_owned();
+        Ok(RawManifest { bytes: r.body.into(), media_type, digest })
     }
 
     /// The tags of `repository`, as the registry lists them.
@@ -234,14 +274,6 @@ impl Drop for Registry {
     fn drop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(5));
     }
-}
-
-/// A manifest as served: bytes untouched, with the registry's Content-Type and digest headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawManifest {
-    pub media_type: String,
-    pub digest: String,
-    pub bytes: Vec<u8>,
 }
 
 /// One line of the registry's combined-format access log.

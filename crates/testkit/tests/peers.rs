@@ -57,7 +57,7 @@ fn pushed_fixtures_are_what_skopeo_sees() {
     // The index keeps its children reachable by digest; the registry serves the exact bytes.
     let multi = pushed.image("multi");
     let m = registry.manifest(&multi.repository, &multi.tags[0]).unwrap();
-    assert_eq!((m.media_type.as_str(), m.digest.as_str()), (mt::OCI_INDEX, multi.digest.as_str()));
+    assert_eq!((m.media_type.as_str(), m.digest.to_string()), (mt::OCI_INDEX, multi.digest.clone()));
     assert!(registry.has_blob("fixtures/app-b", &pushed.image("app-a").amd64().layers[0].digest).unwrap());
 
     // A second push finds every blob already there and uploads nothing.

@@ -1,128 +1,19 @@
-//! Real peers for the registry client's tests: the distribution registry
-//! (`docker-registry`) as a child process, a tiny scripted HTTP server for
-//! behaviour a real registry will not show on demand (resets, stalls,
-//! redirects, 503s), and a deterministic test image pushed over HTTP.
-//!
-//! The workspace's shared testkit will offer the registry process too; this
-//! private copy keeps the crate's tests independent of it meanwhile.
+//! What the registry client's tests share beyond hpn-testkit (which runs the real registry):
+//! a tiny scripted HTTP server for behaviour a real registry will not show on demand (resets,
+//! stalls, redirects, 503s), a token endpoint on it, and a deterministic test image.
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine as _;
-use hpn_oci::{Descriptor, Digest, Reference, media_type};
-
-// ---------------------------------------------------------------- registry
-
-pub enum RegistryAuth {
-    None,
-    Htpasswd { username: String, password: String },
-    Token { realm: String, service: String, issuer: String, cert_pem: PathBuf },
-}
-
-/// A `docker-registry serve` process on 127.0.0.1, killed on drop.
-pub struct Registry {
-    child: Child,
-    pub dir: tempfile::TempDir,
-    /// `127.0.0.1:PORT`, the registry name for references.
-    pub host: String,
-}
-
-impl Registry {
-    pub fn start(auth: &RegistryAuth) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port("127.0.0.1");
-        let host = format!("127.0.0.1:{port}");
-        let auth_section = match auth {
-            RegistryAuth::None => String::new(),
-            RegistryAuth::Htpasswd { username, password } => {
-                let hash = bcrypt::hash(password, 4).unwrap();
-                let path = dir.path().join("htpasswd");
-                std::fs::write(&path, format!("{username}:{hash}\n")).unwrap();
-                format!("auth:\n  htpasswd:\n    realm: hpn-test\n    path: {}\n", path.display())
-            }
-            RegistryAuth::Token { realm, service, issuer, cert_pem } => format!(
-                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
-                cert_pem.display()
-            ),
-        };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: hpn-registry-tests\n{auth_section}",
-            dir.path().join("data").display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("docker-registry (Debian package docker-registry) must be installed");
-        let mut registry = Self { child, dir, host };
-        registry.wait_ready();
-        registry
-    }
-
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.host)
-    }
-
-    pub fn reference(&self, text: &str) -> Reference {
-        format!("{}/{text}", self.host).parse().unwrap()
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("docker-registry exited with {status}: {}", self.log());
-            }
-            if let Some(code) = raw_status(&self.host, "/v2/")
-                && (code == 200 || code == 401)
-            {
-                return;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        panic!("docker-registry did not come up: {}", self.log());
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The status of a one-shot HTTP/1.0 GET, or None when nothing answers.
-fn raw_status(host: &str, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).ok()?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-pub fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
+use hpn_oci::{Descriptor, Digest, media_type};
+use hpn_testkit::http::{Body, Client, basic_authorization};
+use hpn_testkit::{Registry, Rng, TokenSigner};
 
 /// The registry's error a blob stream ended with (it travels as an `io::Error`).
 pub fn registry_error(error: std::io::Error) -> hpn_registry::RegistryError {
@@ -148,7 +39,7 @@ impl TestImage {
         let mut tar = tar::Builder::new(Vec::new());
         let files = [
             ("etc/hostname", format!("hpn-test-{seed}\n").into_bytes()),
-            ("data.bin", pseudo_random(seed, payload_len)),
+            ("data.bin", Rng::new(seed).bytes(payload_len)),
         ];
         for (name, content) in files {
             let mut header = tar::Header::new_gnu();
@@ -190,51 +81,21 @@ impl TestImage {
         Descriptor::new(media_type::OCI_LAYER_GZIP, Digest::of(&self.layer), self.layer.len() as u64)
     }
 
-    /// Pushes blobs then the manifest under `tag`, as a client would.
-    pub async fn push(&self, base_url: &str, repository: &str, tag: &str, authorization: Option<&str>) {
-        let client = reqwest::Client::new();
-        let with_auth = |request: reqwest::RequestBuilder| match authorization {
-            Some(value) => request.header("Authorization", value),
-            None => request,
+    /// Pushes blobs then the manifest under `tag`, sending `authorization` if given, with
+    /// testkit's client rather than the one under test.
+    pub fn push(&self, registry: &Registry, repository: &str, tag: &str, authorization: Option<&str>) {
+        let client = Client::new(registry.addr(), None);
+        let client = match authorization {
+            Some(value) => client.with_authorization(value),
+            None => client,
         };
         for blob in [&self.config, &self.layer] {
-            let started =
-                with_auth(client.post(format!("{base_url}/v2/{repository}/blobs/uploads/"))).send().await.unwrap();
-            assert_eq!(started.status(), 202, "upload start: {:?}", started.text().await);
-            let location = started.headers()["location"].to_str().unwrap().to_owned();
-            let mut url = reqwest::Url::parse(base_url).unwrap().join(&location).unwrap();
-            url.query_pairs_mut().append_pair("digest", &Digest::of(blob).to_string());
-            let put = with_auth(client.put(url).header("Content-Type", "application/octet-stream").body(blob.clone()))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(put.status(), 201, "blob put: {:?}", put.text().await);
+            let digest = Digest::of(blob).to_string();
+            client.upload_blob(repository, &digest, Body::Bytes(blob), None).unwrap();
         }
-        let put = with_auth(
-            client
-                .put(format!("{base_url}/v2/{repository}/manifests/{tag}"))
-                .header("Content-Type", media_type::OCI_MANIFEST)
-                .body(self.manifest.clone()),
-        )
-        .send()
-        .await
-        .unwrap();
-        assert_eq!(put.status(), 201, "manifest put: {:?}", put.text().await);
+        let digest = self.manifest_digest().to_string();
+        client.put_manifest(repository, tag, media_type::OCI_MANIFEST, &self.manifest, &digest).unwrap();
     }
-}
-
-/// xorshift64*: incompressible, reproducible bytes.
-pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A body factory over `bytes`, in 64 KiB pieces, counting how often it was
@@ -255,10 +116,6 @@ pub fn counted_body(bytes: &[u8]) -> (hpn_registry::BodyFactory, Arc<AtomicUsize
         })
     });
     (factory, calls)
-}
-
-pub fn basic_auth(username: &str, password: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}")))
 }
 
 // ---------------------------------------------------------------- scripted HTTP server
@@ -486,95 +343,7 @@ fn write_head(writer: &mut TcpStream, status: u16, headers: &[(String, String)],
 
 // ---------------------------------------------------------------- token server
 
-/// Signs registry tokens (ES256 JWTs) with a key whose self-signed
-/// certificate the registry trusts through `rootcertbundle`.
-pub struct TokenSigner {
-    key: ring::signature::EcdsaKeyPair,
-    cert_der_base64: String,
-    pub cert_pem: PathBuf,
-    pub issuer: String,
-    pub service: String,
-}
-
-impl TokenSigner {
-    /// The key and certificate come from the openssl command line tool (it is
-    /// a dependency of ca-certificates, so present wherever TLS works).
-    pub fn generate(dir: &Path) -> Self {
-        let key_pem = dir.join("token-key.pem");
-        let cert_pem = dir.join("token-cert.pem");
-        let output = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3"])
-            .args(["-subj", "/CN=hpn-test-token-issuer", "-keyout"])
-            .arg(&key_pem)
-            .arg("-out")
-            .arg(&cert_pem)
-            .output()
-            .expect("openssl must be installed");
-        assert!(output.status.success(), "openssl: {}", String::from_utf8_lossy(&output.stderr));
-        let key_der = pem_body(&std::fs::read_to_string(&key_pem).unwrap(), "PRIVATE KEY");
-        let cert_der = pem_body(&std::fs::read_to_string(&cert_pem).unwrap(), "CERTIFICATE");
-        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
-            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &key_der,
-            &ring::rand::SystemRandom::new(),
-        )
-        .unwrap();
-        Self {
-            key,
-            cert_der_base64: base64::engine::general_purpose::STANDARD.encode(cert_der),
-            cert_pem,
-            issuer: "hpn-test-issuer".to_owned(),
-            service: "hpn-test-registry".to_owned(),
-        }
-    }
-
-    /// A token granting `actions` on `repository` (none when `repository` is
-    /// None), valid from one minute ago for `lifetime_secs` (negative: expired).
-    pub fn token(&self, repository: Option<&str>, actions: &[&str], lifetime_secs: i64) -> String {
-        let access: Vec<(String, Vec<String>)> = repository
-            .map(|name| (name.to_owned(), actions.iter().map(|action| (*action).to_owned()).collect()))
-            .into_iter()
-            .collect();
-        self.token_for(&access, lifetime_secs)
-    }
-
-    /// A token with one access entry per (repository, actions).
-    pub fn token_for(&self, access: &[(String, Vec<String>)], lifetime_secs: i64) -> String {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": [self.cert_der_base64]});
-        let access: Vec<serde_json::Value> = access
-            .iter()
-            .map(|(name, actions)| serde_json::json!({"type": "repository", "name": name, "actions": actions}))
-            .collect();
-        // distribution allows 60 s of clock skew on exp/nbf, so an expired
-        // token must lie well beyond that.
-        let expiry = if lifetime_secs < 0 { now - 600 } else { now + lifetime_secs };
-        let claims = serde_json::json!({
-            "iss": self.issuer, "sub": "alice", "aud": self.service,
-            "exp": expiry, "nbf": now - 60, "iat": now - 60,
-            "jti": format!("{:x}", fastrand_u64()), "access": access,
-        });
-        let input = format!("{}.{}", url.encode(header.to_string()), url.encode(claims.to_string()));
-        let signature = self.key.sign(&ring::rand::SystemRandom::new(), input.as_bytes()).unwrap();
-        format!("{input}.{}", url.encode(signature.as_ref()))
-    }
-}
-
-fn fastrand_u64() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-}
-
-fn pem_body(pem: &str, label: &str) -> Vec<u8> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = pem.find(&begin).unwrap_or_else(|| panic!("no {label} in PEM")) + begin.len();
-    let stop = pem[start..].find(&end).unwrap() + start;
-    let text: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
-}
-
-/// A token endpoint that checks Basic credentials and service, and grants
+/// A token endpoint at [`TokenServer::realm`] that checks Basic credentials and service, and grants
 /// each requested scope's actions that the user may have (anonymous users:
 /// none, as Docker Hub does for private repositories). Counts what it issued.
 pub struct TokenServer {
@@ -596,7 +365,7 @@ impl TokenServer {
         let users: Vec<(String, Vec<String>)> = users
             .iter()
             .map(|(name, password, actions)| {
-                (basic_auth(name, password), actions.iter().map(|action| (*action).to_owned()).collect())
+                (basic_authorization(name, password), actions.iter().map(|action| (*action).to_owned()).collect())
             })
             .collect();
         let counter = issued.clone();
@@ -608,7 +377,7 @@ impl TokenServer {
                 .map(|(key, value)| (key.into_owned(), value.into_owned()))
                 .collect();
             let param = |name: &str| params.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
-            if param("service") != Some(signer.service.as_str()) {
+            if param("service") != Some(TokenSigner::SERVICE) {
                 return Action::Respond {
                     status: 400,
                     headers: Vec::new(),
