@@ -1,7 +1,7 @@
 //! ArchiveReader on archives written by the real tools: `docker save` of
 //! dockerd 20.10 (the Docker ≤24 layout) and skopeo's docker-archive,
 //! oci-archive and oci layout directories, from fixture images pushed to a
-//! local registry. Needs root (dockerd) and the Debian peers (see DESIGN.md).
+//! local registry. Needs root (dockerd) and the Debian peers (`hpn_testkit::PEERS`, installed by .ci/run).
 
 mod reader_support;
 
