@@ -95,6 +95,24 @@ pub struct ImageSelection {
 pub struct PullArgs {
     #[command(flatten)]
     pub selection: ImageSelection,
+    #[command(flatten)]
+    pub policy: PullPolicyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PullPolicyArgs {
+    /// When to ask the registry about an image the store holds: always (a tag is looked up, changes
+    /// fetched), missing (the store's copy is used), never (fail unless the store holds it). A
+    /// digest reference the store holds never needs the registry
+    #[arg(long = "pull", value_enum, value_name = "POLICY", default_value_t = PullPolicy::Always)]
+    pub policy: PullPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    Always,
+    Missing,
+    Never,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +128,8 @@ pub struct SaveArgs {
     /// Compress the whole archive
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub compress: Option<Compression>,
+    #[command(flatten)]
+    pub policy: PullPolicyArgs,
 }
 
 #[derive(Debug, Args)]

@@ -84,6 +84,7 @@ fn advice(error: &TransferError) -> Option<&'static str> {
         TransferError::Shared(inner) => advice(inner),
         TransferError::NoMatchingPlatform { .. } => Some("choose one with --platform or copy all with --all-platforms"),
         TransferError::NotInStore { .. } => Some("run `hpn pull` for it first"),
+        TransferError::NotLocal { .. } => Some("pull it where its registry is reachable, or drop --pull never"),
         TransferError::BlobMissing { .. } => Some("run `hpn pull` again or `hpn store verify`"),
         _ => registry_error(error).and_then(registry_advice),
     }

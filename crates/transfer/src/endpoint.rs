@@ -174,11 +174,16 @@ pub trait ImageDestination: Send + Sync + 'static {
         false
     }
 
-    /// Whether the destination has an image recorded under `name` already:
-    /// only then is it worth asking the source cheaply (a HEAD) whether that
-    /// image changed, before fetching it. A first pull skips the round trip.
-    fn has_image(&self, _name: &Reference) -> impl Future<Output = Result<bool, TransferError>> + Send {
-        async { Ok(false) }
+    /// The top manifest or index the destination has recorded under `name`
+    /// already, if it keeps names it can read back (the store): only then is
+    /// it worth asking the source cheaply (a HEAD) whether that image
+    /// changed, or, under [`PullPolicy::Missing`](crate::PullPolicy::Missing),
+    /// not asking at all. A first pull skips the round trip.
+    fn recorded_image(
+        &self,
+        _name: &Reference,
+    ) -> impl Future<Output = Result<Option<Descriptor>, TransferError>> + Send {
+        async { Ok(None) }
     }
 
     /// A small blob (manifest, config) the destination already holds,

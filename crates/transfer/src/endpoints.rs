@@ -322,8 +322,8 @@ impl ImageDestination for AnyDestination {
         forward!(self, destination => destination.requires_complete_index())
     }
 
-    async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
-        forward!(self, destination => destination.has_image(name).await)
+    async fn recorded_image(&self, name: &Reference) -> Result<Option<Descriptor>, TransferError> {
+        forward!(self, destination => destination.recorded_image(name).await)
     }
 
     async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {

@@ -23,6 +23,24 @@ pub enum PlatformChoice {
     Available,
 }
 
+/// When the engine asks the source about an image the destination already
+/// holds under its name (podman's `--pull`). A digest reference names
+/// content, which cannot change: a complete copy at the destination is used
+/// under every policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Ask the source what a tag names now (a HEAD when the destination has
+    /// the tag), and fetch what changed.
+    #[default]
+    Always,
+    /// Take the destination's copy of a tag it holds, without asking the
+    /// source; fetch only images it lacks.
+    Missing,
+    /// Never ask the source: an image the destination does not hold
+    /// completely is an error ([`TransferError::NotLocal`]).
+    Never,
+}
+
 /// How the engine copies: which platforms, how much at once.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -33,6 +51,8 @@ pub struct EngineOptions {
     pub max_concurrent_blobs: usize,
     /// Images in progress at once in [`Engine::copy_all`].
     pub max_concurrent_images: usize,
+    /// When the source is asked about an image the destination holds.
+    pub pull: PullPolicy,
 }
 
 /// How much runs at once. Every concurrency default of hpn is here.
@@ -67,7 +87,17 @@ impl Default for Concurrency {
 impl EngineOptions {
     /// Options for `platforms` with the limits of `concurrency`.
     pub fn new(platforms: PlatformChoice, concurrency: &Concurrency) -> Self {
-        Self { platforms, max_concurrent_blobs: concurrency.blobs, max_concurrent_images: concurrency.images }
+        Self {
+            platforms,
+            max_concurrent_blobs: concurrency.blobs,
+            max_concurrent_images: concurrency.images,
+            pull: PullPolicy::default(),
+        }
+    }
+
+    /// These options with pull policy `pull`.
+    pub fn with_pull(self, pull: PullPolicy) -> Self {
+        Self { pull, ..self }
     }
 }
 
@@ -305,7 +335,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 Some(bytes) => {
                     RawManifest { bytes, media_type: entry.media_type.clone(), digest: entry.digest.clone() }
                 }
-                None => self.source.manifest(image, entry).await?,
+                None => self.source(image)?.manifest(image, entry).await?,
             };
             if manifest.digest != entry.digest {
                 return Err(TransferError::DigestMismatch {
@@ -330,18 +360,23 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
 
     /// The top-level manifest: from the destination when the source says it
     /// has not changed (a tag the destination knows is resolved with a cheap
-    /// HEAD first), else fetched. A HEAD that fails is not fatal: the GET then
-    /// says why.
+    /// HEAD first) or the pull policy says not to ask, else fetched. A HEAD
+    /// that fails is not fatal: the GET then says why.
     async fn resolve_top(&self, image: &Reference) -> Result<RawManifest, TransferError> {
         let known = match image.digest() {
             Some(digest) => Some((digest.clone(), None)),
-            None if !self.destination.has_image(image).await? => None,
-            None => match self.source.peek(image).await {
-                Ok(peeked) => peeked.map(|descriptor| (descriptor.digest, Some(descriptor.media_type))),
-                Err(error) => {
-                    tracing::debug!(%image, %error, "HEAD failed; fetching the manifest instead");
-                    None
+            None => match self.destination.recorded_image(image).await? {
+                None => None,
+                Some(recorded) if self.options.pull != PullPolicy::Always => {
+                    Some((recorded.digest, Some(recorded.media_type)))
                 }
+                Some(_) => match self.source(image)?.peek(image).await {
+                    Ok(peeked) => peeked.map(|descriptor| (descriptor.digest, Some(descriptor.media_type))),
+                    Err(error) => {
+                        tracing::debug!(%image, %error, "HEAD failed; fetching the manifest instead");
+                        None
+                    }
+                },
             },
         };
         if let Some((digest, media_type)) = known
@@ -350,7 +385,15 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             let (manifest, _) = parse_manifest(bytes, media_type.as_deref(), || format!("image {image}"))?;
             return Ok(manifest);
         }
-        self.source.resolve(image).await
+        self.source(image)?.resolve(image).await
+    }
+
+    /// The source, unless the pull policy forbids asking it about `image`.
+    fn source(&self, image: &Reference) -> Result<&S, TransferError> {
+        match self.options.pull {
+            PullPolicy::Never => Err(TransferError::NotLocal { image: image.to_string() }),
+            PullPolicy::Always | PullPolicy::Missing => Ok(&self.source),
+        }
     }
 
     /// A config blob: read whole (it is small and needed to plan the copy),
@@ -368,7 +411,11 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 let bytes = match self.destination.cached(&descriptor.digest, limits::CONFIG).await? {
                     Some(bytes) => bytes,
                     None => {
-                        self.source.blob(image, descriptor).await?.read_verified(descriptor, limits::CONFIG).await?
+                        self.source(image)?
+                            .blob(image, descriptor)
+                            .await?
+                            .read_verified(descriptor, limits::CONFIG)
+                            .await?
                     }
                 };
                 if !self.destination.try_reuse_blob(target, descriptor, image).await?.is_reused() {
@@ -432,7 +479,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         descriptor: &Descriptor,
     ) -> Result<(), TransferError> {
         let _slot = self.blob_slots.acquire().await.expect("the semaphore is never closed");
-        let content = match self.source.blob(image, descriptor).await? {
+        let content = match self.source(image)?.blob(image, descriptor).await? {
             BlobContent::Stream(stream) => {
                 let reporter = Arc::clone(&self.reporter);
                 let image = image.clone();

@@ -93,6 +93,13 @@ pub enum TransferError {
         /// The store's directory.
         store: PathBuf,
     },
+    /// The pull policy is [`PullPolicy::Never`](crate::PullPolicy::Never)
+    /// and the destination does not hold all of the image.
+    #[error("{image} is not complete in the store, and the pull policy never lets hpn fetch it from its source")]
+    NotLocal {
+        /// The image.
+        image: String,
+    },
     /// The store lacks a blob an image it names needs.
     #[error("blob {digest} is missing from the store at {}", .store.display())]
     BlobMissing {

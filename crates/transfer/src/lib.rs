@@ -65,7 +65,7 @@ pub use endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageS
 pub use endpoints::{
     AnyDestination, AnySource, CopyReport, EndpointContext, EndpointName, EndpointNameError, WrittenArchive, copy,
 };
-pub use engine::{Concurrency, CopyJob, Engine, EngineOptions, PlatformChoice};
+pub use engine::{Concurrency, CopyJob, Engine, EngineOptions, PlatformChoice, PullPolicy};
 pub use error::{ErrorKind, TransferError};
 pub use naming::{LoadMode, PushMode, PushTarget, SaveMode, own_project};
 pub use registry_endpoint::{RegistryDestination, RegistrySource};

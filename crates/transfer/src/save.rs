@@ -19,7 +19,7 @@ use hpn_store::Store;
 use crate::archive_endpoint::ArchiveDestination;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::endpoints::WrittenArchive;
-use crate::engine::{CopyJob, Engine, EngineOptions};
+use crate::engine::{CopyJob, Engine, EngineOptions, PullPolicy};
 use crate::error::TransferError;
 use crate::report::{CopyOutcome, NoReport, Reporter};
 use crate::store_endpoint::{StoreDestination, StoreSource};
@@ -75,15 +75,17 @@ pub async fn save<S: ImageSource>(
     reporter: Arc<dyn Reporter>,
 ) -> Result<SaveReport, TransferError> {
     let store_source = Arc::new(StoreSource::new(Arc::clone(&store)));
+    // The pull policy is about the registry; exports read the store, which is always asked.
+    let export_options = options.clone().with_pull(PullPolicy::Always);
     let (export, single) = match output {
         SaveOutput::OneArchive(path) => {
             let archive =
                 Arc::new(ArchiveDestination::create(&path, archive_options.compression, archive_options.durability)?);
             let exporter =
-                Engine::new(Arc::clone(&store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport));
+                Engine::new(Arc::clone(&store_source), Arc::clone(&archive), export_options, Arc::new(NoReport));
             (Export::One { archive, exporter: Box::new(exporter) }, Some(path))
         }
-        SaveOutput::PerImage(paths) => (Export::PerImage { paths, options: options.clone() }, None),
+        SaveOutput::PerImage(paths) => (Export::PerImage { paths, options: export_options }, None),
     };
     let destination = Arc::new(SaveDestination {
         store: StoreDestination::new(Arc::clone(&store)),
@@ -180,8 +182,8 @@ impl SaveDestination {
 }
 
 impl ImageDestination for SaveDestination {
-    async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
-        self.store.has_image(name).await
+    async fn recorded_image(&self, name: &Reference) -> Result<Option<Descriptor>, TransferError> {
+        self.store.recorded_image(name).await
     }
 
     async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {

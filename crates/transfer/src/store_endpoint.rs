@@ -141,9 +141,9 @@ impl StoreDestination {
 }
 
 impl ImageDestination for StoreDestination {
-    async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
+    async fn recorded_image(&self, name: &Reference) -> Result<Option<Descriptor>, TransferError> {
         let name = ref_name(name);
-        blocking(&self.store, move |store| Ok(store.resolve_ref(&name)?.is_some())).await
+        blocking(&self.store, move |store| Ok(store.resolve_ref(&name)?)).await
     }
 
     async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {

@@ -16,11 +16,11 @@ use hpn_oci::{Platform, Reference};
 use hpn_registry::{ClientOptions, Credentials, RegistryClient};
 use hpn_store::Store;
 use hpn_transfer::{
-    ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EndpointContext, EngineOptions, PlatformChoice,
+    ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EndpointContext, EngineOptions, PlatformChoice, PullPolicy,
     RegistryDestination, Reporter, TransferError,
 };
 
-use crate::args::Command;
+use crate::args::{self, Command, PullPolicyArgs};
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
 use crate::image_list::Rejected;
@@ -123,6 +123,15 @@ fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
 
 fn engine_options(platforms: PlatformChoice, settings: &Settings) -> EngineOptions {
     EngineOptions::new(platforms, &Concurrency::with_images(settings.jobs))
+}
+
+/// The library's pull policy for `--pull`.
+fn pull_policy(args: &PullPolicyArgs) -> PullPolicy {
+    match args.policy {
+        args::PullPolicy::Always => PullPolicy::Always,
+        args::PullPolicy::Missing => PullPolicy::Missing,
+        args::PullPolicy::Never => PullPolicy::Never,
+    }
 }
 
 fn reporter(settings: &Settings) -> Arc<dyn Reporter> {

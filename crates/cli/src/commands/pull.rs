@@ -3,7 +3,7 @@ use std::sync::Arc;
 use hpn_oci::Platform;
 use hpn_transfer::{CopyJob, Engine, PlatformChoice, RegistrySource, StoreDestination};
 
-use super::{engine_options, open_store, platform_choice, registry_client, reporter, summary};
+use super::{engine_options, open_store, platform_choice, pull_policy, registry_client, reporter, summary};
 use crate::args::PullArgs;
 use crate::config::Settings;
 use crate::exit::Failure;
@@ -22,7 +22,7 @@ pub async fn run(args: PullArgs, settings: &Settings) -> Result<Summary, Failure
     let engine = Engine::new(
         Arc::new(RegistrySource::new(registry_client(settings)?)),
         Arc::new(StoreDestination::new(open_store(settings)?)),
-        engine_options(platforms, settings),
+        engine_options(platforms, settings).with_pull(pull_policy(&args.policy)),
         reporter(settings),
     );
     let jobs = CopyJob::same_names(list.images.iter().map(|image| image.reference.clone()));

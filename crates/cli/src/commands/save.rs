@@ -4,7 +4,7 @@ use hpn_archive::ArchiveCompression;
 use hpn_oci::Platform;
 use hpn_transfer::{ArchiveOptions, CopyJob, PlatformChoice, RegistrySource, SaveMode, SaveOutput};
 
-use super::{engine_options, mode, open_store, platform_choice, registry_client, reporter, summary};
+use super::{engine_options, mode, open_store, platform_choice, pull_policy, registry_client, reporter, summary};
 use crate::args::{Compression, SaveArgs};
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
@@ -50,7 +50,7 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         &jobs,
         output,
         ArchiveOptions::new(compression, settings.durability),
-        engine_options(platforms, settings),
+        engine_options(platforms, settings).with_pull(pull_policy(&args.policy)),
         reporter(settings),
     )
     .await
