@@ -39,7 +39,10 @@ pub async fn copy_from_archives<D: ImageDestination>(
 ) -> ArchiveRun {
     let mut run = ArchiveRun::default();
     for input in inputs {
-        let source = match ArchiveSource::open(input).await {
+        let opened = ArchiveSource::open(input).await.and_then(|source| {
+            if destination.prefers_compressed_layers() { source.compressing_plain_layers() } else { Ok(source) }
+        });
+        let source = match opened {
             Ok(source) => source,
             Err(error) => {
                 run.unusable.push((input.display().to_string(), error));

@@ -174,6 +174,13 @@ pub trait ImageDestination: Send + Sync + 'static {
         false
     }
 
+    /// Whether layers should arrive compressed where a source can choose (a
+    /// plain tar in a docker-only archive): a registry keeps them for every
+    /// later pull.
+    fn prefers_compressed_layers(&self) -> bool {
+        false
+    }
+
     /// The top manifest or index the destination has recorded under `name`
     /// already, if it keeps names it can read back (the store): only then is
     /// it worth asking the source cheaply (a HEAD) whether that image

@@ -322,6 +322,10 @@ impl ImageDestination for AnyDestination {
         forward!(self, destination => destination.requires_complete_index())
     }
 
+    fn prefers_compressed_layers(&self) -> bool {
+        forward!(self, destination => destination.prefers_compressed_layers())
+    }
+
     async fn recorded_image(&self, name: &Reference) -> Result<Option<Descriptor>, TransferError> {
         forward!(self, destination => destination.recorded_image(name).await)
     }
@@ -382,6 +386,12 @@ pub async fn copy(
 ) -> Result<CopyReport, TransferError> {
     let (source, image) = context.open_source(source).await?;
     let (destination, target) = context.open_destination(destination, &image)?;
+    let source = match source {
+        AnySource::Archive(archive) if destination.prefers_compressed_layers() => {
+            AnySource::Archive(archive.compressing_plain_layers()?)
+        }
+        source => source,
+    };
     let destination = Arc::new(destination);
     let job = CopyJob { index: 0, source: image.clone(), destination: target };
     let engine = Engine::new(Arc::new(source), Arc::clone(&destination), options, reporter);

@@ -50,6 +50,7 @@ mod endpoints;
 mod engine;
 mod error;
 mod hashing;
+mod layer_compression;
 mod naming;
 mod registry_endpoint;
 mod report;

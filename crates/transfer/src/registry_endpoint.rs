@@ -112,6 +112,10 @@ fn body_factory(content: BlobContent) -> BodyFactory {
 }
 
 impl ImageDestination for RegistryDestination {
+    fn prefers_compressed_layers(&self) -> bool {
+        true
+    }
+
     fn requires_complete_index(&self) -> bool {
         true
     }
