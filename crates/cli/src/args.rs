@@ -97,6 +97,10 @@ pub struct PullArgs {
     pub selection: ImageSelection,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
+    /// Print what would be copied (source → destination, blobs new and already there, bytes) and
+    /// write nothing: no store directory, no archive, no upload
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +134,10 @@ pub struct SaveArgs {
     pub compress: Option<Compression>,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
+    /// Print what would be copied (source → destination, blobs new and already there, bytes) and
+    /// write nothing: no store directory, no archive, no upload
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +148,10 @@ pub struct LoadArgs {
     /// Without -i, load every *.tar[.gz|.zst] from: 1 = ./, 2 = ./images/, 3 = ./images/*/ recursively
     #[arg(long, value_name = "MODE", value_parser = clap::value_parser!(u8).range(1..=3))]
     pub load_mode: Option<u8>,
+    /// Print what would be copied (source → destination, blobs new and already there, bytes) and
+    /// write nothing: no store directory, no archive, no upload
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +180,10 @@ pub struct PushArgs {
     /// Take every platform of multi-platform images
     #[arg(long)]
     pub all_platforms: bool,
+    /// Print what would be copied (source → destination, blobs new and already there, bytes) and
+    /// write nothing: no store directory, no archive, no upload
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +201,10 @@ pub struct CopyArgs {
     /// Compress an archive destination as a whole
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub compress: Option<Compression>,
+    /// Print what would be copied (source → destination, blobs new and already there, bytes) and
+    /// write nothing: no store directory, no archive, no upload
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -40,7 +40,12 @@ pub async fn copy_from_archives<D: ImageDestination>(
     let mut run = ArchiveRun::default();
     for input in inputs {
         let opened = ArchiveSource::open(input).await.and_then(|source| {
-            if destination.prefers_compressed_layers() { source.compressing_plain_layers() } else { Ok(source) }
+            // A dry run plans with the plain sizes rather than compress every layer to learn its size.
+            if destination.prefers_compressed_layers() && !options.dry_run {
+                source.compressing_plain_layers()
+            } else {
+                Ok(source)
+            }
         });
         let source = match opened {
             Ok(source) => source,

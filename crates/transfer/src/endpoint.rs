@@ -216,6 +216,14 @@ pub trait ImageDestination: Send + Sync + 'static {
         source: &Reference,
     ) -> impl Future<Output = Result<BlobReuse, TransferError>> + Send;
 
+    /// Whether the destination holds the blob at `target` now, asked without
+    /// changing anything (no mount): what a dry run reports as already there.
+    fn holds_blob(
+        &self,
+        target: &Reference,
+        descriptor: &Descriptor,
+    ) -> impl Future<Output = Result<bool, TransferError>> + Send;
+
     /// Takes a blob; stream content must be verified against `descriptor`.
     fn put_blob(
         &self,

@@ -21,6 +21,7 @@ use hpn_store::Store;
 use crate::archive_endpoint::ArchiveDestination;
 use crate::archive_source::ArchiveSource;
 use crate::blob_locations::BlobLocations;
+use crate::empty_endpoint::EmptyDestination;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::engine::{CopyJob, Engine, EngineOptions};
 use crate::error::TransferError;
@@ -219,12 +220,7 @@ impl EndpointContext {
         name: &EndpointName,
         source_image: &Reference,
     ) -> Result<(AnyDestination, Reference), TransferError> {
-        let target = match name {
-            EndpointName::Registry(target) | EndpointName::Store(target) => target.clone(),
-            EndpointName::OciLayout { name, .. } | EndpointName::Archive { name, .. } => {
-                name.clone().unwrap_or_else(|| source_image.clone())
-            }
-        };
+        let target = target_name(name, source_image);
         let destination = match name {
             EndpointName::Registry(_) => AnyDestination::Registry(self.registry_destination()?),
             EndpointName::Store(_) => AnyDestination::Store(StoreDestination::new(self.store()?)),
@@ -237,6 +233,43 @@ impl EndpointContext {
             ),
         };
         Ok((destination, target))
+    }
+
+    /// [`EndpointContext::open_destination`] for a dry run, creating nothing:
+    /// a store or layout that does not exist yet, and any archive (which
+    /// would be written anew), are planned against as empty.
+    pub fn open_planned_destination(
+        &self,
+        name: &EndpointName,
+        source_image: &Reference,
+    ) -> Result<(AnyDestination, Reference), TransferError> {
+        let existing = |root: &Path| -> Result<AnyDestination, TransferError> {
+            Ok(if root.join("index.json").is_file() {
+                AnyDestination::Store(StoreDestination::new(Arc::new(Store::open_with(root, self.durability)?)))
+            } else {
+                AnyDestination::Empty(EmptyDestination)
+            })
+        };
+        let destination = match name {
+            EndpointName::Registry(_) => AnyDestination::Registry(self.registry_destination()?),
+            EndpointName::Store(_) if self.store_root.join("index.json").is_file() => {
+                AnyDestination::Store(StoreDestination::new(self.store()?))
+            }
+            EndpointName::Store(_) => AnyDestination::Empty(EmptyDestination),
+            EndpointName::OciLayout { path, .. } => existing(path)?,
+            EndpointName::Archive { .. } => AnyDestination::Empty(EmptyDestination),
+        };
+        Ok((destination, target_name(name, source_image)))
+    }
+}
+
+/// The name an image gets at `name`: its own, else `source_image`'s.
+fn target_name(name: &EndpointName, source_image: &Reference) -> Reference {
+    match name {
+        EndpointName::Registry(target) | EndpointName::Store(target) => target.clone(),
+        EndpointName::OciLayout { name, .. } | EndpointName::Archive { name, .. } => {
+            name.clone().unwrap_or_else(|| source_image.clone())
+        }
     }
 }
 
@@ -260,6 +293,8 @@ pub enum AnyDestination {
     Store(StoreDestination),
     /// An archive file, finished by [`AnyDestination::finish`].
     Archive(ArchiveDestination, PathBuf),
+    /// A place a dry run plans against because it does not exist yet.
+    Empty(EmptyDestination),
 }
 
 /// An archive file a run wrote, complete under its final name.
@@ -279,18 +314,20 @@ impl AnyDestination {
             Self::Archive(archive, path) => {
                 Ok(Some(WrittenArchive { path: path.clone(), size: archive.finish().await? }))
             }
-            Self::Registry(_) | Self::Store(_) => Ok(None),
+            Self::Registry(_) | Self::Store(_) | Self::Empty(_) => Ok(None),
         }
     }
 }
 
-/// Forwards a method call to whichever endpoint the enum holds.
+/// Forwards a method call to whichever endpoint the enum holds; `extra`
+/// names the variants only one of the enums has.
 macro_rules! forward {
-    ($self:ident, $endpoint:ident => $call:expr) => {
+    ($self:ident, $endpoint:ident => $call:expr $(, $extra:ident)*) => {
         match $self {
             Self::Registry($endpoint) => $call,
             Self::Store($endpoint) => $call,
             Self::Archive($endpoint, ..) => $call,
+            $(Self::$extra($endpoint) => $call,)*
         }
     };
 }
@@ -319,19 +356,23 @@ impl ImageSource for AnySource {
 
 impl ImageDestination for AnyDestination {
     fn requires_complete_index(&self) -> bool {
-        forward!(self, destination => destination.requires_complete_index())
+        forward!(self, destination => destination.requires_complete_index(), Empty)
     }
 
     fn prefers_compressed_layers(&self) -> bool {
-        forward!(self, destination => destination.prefers_compressed_layers())
+        forward!(self, destination => destination.prefers_compressed_layers(), Empty)
     }
 
     async fn recorded_image(&self, name: &Reference) -> Result<Option<Descriptor>, TransferError> {
-        forward!(self, destination => destination.recorded_image(name).await)
+        forward!(self, destination => destination.recorded_image(name).await, Empty)
     }
 
     async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {
-        forward!(self, destination => destination.cached(digest, limit).await)
+        forward!(self, destination => destination.cached(digest, limit).await, Empty)
+    }
+
+    async fn holds_blob(&self, target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        forward!(self, destination => destination.holds_blob(target, descriptor).await, Empty)
     }
 
     async fn try_reuse_blob(
@@ -340,7 +381,7 @@ impl ImageDestination for AnyDestination {
         descriptor: &Descriptor,
         source: &Reference,
     ) -> Result<BlobReuse, TransferError> {
-        forward!(self, destination => destination.try_reuse_blob(target, descriptor, source).await)
+        forward!(self, destination => destination.try_reuse_blob(target, descriptor, source).await, Empty)
     }
 
     async fn put_blob(
@@ -349,15 +390,15 @@ impl ImageDestination for AnyDestination {
         descriptor: &Descriptor,
         content: BlobContent,
     ) -> Result<(), TransferError> {
-        forward!(self, destination => destination.put_blob(target, descriptor, content).await)
+        forward!(self, destination => destination.put_blob(target, descriptor, content).await, Empty)
     }
 
     async fn put_manifest(&self, target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
-        forward!(self, destination => destination.put_manifest(target, manifest).await)
+        forward!(self, destination => destination.put_manifest(target, manifest).await, Empty)
     }
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
-        forward!(self, destination => destination.commit(image).await)
+        forward!(self, destination => destination.commit(image).await, Empty)
     }
 }
 
@@ -385,9 +426,14 @@ pub async fn copy(
     reporter: Arc<dyn Reporter>,
 ) -> Result<CopyReport, TransferError> {
     let (source, image) = context.open_source(source).await?;
-    let (destination, target) = context.open_destination(destination, &image)?;
+    let (destination, target) = if options.dry_run {
+        context.open_planned_destination(destination, &image)?
+    } else {
+        context.open_destination(destination, &image)?
+    };
     let source = match source {
-        AnySource::Archive(archive) if destination.prefers_compressed_layers() => {
+        // A dry run plans with the plain sizes rather than compress every layer to learn its size.
+        AnySource::Archive(archive) if destination.prefers_compressed_layers() && !options.dry_run => {
             AnySource::Archive(archive.compressing_plain_layers()?)
         }
         source => source,

@@ -53,6 +53,8 @@ pub struct EngineOptions {
     pub max_concurrent_images: usize,
     /// When the source is asked about an image the destination holds.
     pub pull: PullPolicy,
+    /// Only plan: report what would move, write nothing ([`Engine::copy`]).
+    pub dry_run: bool,
 }
 
 /// How much runs at once. Every concurrency default of hpn is here.
@@ -92,7 +94,13 @@ impl EngineOptions {
             max_concurrent_blobs: concurrency.blobs,
             max_concurrent_images: concurrency.images,
             pull: PullPolicy::default(),
+            dry_run: false,
         }
+    }
+
+    /// These options as a dry run, or not.
+    pub fn with_dry_run(self, dry_run: bool) -> Self {
+        Self { dry_run, ..self }
     }
 
     /// These options with pull policy `pull`.
@@ -105,6 +113,15 @@ impl Default for EngineOptions {
     fn default() -> Self {
         Self::new(PlatformChoice::One(Platform::host()), &Concurrency::default())
     }
+}
+
+/// Whether [`Engine::platform_images`] hands configs to the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Configs {
+    /// A copy: each config goes to the destination as it is read.
+    Copy,
+    /// A plan: configs are only read.
+    ReadOnly,
 }
 
 /// One image to copy: what to read and the name to record it under.
@@ -180,65 +197,58 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         results.into_iter().map(|(_, result)| result).collect()
     }
 
-    /// Copies one image, reporting its start and end.
+    /// Copies one image (or plans it, in a dry run), reporting its start and end.
     pub async fn copy(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
         self.reporter.image_started(&job.source);
-        let result = self.copy_unreported(job).await;
+        let result = if self.options.dry_run { self.plan(job).await } else { self.copy_unreported(job).await };
         self.reporter.image_finished(&job.source, result.as_ref());
         result
     }
 
+    /// What copying `job` would do, with nothing written anywhere (a dry
+    /// run, [`EngineOptions::dry_run`]): the image's digest and platforms,
+    /// and its layers split into those the destination holds and those that
+    /// would move. Manifests and configs are read from the source (or the
+    /// destination's copies); no layer is, and nothing is mounted, uploaded
+    /// or stored.
+    async fn plan(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
+        let (top, platforms, _) = self.platform_images(job, Configs::ReadOnly).await?;
+        let layers = distinct_layers(&platforms);
+        let mut outcome = CopyOutcome {
+            digest: top.digest,
+            media_type: top.media_type,
+            platforms: platforms.into_iter().map(|platform| platform.platform).collect(),
+            blobs_transferred: 0,
+            bytes_transferred: 0,
+            blobs_present: 0,
+            bytes_present: 0,
+        };
+        // Owned descriptors, for the reason given in `copy_unreported`.
+        let present: Vec<bool> = stream::iter(layers.clone())
+            .map(|layer| async move { self.destination.holds_blob(&job.destination, &layer).await })
+            .buffered(self.options.max_concurrent_blobs.max(1))
+            .try_collect()
+            .await?;
+        for (layer, present) in layers.iter().zip(present) {
+            if present {
+                outcome.blobs_present += 1;
+                outcome.bytes_present += layer.size;
+            } else {
+                outcome.blobs_transferred += 1;
+                outcome.bytes_transferred += layer.size;
+            }
+        }
+        Ok(outcome)
+    }
+
     async fn copy_unreported(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
         let (image, target) = (&job.source, &job.destination);
-        let top = self.resolve_top(image).await?;
-        let (_, parsed) = parse_manifest(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
-        let (top, (platform_manifests, primary)) = match parsed {
-            ParsedManifest::Image(manifest) => (top.clone(), (vec![(top, manifest, None)], 0)),
-            ParsedManifest::Index(index) => {
-                let selected = self.select_platforms(image, &index.manifests).await?;
-                if selected.0.len() < index.manifests.len() && self.destination.requires_complete_index() {
-                    // The index cannot go without all its manifests: the image becomes
-                    // the chosen platform's manifest, digest as the source has it.
-                    let (mut platforms, primary) = selected;
-                    let chosen = platforms.swap_remove(primary);
-                    tracing::info!(%image, platform = ?chosen.2, "not every platform is available; writing one platform's manifest");
-                    (chosen.0.clone(), (vec![chosen], 0))
-                } else {
-                    (top, selected)
-                }
-            }
-        };
-
-        let mut platforms = Vec::with_capacity(platform_manifests.len());
-        for (manifest, parsed, index_platform) in platform_manifests {
-            let config = self.config(image, target, &parsed.config).await?;
-            let image_config = ImageConfig::parse(&config).map_err(|source| TransferError::Manifest {
-                context: format!("image {image}, config {}", parsed.config.digest),
-                source,
-            })?;
-            if image_config.rootfs.diff_ids.len() != parsed.layers.len() {
-                return Err(TransferError::LayerCountMismatch {
-                    layers: parsed.layers.len(),
-                    diff_ids: image_config.rootfs.diff_ids.len(),
-                });
-            }
-            let platform = index_platform.unwrap_or_else(|| image_config.platform());
-            platforms.push(PlatformImage {
-                manifest,
-                parsed,
-                config,
-                platform,
-                diff_ids: image_config.rootfs.diff_ids,
-            });
-        }
+        let (top, platforms, primary) = self.platform_images(job, Configs::Copy).await?;
 
         // Owned descriptors: a stream closure over `&Descriptor` would make this
         // future's Send-ness depend on a higher-ranked lifetime that rustc
         // cannot prove, and callers (a save's export) need it Send.
-        let mut layers: Vec<Descriptor> =
-            platforms.iter().flat_map(|platform| &platform.parsed.layers).cloned().collect();
-        layers.sort_by(|a, b| a.digest.cmp(&b.digest));
-        layers.dedup_by(|a, b| a.digest == b.digest);
+        let layers = distinct_layers(&platforms);
         let planned_bytes: u64 = layers.iter().map(|layer| layer.size).sum();
         let layer_count = layers.len();
         self.reporter.image_planned(image, layers.len(), planned_bytes);
@@ -280,6 +290,63 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             blobs_present: layer_count - blobs_transferred,
             bytes_present: planned_bytes - bytes_transferred,
         })
+    }
+
+    /// What `job`'s image is: its top manifest or index (as the destination
+    /// gets it), each platform image with its config, and which platform a
+    /// single-platform consumer gets. `configs` says whether the configs
+    /// also go to the destination (a copy) or are only read (a plan).
+    pub(crate) async fn platform_images(
+        &self,
+        job: &CopyJob,
+        configs: Configs,
+    ) -> Result<(RawManifest, Vec<PlatformImage>, usize), TransferError> {
+        let (image, target) = (&job.source, &job.destination);
+        let top = self.resolve_top(image).await?;
+        let (_, parsed) = parse_manifest(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
+        let (top, (platform_manifests, primary)) = match parsed {
+            ParsedManifest::Image(manifest) => (top.clone(), (vec![(top, manifest, None)], 0)),
+            ParsedManifest::Index(index) => {
+                let selected = self.select_platforms(image, &index.manifests).await?;
+                if selected.0.len() < index.manifests.len() && self.destination.requires_complete_index() {
+                    // The index cannot go without all its manifests: the image becomes
+                    // the chosen platform's manifest, digest as the source has it.
+                    let (mut platforms, primary) = selected;
+                    let chosen = platforms.swap_remove(primary);
+                    tracing::info!(%image, platform = ?chosen.2, "not every platform is available; writing one platform's manifest");
+                    (chosen.0.clone(), (vec![chosen], 0))
+                } else {
+                    (top, selected)
+                }
+            }
+        };
+
+        let mut platforms = Vec::with_capacity(platform_manifests.len());
+        for (manifest, parsed, index_platform) in platform_manifests {
+            let config = match configs {
+                Configs::Copy => self.config(image, target, &parsed.config).await?,
+                Configs::ReadOnly => self.read_config(image, &parsed.config).await?,
+            };
+            let image_config = ImageConfig::parse(&config).map_err(|source| TransferError::Manifest {
+                context: format!("image {image}, config {}", parsed.config.digest),
+                source,
+            })?;
+            if image_config.rootfs.diff_ids.len() != parsed.layers.len() {
+                return Err(TransferError::LayerCountMismatch {
+                    layers: parsed.layers.len(),
+                    diff_ids: image_config.rootfs.diff_ids.len(),
+                });
+            }
+            let platform = index_platform.unwrap_or_else(|| image_config.platform());
+            platforms.push(PlatformImage {
+                manifest,
+                parsed,
+                config,
+                platform,
+                diff_ids: image_config.rootfs.diff_ids,
+            });
+        }
+        Ok((top, platforms, primary))
     }
 
     /// Picks the index entries to copy and fetches their manifests. Returns
@@ -408,16 +475,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         let (result, _) = self
             .configs
             .run(key, || async {
-                let bytes = match self.destination.cached(&descriptor.digest, limits::CONFIG).await? {
-                    Some(bytes) => bytes,
-                    None => {
-                        self.source(image)?
-                            .blob(image, descriptor)
-                            .await?
-                            .read_verified(descriptor, limits::CONFIG)
-                            .await?
-                    }
-                };
+                let bytes = self.read_config(image, descriptor).await?;
                 if !self.destination.try_reuse_blob(target, descriptor, image).await?.is_reused() {
                     self.destination.put_blob(target, descriptor, BlobContent::Bytes(bytes.clone())).await?;
                 }
@@ -425,6 +483,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             })
             .await;
         result.map_err(TransferError::Shared)
+    }
+
+    /// A config's bytes, verified: the destination's copy, else the source's.
+    async fn read_config(&self, image: &Reference, descriptor: &Descriptor) -> Result<Bytes, TransferError> {
+        match self.destination.cached(&descriptor.digest, limits::CONFIG).await? {
+            Some(bytes) => Ok(bytes),
+            None => self.source(image)?.blob(image, descriptor).await?.read_verified(descriptor, limits::CONFIG).await,
+        }
     }
 
     /// A layer: reused when the destination can (present, or mounted), else
@@ -494,6 +560,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         };
         self.destination.put_blob(target, descriptor, content).await
     }
+}
+
+/// Every layer of the platform images, once each, in digest order.
+fn distinct_layers(platforms: &[PlatformImage]) -> Vec<Descriptor> {
+    let mut layers: Vec<Descriptor> = platforms.iter().flat_map(|platform| &platform.parsed.layers).cloned().collect();
+    layers.sort_by(|a, b| a.digest.cmp(&b.digest));
+    layers.dedup_by(|a, b| a.digest == b.digest);
+    layers
 }
 
 fn entry_matches(entry: &Descriptor, wanted: &Platform) -> bool {

@@ -45,6 +45,7 @@ mod archive_endpoint;
 mod archive_source;
 mod archives;
 mod blob_locations;
+mod empty_endpoint;
 mod endpoint;
 mod endpoints;
 mod engine;
@@ -62,6 +63,7 @@ pub use archive_endpoint::ArchiveDestination;
 pub use archive_source::{ArchiveSource, ArchivedImageNames};
 pub use archives::{ArchiveRun, copy_from_archives};
 pub use blob_locations::BlobLocations;
+pub use empty_endpoint::EmptyDestination;
 pub use endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource, PlatformImage};
 pub use endpoints::{
     AnyDestination, AnySource, CopyReport, EndpointContext, EndpointName, EndpointNameError, WrittenArchive, copy,

@@ -120,6 +120,10 @@ impl ImageDestination for RegistryDestination {
         true
     }
 
+    async fn holds_blob(&self, target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        Ok(self.client.blob_exists(target, &descriptor.digest).await?)
+    }
+
     /// Present in the repository (a HEAD), else mounted from the source's
     /// repository or one the locations remember.
     async fn try_reuse_blob(

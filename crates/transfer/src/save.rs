@@ -190,6 +190,10 @@ impl ImageDestination for SaveDestination {
         self.store.cached(digest, limit).await
     }
 
+    async fn holds_blob(&self, target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        self.store.holds_blob(target, descriptor).await
+    }
+
     async fn try_reuse_blob(
         &self,
         target: &Reference,

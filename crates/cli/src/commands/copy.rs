@@ -20,11 +20,12 @@ pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Summary, Failure
         platform_choice(args.platform.as_deref(), args.all_platforms, settings, PlatformChoice::One(Platform::host()))?;
     let uses_registry = source.uses_registry() || destination.uses_registry();
     let context = endpoint_context(settings, uses_registry)?.with_compression(archive_compression(args.compress));
-    let report =
-        hpn_transfer::copy(&source, &destination, &context, engine_options(platforms, settings), reporter(settings))
-            .await
-            .map_err(|error| Failure::new(ExitStatus::of(&error), error))?;
+    let options = engine_options(platforms, settings).with_dry_run(args.dry_run);
+    let report = hpn_transfer::copy(&source, &destination, &context, options, reporter(settings))
+        .await
+        .map_err(|error| Failure::new(ExitStatus::of(&error), error))?;
     let mut summary = summary("copy", vec![report.image], vec![report.outcome], Vec::new());
     summary.archives = report.archive.into_iter().map(|archive| (archive.path, archive.size)).collect();
+    summary.dry_run = args.dry_run.then(|| destination.to_string());
     Ok(summary)
 }

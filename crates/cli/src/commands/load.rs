@@ -1,9 +1,9 @@
 use std::path::Path;
 
 use anyhow::anyhow;
-use hpn_transfer::{LoadMode, PlatformChoice, StoreDestination};
+use hpn_transfer::{LoadMode, PlatformChoice};
 
-use super::{archive_summary, engine_options, mode, open_store, reporter};
+use super::{archive_summary, engine_options, mode, reporter, store_destination, store_plan};
 use crate::args::LoadArgs;
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
@@ -29,11 +29,13 @@ pub async fn run(args: LoadArgs, settings: &Settings) -> Result<Summary, Failure
     } else {
         args.inputs
     };
-    let destination = std::sync::Arc::new(StoreDestination::new(open_store(settings)?));
-    let options = engine_options(PlatformChoice::Available, settings);
+    let destination = std::sync::Arc::new(store_destination(settings, args.dry_run)?);
+    let options = engine_options(PlatformChoice::Available, settings).with_dry_run(args.dry_run);
     let run = hpn_transfer::copy_from_archives(&inputs, destination, &options, reporter(settings), None, |name| {
         Ok(name.clone())
     })
     .await;
-    Ok(archive_summary("load", run))
+    let mut summary = archive_summary("load", run);
+    summary.dry_run = store_plan(settings, args.dry_run);
+    Ok(summary)
 }

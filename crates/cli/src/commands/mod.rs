@@ -16,8 +16,8 @@ use hpn_oci::{Platform, Reference};
 use hpn_registry::{ClientOptions, Credentials, RegistryClient};
 use hpn_store::Store;
 use hpn_transfer::{
-    ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EndpointContext, EngineOptions, PlatformChoice, PullPolicy,
-    RegistryDestination, Reporter, TransferError,
+    AnyDestination, ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EmptyDestination, EndpointContext,
+    EngineOptions, PlatformChoice, PullPolicy, RegistryDestination, Reporter, StoreDestination, TransferError,
 };
 
 use crate::args::{self, Command, PullPolicyArgs};
@@ -63,6 +63,20 @@ async fn run(command: Command, settings: &Settings, started: Instant) -> Result<
     summary.elapsed = started.elapsed();
     summary.print(settings.quiet, settings.json);
     Ok(summary.exit_status())
+}
+
+/// The store as a destination; for a dry run, read as it is, and planned
+/// against as empty when it does not exist yet, so that nothing is created.
+fn store_destination(settings: &Settings, dry_run: bool) -> Result<AnyDestination, Failure> {
+    if dry_run && !settings.store_root.join("index.json").is_file() {
+        return Ok(AnyDestination::Empty(EmptyDestination));
+    }
+    Ok(AnyDestination::Store(StoreDestination::new(open_store(settings)?)))
+}
+
+/// What a dry run's summary says the images go into, when it is the store.
+fn store_plan(settings: &Settings, dry_run: bool) -> Option<String> {
+    dry_run.then(|| format!("the store at {}", settings.store_root.display()))
 }
 
 fn open_store(settings: &Settings) -> Result<Arc<Store>, Failure> {
@@ -174,7 +188,16 @@ fn summary(
         .zip(results)
         .map(|(image, result)| ImageResult { image, result: result.map_err(|error| failure_of(&error)) })
         .collect();
-    Summary { command, images, rejected, unusable: Vec::new(), archives: Vec::new(), elapsed: Default::default() }
+    Summary {
+        command,
+        images,
+        rejected,
+        unusable: Vec::new(),
+        archives: Vec::new(),
+        elapsed: Default::default(),
+        dry_run: None,
+        destinations: Vec::new(),
+    }
 }
 
 /// The summary of a load or push from archives: the images tried, and the

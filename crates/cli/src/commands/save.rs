@@ -1,10 +1,15 @@
 use std::path::Path;
+use std::sync::Arc;
 
 use hpn_archive::ArchiveCompression;
 use hpn_oci::Platform;
-use hpn_transfer::{ArchiveOptions, CopyJob, PlatformChoice, RegistrySource, SaveMode, SaveOutput};
 
-use super::{engine_options, mode, open_store, platform_choice, pull_policy, registry_client, reporter, summary};
+use hpn_transfer::{ArchiveOptions, CopyJob, Engine, PlatformChoice, RegistrySource, SaveMode, SaveOutput};
+
+use super::{
+    engine_options, mode, open_store, platform_choice, pull_policy, registry_client, reporter, store_destination,
+    store_plan, summary,
+};
 use crate::args::{Compression, SaveArgs};
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
@@ -44,13 +49,32 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         PlatformChoice::One(Platform::host()),
     )?;
     let jobs = CopyJob::same_names(list.references());
+    let options = engine_options(platforms, settings).with_pull(pull_policy(&args.policy));
+    if args.dry_run {
+        // The archive would hold every blob of every image; what the plan can tell is what
+        // the store lacks and would fetch first.
+        let engine = Engine::new(
+            Arc::new(RegistrySource::new(registry_client(settings)?)),
+            Arc::new(store_destination(settings, true)?),
+            options.with_dry_run(true),
+            reporter(settings),
+        );
+        let results = engine.copy_all(&jobs).await;
+        let mut summary = summary("save", list.references(), results, list.rejected);
+        summary.dry_run = store_plan(settings, true);
+        summary.archives = match output {
+            SaveOutput::OneArchive(path) => vec![(path, 0)],
+            SaveOutput::PerImage(paths) => paths.into_iter().map(|path| (path, 0)).collect(),
+        };
+        return Ok(summary);
+    }
     let report = hpn_transfer::save(
         RegistrySource::new(registry_client(settings)?),
         open_store(settings)?,
         &jobs,
         output,
         ArchiveOptions::new(compression, settings.durability),
-        engine_options(platforms, settings).with_pull(pull_policy(&args.policy)),
+        options,
         reporter(settings),
     )
     .await
