@@ -26,6 +26,10 @@ pub struct GlobalArgs {
     /// Registry to reach over plain HTTP or unverified TLS (repeatable). Loopback registries need no flag.
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Read images under FROM from TO first, e.g. docker.io=harbor.local/dockerhub-proxy (repeatable;
+    /// reads only, the image's own registry is tried last)
+    #[arg(long = "mirror", global = true, value_name = "FROM=TO")]
+    pub mirrors: Vec<String>,
     /// Images transferred at once [default: 4, or parallel.max_workers from the config]
     #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,

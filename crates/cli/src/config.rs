@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use hpn_fs::Durability;
+use hpn_transfer::{MirrorLocation, Mirrors, PullFromMirror};
 use serde::de::DeserializeOwned;
 
 use crate::args::GlobalArgs;
@@ -68,6 +69,8 @@ pub struct Settings {
     pub requests_per_host: Option<usize>,
     pub attempts: u32,
     pub insecure_registries: Vec<String>,
+    /// Where images are read from before their own registries.
+    pub mirrors: std::sync::Arc<Mirrors>,
     /// Whether written files are fsynced before they count as written.
     pub durability: Durability,
     /// How long a response or blob body may send nothing before it is retried or resumed.
@@ -165,6 +168,8 @@ impl Settings {
             insecure_registries.extend(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
         }
         insecure_registries.extend(file.get::<Vec<String>>(&settings::INSECURE_REGISTRIES)?.unwrap_or_default());
+        let mirrors = mirrors(global, &env, &file)?;
+        insecure_registries.extend(mirrors.insecure_hosts());
         let file_sync = file.get::<bool>(&settings::SYNC)?;
         let sync = match env(settings::SYNC.env) {
             _ if global.sync => true,
@@ -197,6 +202,7 @@ impl Settings {
             requests_per_host,
             attempts,
             insecure_registries,
+            mirrors: std::sync::Arc::new(mirrors),
             durability: if sync { Durability::Synced } else { Durability::Buffered },
             stall_timeout,
             default_platform: env(settings::PLATFORM.env).or(file.get(&settings::PLATFORM)?),
@@ -210,6 +216,74 @@ impl Settings {
             tally: None,
         })
     }
+}
+
+/// A mirror rule of config.yaml's `mirrors:` list.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct ConfigMirror {
+    prefix: String,
+    locations: Vec<String>,
+    #[serde(default)]
+    pull_from_mirror: PullFromMirror,
+}
+
+/// The mirrors of every source, in the order they are tried: `--mirror`
+/// flags, then `HPN_MIRRORS`, then config.yaml, then registries.conf.
+fn mirrors(global: &GlobalArgs, env: &impl Fn(&str) -> Option<String>, file: &ConfigFile) -> anyhow::Result<Mirrors> {
+    let mut mirrors = Mirrors::new();
+    let from_env = env(settings::MIRRORS.env).unwrap_or_default();
+    let pairs = global.mirrors.iter().map(|pair| ("--mirror", pair.as_str())).chain(
+        from_env.split(',').map(str::trim).filter(|pair| !pair.is_empty()).map(|pair| (settings::MIRRORS.env, pair)),
+    );
+    for (origin, pair) in pairs {
+        let (from, to) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{origin} {pair:?}: expected FROM=TO, e.g. docker.io=mirror.local"))?;
+        let location =
+            MirrorLocation { location: to.to_owned(), pull_from_mirror: PullFromMirror::All, insecure: false };
+        mirrors.add(from, location, origin)?;
+    }
+    let origin = file.path.as_deref().map_or_else(|| "config.yaml".to_owned(), |path| path.display().to_string());
+    for rule in file.get::<Vec<ConfigMirror>>(&settings::MIRRORS)?.unwrap_or_default() {
+        for location in rule.locations {
+            let location = MirrorLocation { location, pull_from_mirror: rule.pull_from_mirror, insecure: false };
+            mirrors.add(&rule.prefix, location, &origin)?;
+        }
+    }
+    for path in registries_conf_files(env) {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        mirrors.add_registries_conf(&text, &path)?;
+    }
+    Ok(mirrors)
+}
+
+/// The containers-registries.conf(5) files podman and skopeo would read:
+/// `$CONTAINERS_REGISTRIES_CONF` alone, else the user's file or the system's,
+/// then the drop-ins of `registries.conf.d`, in name order.
+fn registries_conf_files(env: &impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    if let Some(path) = env("CONTAINERS_REGISTRIES_CONF").filter(|path| !path.is_empty()) {
+        return vec![PathBuf::from(path)];
+    }
+    let user = env("HOME").map(|home| PathBuf::from(home).join(".config/containers"));
+    let system = PathBuf::from("/etc/containers");
+    let mut files: Vec<PathBuf> = user
+        .iter()
+        .chain([&system])
+        .map(|dir| dir.join("registries.conf"))
+        .filter(|path| path.is_file())
+        .take(1)
+        .collect();
+    for dir in [Some(system), user].into_iter().flatten() {
+        let Ok(entries) = std::fs::read_dir(dir.join("registries.conf.d")) else { continue };
+        let mut drop_ins: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|extension| extension == "conf"))
+            .collect();
+        drop_ins.sort();
+        files.extend(drop_ins);
+    }
+    files
 }
 
 /// hpn's cache directory: `$XDG_CACHE_HOME/hpn`, else `~/.cache/hpn`. The

@@ -75,6 +75,19 @@ pub(crate) const INSECURE_REGISTRIES: Setting = Setting {
               The flag repeats, the variable is a comma-separated list, the key a list; all of them add up",
 };
 
+pub(crate) const MIRRORS: Setting = Setting {
+    flag: Some("mirror"),
+    env: "HPN_MIRRORS",
+    key: Some("mirrors"),
+    default: "none; also the mirrors of `registries.conf` (`$CONTAINERS_REGISTRIES_CONF`, else \
+              `~/.config/containers/registries.conf` or `/etc/containers/registries.conf`, and their \
+              `registries.conf.d/*.conf`)",
+    meaning: "where to read images from before their own registry: `--mirror docker.io=harbor.local/dockerhub-proxy` \
+              (repeatable; the variable is a comma-separated list), or a list of `{prefix, locations: [...], \
+              pull-from-mirror: all|digest-only}` under the key. Locations are tried in order, then the image's \
+              own registry; images keep their own names in the store and archives; pushes never use mirrors",
+};
+
 pub(crate) const SYNC: Setting = Setting {
     flag: Some("sync"),
     env: "HPN_SYNC",
@@ -152,6 +165,7 @@ pub(crate) const ALL: &[&Setting] = &[
     &REQUESTS_PER_HOST,
     &RETRIES,
     &INSECURE_REGISTRIES,
+    &MIRRORS,
     &SYNC,
     &STALL_TIMEOUT,
     &PLATFORM,

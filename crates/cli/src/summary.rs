@@ -38,6 +38,8 @@ pub struct Summary {
     /// Per image, in order, the name it gets at the destination, where that differs by image
     /// (push, copy); empty otherwise.
     pub destinations: Vec<hpn_oci::Reference>,
+    /// Per image, in order, the mirror location it was read from when a mirror served it.
+    pub served_from: Vec<Option<hpn_oci::Reference>>,
 }
 
 impl Summary {
@@ -153,6 +155,7 @@ would write {}",
                     Ok(outcome) => JsonImage {
                         reference: image.image.to_string(),
                         destination: self.destinations.get(position).map(ToString::to_string),
+                        source_location: self.served_from.get(position).cloned().flatten().map(|at| at.to_string()),
                         name: short_name(&image.image),
                         status: "ok",
                         digest: Some(outcome.digest.to_string()),
@@ -164,6 +167,7 @@ would write {}",
                     Err(failure) => JsonImage {
                         reference: image.image.to_string(),
                         destination: self.destinations.get(position).map(ToString::to_string),
+                        source_location: None,
                         name: short_name(&image.image),
                         status: "failed",
                         digest: None,
@@ -219,6 +223,9 @@ struct JsonImage {
     reference: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     destination: Option<String>,
+    /// The mirror location the image was read from, when a mirror served it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_location: Option<String>,
     name: String,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -25,6 +25,7 @@ use crate::empty_endpoint::EmptyDestination;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::engine::{CopyJob, Engine, EngineOptions};
 use crate::error::TransferError;
+use crate::mirrors::Mirrors;
 use crate::registry_endpoint::{RegistryDestination, RegistrySource};
 use crate::report::{CopyOutcome, Reporter};
 use crate::store_endpoint::{StoreDestination, StoreSource};
@@ -125,6 +126,7 @@ pub struct EndpointContext {
     durability: Durability,
     compression: ArchiveCompression,
     blob_locations: Arc<BlobLocations>,
+    mirrors: Arc<Mirrors>,
 }
 
 impl EndpointContext {
@@ -138,7 +140,14 @@ impl EndpointContext {
             durability,
             compression: ArchiveCompression::None,
             blob_locations: Arc::new(BlobLocations::in_memory()),
+            mirrors: Arc::new(Mirrors::new()),
         }
+    }
+
+    /// Registry sources read through `mirrors` first.
+    pub fn with_mirrors(mut self, mirrors: Arc<Mirrors>) -> Self {
+        self.mirrors = mirrors;
+        self
     }
 
     /// Registry endpoints use `client`.
@@ -197,7 +206,8 @@ impl EndpointContext {
     pub async fn open_source(&self, name: &EndpointName) -> Result<(AnySource, Reference), TransferError> {
         match name {
             EndpointName::Registry(image) => {
-                Ok((AnySource::Registry(RegistrySource::new(self.registry()?)), image.clone()))
+                let source = RegistrySource::with_mirrors(self.registry()?, Arc::clone(&self.mirrors));
+                Ok((AnySource::Registry(source), image.clone()))
             }
             EndpointName::Store(image) => Ok((AnySource::Store(StoreSource::new(self.store()?)), image.clone())),
             EndpointName::OciLayout { path, name } | EndpointName::Archive { path, name } => {
@@ -412,6 +422,8 @@ pub struct CopyReport {
     pub outcome: Result<CopyOutcome, TransferError>,
     /// The archive written, when the destination was one.
     pub archive: Option<WrittenArchive>,
+    /// The mirror location the image was read from, when a mirror served it.
+    pub served_from: Option<Reference>,
 }
 
 /// Copies one image from `source` to `destination`, any kinds: `hpn copy`.
@@ -440,7 +452,8 @@ pub async fn copy(
     };
     let destination = Arc::new(destination);
     let job = CopyJob { index: 0, source: image.clone(), destination: target };
-    let engine = Engine::new(Arc::new(source), Arc::clone(&destination), options, reporter);
+    let source = Arc::new(source);
+    let engine = Engine::new(Arc::clone(&source), Arc::clone(&destination), options, reporter);
     let (outcome, archive) = match engine.copy(&job).await {
         Ok(outcome) => match destination.finish().await {
             Ok(archive) => (Ok(outcome), archive),
@@ -448,7 +461,11 @@ pub async fn copy(
         },
         Err(error) => (Err(error), None),
     };
-    Ok(CopyReport { image, outcome, archive })
+    let served_from = match &*source {
+        AnySource::Registry(registry) => registry.served_from(&image),
+        AnySource::Store(_) | AnySource::Archive(_) => None,
+    };
+    Ok(CopyReport { image, outcome, archive, served_from })
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ mod engine;
 mod error;
 mod hashing;
 mod layer_compression;
+mod mirrors;
 mod naming;
 mod registry_endpoint;
 mod report;
@@ -70,6 +71,7 @@ pub use endpoints::{
 };
 pub use engine::{Concurrency, CopyJob, Engine, EngineOptions, PlatformChoice, PullPolicy};
 pub use error::{ErrorKind, TransferError};
+pub use mirrors::{MirrorError, MirrorLocation, Mirrors, PullFromMirror};
 pub use naming::{LoadMode, PushMode, PushTarget, SaveMode, own_project};
 pub use registry_endpoint::{RegistryDestination, RegistrySource};
 pub use report::{BlobOrigin, CopyOutcome, NoReport, Reporter};

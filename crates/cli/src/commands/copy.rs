@@ -27,5 +27,6 @@ pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Summary, Failure
     let mut summary = summary("copy", vec![report.image], vec![report.outcome], Vec::new());
     summary.archives = report.archive.into_iter().map(|archive| (archive.path, archive.size)).collect();
     summary.dry_run = args.dry_run.then(|| destination.to_string());
+    summary.served_from = vec![report.served_from];
     Ok(summary)
 }

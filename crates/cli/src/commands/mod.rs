@@ -17,7 +17,8 @@ use hpn_registry::{ClientOptions, Credentials, RegistryClient};
 use hpn_store::Store;
 use hpn_transfer::{
     AnyDestination, ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EmptyDestination, EndpointContext,
-    EngineOptions, PlatformChoice, PullPolicy, RegistryDestination, Reporter, StoreDestination, TransferError,
+    EngineOptions, PlatformChoice, PullPolicy, RegistryDestination, RegistrySource, Reporter, StoreDestination,
+    TransferError,
 };
 
 use crate::args::{self, Command, PullPolicyArgs};
@@ -105,7 +106,10 @@ fn registry_destination(settings: &Settings) -> Result<RegistryDestination, Fail
 fn endpoint_context(settings: &Settings, with_registry: bool) -> Result<EndpointContext, Failure> {
     let context = EndpointContext::new(settings.store_root.clone(), settings.durability);
     Ok(if with_registry {
-        context.with_registry(registry_client(settings)?).with_blob_locations(blob_locations())
+        context
+            .with_registry(registry_client(settings)?)
+            .with_blob_locations(blob_locations())
+            .with_mirrors(Arc::clone(&settings.mirrors))
     } else {
         context
     })
@@ -137,6 +141,16 @@ fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
 
 fn engine_options(platforms: PlatformChoice, settings: &Settings) -> EngineOptions {
     EngineOptions::new(platforms, &Concurrency::with_images(settings.jobs))
+}
+
+/// A registry source reading through the configured mirrors.
+fn registry_source(settings: &Settings) -> Result<RegistrySource, Failure> {
+    Ok(RegistrySource::with_mirrors(registry_client(settings)?, Arc::clone(&settings.mirrors)))
+}
+
+/// Per image of `summary`, the mirror location that served it.
+fn served_from(source: &RegistrySource, summary: &Summary) -> Vec<Option<Reference>> {
+    summary.images.iter().map(|image| source.served_from(&image.image)).collect()
 }
 
 /// The library's pull policy for `--pull`.
@@ -197,6 +211,7 @@ fn summary(
         elapsed: Default::default(),
         dry_run: None,
         destinations: Vec::new(),
+        served_from: Vec::new(),
     }
 }
 

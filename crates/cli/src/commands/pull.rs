@@ -1,10 +1,11 @@
 use std::sync::Arc;
 
 use hpn_oci::Platform;
-use hpn_transfer::{CopyJob, Engine, PlatformChoice, RegistrySource};
+use hpn_transfer::{CopyJob, Engine, PlatformChoice};
 
 use super::{
-    engine_options, platform_choice, pull_policy, registry_client, reporter, store_destination, store_plan, summary,
+    engine_options, platform_choice, pull_policy, registry_source, reporter, served_from, store_destination,
+    store_plan, summary,
 };
 use crate::args::PullArgs;
 use crate::config::Settings;
@@ -21,8 +22,9 @@ pub async fn run(args: PullArgs, settings: &Settings) -> Result<Summary, Failure
         settings,
         PlatformChoice::One(Platform::host()),
     )?;
+    let source = Arc::new(registry_source(settings)?);
     let engine = Engine::new(
-        Arc::new(RegistrySource::new(registry_client(settings)?)),
+        Arc::clone(&source),
         Arc::new(store_destination(settings, args.dry_run)?),
         engine_options(platforms, settings).with_pull(pull_policy(&args.policy)).with_dry_run(args.dry_run),
         reporter(settings),
@@ -31,5 +33,6 @@ pub async fn run(args: PullArgs, settings: &Settings) -> Result<Summary, Failure
     let results = engine.copy_all(&jobs).await;
     let mut summary = summary("pull", list.references(), results, list.rejected);
     summary.dry_run = store_plan(settings, args.dry_run);
+    summary.served_from = served_from(&source, &summary);
     Ok(summary)
 }

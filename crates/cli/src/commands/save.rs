@@ -4,11 +4,11 @@ use std::sync::Arc;
 use hpn_archive::ArchiveCompression;
 use hpn_oci::Platform;
 
-use hpn_transfer::{ArchiveOptions, CopyJob, Engine, PlatformChoice, RegistrySource, SaveMode, SaveOutput};
+use hpn_transfer::{ArchiveOptions, CopyJob, Engine, PlatformChoice, SaveMode, SaveOutput};
 
 use super::{
-    engine_options, mode, open_store, platform_choice, pull_policy, registry_client, reporter, store_destination,
-    store_plan, summary,
+    engine_options, mode, open_store, platform_choice, pull_policy, registry_source, reporter, served_from,
+    store_destination, store_plan, summary,
 };
 use crate::args::{Compression, SaveArgs};
 use crate::config::Settings;
@@ -53,8 +53,9 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
     if args.dry_run {
         // The archive would hold every blob of every image; what the plan can tell is what
         // the store lacks and would fetch first.
+        let source = Arc::new(registry_source(settings)?);
         let engine = Engine::new(
-            Arc::new(RegistrySource::new(registry_client(settings)?)),
+            Arc::clone(&source),
             Arc::new(store_destination(settings, true)?),
             options.with_dry_run(true),
             reporter(settings),
@@ -62,14 +63,16 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         let results = engine.copy_all(&jobs).await;
         let mut summary = summary("save", list.references(), results, list.rejected);
         summary.dry_run = store_plan(settings, true);
+        summary.served_from = served_from(&source, &summary);
         summary.archives = match output {
             SaveOutput::OneArchive(path) => vec![(path, 0)],
             SaveOutput::PerImage(paths) => paths.into_iter().map(|path| (path, 0)).collect(),
         };
         return Ok(summary);
     }
+    let source = registry_source(settings)?;
     let report = hpn_transfer::save(
-        RegistrySource::new(registry_client(settings)?),
+        source.clone(),
         open_store(settings)?,
         &jobs,
         output,
@@ -81,5 +84,6 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
     .map_err(|error| Failure::new(ExitStatus::Filesystem, error))?;
     let mut summary = summary("save", list.references(), report.results, list.rejected);
     summary.archives = report.archives.into_iter().map(|archive| (archive.path, archive.size)).collect();
+    summary.served_from = served_from(&source, &summary);
     Ok(summary)
 }
