@@ -67,6 +67,15 @@ pub enum Command {
     /// Inspect and maintain the store
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Check archives offline: re-hash every blob and check every image is complete
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Archives to check (docker save, hpn save, skopeo, OCI; `-` reads one from stdin)
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

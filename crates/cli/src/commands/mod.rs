@@ -8,6 +8,7 @@ mod pull;
 mod push;
 mod save;
 mod store;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,6 +61,7 @@ async fn run(command: Command, settings: &Settings, started: Instant) -> Result<
         Command::Push(args) => push::run(args, settings).await?,
         Command::Copy(args) => copy::run(args, settings).await?,
         Command::Store(command) => return store::run(command, settings).await,
+        Command::Verify(args) => return verify::run(args, settings).await,
     };
     summary.elapsed = started.elapsed();
     summary.print(settings.quiet, settings.json);
