@@ -252,6 +252,32 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         })
     }
 
+    /// Fails when the source (a store or an archive, which keep only the
+    /// platforms pulled or saved) lacks a chosen platform's manifest, naming
+    /// the platforms it holds rather than a missing blob.
+    async fn check_source_holds(
+        &self,
+        image: &Reference,
+        candidates: &[&Descriptor],
+        chosen: &[&Descriptor],
+    ) -> Result<(), TransferError> {
+        let mut held = Vec::new();
+        let mut missing = Vec::new();
+        for entry in candidates {
+            let platform = entry.platform.as_ref().map_or_else(|| entry.digest.to_string(), Platform::to_string);
+            if self.source.has_manifest(entry).await? {
+                held.push(platform);
+            } else if chosen.iter().any(|chosen| chosen.digest == entry.digest) {
+                missing.push(platform);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let held = if held.is_empty() { "no".to_owned() } else { held.join(", ") };
+        Err(TransferError::PlatformNotHeld { image: image.clone(), missing: missing.join(", "), held })
+    }
+
     /// Picks the index entries to copy and fetches their manifests. Returns
     /// them with the position of the one a single-platform consumer gets.
     async fn select_platforms(
@@ -281,6 +307,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 candidates.iter().copied().find(|entry| entry_matches(entry, wanted)).into_iter().collect()
             }
         };
+        if !matches!(self.options.platforms, PlatformChoice::Available) && !chosen.is_empty() {
+            self.check_source_holds(image, &candidates, &chosen).await?;
+        }
         if chosen.is_empty() {
             let wanted = match &self.options.platforms {
                 PlatformChoice::One(wanted) => wanted.clone(),

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hpn_archive::ArchiveError;
-use hpn_oci::{Digest, ManifestError, Platform};
+use hpn_oci::{Digest, ManifestError, Platform, Reference};
 use hpn_registry::RegistryError;
 use hpn_store::StoreError;
 
@@ -38,6 +38,27 @@ pub enum TransferError {
         wanted: Platform,
         /// The platforms the index lists, comma-separated.
         available: String,
+    },
+    /// The source holds only some platforms of an index (a store or an
+    /// archive keeps those that were pulled or saved), not all that were asked for.
+    #[error("the source holds the {held} image of this index but not {missing}")]
+    PlatformNotHeld {
+        /// The image.
+        image: Reference,
+        /// The platforms asked for that the source lacks, comma-separated.
+        missing: String,
+        /// The platforms it holds, comma-separated ("no" when none).
+        held: String,
+    },
+    /// Names asked for that no input archive holds.
+    #[error("no image named {name} in {archives} (they hold: {held})")]
+    NotInArchives {
+        /// The name asked for.
+        name: Reference,
+        /// The archives read, comma-separated.
+        archives: String,
+        /// The names they hold, comma-separated.
+        held: String,
     },
     /// A document larger than hpn reads into memory (`hpn_oci::limits`).
     #[error("{what} {digest} is {size} bytes, more than the {limit} bytes hpn accepts for it")]
