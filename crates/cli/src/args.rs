@@ -46,6 +46,26 @@ pub struct GlobalArgs {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The Go hpn's container runtime choice; accepted so its scripts keep working, and unused
+    #[arg(long, global = true, hide = true, value_name = "RUNTIME")]
+    pub runtime: Option<String>,
+    /// The Go hpn's fallback between runtimes; accepted so its scripts keep working, and unused
+    #[arg(long, global = true, hide = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub auto_fallback: Option<String>,
+}
+
+impl GlobalArgs {
+    /// The Go hpn's runtime flags given, as written: hpn reads them to say they do nothing.
+    pub fn go_hpn_runtime_flags(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if self.runtime.is_some() {
+            given.push("--runtime");
+        }
+        if self.auto_fallback.is_some() {
+            given.push("--auto-fallback");
+        }
+        given
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +83,8 @@ pub enum Command {
     /// Inspect and maintain the store
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Print hpn's version
+    Version,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +136,9 @@ pub struct SaveArgs {
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
+    /// Images of the archives to load (default: all of them)
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
     /// Archive files to load (repeatable; `-` reads one from stdin)
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     pub inputs: Vec<PathBuf>,

@@ -8,6 +8,13 @@ use hpn_oci::{Descriptor, Reference};
 use hpn_transfer::{BlobOrigin, CopyOutcome, Reporter, TransferError};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Whether stderr gets colour: only on a terminal, and never with `NO_COLOR`
+/// set to anything but the empty string (no-color.org), so logs and CI
+/// files carry no escape codes.
+pub fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
+
 /// Picks how progress is shown: bars on a terminal, one line per image when
 /// stderr is a pipe or a file (CI logs), nothing with --quiet or --json.
 pub fn reporter(quiet: bool, json: bool) -> Box<dyn Reporter> {

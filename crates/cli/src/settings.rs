@@ -144,7 +144,6 @@ pub(crate) const PROJECT: Setting = Setting {
 };
 
 /// Every setting, in the README's order.
-#[cfg_attr(not(test), expect(dead_code, reason = "read only by the README renderer, which runs as a test"))]
 pub(crate) const ALL: &[&Setting] = &[
     &STORE,
     &CONFIG,

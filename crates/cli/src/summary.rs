@@ -33,6 +33,8 @@ pub struct Summary {
     pub unusable: Vec<(String, ImageFailure)>,
     pub archives: Vec<(PathBuf, u64)>,
     pub elapsed: Duration,
+    /// The archive went to stdout (`-o -`), so the summary goes to stderr.
+    pub stdout_is_output: bool,
 }
 
 impl Summary {
@@ -61,7 +63,10 @@ impl Summary {
         }
         if json {
             crate::print_line(serde_json::to_string_pretty(&self.to_json()).expect("the summary serializes"));
-        } else if !quiet {
+        } else if quiet {
+        } else if self.stdout_is_output {
+            eprintln!("{}", self.human());
+        } else {
             crate::print_line(self.human());
         }
     }

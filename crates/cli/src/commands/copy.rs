@@ -2,7 +2,7 @@ use anyhow::anyhow;
 use hpn_oci::Platform;
 use hpn_transfer::{EndpointName, PlatformChoice};
 
-use super::save::archive_compression;
+use super::save::{archive_compression, compression_for_output};
 use super::{endpoint_context, engine_options, platform_choice, reporter, summary};
 use crate::args::CopyArgs;
 use crate::config::Settings;
@@ -19,7 +19,11 @@ pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Summary, Failure
     let platforms =
         platform_choice(args.platform.as_deref(), args.all_platforms, settings, PlatformChoice::One(Platform::host()))?;
     let uses_registry = source.uses_registry() || destination.uses_registry();
-    let context = endpoint_context(settings, uses_registry)?.with_compression(archive_compression(args.compress));
+    let compression = match &destination {
+        EndpointName::Archive { path, .. } => compression_for_output(path, args.compress)?,
+        _ => archive_compression(args.compress),
+    };
+    let context = endpoint_context(settings, uses_registry)?.with_compression(compression);
     let report =
         hpn_transfer::copy(&source, &destination, &context, engine_options(platforms, settings), reporter(settings))
             .await

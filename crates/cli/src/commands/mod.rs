@@ -59,6 +59,8 @@ async fn run(command: Command, settings: &Settings, started: Instant) -> Result<
         Command::Push(args) => push::run(args, settings).await?,
         Command::Copy(args) => copy::run(args, settings).await?,
         Command::Store(command) => return store::run(command, settings).await,
+        // Answered before any setting is read, so a broken config cannot hide the version.
+        Command::Version => unreachable!("hpn version is answered in lib.rs"),
     };
     summary.elapsed = started.elapsed();
     summary.print(settings.quiet, settings.json);
@@ -165,7 +167,15 @@ fn summary(
         .zip(results)
         .map(|(image, result)| ImageResult { image, result: result.map_err(|error| failure_of(&error)) })
         .collect();
-    Summary { command, images, rejected, unusable: Vec::new(), archives: Vec::new(), elapsed: Default::default() }
+    Summary {
+        command,
+        images,
+        rejected,
+        unusable: Vec::new(),
+        archives: Vec::new(),
+        elapsed: Default::default(),
+        stdout_is_output: false,
+    }
 }
 
 /// The summary of a load or push from archives: the images tried, and the
