@@ -211,3 +211,29 @@ fn the_go_hpns_version_command_and_runtime_flags_are_accepted() {
     assert!(run.stderr.contains("--auto-fallback is accepted"), "{}", run.stderr);
     work.hpn(["-a", "pull", "--runtime=podman", "--auto-fallback=false", "--help"]).assert_ok();
 }
+
+#[test]
+fn piped_progress_is_plain_periodic_and_says_when_an_image_waits_on_anothers_layer() {
+    use hpn_testkit::{Fault, Rule};
+    let proxied = common::proxied_registry(&["app-a", "app-b"]);
+    let largest = ["app-a", "app-b"]
+        .iter()
+        .flat_map(|name| proxied.image(name).amd64().layers.iter().map(|layer| layer.size))
+        .max()
+        .unwrap();
+    // The largest layer alone takes about seven seconds: more than one progress interval.
+    proxied.proxy.add(Rule::new("/blobs/sha256:", Fault::ThrottleResponse((largest / 7).max(1))).method("GET"));
+    let work = Workspace::new();
+    let run = work.hpn(["-v", "pull", "-j", "2", &proxied.reference("app-a"), &proxied.reference("app-b")]);
+    run.assert_ok();
+    let progress: Vec<&str> = run.stderr.lines().filter(|line| line.starts_with("progress images ")).collect();
+    assert!(!progress.is_empty(), "no periodic progress line:\n{}", run.stderr);
+    assert!(progress.iter().all(|line| line.contains("/2 done") && line.contains("fetched")), "{progress:?}");
+    // app-a and app-b share their base and runtime layers: one fetches, the other says it waits.
+    assert!(
+        run.stderr.lines().any(|line| line.starts_with("waiting ") && line.contains("(fetched for ")),
+        "no waiting line:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains('\x1b'), "ANSI codes in piped output: {:?}", run.stderr);
+}
