@@ -795,6 +795,59 @@ mod tests {
         assert!(path.is_file());
     }
 
+    fn entry_names(bytes: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(bytes);
+        let entries = archive.entries().unwrap();
+        entries.map(|entry| String::from_utf8(entry.unwrap().path_bytes().into_owned()).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_fifo_is_written_through_and_stays_a_fifo() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.tar");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let reading = fifo.clone();
+        let reader = std::thread::spawn(move || fs::read(reading).unwrap());
+        let mut writer = ArchiveWriter::create(&fifo, ArchiveCompression::None).unwrap();
+        let blob = vec![7u8; 300_000];
+        let digest = Digest::of(&blob);
+        writer.add_blob_bytes(&digest, &blob).unwrap();
+        let size = writer.finish().unwrap();
+        let streamed = reader.join().unwrap();
+        assert_eq!(streamed.len() as u64, size, "the size is what went through");
+        let names = entry_names(&streamed);
+        assert!(names.contains(&format::blob_path(digest.hex())) && names.contains(&"index.json".to_owned()));
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "a temp file was left beside the FIFO");
+    }
+
+    #[test]
+    fn a_full_device_fails_saying_the_streamed_archive_is_incomplete() {
+        let mut writer = ArchiveWriter::create(Path::new("/dev/full"), ArchiveCompression::None).unwrap();
+        let blob = vec![1u8; 2 * BUFFER_SIZE];
+        let error = writer.add_blob_bytes(&Digest::of(&blob), &blob).unwrap_err();
+        assert!(matches!(error, ArchiveError::StreamCut { .. }) && error.is_no_space(), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("/dev/full") && message.contains("incomplete archive"), "{message}");
+    }
+
+    #[test]
+    fn a_link_to_a_file_keeps_the_link_and_replaces_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.tar");
+        fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link.tar");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        ArchiveWriter::create(&link, ArchiveCompression::None).unwrap().finish().unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+        assert!(entry_names(&fs::read(&target).unwrap()).contains(&"index.json".to_owned()));
+        let dangling = dir.path().join("dangling.tar");
+        std::os::unix::fs::symlink(dir.path().join("nowhere/x.tar"), &dangling).unwrap();
+        let error = ArchiveWriter::create(&dangling, ArchiveCompression::None).unwrap_err();
+        assert!(matches!(error, ArchiveError::InvalidPath { .. }), "{error:?}");
+    }
+
     /// Names over ustar's 100 bytes are not expected (blob paths are 77), but
     /// must still come out right in every reader.
     #[test]

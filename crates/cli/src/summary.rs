@@ -63,11 +63,13 @@ impl Summary {
         }
         if json {
             crate::print_line(serde_json::to_string_pretty(&self.to_json()).expect("the summary serializes"));
-        } else if quiet {
-        } else if self.stdout_is_output {
-            eprintln!("{}", self.human());
-        } else {
-            crate::print_line(self.human());
+        } else if !quiet {
+            let text = self.human();
+            if self.stdout_is_output {
+                eprintln!("{text}");
+            } else {
+                crate::print_line(text);
+            }
         }
     }
 

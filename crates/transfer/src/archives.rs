@@ -73,8 +73,11 @@ pub async fn copy_from_archives<D: ImageDestination>(
     let archives = inputs.iter().map(|input| input.display().to_string()).collect::<Vec<_>>().join(", ");
     let held_names = held.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     for name in wanted.unwrap_or_default().iter().filter(|name| !held.contains(name)) {
-        let error =
-            TransferError::NotInArchives { name: name.clone(), archives: archives.clone(), held: held_names.clone() };
+        let error = TransferError::NotInArchives {
+            name: name.to_string(),
+            archives: archives.clone(),
+            held: held_names.clone(),
+        };
         run.unusable.push((name.to_string(), error));
     }
     run

@@ -301,7 +301,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             return Ok(());
         }
         let held = if held.is_empty() { "no".to_owned() } else { held.join(", ") };
-        Err(TransferError::PlatformNotHeld { image: image.clone(), missing: missing.join(", "), held })
+        Err(TransferError::PlatformNotHeld { image: image.to_string(), missing: missing.join(", "), held })
     }
 
     /// Picks the index entries to copy and fetches their manifests. Returns

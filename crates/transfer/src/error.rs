@@ -2,7 +2,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hpn_archive::ArchiveError;
-use hpn_oci::{Digest, ManifestError, Platform, Reference};
+use hpn_oci::{Digest, ManifestError, Platform};
 use hpn_registry::RegistryError;
 use hpn_store::StoreError;
 
@@ -43,8 +43,8 @@ pub enum TransferError {
     /// archive keeps those that were pulled or saved), not all that were asked for.
     #[error("the source holds the {held} image of this index but not {missing}")]
     PlatformNotHeld {
-        /// The image.
-        image: Reference,
+        /// The image, as a full reference.
+        image: String,
         /// The platforms asked for that the source lacks, comma-separated.
         missing: String,
         /// The platforms it holds, comma-separated ("no" when none).
@@ -53,8 +53,8 @@ pub enum TransferError {
     /// Names asked for that no input archive holds.
     #[error("no image named {name} in {archives} (they hold: {held})")]
     NotInArchives {
-        /// The name asked for.
-        name: Reference,
+        /// The name asked for, as a full reference.
+        name: String,
         /// The archives read, comma-separated.
         archives: String,
         /// The names they hold, comma-separated.
