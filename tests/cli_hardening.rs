@@ -212,8 +212,9 @@ fn the_go_hpns_version_command_and_runtime_flags_are_accepted() {
     work.hpn(["-a", "pull", "--runtime=podman", "--auto-fallback=false", "--help"]).assert_ok();
 }
 
-#[test]
-fn piped_progress_is_plain_periodic_and_says_when_an_image_waits_on_anothers_layer() {
+/// app-a and app-b (which share their base and runtime layers) behind a proxy
+/// that sends blobs slowly enough that their largest layer takes `seconds`.
+fn slow_pair(seconds: u64) -> common::Proxied {
     use hpn_testkit::{Fault, Rule};
     let proxied = common::proxied_registry(&["app-a", "app-b"]);
     let largest = ["app-a", "app-b"]
@@ -221,8 +222,14 @@ fn piped_progress_is_plain_periodic_and_says_when_an_image_waits_on_anothers_lay
         .flat_map(|name| proxied.image(name).amd64().layers.iter().map(|layer| layer.size))
         .max()
         .unwrap();
-    // The largest layer alone takes about seven seconds: more than one progress interval.
-    proxied.proxy.add(Rule::new("/blobs/sha256:", Fault::ThrottleResponse((largest / 7).max(1))).method("GET"));
+    proxied.proxy.add(Rule::new("/blobs/sha256:", Fault::ThrottleResponse((largest / seconds).max(1))).method("GET"));
+    proxied
+}
+
+#[test]
+fn piped_progress_is_plain_periodic_and_says_when_an_image_waits_on_anothers_layer() {
+    // More than one progress interval.
+    let proxied = slow_pair(7);
     let work = Workspace::new();
     let run = work.hpn(["-v", "pull", "-j", "2", &proxied.reference("app-a"), &proxied.reference("app-b")]);
     run.assert_ok();
@@ -236,4 +243,31 @@ fn piped_progress_is_plain_periodic_and_says_when_an_image_waits_on_anothers_lay
         run.stderr
     );
     assert!(!run.stderr.contains('\x1b'), "ANSI codes in piped output: {:?}", run.stderr);
+}
+
+#[test]
+fn on_a_terminal_an_overall_line_tops_the_bars_and_a_wait_is_shown_as_such() {
+    let proxied = slow_pair(3);
+    let work = Workspace::new();
+    let line = format!(
+        "{} pull -j 2 {} {}",
+        env!("CARGO_BIN_EXE_hpn"),
+        proxied.reference("app-a"),
+        proxied.reference("app-b")
+    );
+    // script(1) gives hpn a terminal and copies what it draws to stdout.
+    let mut terminal = Command::new("script");
+    terminal.args(["-qfec", &line, "/dev/null"]).current_dir(work.path());
+    for (name, value) in work.command().get_envs() {
+        match value {
+            Some(value) => terminal.env(name, value),
+            None => terminal.env_remove(name),
+        };
+    }
+    let output = terminal.env("NO_COLOR", "1").env("TERM", "xterm").output().expect("run script");
+    let drawn = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{drawn}");
+    assert!(drawn.contains("images 0/2 done") && drawn.contains("images 2/2 done"), "no overall line:\n{drawn}");
+    assert!(drawn.contains("waiting for layer ") && drawn.contains("(fetched for "), "no wait shown:\n{drawn}");
+    assert!(!drawn.contains("\x1b[32m"), "colour despite NO_COLOR:\n{drawn}");
 }
