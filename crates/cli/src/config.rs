@@ -56,10 +56,10 @@ impl ConfigValue for usize {
     const EXPECTED: &'static str = "a whole number";
 }
 impl ConfigValue for u32 {
-    const EXPECTED: &'static str = "a whole number";
+    const EXPECTED: &'static str = "a whole number up to 4294967295";
 }
 impl ConfigValue for u8 {
-    const EXPECTED: &'static str = "a whole number";
+    const EXPECTED: &'static str = "a whole number from 0 to 255";
 }
 
 /// A YAML value as an error message shows what was found instead.
@@ -526,6 +526,7 @@ mod tests {
             ("parallel:\n  max_workers: many\n", "parallel.max_workers: expected a whole number, found \"many\""),
             ("parallel:\n  max_workers: -2\n", "parallel.max_workers: expected a whole number, found -2"),
             ("sync: [1]\n", "sync: expected true or false, found a list"),
+            ("modes:\n  save_mode: 300\n", "modes.save_mode: expected a whole number from 0 to 255, found 300"),
             ("insecure_registries: {a: 1}\n", "insecure_registries: expected a list of strings, found a mapping"),
             ("parallel: 4\n", "parallel.max_workers: parallel is not a mapping"),
         ] {
