@@ -72,10 +72,35 @@ fn save_to_stdout_streams_a_tar_that_tar_and_docker_load_read() {
     let inspected = dockerd.image_inspect(&image.tag_references[0]).expect("docker has the image");
     assert_eq!(inspected["Id"], image.amd64().config.digest.as_str());
 
+    // copy to docker-archive:- streams too, its summary out of the way on stderr.
+    let (run, listed) = hpn_into(&work, &["copy", &image.reference, "docker-archive:-"], Command::new("tar").arg("-t"));
+    run.assert_ok();
+    assert!(listed.lines().any(|entry| entry == "manifest.json"), "{listed}");
+    assert!(run.stderr.contains("copy: 1 image(s) ok"), "{}", run.stderr);
+
     // No room on stdout for --json next to the archive, and no binary noise on a terminal.
     let run = work.hpn(["--json", "save", &image.reference, "-o", "-"]);
     run.assert_code(2);
     assert!(run.stderr.contains("--json"), "{}", run.stderr);
+    let line = format!("{} save {} -o -", env!("CARGO_BIN_EXE_hpn"), image.reference);
+    let output = in_a_terminal(&work, &line).output().expect("run script");
+    let drawn = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{drawn}");
+    assert!(drawn.contains("stdout is a terminal"), "{drawn}");
+}
+
+/// `script -qfec LINE`: LINE run on a terminal of its own, in the workspace's
+/// environment; what it draws comes out on stdout.
+fn in_a_terminal(work: &Workspace, line: &str) -> Command {
+    let mut terminal = Command::new("script");
+    terminal.args(["-qfec", line, "/dev/null"]).current_dir(work.path());
+    for (name, value) in work.command().get_envs() {
+        match value {
+            Some(value) => terminal.env(name, value),
+            None => terminal.env_remove(name),
+        };
+    }
+    terminal
 }
 
 #[test]
@@ -255,16 +280,7 @@ fn on_a_terminal_an_overall_line_tops_the_bars_and_a_wait_is_shown_as_such() {
         proxied.reference("app-a"),
         proxied.reference("app-b")
     );
-    // script(1) gives hpn a terminal and copies what it draws to stdout.
-    let mut terminal = Command::new("script");
-    terminal.args(["-qfec", &line, "/dev/null"]).current_dir(work.path());
-    for (name, value) in work.command().get_envs() {
-        match value {
-            Some(value) => terminal.env(name, value),
-            None => terminal.env_remove(name),
-        };
-    }
-    let output = terminal.env("NO_COLOR", "1").env("TERM", "xterm").output().expect("run script");
+    let output = in_a_terminal(&work, &line).env("NO_COLOR", "1").env("TERM", "xterm").output().expect("run script");
     let drawn = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{drawn}");
     assert!(drawn.contains("images 0/2 done") && drawn.contains("images 2/2 done"), "no overall line:\n{drawn}");

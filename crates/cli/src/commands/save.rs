@@ -114,7 +114,7 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
 
 /// Whether `path` names this process's stdout: `-`, or a path that opens the
 /// same file (`/dev/stdout`, `/proc/self/fd/1`).
-fn is_stdout(path: &Path) -> bool {
+pub fn is_stdout(path: &Path) -> bool {
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
     if path == Path::new("-") {
@@ -131,7 +131,7 @@ fn is_stdout(path: &Path) -> bool {
 /// An archive on stdout leaves no room there for the summary (it goes to
 /// stderr) or for --json, and is binary noise on a terminal (docker save
 /// refuses that too).
-fn check_stdout_can_take_the_archive(settings: &Settings) -> Result<(), Failure> {
+pub fn check_stdout_can_take_the_archive(settings: &Settings) -> Result<(), Failure> {
     let refuse = |message: &str| Err(Failure::new(ExitStatus::BadArguments, anyhow::anyhow!(message.to_owned())));
     if settings.json {
         return refuse("--json prints the summary on stdout, where -o sends the archive; leave one of them out");
