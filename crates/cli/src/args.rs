@@ -50,6 +50,26 @@ pub struct GlobalArgs {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The Go hpn's container runtime choice; accepted so its scripts keep working, and unused
+    #[arg(long, global = true, hide = true, value_name = "RUNTIME")]
+    pub runtime: Option<String>,
+    /// The Go hpn's fallback between runtimes; accepted so its scripts keep working, and unused
+    #[arg(long, global = true, hide = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub auto_fallback: Option<String>,
+}
+
+impl GlobalArgs {
+    /// The Go hpn's runtime flags given, as written: hpn reads them to say they do nothing.
+    pub fn go_hpn_runtime_flags(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if self.runtime.is_some() {
+            given.push("--runtime");
+        }
+        if self.auto_fallback.is_some() {
+            given.push("--auto-fallback");
+        }
+        given
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +89,8 @@ pub enum Command {
     Store(StoreCommand),
     /// Check archives offline: re-hash every blob and check every image is complete
     Verify(VerifyArgs),
+    /// Print hpn's version
+    Version,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +177,9 @@ pub struct SaveArgs {
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
+    /// Images of the archives to load (default: all of them)
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
     /// Archive files to load (repeatable; `-` reads one from stdin)
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     pub inputs: Vec<PathBuf>,

@@ -39,7 +39,8 @@ pub(crate) const CONFIG: Setting = Setting {
     env: "HPN_CONFIG",
     key: None,
     default: "the first of `~/.hpn/config.yaml`, `/etc/hpn/config.yaml`, `./config.yaml`",
-    meaning: "the config file; it takes the Go hpn's keys, and ignores those hpn does not use",
+    meaning: "the config file; it takes the Go hpn's keys and warns about keys it does not know. A `./config.yaml` \
+              found without being named cannot set `insecure_registries`, `registry` or `project`",
 };
 
 pub(crate) const JOBS: Setting = Setting {
@@ -157,7 +158,6 @@ pub(crate) const PROJECT: Setting = Setting {
 };
 
 /// Every setting, in the README's order.
-#[cfg_attr(not(test), expect(dead_code, reason = "read only by the README renderer, which runs as a test"))]
 pub(crate) const ALL: &[&Setting] = &[
     &STORE,
     &CONFIG,

@@ -40,6 +40,8 @@ pub struct Summary {
     pub destinations: Vec<hpn_oci::Reference>,
     /// Per image, in order, the mirror location it was read from when a mirror served it.
     pub served_from: Vec<Option<hpn_oci::Reference>>,
+    /// The archive went to stdout (`-o -`), so the summary goes to stderr.
+    pub stdout_is_output: bool,
 }
 
 impl Summary {
@@ -69,7 +71,12 @@ impl Summary {
         if json {
             crate::print_line(serde_json::to_string_pretty(&self.to_json()).expect("the summary serializes"));
         } else if !quiet {
-            crate::print_line(self.human());
+            let text = self.human();
+            if self.stdout_is_output {
+                eprintln!("{text}");
+            } else {
+                crate::print_line(text);
+            }
         }
     }
 

@@ -1,5 +1,6 @@
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -161,6 +162,29 @@ pub struct Engine<S, D> {
     /// several repositories of one registry want at once is sent to the first
     /// and reused (mounted) by the others, rather than uploaded once each.
     transfers: SingleFlight<Digest, ()>,
+    /// Which image each transfer in flight is for, so an image that waits on
+    /// it can say so.
+    transferring_for: Mutex<HashMap<Digest, Reference>>,
+}
+
+/// Marks a blob's transfer as being for an image until dropped (the
+/// transfer ended, or its future was dropped).
+struct TransferMark<'a> {
+    marks: &'a Mutex<HashMap<Digest, Reference>>,
+    digest: Digest,
+}
+
+impl<'a> TransferMark<'a> {
+    fn new(marks: &'a Mutex<HashMap<Digest, Reference>>, digest: &Digest, image: &Reference) -> Self {
+        marks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(digest.clone(), image.clone());
+        Self { marks, digest: digest.clone() }
+    }
+}
+
+impl Drop for TransferMark<'_> {
+    fn drop(&mut self) {
+        self.marks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.digest);
+    }
 }
 
 impl<S, D> std::fmt::Debug for Engine<S, D> {
@@ -182,12 +206,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             layers: SingleFlight::new(),
             configs: SingleFlight::new(),
             transfers: SingleFlight::new(),
+            transferring_for: Mutex::new(HashMap::new()),
         }
     }
 
     /// Copies every job, several at once; one failure does not stop the
     /// others. Results come back in job order.
     pub async fn copy_all(&self, jobs: &[CopyJob]) -> Vec<Result<CopyOutcome, TransferError>> {
+        self.reporter.images_queued(jobs.len());
         let mut results: Vec<(usize, Result<CopyOutcome, TransferError>)> = stream::iter(jobs)
             .map(|job| async move { (job.index, self.copy(job).await) })
             .buffer_unordered(self.options.max_concurrent_images.max(1))
@@ -349,6 +375,32 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         Ok((top, platforms, primary))
     }
 
+    /// Fails when the source (a store or an archive, which keep only the
+    /// platforms pulled or saved) lacks a chosen platform's manifest, naming
+    /// the platforms it holds rather than a missing blob.
+    async fn check_source_holds(
+        &self,
+        image: &Reference,
+        candidates: &[&Descriptor],
+        chosen: &[&Descriptor],
+    ) -> Result<(), TransferError> {
+        let mut held = Vec::new();
+        let mut missing = Vec::new();
+        for entry in candidates {
+            let platform = entry.platform.as_ref().map_or_else(|| entry.digest.to_string(), Platform::to_string);
+            if self.source.has_manifest(entry).await? {
+                held.push(platform);
+            } else if chosen.iter().any(|chosen| chosen.digest == entry.digest) {
+                missing.push(platform);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let held = if held.is_empty() { "no".to_owned() } else { held.join(", ") };
+        Err(TransferError::PlatformNotHeld { image: image.to_string(), missing: missing.join(", "), held })
+    }
+
     /// Picks the index entries to copy and fetches their manifests. Returns
     /// them with the position of the one a single-platform consumer gets.
     async fn select_platforms(
@@ -378,6 +430,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 candidates.iter().copied().find(|entry| entry_matches(entry, wanted)).into_iter().collect()
             }
         };
+        if !matches!(self.options.platforms, PlatformChoice::Available) && !chosen.is_empty() {
+            self.check_source_holds(image, &candidates, &chosen).await?;
+        }
         if chosen.is_empty() {
             let wanted = match &self.options.platforms {
                 PlatformChoice::One(wanted) => wanted.clone(),
@@ -508,8 +563,23 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 if self.destination.try_reuse_blob(target, descriptor, image).await?.is_reused() {
                     return Ok(BlobOrigin::AlreadyPresent);
                 }
-                let (sent, sent_here) =
-                    self.transfers.run(descriptor.digest.clone(), || self.move_blob(image, target, descriptor)).await;
+                let fetching_for = self
+                    .transferring_for
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .get(&descriptor.digest)
+                    .filter(|other| *other != image)
+                    .cloned();
+                if let Some(other) = fetching_for {
+                    self.reporter.blob_waiting(image, descriptor, &other);
+                }
+                let (sent, sent_here) = self
+                    .transfers
+                    .run(descriptor.digest.clone(), || async {
+                        let _mark = TransferMark::new(&self.transferring_for, &descriptor.digest, image);
+                        self.move_blob(image, target, descriptor).await
+                    })
+                    .await;
                 match sent {
                     Ok(()) if sent_here => return Ok(BlobOrigin::Transferred),
                     Err(error) if sent_here => return Err(TransferError::Shared(error)),

@@ -7,7 +7,7 @@
 //! committing an image to the store then exports it (its manifests and
 //! docker's files) from the store, where every blob was verified on arrival.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -79,8 +79,7 @@ pub async fn save<S: ImageSource>(
     let export_options = options.clone().with_pull(PullPolicy::Always);
     let (export, single) = match output {
         SaveOutput::OneArchive(path) => {
-            let archive =
-                Arc::new(ArchiveDestination::create(&path, archive_options.compression, archive_options.durability)?);
+            let archive = Arc::new(create_archive(&path, archive_options).await?);
             let exporter =
                 Engine::new(Arc::clone(&store_source), Arc::clone(&archive), export_options, Arc::new(NoReport));
             (Export::One { archive, exporter: Box::new(exporter) }, Some(path))
@@ -109,6 +108,14 @@ pub async fn save<S: ImageSource>(
         }
     }
     Ok(SaveReport { results, archives })
+}
+
+/// Starts an archive on the blocking pool: opening a FIFO waits for its reader.
+async fn create_archive(path: &Path, options: ArchiveOptions) -> Result<ArchiveDestination, TransferError> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || ArchiveDestination::create(&path, options.compression, options.durability))
+        .await
+        .map_err(|join| TransferError::task_failed("archive", join))?
 }
 
 /// How committed images leave the store.
@@ -162,11 +169,7 @@ impl SaveDestination {
                         .await
                         .map_err(|error| TransferError::io(format!("creating directory {}", dir.display()), error))?;
                 }
-                let archive = Arc::new(ArchiveDestination::create(
-                    path,
-                    self.archive_options.compression,
-                    self.archive_options.durability,
-                )?);
+                let archive = Arc::new(create_archive(path, self.archive_options).await?);
                 Engine::new(Arc::clone(&self.store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport))
                     .copy(&job)
                     .await?;

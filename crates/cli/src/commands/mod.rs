@@ -62,6 +62,8 @@ async fn run(command: Command, settings: &Settings, started: Instant) -> Result<
         Command::Copy(args) => copy::run(args, settings).await?,
         Command::Store(command) => return store::run(command, settings).await,
         Command::Verify(args) => return verify::run(args, settings).await,
+        // Answered before any setting is read, so a broken config cannot hide the version.
+        Command::Version => unreachable!("hpn version is answered in lib.rs"),
     };
     summary.elapsed = started.elapsed();
     summary.print(settings.quiet, settings.json);
@@ -214,6 +216,7 @@ fn summary(
         dry_run: None,
         destinations: Vec::new(),
         served_from: Vec::new(),
+        stdout_is_output: false,
     }
 }
 
