@@ -50,6 +50,11 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitStatus, Failure> {
+    if let args::Command::Completions(args) = &cli.command {
+        // Needs no config, store or runtime: it only describes the arguments.
+        clap_complete::generate(args.shell, &mut Cli::command(), "hpn", &mut std::io::stdout());
+        return Ok(ExitStatus::Ok);
+    }
     let settings = config::Settings::resolve(&cli.global)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("hpn-worker").build().map_err(
         |error| Failure::new(ExitStatus::General, anyhow::anyhow!("cannot start the async runtime: {error}")),
@@ -59,6 +64,12 @@ fn run(cli: Cli) -> Result<ExitStatus, Failure> {
     // their temp files; give them a moment before the process exits.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     status
+}
+
+/// hpn's whole command line as clap describes it: for man pages
+/// (`cargo xtask man`) and completion scripts.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// Writes one line to stdout. A closed pipe (`hpn store ls | head`) is not

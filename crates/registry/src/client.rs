@@ -179,4 +179,12 @@ impl RegistryClient {
     pub async fn delete_manifest(&self, image: &Reference, digest: &Digest) -> Result<(), RegistryError> {
         deletion::delete_manifest(&self.transport, image, digest).await
     }
+
+    /// Gives `image`'s manifest another tag, `target` (the same repository
+    /// with the new tag), by putting the very bytes it has there: no blob
+    /// moves, and the digest stays. Returns that digest.
+    pub async fn tag(&self, image: &Reference, target: &Reference) -> Result<Digest, RegistryError> {
+        let manifest = self.get_manifest(image).await?;
+        self.put_manifest(target, manifest.bytes, &manifest.media_type).await
+    }
 }

@@ -52,6 +52,35 @@ pub const PEERS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
 ];
 
+/// The Debian packages the tests and the demo need: `.ci/packages`, which `.ci/run` installs.
+pub fn debian_packages() -> Vec<&'static str> {
+    include_str!("../../../.ci/packages")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
+/// The packages of [`debian_packages`] that dpkg does not have installed (all of them on a
+/// machine without dpkg).
+pub fn missing_debian_packages() -> Vec<&'static str> {
+    debian_packages()
+        .into_iter()
+        .filter(|package| {
+            let status = std::process::Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", package])
+                .stderr(std::process::Stdio::null())
+                .output();
+            !status.is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("install ok installed"))
+        })
+        .collect()
+}
+
+/// Whether this process runs as root (and may install packages).
+pub fn is_root() -> bool {
+    process::is_root()
+}
+
 /// The peers from [`PEERS`] that cannot be found, as `(program, package)`.
 pub fn missing_peers() -> Vec<(&'static str, &'static str)> {
     PEERS.iter().copied().filter(|(bin, _)| !have_binary(bin)).collect()

@@ -50,6 +50,7 @@ mod endpoints;
 mod engine;
 mod error;
 mod hashing;
+mod inspect;
 mod naming;
 mod registry_endpoint;
 mod report;
@@ -67,6 +68,7 @@ pub use endpoints::{
 };
 pub use engine::{Concurrency, CopyJob, Engine, EngineOptions, PlatformChoice};
 pub use error::{ErrorKind, TransferError};
+pub use inspect::{ImageInspection, IndexEntry, LayerData, inspect, inspect_config, inspect_manifest};
 pub use naming::{LoadMode, PushMode, PushTarget, SaveMode, own_project};
 pub use registry_endpoint::{RegistryDestination, RegistrySource};
 pub use report::{BlobOrigin, CopyOutcome, NoReport, Reporter};
