@@ -10,9 +10,9 @@ use std::process::Stdio;
 
 use base64::Engine as _;
 use common::fixture_server::{Auth, FixtureServer};
-use common::{Run, Workspace};
+use common::{Run, Workspace, seeded_registry};
 use hpn_testkit::fixtures::{self, Scale};
-use hpn_testkit::{Registry, skopeo};
+use hpn_testkit::{Registry, TokenService, TokenSigner, skopeo};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Login-pw";
@@ -213,4 +213,38 @@ fn login_with_the_token_flow() {
     );
     let saved = json_file(&work.path().join("home/.docker/config.json"));
     assert_eq!(saved["auths"][registry.addr()]["auth"], b64(&format!("{USER}:{PASSWORD}")).as_str());
+}
+
+/// The distribution registry with token auth: login checks the password at the token endpoint,
+/// and tags, catalog, tag and delete each get a token for their own scope.
+#[test]
+fn token_auth_registry_login_then_tags_catalog_tag_and_delete() {
+    let seeded = seeded_registry();
+    let signer = std::sync::Arc::new(TokenSigner::generate().unwrap());
+    let tokens = TokenService::start(signer.clone(), USER, PASSWORD).unwrap();
+    let registry = Registry::builder().token_auth(&tokens.realm(), &signer).start().unwrap();
+    let work = Workspace::new();
+    let app = seeded.fixtures.image("app-a");
+    let target = registry.reference("team/app:1");
+    assert_ne!(work.hpn(["copy", &app.reference, &target]).code, 0, "anonymous pushes are refused");
+    work.hpn(["--creds", &format!("{USER}:{PASSWORD}"), "copy", &app.reference, &target]).assert_ok();
+
+    let config = work.path().join("home/.docker/config.json");
+    let login = ["login", registry.addr(), "-u", USER, "--password-stdin"];
+    let wrong = hpn_with_stdin(&work, &login, "wrong\n", &[]);
+    assert_ne!(wrong.code, 0);
+    assert!(wrong.stderr.contains("nothing was saved"), "{}", wrong.stderr);
+    assert!(!config.exists());
+    hpn_with_stdin(&work, &login, &format!("{PASSWORD}\n"), &[]).assert_ok();
+
+    let tags = work.hpn(["tags", &registry.reference("team/app")]);
+    assert_eq!(tags.assert_ok().stdout.lines().collect::<Vec<_>>(), ["1"]);
+    work.hpn(["tag", &target, "2"]).assert_ok();
+    let catalog = work.hpn(["catalog", registry.addr()]);
+    assert_eq!(catalog.assert_ok().stdout.lines().collect::<Vec<_>>(), ["team/app"]);
+    work.hpn(["delete", "--yes", &registry.reference("team/app:2")]).assert_ok();
+    assert_ne!(work.hpn(["digest", &target]).code, 0, "the manifest both tags named is gone");
+    let scopes = tokens.requested_scopes();
+    assert!(scopes.iter().any(|scope| scope == "registry:catalog:*"), "{scopes:?}");
+    assert!(scopes.iter().any(|scope| scope == "repository:team/app:delete"), "{scopes:?}");
 }

@@ -30,6 +30,7 @@ mod registry;
 mod rng;
 mod skopeo;
 mod token;
+mod token_service;
 
 pub use dockerd::{Dockerd, docker_client};
 pub use faults::{Fault, FaultProxy, ProxyRequest, Rule};
@@ -40,6 +41,7 @@ pub use registry::{AccessLogEntry, Registry, RegistryBuilder};
 pub use rng::Rng;
 pub use skopeo::{skopeo, skopeo_inspect, skopeo_inspect_raw};
 pub use token::TokenSigner;
+pub use token_service::TokenService;
 
 /// The peer programs the tests need, with the Debian package that provides each.
 pub const PEERS: &[(&str, &str)] = &[
