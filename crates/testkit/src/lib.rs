@@ -87,3 +87,17 @@ pub fn is_root() -> bool {
 pub fn missing_peers() -> Vec<(&'static str, &'static str)> {
     PEERS.iter().copied().filter(|(bin, _)| !have_binary(bin)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_comes_from_a_listed_package() {
+        let packages = debian_packages();
+        assert!(packages.contains(&"docker-registry") && !packages.iter().any(|p| p.contains(' ')), "{packages:?}");
+        for (program, package) in PEERS {
+            assert!(packages.contains(package), "{program} needs {package}, which .ci/packages does not list");
+        }
+    }
+}
