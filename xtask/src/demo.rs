@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use hpn_testkit::fixtures::{self, PushedImage, Scale};
-use hpn_testkit::{Registry, skopeo_inspect};
+use hpn_testkit::{Podman, Registry, skopeo_inspect};
 
 use crate::{cargo, human_size, status, workspace_root};
 
 pub(crate) fn run() -> Result<()> {
+    install_missing_packages()?;
     step("building hpn (cargo build --bin hpn)");
     status(cargo().args(["build", "--bin", "hpn"]))?;
     let hpn = target_dir().join("debug").join("hpn");
@@ -129,6 +130,47 @@ pub(crate) fn run() -> Result<()> {
         bail!("{mismatches} digest check(s) failed");
     }
     println!("\nall digests match");
+
+    step(&format!("podman load -i {} (vfs storage in a temp directory, no daemon)", archive.display()));
+    let podman = Podman::new();
+    print!("{}", podman.load(&archive)?);
+    step("podman images");
+    for image in podman.images()? {
+        let id = image["Id"].as_str().unwrap_or_default();
+        let names = image["Names"].as_array().map(Vec::as_slice).unwrap_or_default();
+        for name in names.iter().filter_map(serde_json::Value::as_str) {
+            println!("  {name}  {}", id.get(..12).unwrap_or(id));
+        }
+        if names.is_empty() {
+            println!("  <none>  {}", id.get(..12).unwrap_or(id));
+        }
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages the demo needs (the list `.ci/run` installs) when some are
+/// missing: with apt-get when running as root, else says the one command to run.
+fn install_missing_packages() -> Result<()> {
+    let missing = hpn_testkit::missing_debian_packages();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    let apt = Path::new("/usr/bin/apt-get").exists();
+    if !(hpn_testkit::is_root() && apt) {
+        bail!(
+            "the demo needs Debian packages that are not installed: {list}\n\
+             install them with:\n  sudo apt-get update && sudo apt-get install -y --no-install-recommends {list}"
+        );
+    }
+    step(&format!("installing {list} (apt-get, as root)"));
+    status(std::process::Command::new("apt-get").arg("update"))?;
+    status(
+        std::process::Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
     Ok(())
 }
 

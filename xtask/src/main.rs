@@ -47,8 +47,15 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Build hpn, save fixture images from a fresh registry into an archive and show the result.
+    /// Build hpn, save fixture images from a fresh registry into an archive, check it and load
+    /// it into podman; installs the Debian packages it needs first (as root).
     Demo,
+    /// Write hpn's man pages (hpn.1, hpn-pull.1, …) into a directory.
+    Man {
+        /// Where to write them.
+        #[arg(long, default_value = "target/man")]
+        out: PathBuf,
+    },
     /// Run each cargo-fuzz target in fuzz/ on its seeds for a while; fails on any crash or hang.
     Fuzz {
         /// Seconds to fuzz each target.
@@ -79,6 +86,7 @@ fn main() {
         Cmd::Registry { port, fixtures } => registry(port, fixtures),
         Cmd::Fixtures { registry, scale, out } => push_fixtures(&registry, scale, out.as_deref()),
         Cmd::Demo => demo::run(),
+        Cmd::Man { out } => man(&out),
         Cmd::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Test { args } | Cmd::Ci { args } => test::run(&args),
@@ -87,6 +95,21 @@ fn main() {
         eprintln!("xtask: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// One roff page per command, from the same clap definitions the binary parses with.
+fn man(out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    clap_mangen::generate_to(hpn_cli::command(), out)
+        .with_context(|| format!("writing man pages to {}", out.display()))?;
+    let mut pages: Vec<String> = std::fs::read_dir(out)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.ends_with(".1"))
+        .collect();
+    pages.sort();
+    println!("{} man page(s) in {}: {}", pages.len(), out.display(), pages.join(" "));
+    println!("read one with: man -l {}", out.join("hpn.1").display());
+    Ok(())
 }
 
 fn registry(port: Option<u16>, scale: Option<Scale>) -> Result<()> {

@@ -56,6 +56,14 @@ pub struct GlobalArgs {
     /// The Go hpn's fallback between runtimes; accepted so its scripts keep working, and unused
     #[arg(long, global = true, hide = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub auto_fallback: Option<String>,
+    /// Credentials for the registries of this command, as skopeo takes them (asks for the
+    /// password on a terminal when it is left out); beats every auth file
+    #[arg(long, global = true, value_name = "USER[:PASSWORD]")]
+    pub creds: Option<CredsFlag>,
+    /// Auth file to read credentials from (and login/logout to write), instead of
+    /// $REGISTRY_AUTH_FILE, podman's auth.json and ~/.docker/config.json
+    #[arg(long, global = true, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
 }
 
 impl GlobalArgs {
@@ -69,6 +77,34 @@ impl GlobalArgs {
             given.push("--auto-fallback");
         }
         given
+    }
+}
+
+/// `--creds USER[:PASSWORD]`; its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredsFlag {
+    pub username: String,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for CredsFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredsFlag").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+impl std::str::FromStr for CredsFlag {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (username, password) = match text.split_once(':') {
+            Some((username, password)) => (username, Some(password.to_owned())),
+            None => (text, None),
+        };
+        if username.is_empty() {
+            return Err("the user name is empty".to_owned());
+        }
+        Ok(Self { username: username.to_owned(), password })
     }
 }
 
@@ -91,6 +127,160 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Print hpn's version
     Version,
+    /// Show an image's digest, platform, layers, environment and labels without pulling it
+    #[command(after_help = INSPECT_EXAMPLES)]
+    Inspect(InspectArgs),
+    /// Print the digest of an image's manifest or index (what `IMAGE@DIGEST` pins)
+    #[command(after_help = DIGEST_EXAMPLES)]
+    Digest(DigestArgs),
+    /// List the tags of a repository in a registry
+    #[command(after_help = TAGS_EXAMPLES)]
+    Tags(TagsArgs),
+    /// List the repositories of a registry (its /v2/_catalog)
+    #[command(after_help = CATALOG_EXAMPLES)]
+    Catalog(CatalogArgs),
+    /// Give an image in a registry another tag, without moving any blob
+    #[command(after_help = TAG_EXAMPLES)]
+    Tag(TagArgs),
+    /// Delete an image's manifest from a registry (every tag pointing at it goes too)
+    #[command(after_help = DELETE_EXAMPLES)]
+    Delete(DeleteArgs),
+    /// Check credentials against a registry and save them where docker and podman read them
+    #[command(after_help = LOGIN_EXAMPLES)]
+    Login(LoginArgs),
+    /// Remove the saved credentials of a registry
+    #[command(after_help = LOGOUT_EXAMPLES)]
+    Logout(LogoutArgs),
+    /// Print a shell completion script
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
+}
+
+const INSPECT_EXAMPLES: &str = "Examples:
+  hpn inspect nginx:1.25
+  hpn inspect --platform linux/arm64 docker://quay.io/org/app:2
+  hpn inspect --raw store:nginx:1.25 | jq .
+  hpn inspect --image-config oci-archive:images.tar:nginx:1.25";
+const DIGEST_EXAMPLES: &str = "Examples:
+  hpn digest nginx:1.25
+  hpn digest docker-archive:app.tar";
+const TAGS_EXAMPLES: &str = "Examples:
+  hpn tags nginx
+  hpn tags --omit-digest-tags localhost:5000/team/app";
+const CATALOG_EXAMPLES: &str = "Examples:
+  hpn catalog localhost:5000
+  hpn --json catalog harbor.example.com";
+const TAG_EXAMPLES: &str = "Examples:
+  hpn tag localhost:5000/team/app:1.4.2 stable";
+const DELETE_EXAMPLES: &str = "Examples:
+  hpn delete localhost:5000/team/app@sha256:…
+  hpn delete --yes localhost:5000/team/app:old   (resolves the tag, deletes its manifest)";
+const LOGIN_EXAMPLES: &str = "Examples:
+  hpn login harbor.example.com -u alice
+  echo \"$TOKEN\" | hpn login ghcr.io -u alice --password-stdin
+  hpn --authfile ./auth.json login localhost:5000 -u ci";
+const LOGOUT_EXAMPLES: &str = "Examples:
+  hpn logout harbor.example.com";
+const COMPLETIONS_EXAMPLES: &str = "Examples:
+  hpn completions bash > /etc/bash_completion.d/hpn
+  hpn completions zsh > \"${fpath[1]}/_hpn\"
+  hpn completions fish > ~/.config/fish/completions/hpn.fish";
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// docker://REF (or a bare REF), store:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF]
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Print the manifest or index exactly as stored, nothing else
+    #[arg(long, conflicts_with = "image_config")]
+    pub raw: bool,
+    /// Print the image config exactly as stored, nothing else (skopeo's `inspect --config`;
+    /// hpn's --config names its config file)
+    #[arg(long)]
+    pub image_config: bool,
+    /// The platform of a multi-platform image to describe [default: the host's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Do not list the repository's tags (one request fewer; some registries refuse it)
+    #[arg(long)]
+    pub no_tags: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// The image, in the forms `hpn inspect` takes
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TagsArgs {
+    /// The repository: nginx, quay.io/org/app, localhost:5000/team/app
+    #[arg(value_name = "REPOSITORY")]
+    pub repository: String,
+    /// Hide the sha256-… tags signatures and attestations are stored under
+    #[arg(long)]
+    pub omit_digest_tags: bool,
+    /// Tags asked for per request; the registry may send fewer [default: the registry's]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub page_size: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// The registry: localhost:5000, harbor.example.com
+    #[arg(value_name = "HOST[:PORT]")]
+    pub registry: String,
+    /// Repositories asked for per request; the registry may send fewer [default: the registry's]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub page_size: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The image to tag: REGISTRY/REPOSITORY:TAG or @DIGEST
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// The new tag, in the same repository
+    #[arg(value_name = "NEW_TAG")]
+    pub new_tag: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The image: REGISTRY/REPOSITORY@DIGEST, or a tag, which is resolved to its digest first
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Do not ask for confirmation (needed when stdin is not a terminal)
+    #[arg(short, long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry: harbor.example.com, localhost:5000 [default: docker.io]
+    #[arg(value_name = "HOST[:PORT]", default_value = "docker.io")]
+    pub registry: String,
+    /// User name [default: asked on a terminal, or from --creds]
+    #[arg(short, long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password (or access token) from stdin, the first line
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The registry [default: docker.io]
+    #[arg(value_name = "HOST[:PORT]", default_value = "docker.io")]
+    pub registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write the script for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -115,7 +305,7 @@ pub struct ImageSelection {
     /// Image references (nginx, nginx:1.25, host:5000/team/app@sha256:…)
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
-    /// File listing one image a line; blank lines and # comments are skipped (repeatable)
+    /// File listing one image a line; blank lines and # comments are skipped (repeatable; - is stdin)
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Platform to take from multi-platform images [default: the host's, e.g. linux/amd64]
@@ -197,7 +387,7 @@ pub struct PushArgs {
     /// Images to push: from the store, or the images of -i archives to pick (default: all of them)
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
-    /// File listing one image a line (repeatable)
+    /// File listing one image a line (repeatable; - is stdin)
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Push from these archives instead of the store, without loading them first
@@ -268,5 +458,16 @@ mod tests {
         assert_eq!(parsed.unwrap_err().kind(), clap::error::ErrorKind::ArgumentConflict);
         let parsed = Cli::try_parse_from(["hpn", "save", "--save-mode", "4", "nginx"]);
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn creds_flag_splits_at_the_first_colon_and_hides_the_password() {
+        let cli = Cli::try_parse_from(["hpn", "tags", "r/a", "--creds", "alice:pa:ss"]).unwrap();
+        let creds = cli.global.creds.unwrap();
+        assert_eq!((creds.username.as_str(), creds.password.as_deref()), ("alice", Some("pa:ss")));
+        assert!(!format!("{creds:?}").contains("pa:ss"));
+        let cli = Cli::try_parse_from(["hpn", "tags", "r/a", "--creds", "bob"]).unwrap();
+        assert_eq!(cli.global.creds.unwrap().password, None);
+        assert!(Cli::try_parse_from(["hpn", "tags", "r/a", "--creds", ":x"]).is_err());
     }
 }

@@ -240,6 +240,10 @@ pub struct Settings {
     pub project: Option<String>,
     pub quiet: bool,
     pub json: bool,
+    /// `--creds`: for every registry of the command, before any auth file.
+    pub creds: Option<crate::args::CredsFlag>,
+    /// `--authfile`: the one auth file to read, and the one login writes.
+    pub authfile: Option<PathBuf>,
     /// Images finished so far, for the report when Ctrl-C stops the run.
     pub tally: Option<std::sync::Arc<crate::progress::Tally>>,
     /// What the config file had that was ignored, for stderr.
@@ -371,6 +375,8 @@ impl Settings {
             project: env(settings::PROJECT.env).or(file.get(&settings::PROJECT)?),
             quiet: global.quiet,
             json: global.json,
+            creds: global.creds.clone(),
+            authfile: global.authfile.clone(),
             tally: None,
             warnings,
         })

@@ -109,9 +109,9 @@ fn registry_advice(error: &RegistryError) -> Option<&'static str> {
         RegistryError::Network { plain_http: false, source, .. } if !source.is_timeout() => {
             Some("for a registry that speaks plain HTTP, use --insecure-registry")
         }
-        RegistryError::Unauthorized { .. } => {
-            Some("log in with docker login / podman login (hpn reads their credentials) or check the credentials")
-        }
+        RegistryError::Unauthorized { .. } => Some(
+            "log in with hpn login (or docker login / podman login, whose credentials hpn reads), pass --creds, or check the credentials",
+        ),
         _ => None,
     }
 }

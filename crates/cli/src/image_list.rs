@@ -1,5 +1,5 @@
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use hpn_oci::Reference;
@@ -40,9 +40,7 @@ impl ImageList {
             list.add(text, || format!("argument {}", position + 1), &mut seen);
         }
         for file in files {
-            let content = std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read image list {}", file.display()))
-                .map_err(|error| Failure::new(ExitStatus::BadArguments, error))?;
+            let content = read_list(file)?;
             for (number, line) in content.lines().enumerate() {
                 // `nginx:1.25  # frontend` keeps the image and drops the comment.
                 let text = line.split_once(" #").map_or(line, |(image, _)| image).trim();
@@ -80,6 +78,19 @@ impl ImageList {
         }
     }
 }
+
+/// A list file's content; `-` is stdin (`grep app images.txt | hpn pull -f -`).
+fn read_list(file: &Path) -> Result<String, Failure> {
+    let read = if file == Path::new(STDIN_NAME) {
+        std::io::read_to_string(std::io::stdin().lock()).context("cannot read the image list from stdin")
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read image list {}", file.display()))
+    };
+    read.map_err(|error| Failure::new(ExitStatus::BadArguments, error))
+}
+
+/// The list file name that stands for stdin.
+const STDIN_NAME: &str = "-";
 
 #[cfg(test)]
 mod tests {

@@ -54,6 +54,11 @@ fn run(cli: Cli) -> Result<ExitStatus, Failure> {
         out!("hpn {}", env!("CARGO_PKG_VERSION"));
         return Ok(ExitStatus::Ok);
     }
+    if let args::Command::Completions(args) = &cli.command {
+        // Needs no config, store or runtime: it only describes the arguments.
+        clap_complete::generate(args.shell, &mut Cli::command(), "hpn", &mut std::io::stdout());
+        return Ok(ExitStatus::Ok);
+    }
     let settings = config::Settings::resolve(&cli.global)?;
     if !settings.quiet {
         for warning in &settings.warnings {
@@ -73,6 +78,12 @@ fn run(cli: Cli) -> Result<ExitStatus, Failure> {
     // their temp files; give them a moment before the process exits.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     status
+}
+
+/// hpn's whole command line as clap describes it: for man pages
+/// (`cargo xtask man`) and completion scripts.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// Writes one line to stdout. A closed pipe (`hpn store ls | head`) is not

@@ -12,7 +12,7 @@ use crate::error::RegistryError;
 use crate::options::ClientOptions;
 use crate::transport::Transport;
 use crate::uploads::{BodyFactory, MountOutcome, Sessions};
-use crate::{blobs, manifests, uploads};
+use crate::{blobs, catalog, deletion, manifests, uploads};
 
 /// A registry client. Cheap to clone; clones share connections, tokens and
 /// the per-host request limits.
@@ -149,5 +149,42 @@ impl RegistryClient {
         body: BodyFactory,
     ) -> Result<(), RegistryError> {
         uploads::upload(&self.transport, &self.sessions, target, descriptor, body).await
+    }
+
+    /// Every tag of `repository` on `registry`, following the `Link`
+    /// pagination to the end. `page_size` is the `n` asked per request (the
+    /// registry may send fewer); `None` lets the registry choose.
+    pub async fn list_tags(
+        &self,
+        registry: &str,
+        repository: &str,
+        page_size: Option<usize>,
+    ) -> Result<Vec<String>, RegistryError> {
+        catalog::tags(&self.transport, registry, repository, page_size).await
+    }
+
+    /// Every repository in `registry`'s catalog (`/v2/_catalog`), following
+    /// the `Link` pagination to the end.
+    pub async fn list_repositories(
+        &self,
+        registry: &str,
+        page_size: Option<usize>,
+    ) -> Result<Vec<String>, RegistryError> {
+        catalog::repositories(&self.transport, registry, page_size).await
+    }
+
+    /// Deletes the manifest `digest` from `image`'s repository, and so every
+    /// tag that points at it. A registry with deletes disabled answers with
+    /// an error saying so.
+    pub async fn delete_manifest(&self, image: &Reference, digest: &Digest) -> Result<(), RegistryError> {
+        deletion::delete_manifest(&self.transport, image, digest).await
+    }
+
+    /// Gives `image`'s manifest another tag, `target` (the same repository
+    /// with the new tag), by putting the very bytes it has there: no blob
+    /// moves, and the digest stays. Returns that digest.
+    pub async fn tag(&self, image: &Reference, target: &Reference) -> Result<Digest, RegistryError> {
+        let manifest = self.get_manifest(image).await?;
+        self.put_manifest(target, manifest.bytes, &manifest.media_type).await
     }
 }

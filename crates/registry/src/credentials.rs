@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Write as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,15 @@ pub enum CredentialError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An auth file could not be written; the old one is untouched.
+    #[error("cannot write credentials file {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// A `docker-credential-*` helper failed.
     #[error("credential helper {helper} failed for {registry}: {message}")]
     Helper {
@@ -88,6 +98,9 @@ pub enum CredentialError {
 pub struct Credentials {
     /// From [`Credentials::insert`], which beats every file.
     explicit: HashMap<String, Credential>,
+    /// From [`Credentials::insert_for_every_registry`]: after the explicit
+    /// entries, before every file.
+    every_registry: Option<Credential>,
     /// In order of precedence.
     files: Vec<AuthFile>,
     /// Replaces `PATH` when looking for and running helpers (tests).
@@ -182,6 +195,13 @@ impl Credentials {
         );
     }
 
+    /// Credentials for whichever registry a command talks to (skopeo's
+    /// `--creds`); they beat every file, entries of [`Credentials::insert`]
+    /// beat them.
+    pub fn insert_for_every_registry(&mut self, username: &str, password: &str) {
+        self.every_registry = Some(Credential::Basic { username: username.to_owned(), password: password.to_owned() });
+    }
+
     /// The credentials for a registry host, or `None` for anonymous access.
     ///
     /// Per file, in the files' order: `credHelpers[host]`, then an `auths`
@@ -207,7 +227,7 @@ impl Credentials {
 
     /// Whether any source could hold credentials; when not, lookups are free.
     pub fn is_empty(&self) -> bool {
-        self.explicit.is_empty() && self.files.is_empty()
+        self.explicit.is_empty() && self.every_registry.is_none() && self.files.is_empty()
     }
 
     #[cfg(test)]
@@ -218,7 +238,7 @@ impl Credentials {
 
     fn lookup_inner(&self, registry: &str, repository: Option<&str>) -> Result<Option<Credential>, CredentialError> {
         let host = normalize_registry(registry);
-        if let Some(credential) = self.explicit.get(&host) {
+        if let Some(credential) = self.explicit.get(&host).or(self.every_registry.as_ref()) {
             return Ok(Some(credential.clone()));
         }
         for file in &self.files {
@@ -264,45 +284,15 @@ impl Credentials {
     /// Runs `docker-credential-<helper> get` with the server URL on stdin, as
     /// the Docker CLI does.
     fn run_helper(&self, helper: &str, host: &str) -> Result<Option<Credential>, CredentialError> {
-        let program = format!("docker-credential-{helper}");
-        let server_url = if host == hpn_oci::DOCKER_HUB_REGISTRY { DOCKER_HUB_SERVER_URL } else { host };
-        let failed =
-            |message: String| CredentialError::Helper { helper: program.clone(), registry: host.to_owned(), message };
-        let mut command = Command::new(&program);
-        command.arg("get").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        if let Some(path) = &self.helper_path {
-            // std resolves the program through the PATH given to the command.
-            command.env("PATH", path);
-        }
-        let mut child = command.spawn().map_err(|error| match error.kind() {
-            io::ErrorKind::NotFound => failed(format!("{program} is not installed or not in PATH")),
-            _ => failed(format!("cannot run it: {error}")),
-        })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A helper may exit before reading its input; its exit status tells.
-            match stdin.write_all(server_url.as_bytes()) {
-                Err(error) if error.kind() != io::ErrorKind::BrokenPipe => {
-                    return Err(failed(format!("cannot write to it: {error}")));
-                }
-                _ => {}
-            }
-        }
-        let output = child.wait_with_output().map_err(|error| failed(format!("cannot wait for it: {error}")))?;
-        if !output.status.success() {
-            // Helpers report errors on stdout (the protocol) or stderr; neither
-            // carries the secret on failure.
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let text = if stdout.trim().is_empty() { stderr.trim() } else { stdout.trim() };
-            if text.to_ascii_lowercase().contains(HELPER_NOT_FOUND) {
-                return Ok(None);
-            }
-            let text: String = text.chars().take(300).collect();
-            return Err(failed(format!("{} ({})", text, output.status)));
-        }
-        let answer: HelperAnswer = serde_json::from_slice(&output.stdout).map_err(|error| {
+        let reply = call_helper(helper, "get", server_url(host).as_bytes(), host, self.helper_path.as_deref())?;
+        let HelperReply::Answer(stdout) = reply else { return Ok(None) };
+        let answer: HelperAnswer = serde_json::from_slice(&stdout).map_err(|error| {
             // The output holds the secret: describe where it broke, never what it said.
-            failed(format!("its output is not the expected JSON (line {}, column {})", error.line(), error.column()))
+            helper_error(
+                helper,
+                host,
+                format!("its output is not the expected JSON (line {}, column {})", error.line(), error.column()),
+            )
         })?;
         if answer.secret.is_empty() {
             return Ok(None);
@@ -313,6 +303,240 @@ impl Credentials {
             Credential::Basic { username: answer.username, password: answer.secret }
         }))
     }
+}
+
+/// What a credential helper answered.
+enum HelperReply {
+    /// It succeeded; this is its stdout.
+    Answer(Vec<u8>),
+    /// It holds nothing for the server.
+    NotFound,
+}
+
+/// The name a credential store knows a registry by: Docker Hub's legacy URL,
+/// else the host as the user names it.
+fn server_url(host: &str) -> &str {
+    if host == hpn_oci::DOCKER_HUB_REGISTRY { DOCKER_HUB_SERVER_URL } else { host }
+}
+
+fn helper_error(helper: &str, registry: &str, message: String) -> CredentialError {
+    CredentialError::Helper { helper: format!("docker-credential-{helper}"), registry: registry.to_owned(), message }
+}
+
+/// Runs `docker-credential-<helper> <action>` with `input` on stdin (the
+/// docker-credential-helpers protocol: `get`, `store`, `erase`).
+/// `helper_path` replaces `PATH` when looking for and running it (tests).
+fn call_helper(
+    helper: &str,
+    action: &str,
+    input: &[u8],
+    registry: &str,
+    helper_path: Option<&std::ffi::OsStr>,
+) -> Result<HelperReply, CredentialError> {
+    let program = format!("docker-credential-{helper}");
+    let failed = |message: String| helper_error(helper, registry, message);
+    let mut command = Command::new(&program);
+    command.arg(action).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(path) = helper_path {
+        // std resolves the program through the PATH given to the command.
+        command.env("PATH", path);
+    }
+    let mut child = command.spawn().map_err(|error| match error.kind() {
+        io::ErrorKind::NotFound => failed(format!("{program} is not installed or not in PATH")),
+        _ => failed(format!("cannot run it: {error}")),
+    })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper may exit before reading its input; its exit status tells.
+        match stdin.write_all(input) {
+            Err(error) if error.kind() != io::ErrorKind::BrokenPipe => {
+                return Err(failed(format!("cannot write to it: {error}")));
+            }
+            _ => {}
+        }
+    }
+    let output = child.wait_with_output().map_err(|error| failed(format!("cannot wait for it: {error}")))?;
+    if !output.status.success() {
+        // Helpers report errors on stdout (the protocol) or stderr; neither
+        // carries the secret on failure.
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let text = if stdout.trim().is_empty() { stderr.trim() } else { stdout.trim() };
+        if text.to_ascii_lowercase().contains(HELPER_NOT_FOUND) {
+            return Ok(HelperReply::NotFound);
+        }
+        let text: String = text.chars().take(300).collect();
+        return Err(failed(format!("{action}: {} ({})", text, output.status)));
+    }
+    Ok(HelperReply::Answer(output.stdout))
+}
+
+/// Where `login` writes: `$REGISTRY_AUTH_FILE` (podman's and skopeo's
+/// override), else `$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`, which docker, podman and skopeo all read.
+/// `None` without any of those variables.
+pub fn default_login_file() -> Option<PathBuf> {
+    login_file_path(|name| std::env::var_os(name))
+}
+
+fn login_file_path(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let set = |name: &str| var(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+    set("REGISTRY_AUTH_FILE")
+        .or_else(|| set("DOCKER_CONFIG").map(|dir| dir.join("config.json")))
+        .or_else(|| set("HOME").map(|home| home.join(".docker/config.json")))
+}
+
+/// Where [`LoginFile::save`] put the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SavedLogin {
+    /// In the file's `auths`, as docker writes it (base64 of `user:password`).
+    File(PathBuf),
+    /// In a credential store, through `docker-credential-NAME` (the file's
+    /// `credHelpers` entry for the registry, or its `credsStore`).
+    Helper(String),
+}
+
+/// An auth file in docker's `config.json` format, to save and remove logins
+/// as `docker login` and `docker logout` do: through the credential helper
+/// the file configures for the registry when there is one, else in `auths`.
+/// Everything else in the file is kept; it is rewritten whole under a temp
+/// name (mode 0600) and renamed over the old one.
+#[derive(Debug, Clone)]
+pub struct LoginFile {
+    path: PathBuf,
+    /// Replaces `PATH` when looking for and running helpers (tests).
+    helper_path: Option<OsString>,
+}
+
+impl LoginFile {
+    /// The file at `path`, which need not exist yet.
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, helper_path: None }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    #[cfg(test)]
+    fn with_helper_path(mut self, path: OsString) -> Self {
+        self.helper_path = Some(path);
+        self
+    }
+
+    /// Saves `username` and `password` for `registry`. Through a helper, the
+    /// file itself only loses any plain-text entry the registry had.
+    pub fn save(&self, registry: &str, username: &str, password: &str) -> Result<SavedLogin, CredentialError> {
+        let host = normalize_registry(registry);
+        let mut document = self.read()?;
+        let removed = remove_entries(&mut document, &host);
+        if let Some(helper) = helper_for(&document, &host) {
+            let secret = serde_json::json!({"ServerURL": server_url(&host), "Username": username, "Secret": password});
+            call_helper(&helper, "store", secret.to_string().as_bytes(), &host, self.helper_path.as_deref())?;
+            if removed {
+                self.write(&document)?;
+            }
+            return Ok(SavedLogin::Helper(format!("docker-credential-{helper}")));
+        }
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        auths_mut(&mut document, &self.path)?.insert(server_url(&host).to_owned(), serde_json::json!({ "auth": auth }));
+        self.write(&document)?;
+        Ok(SavedLogin::File(self.path.clone()))
+    }
+
+    /// Removes what is saved for `registry`: its `auths` entries (under any
+    /// key form) and what its helper holds. Whether there was anything.
+    pub fn remove(&self, registry: &str) -> Result<bool, CredentialError> {
+        let host = normalize_registry(registry);
+        let mut document = self.read()?;
+        let removed = remove_entries(&mut document, &host);
+        let mut erased = false;
+        if let Some(helper) = helper_for(&document, &host) {
+            let reply =
+                call_helper(&helper, "erase", server_url(&host).as_bytes(), &host, self.helper_path.as_deref())?;
+            erased = matches!(reply, HelperReply::Answer(_));
+        }
+        if removed {
+            self.write(&document)?;
+        }
+        Ok(removed || erased)
+    }
+
+    /// The file as JSON; an object with nothing in it when it is missing or
+    /// empty (podman leaves an empty file after the last logout).
+    fn read(&self) -> Result<serde_json::Value, CredentialError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(CredentialError::Read { path: self.path.clone(), source }),
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(serde_json::Value::Object(serde_json::Map::new()));
+        }
+        let malformed = |reason: String| CredentialError::Malformed { path: self.path.clone(), reason };
+        let document: serde_json::Value = serde_json::from_slice(&bytes).map_err(|error| {
+            // Never quote the content: it holds secrets.
+            malformed(format!("not valid JSON (line {}, column {})", error.line(), error.column()))
+        })?;
+        if !document.is_object() {
+            return Err(malformed("not a JSON object".to_owned()));
+        }
+        Ok(document)
+    }
+
+    fn write(&self, document: &serde_json::Value) -> Result<(), CredentialError> {
+        let failed = |source: io::Error| CredentialError::Write { path: self.path.clone(), source };
+        let directory = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        if !directory.exists() {
+            // Docker creates ~/.docker as 0700: the file in it holds secrets.
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&directory).map_err(failed)?;
+        }
+        let mut bytes = serde_json::to_vec_pretty(document).map_err(|error| failed(io::Error::other(error)))?;
+        bytes.push(b'\n');
+        // A temp file in the same directory is created with mode 0600.
+        let mut temp = tempfile::Builder::new().prefix(".hpn-auth-").tempfile_in(&directory).map_err(failed)?;
+        temp.write_all(&bytes).map_err(failed)?;
+        temp.as_file().sync_all().map_err(failed)?;
+        temp.persist(&self.path).map_err(|error| failed(error.error))?;
+        Ok(())
+    }
+}
+
+/// The helper that holds `host`'s secret: its `credHelpers` entry, else `credsStore`.
+fn helper_for(document: &serde_json::Value, host: &str) -> Option<String> {
+    let named = |value: &serde_json::Value| value.as_str().filter(|name| !name.is_empty()).map(str::to_owned);
+    document
+        .get("credHelpers")
+        .and_then(serde_json::Value::as_object)
+        .and_then(|helpers| {
+            helpers.iter().find(|(key, _)| matches!(normalize_key(key), Key::Host(h) if h == host)).map(|(_, v)| v)
+        })
+        .and_then(named)
+        .or_else(|| document.get("credsStore").and_then(named))
+}
+
+/// Drops every `auths` key that names `host` (`host`, `https://host/v2/`, …).
+/// Whether one was there.
+fn remove_entries(document: &mut serde_json::Value, host: &str) -> bool {
+    let Some(auths) = document.get_mut("auths").and_then(serde_json::Value::as_object_mut) else { return false };
+    let before = auths.len();
+    auths.retain(|key, _| !matches!(normalize_key(key), Key::Host(h) if h == host));
+    auths.len() != before
+}
+
+fn auths_mut<'a>(
+    document: &'a mut serde_json::Value,
+    path: &Path,
+) -> Result<&'a mut serde_json::Map<String, serde_json::Value>, CredentialError> {
+    let object = document.as_object_mut().expect("read() returns objects only");
+    object
+        .entry("auths")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))
+        .as_object_mut()
+        .ok_or_else(|| CredentialError::Malformed { path: path.to_owned(), reason: "`auths` is not an object".into() })
 }
 
 impl AuthFile {
@@ -619,6 +843,19 @@ esac"#,
         script("store", r#"read -r server; echo "{\"Username\":\"store-$server\",\"Secret\":\"s\"}""#);
         script("broken", "echo 'keychain is locked' >&2; exit 3");
         script("garbage", "echo 'Secret: plaintext-secret'");
+        // A store for logins: keeps what `store` is given, says what `erase` was asked.
+        let keyring = dir.path().join("keyring");
+        script(
+            "keyring",
+            &format!(
+                r#"case "$1" in
+  store) cat > {keyring} ;;
+  erase) read -r server; [ -s {keyring} ] || {{ echo "credentials not found"; exit 1; }}; echo "$server" > {keyring}.erased; rm {keyring} ;;
+  *) exit 2 ;;
+esac"#,
+                keyring = keyring.display()
+            ),
+        );
 
         let config = format!(
             r#"{{"auths":{{"https://index.docker.io/v1/":{{}},"plain.example":{{"auth":"{}"}}}},
@@ -630,7 +867,7 @@ esac"#,
         let path = write(dir.path(), "config.json", &config);
         let mut search = OsString::from(&bin);
         search.push(":/usr/bin:/bin");
-        let credentials = Credentials::from_files(&[path]).unwrap().with_helper_path(search);
+        let credentials = Credentials::from_files(&[path]).unwrap().with_helper_path(search.clone());
 
         assert_eq!(credentials.lookup("docker.io").unwrap(), basic("hubuser", "hubsecret"));
         assert_eq!(credentials.lookup("tok.example").unwrap(), Some(Credential::IdentityToken("refresh".into())));
@@ -651,5 +888,91 @@ esac"#,
         let calls = std::fs::read_to_string(&log).unwrap();
         assert_eq!(calls.lines().filter(|line| *line == "get https://index.docker.io/v1/").count(), 1, "{calls}");
         assert!(calls.contains("get tok.example") && calls.contains("get none.example"), "{calls}");
+
+        // Logins through a store: the secret goes to the helper, the file
+        // loses the plain entry it had and keeps everything else.
+        let login_path = write(
+            dir.path(),
+            "login.json",
+            &format!(
+                r#"{{"auths":{{"https://kept.example/v2/":{{"auth":"{}"}}}},"credsStore":"keyring","x":[1]}}"#,
+                b64("old:pw")
+            ),
+        );
+        let login = LoginFile::new(login_path.clone()).with_helper_path(search.clone());
+        assert_eq!(
+            login.save("kept.example", "alice", "s3cret").unwrap(),
+            SavedLogin::Helper("docker-credential-keyring".into())
+        );
+        let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&keyring).unwrap()).unwrap();
+        assert_eq!(stored, serde_json::json!({"ServerURL":"kept.example","Username":"alice","Secret":"s3cret"}));
+        let after: serde_json::Value = serde_json::from_slice(&std::fs::read(&login_path).unwrap()).unwrap();
+        assert_eq!(after, serde_json::json!({"auths":{},"credsStore":"keyring","x":[1]}));
+        assert!(login.remove("kept.example").unwrap());
+        assert_eq!(std::fs::read_to_string(keyring.with_extension("erased")).unwrap().trim(), "kept.example");
+        assert!(!login.remove("kept.example").unwrap(), "nothing left to remove");
+    }
+
+    #[test]
+    fn logins_in_the_file_keep_the_rest_and_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "config.json",
+            &format!(
+                r#"{{"auths":{{"http://r.example:5000/v2/":{{"auth":"{}"}},"other.example":{{"auth":"{}"}}}},
+                    "HttpHeaders":{{"X-Meta":"1"}},"credHelpers":{{"elsewhere.example":"none"}}}}"#,
+                b64("old:old"),
+                b64("o:o")
+            ),
+        );
+        let login = LoginFile::new(path.clone());
+        assert_eq!(login.save("r.example:5000", "bob", "pa:ss").unwrap(), SavedLogin::File(path.clone()));
+        let content: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(content["HttpHeaders"], serde_json::json!({"X-Meta":"1"}));
+        assert_eq!(content["credHelpers"], serde_json::json!({"elsewhere.example":"none"}));
+        // The old key form of the same registry is replaced, not kept beside the new one.
+        assert_eq!(content["auths"].as_object().unwrap().len(), 2, "{content}");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let credentials = Credentials::from_files(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(credentials.lookup("r.example:5000").unwrap(), basic("bob", "pa:ss"));
+
+        assert!(login.remove("r.example:5000").unwrap());
+        assert!(!login.remove("r.example:5000").unwrap());
+        let credentials = Credentials::from_files(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(credentials.lookup("r.example:5000").unwrap(), None);
+        assert_eq!(credentials.lookup("other.example").unwrap(), basic("o", "o"));
+
+        // A first login creates the directory and the file; Docker Hub gets its legacy key.
+        let fresh = LoginFile::new(dir.path().join("new/.docker/config.json"));
+        fresh.save("docker.io", "hub", "pw").unwrap();
+        let content: serde_json::Value = serde_json::from_slice(&std::fs::read(fresh.path()).unwrap()).unwrap();
+        assert!(content["auths"]["https://index.docker.io/v1/"]["auth"].is_string(), "{content}");
+
+        let broken = LoginFile::new(write(dir.path(), "broken.json", "[1,2"));
+        assert!(matches!(broken.save("a.example", "u", "p"), Err(CredentialError::Malformed { .. })));
+    }
+
+    #[test]
+    fn login_file_follows_docker_and_podman_variables() {
+        let env: HashMap<&str, &str> = [("HOME", "/h"), ("DOCKER_CONFIG", "/d")].into();
+        assert_eq!(login_file_path(|name| env.get(name).map(OsString::from)), Some(PathBuf::from("/d/config.json")));
+        let env: HashMap<&str, &str> = [("HOME", "/h"), ("REGISTRY_AUTH_FILE", "/a.json")].into();
+        assert_eq!(login_file_path(|name| env.get(name).map(OsString::from)), Some(PathBuf::from("/a.json")));
+        let env: HashMap<&str, &str> = [("HOME", "/h")].into();
+        assert_eq!(
+            login_file_path(|name| env.get(name).map(OsString::from)),
+            Some(PathBuf::from("/h/.docker/config.json"))
+        );
+    }
+
+    #[test]
+    fn credentials_for_every_registry_yield_to_explicit_entries() {
+        let mut credentials = Credentials::default();
+        credentials.insert_for_every_registry("any", "1");
+        assert!(!credentials.is_empty());
+        assert_eq!(credentials.lookup("a.example").unwrap(), basic("any", "1"));
+        credentials.insert("b.example", "b", "2");
+        assert_eq!(credentials.lookup("b.example").unwrap(), basic("b", "2"));
     }
 }

@@ -28,6 +28,8 @@ const HINT_RATE_LIMIT: &str =
     "the registry is rate-limiting this client; wait and try again (logging in raises Docker Hub's limits)";
 const HINT_SERVER: &str = "the registry has a problem; try again later";
 const HINT_REFUSED: &str = "the registry refused the request";
+const HINT_DELETE_OFF: &str = "the registry does not allow deleting manifests (a distribution registry needs \
+                               storage.delete.enabled: true; Docker Hub and some others never allow it)";
 const HINT_UNREACHABLE: &str = "is the registry running and reachable?";
 const HINT_CERTIFICATE: &str = "the registry's TLS certificate is not trusted: add its CA to the system's trust store";
 const HINT_SLOW: &str = "the network or the registry is slow or stalled; try again later";
@@ -517,6 +519,8 @@ pub(crate) enum Target {
     /// Checking for, mounting or uploading a blob at a push destination.
     BlobPush,
     ManifestPush,
+    /// Deleting a manifest, which registries may have disabled.
+    ManifestDelete,
 }
 
 impl Target {
@@ -713,6 +717,18 @@ pub(crate) fn status_error(
     let subject = subject.to_owned();
     let says = |code: ErrorCode| errors.has(&code);
     let code = status.as_u16();
+    if target == Target::ManifestDelete && (says(Unsupported) || status == StatusCode::METHOD_NOT_ALLOWED) {
+        let method = method.to_owned();
+        return RegistryError::Status {
+            registry,
+            subject,
+            method,
+            status: code,
+            errors,
+            attempts,
+            hint: HINT_DELETE_OFF,
+        };
+    }
     if target.is_push() {
         let hint = if says(ManifestBlobUnknown) || (target == Target::ManifestPush && says(BlobUnknown)) {
             HINT_MANIFEST_BLOB_UNKNOWN

@@ -41,8 +41,10 @@
 #![warn(missing_docs)]
 
 mod blobs;
+mod catalog;
 mod client;
 mod credentials;
+mod deletion;
 mod endpoint;
 mod error;
 mod headers;
@@ -53,7 +55,7 @@ mod transport;
 mod uploads;
 
 pub use client::RegistryClient;
-pub use credentials::{Credential, CredentialError, Credentials};
+pub use credentials::{Credential, CredentialError, Credentials, LoginFile, SavedLogin, default_login_file};
 pub use error::{ErrorBody, ErrorCode, ErrorEntry, RegistryError, SizeProblem, TransportError};
 pub use hpn_oci::{BlobStream, RawManifest};
 pub use options::{ClientOptions, DEFAULT_REQUESTS_PER_HOST, RetryPolicy};

@@ -703,3 +703,45 @@ async fn an_upload_the_registry_stops_reading_is_abandoned_as_stalled() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }
+
+/// distribution 2.8 (Debian's) lists every tag at once; registries that
+/// paginate (distribution 3, Harbor, GHCR) send `Link` headers, followed to
+/// the end here, and a `Link` back to a page already read is an error.
+#[tokio::test]
+async fn tags_list_follows_link_pagination_to_the_end() {
+    let pages: Vec<(&str, &str, Option<&str>)> = vec![
+        (
+            "/v2/test/app/tags/list?n=2",
+            r#"{"name":"test/app","tags":["a","b"]}"#,
+            Some("/v2/test/app/tags/list?n=2&last=b"),
+        ),
+        (
+            "/v2/test/app/tags/list?n=2&last=b",
+            r#"{"name":"test/app","tags":["c","d"]}"#,
+            Some("/v2/test/app/tags/list?n=2&last=d"),
+        ),
+        ("/v2/test/app/tags/list?n=2&last=d", r#"{"name":"test/app","tags":["e"]}"#, None),
+        ("/v2/loop/app/tags/list", r#"{"name":"loop/app","tags":["x"]}"#, Some("/v2/loop/app/tags/list?last=x")),
+        ("/v2/loop/app/tags/list?last=x", r#"{"name":"loop/app","tags":null}"#, Some("/v2/loop/app/tags/list?last=x")),
+    ];
+    let server = Scripted::start("127.0.0.1", move |request| {
+        if request.target == "/v2/" {
+            return Action::ok(b"{}");
+        }
+        match pages.iter().find(|(target, _, _)| *target == request.target) {
+            Some((_, body, next)) => {
+                let action = Action::ok(body.as_bytes()).with_header("Content-Type", "application/json");
+                match next {
+                    Some(next) => action.with_header("Link", &format!("<{next}>; rel=\"next\"")),
+                    None => action,
+                }
+            }
+            None => Action::status(404),
+        }
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let tags = client.list_tags(&server.host(), "test/app", Some(2)).await.unwrap();
+    assert_eq!(tags, ["a", "b", "c", "d", "e"]);
+    let error = client.list_tags(&server.host(), "loop/app", None).await.unwrap_err();
+    assert!(error.to_string().contains("points back at a page"), "{error}");
+}

@@ -30,6 +30,7 @@ mod registry;
 mod rng;
 mod skopeo;
 mod token;
+mod token_service;
 
 pub use dockerd::{Dockerd, docker_client};
 pub use faults::{Fault, FaultProxy, ProxyRequest, Rule};
@@ -40,6 +41,7 @@ pub use registry::{AccessLogEntry, Registry, RegistryBuilder};
 pub use rng::Rng;
 pub use skopeo::{skopeo, skopeo_inspect, skopeo_inspect_raw};
 pub use token::TokenSigner;
+pub use token_service::TokenService;
 
 /// The peer programs the tests need, with the Debian package that provides each.
 pub const PEERS: &[(&str, &str)] = &[
@@ -52,7 +54,50 @@ pub const PEERS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
 ];
 
+/// The Debian packages the tests and the demo need: `.ci/packages`, which `.ci/run` installs.
+pub fn debian_packages() -> Vec<&'static str> {
+    include_str!("../../../.ci/packages")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
+/// The packages of [`debian_packages`] that dpkg does not have installed (all of them on a
+/// machine without dpkg).
+pub fn missing_debian_packages() -> Vec<&'static str> {
+    debian_packages()
+        .into_iter()
+        .filter(|package| {
+            let status = std::process::Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", package])
+                .stderr(std::process::Stdio::null())
+                .output();
+            !status.is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("install ok installed"))
+        })
+        .collect()
+}
+
+/// Whether this process runs as root (and may install packages).
+pub fn is_root() -> bool {
+    process::is_root()
+}
+
 /// The peers from [`PEERS`] that cannot be found, as `(program, package)`.
 pub fn missing_peers() -> Vec<(&'static str, &'static str)> {
     PEERS.iter().copied().filter(|(bin, _)| !have_binary(bin)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_peer_comes_from_a_listed_package() {
+        let packages = debian_packages();
+        assert!(packages.contains(&"docker-registry") && !packages.iter().any(|p| p.contains(' ')), "{packages:?}");
+        for (program, package) in PEERS {
+            assert!(packages.contains(package), "{program} needs {package}, which .ci/packages does not list");
+        }
+    }
 }

@@ -42,6 +42,8 @@ pub struct RegistryBuilder {
     port: Option<u16>,
     htpasswd: Option<(String, String)>,
     token: Option<TokenAuth>,
+    /// Manifest deletes refused (405 UNSUPPORTED), distribution's default.
+    delete_disabled: bool,
 }
 
 /// What the registry's `auth: token` section needs.
@@ -72,6 +74,13 @@ impl RegistryBuilder {
     pub fn token_auth(mut self, realm: &str, signer: &TokenSigner) -> Self {
         self.token = Some(TokenAuth { realm: realm.to_owned(), cert_pem: signer.cert_pem().to_owned() });
         self.htpasswd = None;
+        self
+    }
+
+    /// Refuse manifest deletes, as distribution does unless configured to allow them (the
+    /// registry is otherwise started with `storage.delete.enabled: true`).
+    pub fn delete_disabled(mut self) -> Self {
+        self.delete_disabled = true;
         self
     }
 
@@ -108,7 +117,7 @@ impl RegistryBuilder {
         writeln!(yaml, "log:\n  level: info\n  formatter: text")?;
         writeln!(yaml, "storage:")?;
         writeln!(yaml, "  filesystem:\n    rootdirectory: {}", yaml_str(&data))?;
-        writeln!(yaml, "  delete:\n    enabled: true")?;
+        writeln!(yaml, "  delete:\n    enabled: {}", !self.delete_disabled)?;
         // Background purging of upload dirs would race with tests that look at storage.
         writeln!(yaml, "  maintenance:\n    uploadpurging:\n      enabled: false")?;
         writeln!(yaml, "http:\n  addr: {addr}")?;

@@ -76,13 +76,21 @@ impl TokenSigner {
 
     /// A token with one access entry per (repository, actions), valid as for [`Self::token`].
     pub fn token_for(&self, access: &[(String, Vec<String>)], lifetime_secs: i64) -> String {
+        let typed: Vec<(String, String, Vec<String>)> =
+            access.iter().map(|(name, actions)| ("repository".to_owned(), name.clone(), actions.clone())).collect();
+        self.token_for_resources(&typed, lifetime_secs)
+    }
+
+    /// A token with one access entry per (type, name, actions): `repository` entries, or
+    /// `registry`/`catalog` for the catalog. Valid as for [`Self::token`].
+    pub fn token_for_resources(&self, access: &[(String, String, Vec<String>)], lifetime_secs: i64) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
         let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         // The registry finds the signing key through the certificate chain in `x5c`.
         let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": [self.cert_der_base64]});
         let access: Vec<serde_json::Value> = access
             .iter()
-            .map(|(name, actions)| serde_json::json!({"type": "repository", "name": name, "actions": actions}))
+            .map(|(kind, name, actions)| serde_json::json!({"type": kind, "name": name, "actions": actions}))
             .collect();
         // distribution allows 60 s of clock skew on exp and nbf, so an expired token must lie
         // well beyond that.

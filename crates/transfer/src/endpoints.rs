@@ -190,7 +190,8 @@ impl EndpointContext {
         self.compression
     }
 
-    fn registry(&self) -> Result<RegistryClient, TransferError> {
+    /// The run's registry client; an error when it has none.
+    pub(crate) fn registry_client(&self) -> Result<RegistryClient, TransferError> {
         self.registry.clone().ok_or_else(|| {
             TransferError::Unsupported("this run has no registry client; registry endpoints cannot be opened".into())
         })
@@ -198,7 +199,7 @@ impl EndpointContext {
 
     /// A registry destination sharing this context's blob locations.
     pub fn registry_destination(&self) -> Result<RegistryDestination, TransferError> {
-        Ok(RegistryDestination::with_locations(self.registry()?, Arc::clone(&self.blob_locations)))
+        Ok(RegistryDestination::with_locations(self.registry_client()?, Arc::clone(&self.blob_locations)))
     }
 
     /// Opens `name` as a source and says which image of it to read: the
@@ -206,7 +207,7 @@ impl EndpointContext {
     pub async fn open_source(&self, name: &EndpointName) -> Result<(AnySource, Reference), TransferError> {
         match name {
             EndpointName::Registry(image) => {
-                let source = RegistrySource::with_mirrors(self.registry()?, Arc::clone(&self.mirrors));
+                let source = RegistrySource::with_mirrors(self.registry_client()?, Arc::clone(&self.mirrors));
                 Ok((AnySource::Registry(source), image.clone()))
             }
             EndpointName::Store(image) => Ok((AnySource::Store(StoreSource::new(self.store()?)), image.clone())),

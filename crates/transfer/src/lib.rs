@@ -51,6 +51,7 @@ mod endpoints;
 mod engine;
 mod error;
 mod hashing;
+mod inspect;
 mod layer_compression;
 mod mirrors;
 mod naming;
@@ -71,6 +72,7 @@ pub use endpoints::{
 };
 pub use engine::{Concurrency, CopyJob, Engine, EngineOptions, PlatformChoice, PullPolicy};
 pub use error::{ErrorKind, TransferError};
+pub use inspect::{ImageInspection, IndexEntry, LayerData, inspect, inspect_config, inspect_manifest};
 pub use mirrors::{MirrorError, MirrorLocation, Mirrors, PullFromMirror};
 pub use naming::{LoadMode, PushMode, PushTarget, SaveMode, own_project};
 pub use registry_endpoint::{RegistryDestination, RegistrySource};

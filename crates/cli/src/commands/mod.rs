@@ -3,9 +3,12 @@
 //! summary.
 
 mod copy;
+mod inspect;
 mod load;
+mod login;
 mod pull;
 mod push;
+mod remote;
 mod save;
 mod store;
 mod verify;
@@ -64,6 +67,16 @@ async fn run(command: Command, settings: &Settings, started: Instant) -> Result<
         Command::Verify(args) => return verify::run(args, settings).await,
         // Answered before any setting is read, so a broken config cannot hide the version.
         Command::Version => unreachable!("hpn version is answered in lib.rs"),
+        Command::Inspect(args) => return inspect::run(args, settings).await,
+        Command::Digest(args) => return inspect::digest(args, settings).await,
+        Command::Tags(args) => return remote::tags(args, settings).await,
+        Command::Catalog(args) => return remote::catalog(args, settings).await,
+        Command::Tag(args) => return remote::tag(args, settings).await,
+        Command::Delete(args) => return remote::delete(args, settings).await,
+        Command::Login(args) => return login::login(args, settings).await,
+        Command::Logout(args) => return login::logout(args, settings).await,
+        // Answered before any setting is read (crate::run).
+        Command::Completions(_) => return Ok(ExitStatus::Ok),
     };
     summary.elapsed = started.elapsed();
     summary.print(settings.quiet, settings.json);
@@ -131,7 +144,12 @@ fn mode<M: Default>(number: Option<u8>, from_number: fn(u8) -> Option<M>, comman
 }
 
 fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
-    let credentials = Credentials::load_default().map_err(|error| Failure::new(ExitStatus::Config, error))?;
+    let options = client_options(settings, login::credentials(settings)?);
+    RegistryClient::new(options).map_err(|error| Failure::new(ExitStatus::General, error))
+}
+
+/// The client options of the settings, with these credentials.
+fn client_options(settings: &Settings, credentials: Credentials) -> ClientOptions {
     let mut options = ClientOptions::default()
         .with_credentials(credentials)
         .with_insecure_registries(settings.insecure_registries.clone())
@@ -140,7 +158,16 @@ fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
     if let Some(stall_timeout) = settings.stall_timeout {
         options.stall_timeout = stall_timeout;
     }
-    RegistryClient::new(options).map_err(|error| Failure::new(ExitStatus::General, error))
+    options
+}
+
+/// A failure of a library call, with the command line's advice.
+fn transfer_failure(error: TransferError) -> Failure {
+    Failure::new(ExitStatus::of(&error), anyhow::anyhow!(crate::exit::describe(&error)))
+}
+
+fn registry_failure(error: hpn_registry::RegistryError) -> Failure {
+    transfer_failure(TransferError::from(error))
 }
 
 fn engine_options(platforms: PlatformChoice, settings: &Settings) -> EngineOptions {

@@ -41,6 +41,17 @@ impl Scope {
         Self(format!("repository:{repository}:pull,push"))
     }
 
+    /// `repository:NAME:delete`: deleting a manifest asks for this action
+    /// alone, as distribution's token access records name it.
+    pub fn delete(repository: &str) -> Self {
+        Self(format!("repository:{repository}:delete"))
+    }
+
+    /// `registry:catalog:*`: listing the registry's repositories.
+    pub fn catalog() -> Self {
+        Self("registry:catalog:*".to_owned())
+    }
+
     /// The scope as the token protocol spells it.
     pub fn as_str(&self) -> &str {
         &self.0
