@@ -24,16 +24,24 @@ fn entry_offset(archive: &Path, name: &str) -> u64 {
 
 /// A copy of `archive` without the entry `name`.
 fn without_entry(archive: &Path, name: &str, copy: &Path) {
+    rewrite_entry(archive, name, copy, |_| None);
+}
+
+/// A copy of `archive` with the entry `name`'s content changed by `change` (`None` drops it).
+fn rewrite_entry(archive: &Path, name: &str, copy: &Path, change: impl Fn(Vec<u8>) -> Option<Vec<u8>>) {
     let mut tar = tar::Archive::new(fs::File::open(archive).unwrap());
     let mut builder = tar::Builder::new(fs::File::create(copy).unwrap());
     for entry in tar.entries().unwrap() {
         let mut entry = entry.unwrap();
-        if entry.path().unwrap().to_str() == Some(name) {
-            continue;
-        }
-        let header = entry.header().clone();
+        let mut header = entry.header().clone();
         let mut data = Vec::new();
         entry.read_to_end(&mut data).unwrap();
+        if entry.path().unwrap().to_str() == Some(name) {
+            let Some(changed) = change(data) else { continue };
+            data = changed;
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+        }
         builder.append(&header, data.as_slice()).unwrap();
     }
     builder.finish().unwrap();
@@ -89,6 +97,21 @@ fn verify_passes_good_archives_of_every_kind_and_names_each_damaged_piece() {
     assert_eq!((reports[0]["ok"].as_bool(), reports[1]["ok"].as_bool()), (Some(false), Some(true)));
     let error = reports[0]["error"].as_str().unwrap();
     assert!(error.contains(layer) && error.contains(&app.amd64().manifest.digest), "{error}");
+
+    // hpn's archive carries a bill of contents; one edited to leave a blob out is caught.
+    let bill: serde_json::Value =
+        serde_json::from_slice(&common::tar_entry(&work.path().join("hpn.tar"), "hpn-contents.json")).unwrap();
+    assert_eq!(bill["images"].as_array().unwrap().len(), 2, "{bill:#}");
+    assert_eq!(bill["blobs"].as_array().unwrap().len() as u64, reports[1]["blobs"].as_u64().unwrap());
+    rewrite_entry(&work.path().join("hpn.tar"), "hpn-contents.json", &work.path().join("edited.tar"), |bytes| {
+        let mut bill: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let blobs = bill["blobs"].as_array_mut().unwrap();
+        blobs.retain(|blob| blob["digest"] != layer.as_str());
+        Some(serde_json::to_vec(&bill).unwrap())
+    });
+    let run = work.hpn(["verify", "edited.tar"]);
+    run.assert_code(6);
+    assert!(run.stderr.contains("hpn-contents.json") && run.stderr.contains("not listed"), "{}", run.stderr);
 
     // Not an archive at all.
     fs::write(work.path().join("junk.tar"), b"not a tar").unwrap();

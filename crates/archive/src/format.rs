@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use hpn_oci::Digest;
 use serde::{Deserialize, Serialize};
 
 pub(crate) const OCI_LAYOUT: &str = "oci-layout";
@@ -11,6 +12,59 @@ pub(crate) const MANIFEST_JSON: &str = "manifest.json";
 pub(crate) const REPOSITORIES: &str = "repositories";
 pub(crate) const BLOBS_DIR: &str = "blobs/";
 pub(crate) const BLOBS_SHA256_DIR: &str = "blobs/sha256/";
+/// The bill of contents of an archive hpn writes ([`BillOfContents`]).
+pub const BILL_OF_CONTENTS: &str = "hpn-contents.json";
+
+/// What an archive hpn writes holds, listed in the archive itself
+/// ([`BILL_OF_CONTENTS`], a small JSON file beside `index.json`) so that it
+/// can be reviewed before it crosses and checked after (`hpn verify`).
+/// Readers that do not know it (docker, podman, skopeo, OCI tools) ignore it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BillOfContents {
+    /// The format of this file: [`BillOfContents::SCHEMA`].
+    pub schema: String,
+    /// The hpn version that wrote the archive.
+    pub hpn_version: String,
+    /// Names the set of volumes the archive belongs to: the sha256 of its
+    /// image and blob lists, so the same content always gets the same id.
+    pub set: String,
+    /// This archive's number in its set, from 1.
+    pub volume: u32,
+    /// How many volumes the set has.
+    pub volumes: u32,
+    /// Every image, in the order index.json lists them.
+    pub images: Vec<BillImage>,
+    /// Every blob, in digest order.
+    pub blobs: Vec<BillBlob>,
+}
+
+impl BillOfContents {
+    /// The `schema` this version writes and reads.
+    pub const SCHEMA: &'static str = "hpn.contents.v1";
+}
+
+/// An image in a [`BillOfContents`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillImage {
+    /// Its full name, as index.json's `io.containerd.image.name` gives it.
+    pub name: String,
+    /// Its top manifest or index.
+    pub digest: Digest,
+    /// That document's media type.
+    pub media_type: String,
+}
+
+/// A blob in a [`BillOfContents`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillBlob {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The volume that holds it.
+    pub volume: u32,
+}
 
 /// One element of `manifest.json`: what `docker load` reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

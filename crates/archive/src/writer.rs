@@ -12,7 +12,7 @@
 //! replacing it with a file would break what the user pointed at (as root,
 //! `/dev/null` itself).
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -24,7 +24,7 @@ use hpn_oci::{Descriptor, Digest, Sha256Hasher, annotation, media_type};
 use serde::Serialize;
 
 use crate::error::ArchiveError;
-use crate::format::{self, ManifestItem, Repositories};
+use crate::format::{self, BillBlob, BillImage, BillOfContents, ManifestItem, Repositories};
 use crate::tar_format::{self, Kind, ZEROS};
 
 /// Fewer syscalls for the many small header and JSON writes, and a good
@@ -203,7 +203,8 @@ pub struct ArchiveWriter {
     sink: Option<Sink>,
     compression: ArchiveCompression,
     durability: Durability,
-    blobs: HashSet<Digest>,
+    /// Every blob written, with its size.
+    blobs: BTreeMap<Digest, u64>,
     images: Vec<ArchiveImage>,
     blob_dirs_written: bool,
     /// An entry was left half-written: the tar stream is unusable.
@@ -377,7 +378,7 @@ impl ArchiveWriter {
             sink: Some(sink),
             compression,
             durability: Durability::default(),
-            blobs: HashSet::new(),
+            blobs: BTreeMap::new(),
             images: Vec::new(),
             blob_dirs_written: false,
             broken: false,
@@ -401,14 +402,14 @@ impl ArchiveWriter {
 
     /// Whether the blob was already added, so a caller can skip fetching it.
     pub fn contains_blob(&self, digest: &Digest) -> bool {
-        self.blobs.contains(digest)
+        self.blobs.contains_key(digest)
     }
 
     /// Adds `blobs/sha256/<hex>` from a file (a store blob, already verified).
     /// Without outer compression the bytes go file to file in the kernel
     /// (copy_file_range/sendfile), never through a userspace buffer.
     pub fn add_blob_from_file(&mut self, digest: &Digest, path: &Path) -> Result<(), ArchiveError> {
-        if self.blobs.contains(digest) {
+        if self.blobs.contains_key(digest) {
             return Ok(());
         }
         let source_error = |action: &str, error| ArchiveError::io(format!("{action} blob {digest} from"), path, error);
@@ -442,7 +443,7 @@ impl ArchiveWriter {
 
     /// Adds a blob held in memory (manifests, configs).
     pub fn add_blob_bytes(&mut self, digest: &Digest, bytes: &[u8]) -> Result<(), ArchiveError> {
-        if self.blobs.contains(digest) {
+        if self.blobs.contains_key(digest) {
             return Ok(());
         }
         let actual = Digest::of(bytes);
@@ -463,7 +464,7 @@ impl ArchiveWriter {
         size: u64,
         reader: &mut dyn Read,
     ) -> Result<(), ArchiveError> {
-        if self.blobs.contains(digest) {
+        if self.blobs.contains_key(digest) {
             return Ok(());
         }
         self.begin_blob(digest, size)?;
@@ -500,6 +501,8 @@ impl ArchiveWriter {
         if !self.blob_dirs_written {
             self.write_blob_dirs()?;
         }
+        let bill = self.bill_of_contents();
+        self.write_entry(format::BILL_OF_CONTENTS, &bill)?;
         let index = self.index_json();
         self.write_entry(format::INDEX_JSON, &index)?;
         let (manifest, repositories) = self.docker_json();
@@ -600,7 +603,7 @@ impl ArchiveWriter {
     fn end_blob(&mut self, digest: &Digest, size: u64) -> Result<(), ArchiveError> {
         self.write_raw(&ZEROS[..tar_format::padding(size)])?;
         self.broken = false;
-        self.blobs.insert(digest.clone());
+        self.blobs.insert(digest.clone(), size);
         Ok(())
     }
 
@@ -648,7 +651,7 @@ impl ArchiveWriter {
     fn check_images_complete(&self) -> Result<(), ArchiveError> {
         for image in &self.images {
             let missing = |role, digest: &Digest| {
-                (!self.blobs.contains(digest)).then(|| ArchiveError::MissingBlob {
+                (!self.blobs.contains_key(digest)).then(|| ArchiveError::MissingBlob {
                     image: image.name.clone(),
                     role,
                     digest: digest.clone(),
@@ -668,6 +671,35 @@ impl ArchiveWriter {
             }
         }
         Ok(())
+    }
+
+    /// The archive's [`BillOfContents`], as JSON: one volume of one.
+    fn bill_of_contents(&self) -> Vec<u8> {
+        let images: Vec<BillImage> = self
+            .images
+            .iter()
+            .map(|image| BillImage {
+                name: image.name.clone(),
+                digest: image.descriptor.digest.clone(),
+                media_type: image.descriptor.media_type.clone(),
+            })
+            .collect();
+        let blobs: Vec<BillBlob> = self
+            .blobs
+            .iter()
+            .map(|(digest, size)| BillBlob { digest: digest.clone(), size: *size, volume: 1 })
+            .collect();
+        let listing = serde_json::to_vec(&(&images, &blobs)).expect("the bill's lists always serialize");
+        let bill = BillOfContents {
+            schema: BillOfContents::SCHEMA.to_owned(),
+            hpn_version: env!("CARGO_PKG_VERSION").to_owned(),
+            set: Digest::of(&listing).to_string(),
+            volume: 1,
+            volumes: 1,
+            images,
+            blobs,
+        };
+        serde_json::to_vec_pretty(&bill).expect("the bill of contents always serializes")
     }
 
     fn index_json(&self) -> Vec<u8> {

@@ -33,6 +33,8 @@ pub(crate) const HASH_BUFFER: usize = 1024 * 1024;
 pub(crate) struct Contents {
     pub images: Vec<ArchivedImage>,
     pub blobs: HashMap<Digest, Blob>,
+    /// The bill of contents, as stored, when the archive has one.
+    pub bill: Option<Vec<u8>>,
 }
 
 pub(crate) fn read_contents(archive: &Path, storage: &Storage, index: &Index) -> Result<Contents, ArchiveError> {
@@ -54,7 +56,12 @@ pub(crate) fn read_contents(archive: &Path, storage: &Storage, index: &Index) ->
         let tops = builder.read_docker_manifest(&mut found)?;
         builder.read_repositories(&mut found, &tops)?;
     }
-    Ok(Contents { images: found.into_iter().map(|found| found.image).collect(), blobs: builder.blobs })
+    let bill = match index.lookup(format::BILL_OF_CONTENTS) {
+        Lookup::Found(entry) => Some(builder.read_entry(&entry.clone())?),
+        Lookup::Missing => None,
+        Lookup::Unusable(reason) => return Err(builder.bad_entry(format::BILL_OF_CONTENTS, reason)),
+    };
+    Ok(Contents { images: found.into_iter().map(|found| found.image).collect(), blobs: builder.blobs, bill })
 }
 
 /// The manifests of indexes already checked, by everything the check depends on (digest,

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use hpn_oci::{Digest, RawManifest};
 
 use crate::error::ArchiveError;
+use crate::format::BillOfContents;
 use crate::writer::ArchiveCompression;
 use index::{FileEntry, Location};
 use source::Storage;
@@ -50,6 +51,8 @@ pub struct ArchiveReader {
     storage: Storage,
     blobs: HashMap<Digest, Blob>,
     images: Vec<ArchivedImage>,
+    /// The bill of contents as stored, when there is one.
+    bill: Option<Vec<u8>>,
 }
 
 /// One image of an archive.
@@ -155,6 +158,7 @@ impl ArchiveReader {
             storage: opened.storage,
             blobs: contents.blobs,
             images: contents.images,
+            bill: contents.bill,
         })
     }
 
@@ -172,6 +176,18 @@ impl ArchiveReader {
     /// archive order (index.json first, then docker-only manifest.json entries).
     pub fn images(&self) -> &[ArchivedImage] {
         &self.images
+    }
+
+    /// The archive's bill of contents ([`crate::BILL_OF_CONTENTS`]), if it has
+    /// one: hpn writes one into every archive. An error says why it cannot be read.
+    pub fn bill_of_contents(&self) -> Option<Result<BillOfContents, ArchiveError>> {
+        self.bill.as_ref().map(|bytes| {
+            serde_json::from_slice::<BillOfContents>(bytes).map_err(|error| ArchiveError::InvalidMetadata {
+                path: self.path.clone(),
+                entry: crate::format::BILL_OF_CONTENTS.to_owned(),
+                reason: error.to_string(),
+            })
+        })
     }
 
     /// A blob's bytes as a stream over the archive entry; `None` if the

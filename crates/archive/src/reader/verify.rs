@@ -1,7 +1,7 @@
 //! Offline verification of an archive: every blob re-hashed, every image's
 //! closure checked, with nothing but the archive itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use hpn_oci::media_type::{LayerCompression, layer_compression};
 use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest};
@@ -9,6 +9,8 @@ use rayon::prelude::*;
 
 use super::layout::{HASH_BUFFER, hash_entry};
 use super::{ArchiveReader, Blob, METADATA_LIMIT};
+use crate::error::ArchiveError;
+use crate::format::{BILL_OF_CONTENTS, BillOfContents};
 
 /// Index nesting followed; deeper ones are reported, not followed.
 const MAX_INDEX_DEPTH: usize = 4;
@@ -89,6 +91,9 @@ impl ArchiveReader {
         let corrupt: HashSet<Digest> = hashed.iter().filter_map(|problem| problem.digest.clone()).collect();
         verification.problems = hashed;
 
+        if let Some(bill) = self.bill_of_contents() {
+            self.check_bill(bill, &mut verification);
+        }
         let mut checked = HashSet::new();
         for image in &self.images {
             let label =
@@ -101,6 +106,46 @@ impl ArchiveReader {
             self.check_manifest(&label, &descriptor, 0, &corrupt, &mut checked, &mut verification);
         }
         verification
+    }
+
+    /// Checks the bill of contents against what the archive holds: the same
+    /// blobs with the same sizes, and every image it lists.
+    fn check_bill(&self, bill: Result<BillOfContents, ArchiveError>, verification: &mut Verification) {
+        let place = BILL_OF_CONTENTS.to_owned();
+        let mut problem = |digest: Option<&Digest>, reason: String| {
+            verification.problems.push(Problem { place: place.clone(), digest: digest.cloned(), reason });
+        };
+        let bill = match bill {
+            Ok(bill) if bill.schema == BillOfContents::SCHEMA => bill,
+            Ok(bill) => return problem(None, format!("is of schema {:?}, which this hpn does not read", bill.schema)),
+            Err(error) => return problem(None, format!("cannot be read: {error}")),
+        };
+        if bill.volumes != 1 || bill.volume != 1 {
+            problem(
+                None,
+                format!("says this is volume {} of {}; check the set's volumes together", bill.volume, bill.volumes),
+            );
+        }
+        let listed: HashMap<&Digest, u64> = bill.blobs.iter().map(|blob| (&blob.digest, blob.size)).collect();
+        for blob in &bill.blobs {
+            match self.blob_size(&blob.digest) {
+                None => problem(Some(&blob.digest), "is listed but not in the archive".into()),
+                Some(size) if size != blob.size => {
+                    problem(Some(&blob.digest), format!("is listed with {} bytes but has {size}", blob.size));
+                }
+                Some(_) => {}
+            }
+        }
+        for (digest, blob) in &self.blobs {
+            if matches!(blob, Blob::Entry(_)) && !listed.contains_key(digest) {
+                problem(Some(digest), "is in the archive but not listed".into());
+            }
+        }
+        for image in &bill.images {
+            if !self.images.iter().any(|held| held.manifest.digest == image.digest) {
+                problem(Some(&image.digest), format!("lists image {}, which index.json does not hold", image.name));
+            }
+        }
     }
 
     /// Checks one manifest or index and what it points to, once per digest.
