@@ -909,7 +909,7 @@ mod tests {
         let names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(
             names[..7],
-            ["oci-layout", &long_component, &long_path, "short", "blobs/", "blobs/sha256/", "index.json"]
+            ["oci-layout", &long_component, &long_path, "short", "blobs/", "blobs/sha256/", "hpn-contents.json"]
         );
         assert_eq!(entries[1].1, b"first");
         assert_eq!(entries[2].1, vec![7; 1000]);

@@ -229,6 +229,7 @@ fn write_and_check(compression: ArchiveCompression) {
         blob_name(&streamed_digest),
         blob_name(&config_digest),
         blob_name(&manifest_digest),
+        "hpn-contents.json".to_owned(),
         "index.json".to_owned(),
         "manifest.json".to_owned(),
         "repositories".to_owned(),
@@ -332,7 +333,7 @@ fn an_empty_archive_is_still_a_valid_layout() {
     ArchiveWriter::create(&path, ArchiveCompression::None).unwrap().finish().unwrap();
     let entries = read_entries(&fs::read(&path).unwrap());
     let names: Vec<&str> = entries.iter().map(|entry| entry.name.as_str()).collect();
-    assert_eq!(names, ["oci-layout", "blobs/", "blobs/sha256/", "index.json", "manifest.json"]);
+    assert_eq!(names, ["oci-layout", "blobs/", "blobs/sha256/", "hpn-contents.json", "index.json", "manifest.json"]);
     assert_eq!(json_entry(&entries, "manifest.json"), json!([]));
     assert_eq!(json_entry(&entries, "index.json")["manifests"], json!([]));
 }
@@ -526,6 +527,6 @@ fn gnu_tar_lists_the_archive() {
     let mut expected = vec!["oci-layout".to_owned(), "blobs/".to_owned(), "blobs/sha256/".to_owned()];
     let blobs = [&oci.layer, &oci.config, &oci.manifest, &docker.layer, &docker.config, &docker.manifest];
     expected.extend(blobs.map(|bytes| blob_name(&Digest::of(bytes))));
-    expected.extend(["index.json", "manifest.json", "repositories"].map(str::to_owned));
+    expected.extend(["hpn-contents.json", "index.json", "manifest.json", "repositories"].map(str::to_owned));
     assert_eq!(listed, expected);
 }
