@@ -5,15 +5,15 @@
 //! rewrites untouched.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 
 use hpn_oci::{Descriptor, annotation, media_type};
 use serde_json::{Value, json};
 
 use crate::error::StoreError;
 use crate::temp::TEMP_PREFIX;
-use crate::{INDEX_FILE, INDEX_LOCK_FILE, Store, open_lock_file};
+use crate::{INDEX_FILE, INDEX_LOCK_FILE, Ownership, Store, open_lock_file};
 
 /// Holds the exclusive index lock; released when dropped (the fd closes).
 #[derive(Debug)]
@@ -63,16 +63,30 @@ impl Store {
     /// Removes the entry named `name`. Returns whether there was one. The
     /// blobs stay until [`Store::gc`].
     pub fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {
+        match self.remove_refs(&[name]) {
+            Ok(()) => Ok(true),
+            Err(StoreError::RefsNotFound { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Removes the entries of every name in `names`, in one locked rewrite
+    /// of index.json: all of them, or none when a name matches no entry
+    /// ([`StoreError::RefsNotFound`] lists those). The blobs stay until
+    /// [`Store::gc`].
+    pub fn remove_refs(&self, names: &[&str]) -> Result<(), StoreError> {
         let _lock = self.lock_index()?;
         let mut index = self.read_index()?;
         let manifests = manifests_mut(&mut index);
-        let count = manifests.len();
-        manifests.retain(|existing| ref_name(existing) != Some(name));
-        if manifests.len() == count {
-            return Ok(false);
+        let present: HashSet<&str> = manifests.iter().filter_map(ref_name).collect();
+        let unknown: Vec<String> =
+            names.iter().filter(|name| !present.contains(**name)).map(|name| (*name).to_owned()).collect();
+        if !unknown.is_empty() {
+            return Err(StoreError::RefsNotFound { names: unknown, root: self.root.clone() });
         }
-        self.write_index(&index)?;
-        Ok(true)
+        let removed: HashSet<&str> = names.iter().copied().collect();
+        manifests.retain(|existing| ref_name(existing).is_none_or(|name| !removed.contains(name)));
+        self.write_index(&index)
     }
 
     /// The descriptor stored under `name`, with its annotations.
@@ -119,9 +133,19 @@ impl Store {
             .collect()
     }
 
+    /// hpn's store locks `index.json.lock`; a layout hpn does not own is
+    /// locked by a `flock` on its directory, so no file of hpn's is left in
+    /// it (and index.json itself cannot carry the lock: it is replaced by
+    /// rename on every write).
     pub(crate) fn lock_index(&self) -> Result<IndexLock, StoreError> {
-        let path = self.root.join(INDEX_LOCK_FILE);
-        let file = open_lock_file(&path)?;
+        let (file, path) = match self.ownership {
+            Ownership::Store => (open_lock_file(&self.root_dir, INDEX_LOCK_FILE)?, self.root.join(INDEX_LOCK_FILE)),
+            Ownership::Layout => {
+                let directory =
+                    File::open(&self.root).map_err(|error| StoreError::io("open directory", &self.root, error))?;
+                (directory, self.root.clone())
+            }
+        };
         file.lock().map_err(|error| StoreError::io("lock", &path, error))?;
         Ok(IndexLock { _file: file })
     }
@@ -132,12 +156,16 @@ impl Store {
     /// deletion, a partial restore): an empty index would tell gc to delete
     /// them all, so the index stays missing and every reader fails instead.
     pub(crate) fn ensure_index(&self) -> Result<(), StoreError> {
-        let path = self.root.join(INDEX_FILE);
-        if path.exists() {
+        let exists = || {
+            self.root_dir
+                .exists(INDEX_FILE)
+                .map_err(|error| StoreError::io("look for", self.root.join(INDEX_FILE), error))
+        };
+        if exists()? {
             return self.read_index().map(drop);
         }
         let _lock = self.lock_index()?;
-        if path.exists() {
+        if exists()? {
             return Ok(());
         }
         if self.holds_blobs()? {
@@ -149,21 +177,18 @@ impl Store {
 
     /// Whether `blobs/sha256/` holds anything but temp files.
     fn holds_blobs(&self) -> Result<bool, StoreError> {
-        let entries = fs::read_dir(&self.blobs_dir).map_err(|error| StoreError::io("list", &self.blobs_dir, error))?;
-        for entry in entries {
-            let entry = entry.map_err(|error| StoreError::io("list", &self.blobs_dir, error))?;
-            if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let names = self.blobs_dir.names().map_err(|error| StoreError::io("list", self.blobs_dir.path(), error))?;
+        Ok(names.iter().any(|name| !name.to_string_lossy().starts_with(TEMP_PREFIX)))
     }
 
     pub(crate) fn read_index(&self) -> Result<Value, StoreError> {
         let path = self.root.join(INDEX_FILE);
-        let bytes = fs::read(&path).map_err(|error| match error.kind() {
-            io::ErrorKind::NotFound => self.unusable_index("is missing".to_owned()),
-            _ => StoreError::io("read", &path, error),
+        let mut bytes = Vec::new();
+        self.root_dir.open_regular(INDEX_FILE).and_then(|mut file| file.read_to_end(&mut bytes)).map_err(|error| {
+            match error.kind() {
+                io::ErrorKind::NotFound => self.unusable_index("is missing".to_owned()),
+                _ => StoreError::io("read", &path, error),
+            }
         })?;
         let index: Value =
             serde_json::from_slice(&bytes).map_err(|error| self.unusable_index(format!("is not JSON ({error})")))?;
