@@ -273,13 +273,18 @@ pub struct WrittenArchive {
 
 impl AnyDestination {
     /// Completes what the destination needs completing once every image is
-    /// in: an archive writes its indexes and moves to its final name.
+    /// in: an archive writes its indexes and moves to its final name; the
+    /// store (or layout) writes the names it batched.
     pub async fn finish(&self) -> Result<Option<WrittenArchive>, TransferError> {
         match self {
             Self::Archive(archive, path) => {
                 Ok(Some(WrittenArchive { path: path.clone(), size: archive.finish().await? }))
             }
-            Self::Registry(_) | Self::Store(_) => Ok(None),
+            Self::Store(store) => match store.flush().await.pop() {
+                Some((_, error)) => Err(error),
+                None => Ok(None),
+            },
+            Self::Registry(_) => Ok(None),
         }
     }
 }
@@ -354,6 +359,10 @@ impl ImageDestination for AnyDestination {
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
         forward!(self, destination => destination.commit(image).await)
+    }
+
+    async fn flush(&self) -> Vec<(usize, TransferError)> {
+        forward!(self, destination => destination.flush().await)
     }
 }
 
