@@ -4,16 +4,30 @@
 //! fields and entries written by other tools (skopeo, umoci) survive our
 //! rewrites untouched.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use hpn_oci::{Descriptor, annotation, media_type};
 use serde_json::{Value, json};
 
 use crate::error::StoreError;
 use crate::temp::TEMP_PREFIX;
+use crate::verified::StatKey;
 use crate::{INDEX_FILE, INDEX_LOCK_FILE, Ownership, Store, open_lock_file};
+
+/// index.json as last read, kept while the file's stat is unchanged: every
+/// write replaces it by rename (a new inode), another tool's edit changes
+/// its mtime and ctime. Looking a name up in an index of n entries then
+/// costs a stat, not a parse of n entries, which made naming n images O(n²).
+#[derive(Debug)]
+pub(crate) struct IndexSnapshot {
+    stat: StatKey,
+    index: Value,
+    /// Name → position in `manifests`; of duplicates, the last.
+    by_name: HashMap<String, usize>,
+}
 
 /// Holds the exclusive index lock; released when dropped (the fd closes).
 #[derive(Debug)]
@@ -49,14 +63,19 @@ impl Store {
         entries.reverse();
 
         let _lock = self.lock_index()?;
-        let mut index = self.read_index()?;
+        let mut index = self.read_index_fresh()?;
         let manifests = manifests_mut(&mut index);
-        let before = manifests.clone();
-        manifests.retain(|existing| ref_name(existing).is_none_or(|name| !names.contains(name)));
-        manifests.append(&mut entries);
-        if *manifests == before {
+        // Nothing to write when the index already ends with exactly these
+        // entries and names them nowhere else (a pull of what is there).
+        let unchanged = manifests.len().checked_sub(entries.len()).is_some_and(|kept| {
+            manifests[kept..] == entries[..]
+                && manifests[..kept].iter().all(|existing| ref_name(existing).is_none_or(|name| !names.contains(name)))
+        });
+        if unchanged {
             return Ok(());
         }
+        manifests.retain(|existing| ref_name(existing).is_none_or(|name| !names.contains(name)));
+        manifests.append(&mut entries);
         self.write_index(&index)
     }
 
@@ -76,7 +95,7 @@ impl Store {
     /// [`Store::gc`].
     pub fn remove_refs(&self, names: &[&str]) -> Result<(), StoreError> {
         let _lock = self.lock_index()?;
-        let mut index = self.read_index()?;
+        let mut index = self.read_index_fresh()?;
         let manifests = manifests_mut(&mut index);
         let present: HashSet<&str> = manifests.iter().filter_map(ref_name).collect();
         let unknown: Vec<String> =
@@ -91,9 +110,10 @@ impl Store {
 
     /// The descriptor stored under `name`, with its annotations.
     pub fn resolve_ref(&self, name: &str) -> Result<Option<Descriptor>, StoreError> {
-        let index = self.read_index()?;
+        let snapshot = self.read_index()?;
         // The last one wins if another tool wrote duplicates: set_ref appends.
-        let Some(entry) = index_manifests(&index).iter().rev().find(|entry| ref_name(entry) == Some(name)) else {
+        let Some(entry) = snapshot.by_name.get(name).map(|position| &index_manifests(&snapshot.index)[*position])
+        else {
             return Ok(None);
         };
         let descriptor = serde_json::from_value(entry.clone())
@@ -104,8 +124,8 @@ impl Store {
     /// Every named entry, in index.json order. Entries without a name or that
     /// hpn cannot parse (e.g. a sha512 digest from another tool) are skipped.
     pub fn refs(&self) -> Result<Vec<(String, Descriptor)>, StoreError> {
-        let index = self.read_index()?;
-        Ok(index_manifests(&index)
+        let snapshot = self.read_index()?;
+        Ok(index_manifests(&snapshot.index)
             .iter()
             .filter_map(|entry| {
                 let name = ref_name(entry)?;
@@ -122,8 +142,8 @@ impl Store {
 
     /// Every entry of index.json that hpn can parse, named or not: the roots gc keeps.
     pub(crate) fn all_entries(&self) -> Result<Vec<(Option<String>, Descriptor)>, StoreError> {
-        let index = self.read_index()?;
-        index_manifests(&index)
+        let snapshot = self.read_index()?;
+        index_manifests(&snapshot.index)
             .iter()
             .map(|entry| {
                 let descriptor = serde_json::from_value::<Descriptor>(entry.clone())
@@ -181,21 +201,51 @@ impl Store {
         Ok(names.iter().any(|name| !name.to_string_lossy().starts_with(TEMP_PREFIX)))
     }
 
-    pub(crate) fn read_index(&self) -> Result<Value, StoreError> {
+    /// index.json, re-read only when its stat changed since the last read.
+    pub(crate) fn read_index(&self) -> Result<Arc<IndexSnapshot>, StoreError> {
+        let mut cached = self.index_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (stat, index) = self.parse_index(cached.as_ref().map(|snapshot| snapshot.stat))?;
+        let Some(index) = index else {
+            return Ok(Arc::clone(cached.as_ref().expect("parse_index skips only a cached stat")));
+        };
+        let by_name = index_manifests(&index)
+            .iter()
+            .enumerate()
+            .filter_map(|(position, entry)| Some((ref_name(entry)?.to_owned(), position)))
+            .collect();
+        let snapshot = Arc::new(IndexSnapshot { stat, index, by_name });
+        *cached = Some(Arc::clone(&snapshot));
+        Ok(snapshot)
+    }
+
+    /// index.json as it is now, for a rewrite under the lock: a stat can
+    /// repeat (timestamps are coarse, inode numbers are reused), and a stale
+    /// read there would lose another process's names.
+    fn read_index_fresh(&self) -> Result<Value, StoreError> {
+        let (_, index) = self.parse_index(None)?;
+        Ok(index.expect("parsed when no stat is known"))
+    }
+
+    /// Opens and parses index.json, unless its stat is `known` (then `None`).
+    fn parse_index(&self, known: Option<StatKey>) -> Result<(StatKey, Option<Value>), StoreError> {
         let path = self.root.join(INDEX_FILE);
+        let failed = |error: io::Error| match error.kind() {
+            io::ErrorKind::NotFound => self.unusable_index("is missing".to_owned()),
+            _ => StoreError::io("read", &path, error),
+        };
+        let mut file = self.root_dir.open_regular(INDEX_FILE).map_err(failed)?;
+        let stat = StatKey::of(&file.metadata().map_err(failed)?);
+        if known == Some(stat) {
+            return Ok((stat, None));
+        }
         let mut bytes = Vec::new();
-        self.root_dir.open_regular(INDEX_FILE).and_then(|mut file| file.read_to_end(&mut bytes)).map_err(|error| {
-            match error.kind() {
-                io::ErrorKind::NotFound => self.unusable_index("is missing".to_owned()),
-                _ => StoreError::io("read", &path, error),
-            }
-        })?;
+        file.read_to_end(&mut bytes).map_err(failed)?;
         let index: Value =
             serde_json::from_slice(&bytes).map_err(|error| self.unusable_index(format!("is not JSON ({error})")))?;
         if !index.get("manifests").is_some_and(Value::is_array) {
             return Err(self.unusable_index("has no \"manifests\" array".to_owned()));
         }
-        Ok(index)
+        Ok((stat, Some(index)))
     }
 
     fn unusable_index(&self, reason: String) -> StoreError {
@@ -204,6 +254,8 @@ impl Store {
 
     fn write_index(&self, index: &Value) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(index).expect("a JSON value always serializes");
+        // The new file's stat might repeat the cached one's (see read_index_fresh).
+        *self.index_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
         self.write_file_atomically(INDEX_FILE, &bytes)
     }
 }

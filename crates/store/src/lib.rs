@@ -125,6 +125,7 @@ pub struct Store {
     usage_lock: Option<File>,
     ownership: Ownership,
     durability: Durability,
+    index_cache: std::sync::Mutex<Option<Arc<index::IndexSnapshot>>>,
 }
 
 impl Store {
@@ -184,6 +185,7 @@ impl Store {
             usage_lock,
             ownership,
             durability,
+            index_cache: std::sync::Mutex::default(),
         };
         if create {
             store.ensure_layout_file()?;

@@ -79,7 +79,7 @@ impl std::fmt::Display for BlobDamage {
 
 /// The stat of a verified file: any change to its content changes this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StatKey {
+pub(crate) struct StatKey {
     device: u64,
     inode: u64,
     size: u64,
@@ -88,7 +88,7 @@ struct StatKey {
 }
 
 impl StatKey {
-    fn of(metadata: &Metadata) -> StatKey {
+    pub(crate) fn of(metadata: &Metadata) -> StatKey {
         StatKey {
             device: metadata.dev(),
             inode: metadata.ino(),

@@ -15,10 +15,14 @@ use crate::error::TransferError;
 const STREAM_CHANNEL_DEPTH: usize = 16;
 
 /// How long a finished image's name may wait to be written into index.json
-/// with others: short enough that a kill loses at most this much of what was
-/// reported done, long enough that a load of thousands of small images
-/// rewrites index.json a few times a second rather than once per image.
+/// with others, at least: short enough that a kill loses at most this much
+/// of what was reported done, long enough that a load of thousands of small
+/// images rewrites index.json a few times a second rather than once per
+/// image. Once a rewrite itself takes longer (an index of many thousand
+/// names), names wait [`FLUSH_COST_FACTOR`] times the last rewrite, so
+/// rewriting stays a bounded share of the run and the whole stays linear.
 const REF_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+const FLUSH_COST_FACTOR: u32 = 4;
 /// Names written at once at most; a full batch is written at once by the
 /// commit that filled it, which also holds back further commits meanwhile.
 const REF_BATCH_LIMIT: usize = 1024;
@@ -119,6 +123,8 @@ impl ImageSource for StoreSource {
 pub struct StoreDestination {
     store: Arc<Store>,
     names: Arc<PendingNames>,
+    /// The name every image is recorded under instead of its full reference.
+    fixed_name: Option<String>,
 }
 
 /// Names committed but not yet written to index.json, and those whose write failed.
@@ -134,6 +140,8 @@ struct NameQueue {
     queued: Vec<(usize, String, Descriptor)>,
     /// Whether a timed flush is on its way for what is queued.
     flush_scheduled: bool,
+    /// How long the last rewrite of index.json took.
+    last_flush: Duration,
     /// Jobs whose names could not be written, with why.
     failed: Vec<(usize, Arc<TransferError>)>,
 }
@@ -153,8 +161,12 @@ impl PendingNames {
         if batch.is_empty() {
             return Ok(());
         }
-        let refs: Vec<(&str, &Descriptor)> = batch.iter().map(|(_, name, descriptor)| (name.as_str(), descriptor)).collect();
-        let Err(error) = self.store.set_refs(&refs) else { return Ok(()) };
+        let refs: Vec<(&str, &Descriptor)> =
+            batch.iter().map(|(_, name, descriptor)| (name.as_str(), descriptor)).collect();
+        let started = std::time::Instant::now();
+        let written = self.store.set_refs(&refs);
+        self.state().last_flush = started.elapsed();
+        let Err(error) = written else { return Ok(()) };
         let error = Arc::new(TransferError::from(error));
         tracing::error!(%error, images = batch.len(), "could not record the names of finished images");
         self.state().failed.extend(batch.iter().map(|(job, ..)| (*job, Arc::clone(&error))));
@@ -174,13 +186,30 @@ impl Drop for PendingNames {
 impl StoreDestination {
     /// Reads from (or writes to) `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        Self { names: Arc::new(PendingNames { store: Arc::clone(&store), state: Mutex::default() }), store }
+        Self {
+            names: Arc::new(PendingNames { store: Arc::clone(&store), state: Mutex::default() }),
+            store,
+            fixed_name: None,
+        }
+    }
+
+    /// Records images under `name` verbatim rather than under their full
+    /// reference: `oci:DIR:app:1` names its image `app:1`, as skopeo does.
+    pub fn with_name(mut self, name: String) -> Self {
+        self.fixed_name = Some(name);
+        self
+    }
+
+    /// What `image` is called in index.json.
+    fn name_for(&self, image: &Reference) -> String {
+        self.fixed_name.clone().unwrap_or_else(|| ref_name(image))
     }
 
     /// Writes the top manifest and queues the image's name (see the type's
     /// documentation); a full batch is written at once.
     async fn queue_commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
-        let (name, descriptor, bytes) = (ref_name(&image.destination), image.top.descriptor(), image.top.bytes.clone());
+        let name = self.name_for(&image.destination);
+        let (descriptor, bytes) = (image.top.descriptor(), image.top.bytes.clone());
         let queued = descriptor.clone();
         blocking(&self.store, move |store| Ok(store.put_blob_bytes(&descriptor, &bytes)?)).await?;
         let (full, schedule) = {
@@ -188,15 +217,16 @@ impl StoreDestination {
             state.queued.push((image.job_index, name, queued));
             let schedule = !state.flush_scheduled;
             state.flush_scheduled = true;
-            (state.queued.len() >= REF_BATCH_LIMIT, schedule)
+            let delay = REF_FLUSH_INTERVAL.max(state.last_flush * FLUSH_COST_FACTOR);
+            (state.queued.len() >= REF_BATCH_LIMIT, schedule.then_some(delay))
         };
         if full {
             return self.write_names().await;
         }
-        if schedule {
+        if let Some(delay) = schedule {
             let names = Arc::clone(&self.names);
             tokio::spawn(async move {
-                tokio::time::sleep(REF_FLUSH_INTERVAL).await;
+                tokio::time::sleep(delay).await;
                 let _ = tokio::task::spawn_blocking(move || names.write_queued()).await;
             });
         }
@@ -255,7 +285,7 @@ impl StoreDestination {
 
 impl ImageDestination for StoreDestination {
     async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
-        let name = ref_name(name);
+        let name = self.name_for(name);
         blocking(&self.store, move |store| Ok(store.resolve_ref(&name)?.is_some())).await
     }
 
