@@ -239,7 +239,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         symlink(outside.path(), dir.path().join("sub")).unwrap();
         symlink(outside.path().join("secret"), dir.path().join("file")).unwrap();
-        rustix::fs::mkfifoat(rustix::fs::CWD, &dir.path().join("fifo"), Mode::from_raw_mode(0o600)).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, dir.path().join("fifo"), Mode::from_raw_mode(0o600)).unwrap();
         let opened = Dir::open(dir.path()).unwrap();
 
         for error in [
