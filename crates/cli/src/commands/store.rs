@@ -16,6 +16,14 @@ pub async fn run(command: StoreCommand, settings: &Settings) -> Result<ExitStatu
     let (root, durability) = (settings.store_root.clone(), settings.durability);
     let (quiet, json) = (settings.quiet, settings.json);
     tokio::task::spawn_blocking(move || {
+        if matches!(command, StoreCommand::Ls) && !root.exists() {
+            // A store nothing was pulled into yet holds no images; listing it creates none.
+            eprintln!("hpn: there is no store at {} yet", root.display());
+            if json {
+                crate::print_line(serde_json::Value::Array(Vec::new()));
+            }
+            return Ok(ExitStatus::Ok);
+        }
         let store = Store::open_existing(&root, durability).map_err(filesystem)?;
         match command {
             StoreCommand::Ls => list(&store, json),
