@@ -114,7 +114,7 @@ impl ImageSource for StoreSource {
 ///
 /// Names are recorded in batches (a group commit): a committed image's name
 /// is queued and written with the others that finished within
-/// [`REF_FLUSH_INTERVAL`], in one locked rewrite of index.json, so naming n
+/// 200 ms (longer once rewrites get slow), in one locked rewrite of index.json, so naming n
 /// images costs O(n) however many there are. What is queued is written by
 /// [`ImageDestination::flush`] at the end of a run, and when the destination
 /// is dropped (Ctrl-C), so an interrupted run keeps the names of the images
