@@ -185,7 +185,7 @@ fn gc_is_refused_while_another_process_pulls_or_pushes_and_nothing_is_lost() {
 fn a_pull_started_during_gc_waits_for_it() {
     let proxied = proxied_registry(&["app-a"]);
     let work = Workspace::new();
-    work.hpn(["store", "ls"]).assert_ok();
+    hpn_store::Store::open(&work.store()).unwrap();
     // Hold the store's usage lock the way gc does (exclusively).
     let usage = File::options().read(true).write(true).open(work.store().join("store.lock")).unwrap();
     usage.lock().unwrap();

@@ -219,7 +219,16 @@ pub fn blob_path(digest: &str) -> String {
 /// files of unfinished writes. Empty for a store that is at rest.
 pub fn store_leftovers(store: &Path) -> Vec<String> {
     let mut leftovers = Vec::new();
-    let known = ["oci-layout", "index.json", "index.json.lock", "store.lock", "blobs"];
+    let known = ["oci-layout", "index.json", "index.json.lock", "store.lock", "blobs", ".hpn-verified"];
+    // Verified-stat records are named by their blob; anything else there is a leftover temp file.
+    if let Ok(entries) = std::fs::read_dir(store.join(".hpn-verified")) {
+        for entry in entries {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if !is_hex_digest(&name) {
+                leftovers.push(format!(".hpn-verified/{name}"));
+            }
+        }
+    }
     if let Ok(entries) = std::fs::read_dir(store) {
         for entry in entries {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();

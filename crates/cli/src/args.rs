@@ -292,8 +292,14 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// List the images in the store
+    /// List the images in the store, with their size and what removing each would free
     Ls,
+    /// Remove images from the store by name; `hpn store gc` then frees their blobs
+    Rm {
+        /// Names as `hpn store ls` shows them, or as given to pull (nginx:1)
+        #[arg(value_name = "REF", required = true)]
+        refs: Vec<String>,
+    },
     /// Re-hash every blob and check every image's manifests, configs and layers are present
     Verify,
     /// Remove blobs no image needs (refused while another hpn process uses the store)

@@ -41,4 +41,12 @@ impl Durability {
             Self::Synced => File::open(dir)?.sync_all(),
         }
     }
+
+    /// [`Durability::sync_dir`] for a directory held open.
+    pub fn sync_open_dir(self, dir: &crate::Dir) -> io::Result<()> {
+        match self {
+            Self::Buffered => Ok(()),
+            Self::Synced => dir.sync(),
+        }
+    }
 }

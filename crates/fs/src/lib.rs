@@ -1,5 +1,6 @@
-//! How hpn writes local files: when they must be on the disk ([`Durability`])
-//! and which kind of I/O failure the user is looking at ([`io_error`]).
+//! How hpn writes local files: when they must be on the disk ([`Durability`]),
+//! inside a directory without following links out of it ([`Dir`]), and
+//! which kind of I/O failure the user is looking at ([`io_error`]).
 //!
 //! The store and the archive crates both write big files under final names
 //! that must never be seen partial; the rules they share live here rather
@@ -15,7 +16,9 @@
 
 #![warn(missing_docs)]
 
+pub mod dir;
 mod durability;
 pub mod io_error;
 
+pub use dir::Dir;
 pub use durability::Durability;

@@ -2,16 +2,15 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::{self, File, TryLockError};
-use std::io::{self, Read};
+use std::fs::TryLockError;
+use std::io;
 use std::path::PathBuf;
 
-use hpn_oci::{Descriptor, Digest, ParsedManifest, Sha256Hasher, media_type};
+use hpn_oci::{Descriptor, Digest, ParsedManifest, media_type};
 
 use crate::error::StoreError;
+use crate::verified::hash_open_file;
 use crate::{Store, USAGE_LOCK_FILE, temp};
-
-const HASH_BUFFER_SIZE: usize = 1024 * 1024;
 
 /// What a blob is to the image that references it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +78,14 @@ pub enum Problem {
         /// Why it cannot be read or parsed.
         reason: String,
     },
+    /// A link, FIFO, directory or device under a blob's name: never read
+    /// through, and replaced when the blob is fetched again.
+    NotRegular {
+        /// The blob's name.
+        digest: Digest,
+        /// What it is instead.
+        reason: String,
+    },
     /// A file in `blobs/sha256/` whose name is not a digest.
     StrayFile {
         /// The file.
@@ -99,6 +106,7 @@ impl fmt::Display for Problem {
             Self::UnreadableManifest { image, digest, reason } => {
                 write!(f, "{image}: manifest {digest} cannot be read: {reason}")
             }
+            Self::NotRegular { digest, reason } => write!(f, "blob {digest} is unusable: {reason}"),
             Self::StrayFile { path } => write!(f, "{} is not a blob (its name is not a sha256 digest)", path.display()),
         }
     }
@@ -140,27 +148,44 @@ pub struct GcReport {
 }
 
 /// Everything reachable from index.json, and what was wrong on the way.
-struct Walk {
-    reachable: HashSet<Digest>,
-    problems: Vec<Problem>,
+pub(crate) struct Walk {
+    pub(crate) reachable: HashSet<Digest>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl Store {
-    /// Re-hashes every blob and checks that every index.json entry's manifest
-    /// (for an index: its children that are present) has its config and
-    /// layers. Reads the whole store; changes nothing.
+    /// Re-hashes every blob (whatever its verified-stat record says) and
+    /// checks that every index.json entry's manifest (for an index: its
+    /// children that are present) has its config and layers. Reads the whole
+    /// store; changes nothing but the records, which it renews.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport::default();
         let mut corrupt = HashSet::new();
-        for (path, digest) in self.list_blob_files()? {
+        for (name, digest) in self.list_blob_files()? {
             let Some(digest) = digest else {
-                report.problems.push(Problem::StrayFile { path });
+                report.problems.push(Problem::StrayFile { path: self.blobs_dir.join(&name) });
                 continue;
             };
-            let Some((actual, size)) = hash_file(&path)? else { continue };
+            let path = self.blobs_dir.join(&name);
+            let file = match self.blobs_dir.open_regular(&name) {
+                Ok(file) => file,
+                // Removed meanwhile (a gc elsewhere).
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) if hpn_fs::dir::is_not_regular(&error) => {
+                    self.verified.forget(&digest);
+                    corrupt.insert(digest.clone());
+                    report.problems.push(Problem::NotRegular { digest, reason: error.to_string() });
+                    continue;
+                }
+                Err(error) => return Err(StoreError::io("open blob", path, error)),
+            };
+            let actual = hash_open_file(&file).map_err(|error| StoreError::io("read blob", &path, error))?;
             report.blobs_checked += 1;
-            report.bytes_checked += size;
-            if actual != digest {
+            report.bytes_checked += file.metadata().map_or(0, |metadata| metadata.len());
+            if actual == digest {
+                self.verified.record(&digest, &file);
+            } else {
+                self.verified.forget(&digest);
                 corrupt.insert(digest.clone());
                 report.problems.push(Problem::CorruptBlob { digest, actual });
             }
@@ -193,23 +218,26 @@ impl Store {
             return Err(StoreError::UnreadableManifest { digest, reason });
         }
         let mut report = GcReport::default();
-        for (path, digest) in self.list_blob_files()? {
+        for (name, digest) in self.list_blob_files()? {
             let Some(digest) = digest else { continue };
             if walk.reachable.contains(&digest) {
                 report.blobs_kept += 1;
                 continue;
             }
-            let size = fs::metadata(&path).map(|metadata| metadata.len()).unwrap_or(0);
-            match fs::remove_file(&path) {
+            let size = self.blob_size(&digest)?.unwrap_or(0);
+            match self.blobs_dir.remove_file(&name) {
                 Ok(()) => {
+                    self.verified.forget(&digest);
                     report.blobs_removed += 1;
                     report.bytes_freed += size;
                 }
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => return Err(StoreError::io("remove unreferenced blob", path, error)),
+                Err(error) => {
+                    return Err(StoreError::io("remove unreferenced blob", self.blobs_dir.join(&name), error));
+                }
             }
         }
-        report.temp_files_removed = temp::remove_stale(&self.blobs_dir)? + temp::remove_stale(&self.root)?;
+        report.temp_files_removed = temp::remove_stale(&self.blobs_dir)? + temp::remove_stale(&self.root_dir)?;
         temp::sync_dir(&self.blobs_dir, self.durability)?;
         tracing::info!(removed = report.blobs_removed, bytes = report.bytes_freed, "store gc finished");
         Ok(report)
@@ -220,7 +248,10 @@ impl Store {
     /// lock is re-taken on every way out, including failure.
     fn lock_exclusively(&self) -> Result<ExclusiveUse<'_>, StoreError> {
         let path = self.root.join(USAGE_LOCK_FILE);
-        match self.usage_lock.try_lock() {
+        let Some(usage_lock) = &self.usage_lock else {
+            return Err(StoreError::NotAStore { root: self.root.clone() });
+        };
+        match usage_lock.try_lock() {
             Ok(()) => Ok(ExclusiveUse { store: self }),
             Err(error) => {
                 restore_shared(self);
@@ -232,25 +263,24 @@ impl Store {
         }
     }
 
-    /// Files under `blobs/sha256/` except temp and other hidden files, with
+    /// Names under `blobs/sha256/` except temp and other hidden files, with
     /// their digest if the name is one.
-    fn list_blob_files(&self) -> Result<Vec<(PathBuf, Option<Digest>)>, StoreError> {
-        let list_error = |error| StoreError::io("list", &self.blobs_dir, error);
-        let mut files = Vec::new();
-        for entry in fs::read_dir(&self.blobs_dir).map_err(list_error)? {
-            let entry = entry.map_err(list_error)?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
-            files.push((entry.path(), Digest::from_sha256_hex(&name).ok()));
-        }
+    pub(crate) fn list_blob_files(&self) -> Result<Vec<(String, Option<Digest>)>, StoreError> {
+        let names = self.blobs_dir.names().map_err(|error| StoreError::io("list", self.blobs_dir.path(), error))?;
+        let mut files: Vec<(String, Option<Digest>)> = names
+            .into_iter()
+            .map(|name| name.to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
+            .map(|name| {
+                let digest = Digest::from_sha256_hex(&name).ok();
+                (name, digest)
+            })
+            .collect();
         files.sort();
         Ok(files)
     }
 
-    fn walk(&self, roots: Vec<(Option<String>, Descriptor)>) -> Walk {
+    pub(crate) fn walk(&self, roots: Vec<(Option<String>, Descriptor)>) -> Walk {
         let mut walk = Walk { reachable: HashSet::new(), problems: Vec::new() };
         let mut parsed = HashSet::new();
         let mut stack: Vec<(String, Descriptor, BlobRole)> = roots
@@ -331,28 +361,9 @@ impl Drop for ExclusiveUse<'_> {
 }
 
 fn restore_shared(store: &Store) {
-    if let Err(error) = store.usage_lock.lock_shared() {
+    if let Some(usage_lock) = &store.usage_lock
+        && let Err(error) = usage_lock.lock_shared()
+    {
         tracing::warn!(store = %store.root.display(), %error, "could not re-take the shared store lock");
     }
-}
-
-/// Streams a file through sha256. `None` if it vanished meanwhile (a gc elsewhere).
-fn hash_file(path: &std::path::Path) -> Result<Option<(Digest, u64)>, StoreError> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(StoreError::io("open blob", path, error)),
-    };
-    let mut hasher = Sha256Hasher::new();
-    let mut buffer = vec![0; HASH_BUFFER_SIZE];
-    loop {
-        match file.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => hasher.update(&buffer[..read]),
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(StoreError::io("read blob", path, error)),
-        }
-    }
-    let size = hasher.bytes();
-    Ok(Some((hasher.finish(), size)))
 }

@@ -129,6 +129,56 @@ pub enum StoreError {
         root: PathBuf,
     },
 
+    /// What is stored under a blob's name must not be used (a link, a FIFO,
+    /// a wrong size, content of another digest). Fetching the blob again
+    /// replaces it.
+    #[error(
+        "blob {digest} in the store at {} is damaged ({damage}); \
+         pull the image again to replace it, and run `hpn store verify` to find others",
+        .root.display()
+    )]
+    DamagedBlob {
+        /// The blob's name.
+        digest: Digest,
+        /// The store's root directory.
+        root: PathBuf,
+        /// What is wrong with it.
+        damage: crate::BlobDamage,
+    },
+
+    /// [`Store::open_existing`](crate::Store::open_existing) of a directory
+    /// that is not a store.
+    #[error("there is no store at {}: it {reason}; check the path given with --store", .root.display())]
+    NoStore {
+        /// The directory asked for.
+        root: PathBuf,
+        /// What is there instead.
+        reason: &'static str,
+    },
+
+    /// [`Store::remove_refs`](crate::Store::remove_refs) of names the store
+    /// does not hold; nothing was removed.
+    #[error(
+        "the store at {} holds no image named {}; nothing was removed (`hpn store ls` lists the names)",
+        .root.display(),
+        .names.join(", ")
+    )]
+    RefsNotFound {
+        /// The names that match no entry.
+        names: Vec<String>,
+        /// The store's root directory.
+        root: PathBuf,
+    },
+
+    /// gc of an OCI layout opened with
+    /// [`Store::open_layout`](crate::Store::open_layout): only a store has
+    /// the usage lock that keeps gc from deleting a running pull's blobs.
+    #[error("{} was opened as an OCI layout, not as hpn's store; gc runs on stores only", .root.display())]
+    NotAStore {
+        /// The layout's directory.
+        root: PathBuf,
+    },
+
     /// gc met a reachable manifest it cannot parse, so it cannot know what
     /// that manifest keeps alive and deletes nothing.
 

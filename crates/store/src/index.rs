@@ -4,16 +4,30 @@
 //! fields and entries written by other tools (skopeo, umoci) survive our
 //! rewrites untouched.
 
-use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read};
+use std::sync::Arc;
 
 use hpn_oci::{Descriptor, annotation, media_type};
 use serde_json::{Value, json};
 
 use crate::error::StoreError;
 use crate::temp::TEMP_PREFIX;
-use crate::{INDEX_FILE, INDEX_LOCK_FILE, Store, open_lock_file};
+use crate::verified::StatKey;
+use crate::{INDEX_FILE, INDEX_LOCK_FILE, Ownership, Store, open_lock_file};
+
+/// index.json as last read, kept while the file's stat is unchanged: every
+/// write replaces it by rename (a new inode), another tool's edit changes
+/// its mtime and ctime. Looking a name up in an index of n entries then
+/// costs a stat, not a parse of n entries, which made naming n images O(n²).
+#[derive(Debug)]
+pub(crate) struct IndexSnapshot {
+    stat: StatKey,
+    index: Value,
+    /// Name → position in `manifests`; of duplicates, the last.
+    by_name: HashMap<String, usize>,
+}
 
 /// Holds the exclusive index lock; released when dropped (the fd closes).
 #[derive(Debug)]
@@ -49,37 +63,57 @@ impl Store {
         entries.reverse();
 
         let _lock = self.lock_index()?;
-        let mut index = self.read_index()?;
+        let mut index = self.read_index_fresh()?;
         let manifests = manifests_mut(&mut index);
-        let before = manifests.clone();
-        manifests.retain(|existing| ref_name(existing).is_none_or(|name| !names.contains(name)));
-        manifests.append(&mut entries);
-        if *manifests == before {
+        // Nothing to write when the index already ends with exactly these
+        // entries and names them nowhere else (a pull of what is there).
+        let unchanged = manifests.len().checked_sub(entries.len()).is_some_and(|kept| {
+            manifests[kept..] == entries[..]
+                && manifests[..kept].iter().all(|existing| ref_name(existing).is_none_or(|name| !names.contains(name)))
+        });
+        if unchanged {
             return Ok(());
         }
+        manifests.retain(|existing| ref_name(existing).is_none_or(|name| !names.contains(name)));
+        manifests.append(&mut entries);
         self.write_index(&index)
     }
 
     /// Removes the entry named `name`. Returns whether there was one. The
     /// blobs stay until [`Store::gc`].
     pub fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {
-        let _lock = self.lock_index()?;
-        let mut index = self.read_index()?;
-        let manifests = manifests_mut(&mut index);
-        let count = manifests.len();
-        manifests.retain(|existing| ref_name(existing) != Some(name));
-        if manifests.len() == count {
-            return Ok(false);
+        match self.remove_refs(&[name]) {
+            Ok(()) => Ok(true),
+            Err(StoreError::RefsNotFound { .. }) => Ok(false),
+            Err(error) => Err(error),
         }
-        self.write_index(&index)?;
-        Ok(true)
+    }
+
+    /// Removes the entries of every name in `names`, in one locked rewrite
+    /// of index.json: all of them, or none when a name matches no entry
+    /// ([`StoreError::RefsNotFound`] lists those). The blobs stay until
+    /// [`Store::gc`].
+    pub fn remove_refs(&self, names: &[&str]) -> Result<(), StoreError> {
+        let _lock = self.lock_index()?;
+        let mut index = self.read_index_fresh()?;
+        let manifests = manifests_mut(&mut index);
+        let present: HashSet<&str> = manifests.iter().filter_map(ref_name).collect();
+        let unknown: Vec<String> =
+            names.iter().filter(|name| !present.contains(**name)).map(|name| (*name).to_owned()).collect();
+        if !unknown.is_empty() {
+            return Err(StoreError::RefsNotFound { names: unknown, root: self.root.clone() });
+        }
+        let removed: HashSet<&str> = names.iter().copied().collect();
+        manifests.retain(|existing| ref_name(existing).is_none_or(|name| !removed.contains(name)));
+        self.write_index(&index)
     }
 
     /// The descriptor stored under `name`, with its annotations.
     pub fn resolve_ref(&self, name: &str) -> Result<Option<Descriptor>, StoreError> {
-        let index = self.read_index()?;
+        let snapshot = self.read_index()?;
         // The last one wins if another tool wrote duplicates: set_ref appends.
-        let Some(entry) = index_manifests(&index).iter().rev().find(|entry| ref_name(entry) == Some(name)) else {
+        let Some(entry) = snapshot.by_name.get(name).map(|position| &index_manifests(&snapshot.index)[*position])
+        else {
             return Ok(None);
         };
         let descriptor = serde_json::from_value(entry.clone())
@@ -90,8 +124,8 @@ impl Store {
     /// Every named entry, in index.json order. Entries without a name or that
     /// hpn cannot parse (e.g. a sha512 digest from another tool) are skipped.
     pub fn refs(&self) -> Result<Vec<(String, Descriptor)>, StoreError> {
-        let index = self.read_index()?;
-        Ok(index_manifests(&index)
+        let snapshot = self.read_index()?;
+        Ok(index_manifests(&snapshot.index)
             .iter()
             .filter_map(|entry| {
                 let name = ref_name(entry)?;
@@ -108,8 +142,8 @@ impl Store {
 
     /// Every entry of index.json that hpn can parse, named or not: the roots gc keeps.
     pub(crate) fn all_entries(&self) -> Result<Vec<(Option<String>, Descriptor)>, StoreError> {
-        let index = self.read_index()?;
-        index_manifests(&index)
+        let snapshot = self.read_index()?;
+        index_manifests(&snapshot.index)
             .iter()
             .map(|entry| {
                 let descriptor = serde_json::from_value::<Descriptor>(entry.clone())
@@ -119,9 +153,19 @@ impl Store {
             .collect()
     }
 
+    /// hpn's store locks `index.json.lock`; a layout hpn does not own is
+    /// locked by a `flock` on its directory, so no file of hpn's is left in
+    /// it (and index.json itself cannot carry the lock: it is replaced by
+    /// rename on every write).
     pub(crate) fn lock_index(&self) -> Result<IndexLock, StoreError> {
-        let path = self.root.join(INDEX_LOCK_FILE);
-        let file = open_lock_file(&path)?;
+        let (file, path) = match self.ownership {
+            Ownership::Store => (open_lock_file(&self.root_dir, INDEX_LOCK_FILE)?, self.root.join(INDEX_LOCK_FILE)),
+            Ownership::Layout => {
+                let directory =
+                    File::open(&self.root).map_err(|error| StoreError::io("open directory", &self.root, error))?;
+                (directory, self.root.clone())
+            }
+        };
         file.lock().map_err(|error| StoreError::io("lock", &path, error))?;
         Ok(IndexLock { _file: file })
     }
@@ -132,12 +176,16 @@ impl Store {
     /// deletion, a partial restore): an empty index would tell gc to delete
     /// them all, so the index stays missing and every reader fails instead.
     pub(crate) fn ensure_index(&self) -> Result<(), StoreError> {
-        let path = self.root.join(INDEX_FILE);
-        if path.exists() {
+        let exists = || {
+            self.root_dir
+                .exists(INDEX_FILE)
+                .map_err(|error| StoreError::io("look for", self.root.join(INDEX_FILE), error))
+        };
+        if exists()? {
             return self.read_index().map(drop);
         }
         let _lock = self.lock_index()?;
-        if path.exists() {
+        if exists()? {
             return Ok(());
         }
         if self.holds_blobs()? {
@@ -149,28 +197,55 @@ impl Store {
 
     /// Whether `blobs/sha256/` holds anything but temp files.
     fn holds_blobs(&self) -> Result<bool, StoreError> {
-        let entries = fs::read_dir(&self.blobs_dir).map_err(|error| StoreError::io("list", &self.blobs_dir, error))?;
-        for entry in entries {
-            let entry = entry.map_err(|error| StoreError::io("list", &self.blobs_dir, error))?;
-            if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let names = self.blobs_dir.names().map_err(|error| StoreError::io("list", self.blobs_dir.path(), error))?;
+        Ok(names.iter().any(|name| !name.to_string_lossy().starts_with(TEMP_PREFIX)))
     }
 
-    pub(crate) fn read_index(&self) -> Result<Value, StoreError> {
+    /// index.json, re-read only when its stat changed since the last read.
+    pub(crate) fn read_index(&self) -> Result<Arc<IndexSnapshot>, StoreError> {
+        let mut cached = self.index_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (stat, index) = self.parse_index(cached.as_ref().map(|snapshot| snapshot.stat))?;
+        let Some(index) = index else {
+            return Ok(Arc::clone(cached.as_ref().expect("parse_index skips only a cached stat")));
+        };
+        let by_name = index_manifests(&index)
+            .iter()
+            .enumerate()
+            .filter_map(|(position, entry)| Some((ref_name(entry)?.to_owned(), position)))
+            .collect();
+        let snapshot = Arc::new(IndexSnapshot { stat, index, by_name });
+        *cached = Some(Arc::clone(&snapshot));
+        Ok(snapshot)
+    }
+
+    /// index.json as it is now, for a rewrite under the lock: a stat can
+    /// repeat (timestamps are coarse, inode numbers are reused), and a stale
+    /// read there would lose another process's names.
+    fn read_index_fresh(&self) -> Result<Value, StoreError> {
+        let (_, index) = self.parse_index(None)?;
+        Ok(index.expect("parsed when no stat is known"))
+    }
+
+    /// Opens and parses index.json, unless its stat is `known` (then `None`).
+    fn parse_index(&self, known: Option<StatKey>) -> Result<(StatKey, Option<Value>), StoreError> {
         let path = self.root.join(INDEX_FILE);
-        let bytes = fs::read(&path).map_err(|error| match error.kind() {
+        let failed = |error: io::Error| match error.kind() {
             io::ErrorKind::NotFound => self.unusable_index("is missing".to_owned()),
             _ => StoreError::io("read", &path, error),
-        })?;
+        };
+        let mut file = self.root_dir.open_regular(INDEX_FILE).map_err(failed)?;
+        let stat = StatKey::of(&file.metadata().map_err(failed)?);
+        if known == Some(stat) {
+            return Ok((stat, None));
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(failed)?;
         let index: Value =
             serde_json::from_slice(&bytes).map_err(|error| self.unusable_index(format!("is not JSON ({error})")))?;
         if !index.get("manifests").is_some_and(Value::is_array) {
             return Err(self.unusable_index("has no \"manifests\" array".to_owned()));
         }
-        Ok(index)
+        Ok((stat, Some(index)))
     }
 
     fn unusable_index(&self, reason: String) -> StoreError {
@@ -179,6 +254,8 @@ impl Store {
 
     fn write_index(&self, index: &Value) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(index).expect("a JSON value always serializes");
+        // The new file's stat might repeat the cached one's (see read_index_fresh).
+        *self.index_cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
         self.write_file_atomically(INDEX_FILE, &bytes)
     }
 }

@@ -1,13 +1,14 @@
 use std::fmt;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::sync::Arc;
 
-use hpn_fs::Durability;
+use hpn_fs::{Dir, Durability};
 use hpn_oci::{Digest, Sha256Hasher};
 
 use crate::error::StoreError;
 use crate::temp;
+use crate::verified::VerifiedRecords;
 
 /// Big enough that a stream of small network chunks becomes few syscalls,
 /// small enough to not matter with many concurrent downloads.
@@ -22,8 +23,9 @@ pub struct BlobWriter {
     /// Our own buffer rather than a BufWriter: dropping an abandoned writer
     /// must not flush its tail into a file that is being thrown away.
     buffer: Vec<u8>,
-    temp_path: PathBuf,
-    final_path: PathBuf,
+    blobs_dir: Arc<Dir>,
+    temp_name: String,
+    verified: Arc<VerifiedRecords>,
     hasher: Sha256Hasher,
     expected_digest: Digest,
     expected_size: Option<u64>,
@@ -45,24 +47,26 @@ impl fmt::Debug for BlobWriter {
             .field("digest", &self.expected_digest)
             .field("expected_size", &self.expected_size)
             .field("bytes_written", &self.hasher.bytes())
-            .field("temp_path", &self.temp_path)
+            .field("temp_path", &self.blobs_dir.join(&self.temp_name))
             .finish_non_exhaustive()
     }
 }
 
 impl BlobWriter {
     pub(crate) fn new(
-        blobs_dir: &std::path::Path,
+        blobs_dir: Arc<Dir>,
+        verified: Arc<VerifiedRecords>,
         expected_digest: &Digest,
         expected_size: Option<u64>,
         durability: Durability,
     ) -> Result<Self, StoreError> {
-        let (file, temp_path) = temp::create_locked(blobs_dir)?;
+        let (file, temp_name) = temp::create_locked(&blobs_dir)?;
         Ok(Self {
             file,
             buffer: Vec::with_capacity(BUFFER_SIZE),
-            temp_path,
-            final_path: blobs_dir.join(expected_digest.hex()),
+            blobs_dir,
+            temp_name,
+            verified,
             hasher: Sha256Hasher::new(),
             expected_digest: expected_digest.clone(),
             expected_size,
@@ -97,7 +101,7 @@ impl BlobWriter {
         }
         if let Some(kind) = self.failed {
             let error = io::Error::new(kind, "an earlier write to this blob failed");
-            return Err(StoreError::io("write blob", &self.temp_path, error));
+            return Err(StoreError::io("write blob", self.temp_path(), error));
         }
         let actual_size = self.hasher.bytes();
         if let Some(expected) = self.expected_size
@@ -113,23 +117,28 @@ impl BlobWriter {
         if actual != self.expected_digest {
             return Err(StoreError::DigestMismatch { expected: self.expected_digest.clone(), actual });
         }
-        self.flush_buffer().map_err(|error| StoreError::io("write blob", &self.temp_path, error))?;
-        self.durability.sync_file(&self.file).map_err(|error| StoreError::io("sync blob", &self.temp_path, error))?;
-        if fs::metadata(&self.final_path).is_ok_and(|existing| existing.len() == actual_size) {
-            // A concurrent writer of the same blob won; its content is identical
-            // (same digest), so ours is simply dropped (Drop removes the temp).
-            // One of another size was cut short by a crash: ours replaces it.
-            return Ok(());
-        }
-        fs::rename(&self.temp_path, &self.final_path)
-            .map_err(|error| StoreError::io("move blob into place at", &self.final_path, error))?;
+        self.flush_buffer().map_err(|error| StoreError::io("write blob", self.temp_path(), error))?;
+        self.durability.sync_file(&self.file).map_err(|error| StoreError::io("sync blob", self.temp_path(), error))?;
+        // Always renamed over whatever holds the name: a concurrent writer's
+        // identical copy, or a damaged one (corrupt, cut short, a link, a
+        // FIFO) that the caller's check counted as missing. The rename
+        // replaces it atomically and never writes through a link.
+        let final_name = self.expected_digest.hex();
+        self.blobs_dir
+            .rename(&self.temp_name, final_name)
+            .map_err(|error| StoreError::io("move blob into place at", self.blobs_dir.join(final_name), error))?;
         self.committed = true;
-        let dir = self.final_path.parent().unwrap_or(&self.final_path);
-        temp::sync_dir(dir, self.durability)
+        // Just hashed on the way in: the stat after the rename is a verified one.
+        self.verified.record(&self.expected_digest, &self.file);
+        temp::sync_dir(&self.blobs_dir, self.durability)
     }
 }
 
 impl BlobWriter {
+    fn temp_path(&self) -> std::path::PathBuf {
+        self.blobs_dir.join(&self.temp_name)
+    }
+
     fn flush_buffer(&mut self) -> io::Result<()> {
         let result = self.file.write_all(&self.buffer);
         self.buffer.clear();
@@ -182,10 +191,10 @@ impl Write for BlobWriter {
 impl Drop for BlobWriter {
     fn drop(&mut self) {
         if !self.committed
-            && let Err(error) = fs::remove_file(&self.temp_path)
+            && let Err(error) = self.blobs_dir.remove_file(&self.temp_name)
             && error.kind() != io::ErrorKind::NotFound
         {
-            tracing::warn!(path = %self.temp_path.display(), %error, "could not remove temp file");
+            tracing::warn!(path = %self.temp_path().display(), %error, "could not remove temp file");
         }
     }
 }

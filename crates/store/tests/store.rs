@@ -14,11 +14,12 @@ fn descriptor_of(media_type: &str, bytes: &[u8]) -> Descriptor {
 }
 
 /// Names in a directory that are not the store's own fixed files.
+/// Temp files (and any other hidden file but the store's verified-stat records).
 fn hidden_files(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with('.'))
+        .filter(|name| name.starts_with('.') && name != ".hpn-verified")
         .collect()
 }
 
@@ -630,4 +631,174 @@ fn skopeo_reads_an_image_from_the_store() {
         .unwrap();
     assert!(raw.status.success(), "skopeo: {}", String::from_utf8_lossy(&raw.stderr));
     assert_eq!(raw.stdout, image.manifest);
+}
+
+#[test]
+fn a_damaged_blob_counts_as_missing_and_writing_it_again_replaces_it() {
+    use hpn_store::{BlobCheck, BlobDamage};
+    use std::os::unix::fs::symlink;
+
+    let outside = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let data = b"layer bytes of some length";
+    let layer = descriptor_of(media_type::OCI_LAYER_GZIP, data);
+    store.put_blob_bytes(&layer, data).unwrap();
+    assert_eq!(store.check_blob(&layer.digest, Some(layer.size)).unwrap(), BlobCheck::Intact);
+
+    // Same size, other bytes: found by its changed stat, then by its hash.
+    let mut flipped = data.to_vec();
+    flipped[3] ^= 1;
+    fs::write(store.blob_path(&layer.digest), &flipped).unwrap();
+    let check = store.check_blob(&layer.digest, Some(layer.size)).unwrap();
+    assert!(matches!(check, BlobCheck::Damaged(BlobDamage::Corrupt { .. })), "{check:?}");
+    store.put_blob_bytes(&layer, data).unwrap();
+    assert_eq!(fs::read(store.blob_path(&layer.digest)).unwrap(), data);
+
+    // A same-size link to a file outside: never read through, replaced not written through.
+    let planted = outside.path().join("secret");
+    fs::write(&planted, &flipped).unwrap();
+    fs::remove_file(store.blob_path(&layer.digest)).unwrap();
+    symlink(&planted, store.blob_path(&layer.digest)).unwrap();
+    let check = store.check_blob(&layer.digest, Some(layer.size)).unwrap();
+    assert!(
+        matches!(&check, BlobCheck::Damaged(BlobDamage::NotRegular(what)) if what.contains("symbolic link")),
+        "{check:?}"
+    );
+    assert!(!store.has_blob(&layer.digest));
+    assert!(store.read_blob(&layer.digest, 1024).is_err(), "read through a link");
+    store.put_blob_bytes(&layer, data).unwrap();
+    assert_eq!(fs::read(&planted).unwrap(), flipped, "the outside file was written to");
+    assert!(fs::symlink_metadata(store.blob_path(&layer.digest)).unwrap().is_file());
+
+    // A FIFO is found without blocking on it.
+    fs::remove_file(store.blob_path(&layer.digest)).unwrap();
+    assert!(Command::new("mkfifo").arg(store.blob_path(&layer.digest)).status().unwrap().success());
+    let check = store.check_blob(&layer.digest, Some(layer.size)).unwrap();
+    assert!(matches!(&check, BlobCheck::Damaged(BlobDamage::NotRegular(what)) if what.contains("FIFO")), "{check:?}");
+    let report = store.verify().unwrap();
+    assert!(report.problems.iter().any(|problem| matches!(problem, Problem::NotRegular { .. })), "{report:?}");
+    store.put_blob_bytes(&layer, data).unwrap();
+    assert_eq!(store.check_blob(&layer.digest, Some(layer.size)).unwrap(), BlobCheck::Intact);
+    assert_eq!(
+        store.check_blob(&layer.digest, Some(layer.size + 1)).unwrap(),
+        BlobCheck::Damaged(BlobDamage::WrongSize { expected: layer.size + 1, actual: layer.size })
+    );
+}
+
+#[test]
+fn a_blob_edited_after_it_was_verified_is_hashed_again_and_loses_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = b"verified once";
+    let layer = descriptor_of(media_type::OCI_LAYER_GZIP, data);
+    Store::open(dir.path()).unwrap().put_blob_bytes(&layer, data).unwrap();
+    let record = dir.path().join(".hpn-verified").join(layer.digest.hex());
+    assert!(record.is_file(), "committing a blob records its verified stat");
+
+    // An edit changes the stat the record holds: the next check (in another
+    // process, so nothing is cached in memory) hashes it again.
+    let path = dir.path().join("blobs/sha256").join(layer.digest.hex());
+    let mut flipped = data.to_vec();
+    flipped[0] ^= 1;
+    fs::write(&path, &flipped).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(matches!(store.check_blob(&layer.digest, None).unwrap(), hpn_store::BlobCheck::Damaged(_)));
+    assert!(!record.exists(), "a damaged blob's record is dropped");
+    assert!(matches!(store.verify().unwrap().problems[0], Problem::CorruptBlob { .. }));
+}
+
+#[test]
+fn a_symlinked_blob_directory_or_index_is_refused_by_name() {
+    use std::os::unix::fs::symlink;
+
+    let outside = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("blobs")).unwrap();
+    symlink(outside.path(), dir.path().join("blobs/sha256")).unwrap();
+    let error = Store::open_layout(dir.path(), Durability::Buffered).unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains(&format!("{}/blobs/sha256 is a symbolic link", dir.path().display())), "{text}");
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    symlink(outside.path(), dir.path().join("blobs")).unwrap();
+    let text = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(text.contains(&format!("{}/blobs is a symbolic link", dir.path().display())), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap();
+    let foreign_index = outside.path().join("index.json");
+    fs::write(&foreign_index, br#"{"schemaVersion":2,"manifests":[]}"#).unwrap();
+    fs::remove_file(dir.path().join("index.json")).unwrap();
+    symlink(&foreign_index, dir.path().join("index.json")).unwrap();
+    let text = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(text.contains(&format!("{}/index.json is a symbolic link", dir.path().display())), "{text}");
+}
+
+#[test]
+fn open_existing_never_creates_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/dir");
+    let text = Store::open_existing(&missing, Durability::Buffered).unwrap_err().to_string();
+    assert!(text.contains(&format!("there is no store at {}: it does not exist", missing.display())), "{text}");
+    assert!(!dir.path().join("no").exists());
+    let text = Store::open_existing(dir.path(), Durability::Buffered).unwrap_err().to_string();
+    assert!(text.contains("no oci-layout file"), "{text}");
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    Store::open(&missing).unwrap();
+    Store::open_existing(&missing, Durability::Buffered).unwrap();
+}
+
+#[test]
+fn a_layout_hpn_does_not_own_keeps_no_file_of_hpns() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Store::open_layout(dir.path(), Durability::Buffered).unwrap();
+    let image = TestImage::new(b"layout image\n");
+    image.store_into(&layout, "app:1");
+    assert!(matches!(layout.gc(), Err(StoreError::NotAStore { .. })));
+    drop(layout);
+    let mut names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["blobs", "index.json", "oci-layout"]);
+    assert_eq!(blob_names(&Store::open_layout(dir.path(), Durability::Buffered).unwrap()).len(), 3);
+}
+
+#[test]
+fn remove_refs_is_all_or_nothing_and_names_what_matches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let one = descriptor_of(media_type::OCI_MANIFEST, b"one");
+    store.set_refs(&[("example.com/a:1", &one), ("example.com/b:1", &one)]).unwrap();
+    let error = store.remove_refs(&["example.com/a:1", "example.com/nope:1"]).unwrap_err();
+    assert!(error.to_string().contains("holds no image named example.com/nope:1"), "{error}");
+    assert_eq!(store.refs().unwrap().len(), 2);
+    store.remove_refs(&["example.com/a:1", "example.com/b:1"]).unwrap();
+    assert!(store.refs().unwrap().is_empty());
+}
+
+#[test]
+fn usage_counts_shared_blobs_toward_each_image_but_not_as_unique() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = TestImage::new(b"shared image\n");
+    image.store_into(&store, "example.com/a:1");
+    store.set_ref("example.com/b:1", &image.descriptor()).unwrap();
+    let other = TestImage::new(b"own image\n");
+    other.store_into(&store, "example.com/c:1");
+
+    let usage = store.usage().unwrap();
+    let total = |image: &TestImage| (image.manifest.len() + image.config.len() + image.layer.len()) as u64;
+    let sizes: Vec<(&str, u64, u64)> =
+        usage.iter().map(|usage| (usage.name.as_str(), usage.size, usage.unique)).collect();
+    assert_eq!(
+        sizes,
+        [
+            ("example.com/a:1", total(&image), 0),
+            ("example.com/b:1", total(&image), 0),
+            ("example.com/c:1", total(&other), total(&other))
+        ]
+    );
 }

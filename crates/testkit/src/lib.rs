@@ -24,6 +24,7 @@ mod dockerd;
 mod faults;
 mod hashing;
 pub mod http;
+pub mod layouts;
 mod podman;
 mod process;
 mod registry;

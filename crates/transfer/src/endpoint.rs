@@ -240,6 +240,14 @@ pub trait ImageDestination: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), TransferError>> + Send;
 
     /// Writes the top-level manifest or index and records the image under its
-    /// name, after all its content is in place.
+    /// name, after all its content is in place. A destination may defer
+    /// recording the name to batch it with others (the store does) until
+    /// [`ImageDestination::flush`].
     fn commit(&self, image: &CopiedImage) -> impl Future<Output = Result<(), TransferError>> + Send;
+
+    /// Completes every deferred commit. Returns the jobs (by
+    /// [`CopiedImage::job_index`]) whose commit could not be completed, with why.
+    fn flush(&self) -> impl Future<Output = Vec<(usize, TransferError)>> + Send {
+        async { Vec::new() }
+    }
 }

@@ -38,13 +38,18 @@ pub enum EndpointName {
     /// `store:REF`: hpn's own store.
     Store(Reference),
     /// `oci:DIR[:REF]`: an OCI image layout directory (written as hpn's
-    /// store writes, so skopeo and umoci read it).
+    /// store writes, so skopeo and umoci read it, but with no lock file of
+    /// hpn's left in it).
     OciLayout {
         /// The layout directory.
         path: PathBuf,
         /// The image in it; optional when it holds one image, or as a
-        /// destination (the source's name is kept).
+        /// destination (the source's full name is recorded).
         name: Option<Reference>,
+        /// `REF` as given, which a destination records verbatim
+        /// (`oci:DIR:app:1` is `app:1` in index.json, as skopeo writes and
+        /// looks it up), not as the full reference `name` normalizes it to.
+        name_as_given: Option<String>,
     },
     /// `oci-archive:FILE[:REF]` or `docker-archive:FILE[:REF]`: hpn reads
     /// every archive format and writes the hybrid one both loaders accept.
@@ -70,11 +75,15 @@ impl FromStr for EndpointName {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let invalid = |reason: String| EndpointNameError { text: text.to_owned(), reason };
         let reference = |part: &str| part.parse::<Reference>().map_err(|error| invalid(error.to_string()));
-        let path_and_name = |rest: &str| -> Result<(PathBuf, Option<Reference>), EndpointNameError> {
+        let split = |rest: &str| -> (PathBuf, Option<String>) {
             match rest.split_once(':') {
-                Some((path, name)) if !name.is_empty() => Ok((PathBuf::from(path), Some(reference(name)?))),
-                _ => Ok((PathBuf::from(rest.trim_end_matches(':')), None)),
+                Some((path, name)) if !name.is_empty() => (PathBuf::from(path), Some(name.to_owned())),
+                _ => (PathBuf::from(rest.trim_end_matches(':')), None),
             }
+        };
+        let path_and_name = |rest: &str| -> Result<(PathBuf, Option<Reference>), EndpointNameError> {
+            let (path, name) = split(rest);
+            Ok((path, name.as_deref().map(reference).transpose()?))
         };
         if let Some(rest) = text.strip_prefix("docker://") {
             Ok(Self::Registry(reference(rest)?))
@@ -82,7 +91,7 @@ impl FromStr for EndpointName {
             Ok(Self::Store(reference(rest)?))
         } else if let Some(rest) = text.strip_prefix("oci:") {
             let (path, name) = path_and_name(rest)?;
-            Ok(Self::OciLayout { path, name })
+            Ok(Self::OciLayout { path, name, name_as_given: split(rest).1 })
         } else if let Some(rest) = text.strip_prefix("oci-archive:").or_else(|| text.strip_prefix("docker-archive:")) {
             let (path, name) = path_and_name(rest)?;
             Ok(Self::Archive { path, name })
@@ -101,7 +110,8 @@ impl fmt::Display for EndpointName {
         match self {
             Self::Registry(image) => write!(f, "docker://{image}"),
             Self::Store(image) => write!(f, "store:{image}"),
-            Self::OciLayout { path, name } => with_name(f, "oci", path, name),
+            Self::OciLayout { path, name_as_given: Some(name), .. } => write!(f, "oci:{}:{name}", path.display()),
+            Self::OciLayout { path, name, .. } => with_name(f, "oci", path, name),
             Self::Archive { path, name } => with_name(f, "oci-archive", path, name),
         }
     }
@@ -211,7 +221,7 @@ impl EndpointContext {
                 Ok((AnySource::Registry(source), image.clone()))
             }
             EndpointName::Store(image) => Ok((AnySource::Store(StoreSource::new(self.store()?)), image.clone())),
-            EndpointName::OciLayout { path, name } | EndpointName::Archive { path, name } => {
+            EndpointName::OciLayout { path, name, .. } | EndpointName::Archive { path, name } => {
                 let archive = ArchiveSource::open(path).await?;
                 let image = match name {
                     Some(name) => name.clone(),
@@ -235,8 +245,12 @@ impl EndpointContext {
         let destination = match name {
             EndpointName::Registry(_) => AnyDestination::Registry(self.registry_destination()?),
             EndpointName::Store(_) => AnyDestination::Store(StoreDestination::new(self.store()?)),
-            EndpointName::OciLayout { path, .. } => {
-                AnyDestination::Store(StoreDestination::new(Arc::new(Store::open_with(path, self.durability)?)))
+            EndpointName::OciLayout { path, name_as_given, .. } => {
+                let layout = StoreDestination::new(Arc::new(Store::open_layout(path, self.durability)?));
+                AnyDestination::Store(match name_as_given {
+                    Some(name) => layout.with_name(name.clone()),
+                    None => layout,
+                })
             }
             EndpointName::Archive { path, .. } => AnyDestination::Archive(
                 ArchiveDestination::create(path, self.compression, self.durability)?,
@@ -256,7 +270,7 @@ impl EndpointContext {
     ) -> Result<(AnyDestination, Reference), TransferError> {
         let existing = |root: &Path| -> Result<AnyDestination, TransferError> {
             Ok(if root.join("index.json").is_file() {
-                AnyDestination::Store(StoreDestination::new(Arc::new(Store::open_with(root, self.durability)?)))
+                AnyDestination::Store(StoreDestination::new(Arc::new(Store::open_layout(root, self.durability)?)))
             } else {
                 AnyDestination::Empty(EmptyDestination)
             })
@@ -319,13 +333,18 @@ pub struct WrittenArchive {
 
 impl AnyDestination {
     /// Completes what the destination needs completing once every image is
-    /// in: an archive writes its indexes and moves to its final name.
+    /// in: an archive writes its indexes and moves to its final name; the
+    /// store (or layout) writes the names it batched.
     pub async fn finish(&self) -> Result<Option<WrittenArchive>, TransferError> {
         match self {
             Self::Archive(archive, path) => {
                 Ok(Some(WrittenArchive { path: path.clone(), size: archive.finish().await? }))
             }
-            Self::Registry(_) | Self::Store(_) | Self::Empty(_) => Ok(None),
+            Self::Store(store) => match store.flush().await.pop() {
+                Some((_, error)) => Err(error),
+                None => Ok(None),
+            },
+            Self::Registry(_) | Self::Empty(_) => Ok(None),
         }
     }
 }
@@ -411,6 +430,10 @@ impl ImageDestination for AnyDestination {
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
         forward!(self, destination => destination.commit(image).await, Empty)
     }
+
+    async fn flush(&self) -> Vec<(usize, TransferError)> {
+        forward!(self, destination => destination.flush().await, Empty)
+    }
 }
 
 /// What [`copy`] did.
@@ -482,7 +505,11 @@ mod tests {
         assert_eq!(parse("store:a/b:2").unwrap(), EndpointName::Store(reference("a/b:2")));
         assert_eq!(
             parse("oci:/tmp/layout:app:1").unwrap(),
-            EndpointName::OciLayout { path: "/tmp/layout".into(), name: Some(reference("app:1")) }
+            EndpointName::OciLayout {
+                path: "/tmp/layout".into(),
+                name: Some(reference("app:1")),
+                name_as_given: Some("app:1".into())
+            }
         );
         assert_eq!(
             parse("docker-archive:/tmp/x.tar").unwrap(),
@@ -493,9 +520,12 @@ mod tests {
 
     #[test]
     fn names_print_as_they_parse() {
-        for text in
-            ["docker://docker.io/library/nginx:1", "store:docker.io/a/b:2", "oci:/tmp/l:docker.io/library/app:1"]
-        {
+        for text in [
+            "docker://docker.io/library/nginx:1",
+            "store:docker.io/a/b:2",
+            "oci:/tmp/l:docker.io/library/app:1",
+            "oci:/tmp/l:app:1",
+        ] {
             assert_eq!(text.parse::<EndpointName>().unwrap().to_string(), text);
         }
     }

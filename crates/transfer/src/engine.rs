@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -211,7 +211,8 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     }
 
     /// Copies every job, several at once; one failure does not stop the
-    /// others. Results come back in job order.
+    /// others. Results come back in job order, once the destination has
+    /// completed every commit it deferred ([`ImageDestination::flush`]).
     pub async fn copy_all(&self, jobs: &[CopyJob]) -> Vec<Result<CopyOutcome, TransferError>> {
         self.reporter.images_queued(jobs.len());
         let mut results: Vec<(usize, Result<CopyOutcome, TransferError>)> = stream::iter(jobs)
@@ -220,6 +221,11 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             .collect()
             .await;
         results.sort_by_key(|(index, _)| *index);
+        for (job, error) in self.destination.flush().await {
+            if let Ok(position) = results.binary_search_by_key(&job, |(index, _)| *index) {
+                results[position].1 = Err(error);
+            }
+        }
         results.into_iter().map(|(_, result)| result).collect()
     }
 
@@ -334,7 +340,8 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             ParsedManifest::Image(manifest) => (top.clone(), (vec![(top, manifest, None)], 0)),
             ParsedManifest::Index(index) => {
                 let selected = self.select_platforms(image, &index.manifests).await?;
-                if selected.0.len() < index.manifests.len() && self.destination.requires_complete_index() {
+                let distinct: HashSet<&Digest> = index.manifests.iter().map(|entry| &entry.digest).collect();
+                if selected.0.len() < distinct.len() && self.destination.requires_complete_index() {
                     // The index cannot go without all its manifests: the image becomes
                     // the chosen platform's manifest, digest as the source has it.
                     let (mut platforms, primary) = selected;
@@ -409,10 +416,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         entries: &[Descriptor],
     ) -> Result<(Vec<(RawManifest, hpn_oci::ImageManifest, Option<Platform>)>, usize), TransferError> {
         // Attestations and signatures ride in indexes as unknown/unknown entries.
+        // An index may list one manifest many times: each is fetched and
+        // checked once (the first entry's platform names it).
+        let mut seen = HashSet::new();
         let candidates: Vec<&Descriptor> = entries
             .iter()
             .filter(|entry| hpn_oci::media_type::is_image_manifest(&entry.media_type))
             .filter(|entry| entry.platform.as_ref().is_none_or(|platform| platform.os != "unknown"))
+            .filter(|entry| seen.insert(&entry.digest))
             .collect();
         let host = Platform::host();
         let chosen: Vec<&Descriptor> = match &self.options.platforms {

@@ -225,7 +225,8 @@ impl ImageDestination for SaveDestination {
     }
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
-        self.store.commit(image).await?;
+        // Named at once, not batched: the export reads the image back by its name.
+        self.store.commit_now(image).await?;
         self.export(image).await
     }
 }

@@ -1,10 +1,11 @@
 use std::io::{self, Read};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hpn_oci::{BlobStream, Descriptor, Digest, RawManifest, Reference, limits};
-use hpn_store::Store;
+use hpn_store::{BlobCheck, Store, StoreError};
 use tokio::sync::mpsc;
 
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource, parse_manifest};
@@ -12,6 +13,19 @@ use crate::error::TransferError;
 
 /// Chunks in flight between a download and the thread writing it: bounds memory per blob.
 const STREAM_CHANNEL_DEPTH: usize = 16;
+
+/// How long a finished image's name may wait to be written into index.json
+/// with others, at least: short enough that a kill loses at most this much
+/// of what was reported done, long enough that a load of thousands of small
+/// images rewrites index.json a few times a second rather than once per
+/// image. Once a rewrite itself takes longer (an index of many thousand
+/// names), names wait [`FLUSH_COST_FACTOR`] times the last rewrite, so
+/// rewriting stays a bounded share of the run and the whole stays linear.
+const REF_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+const FLUSH_COST_FACTOR: u32 = 4;
+/// Names written at once at most; a full batch is written at once by the
+/// commit that filled it, which also holds back further commits meanwhile.
+const REF_BATCH_LIMIT: usize = 1024;
 
 /// Runs store (file system) work on the blocking pool, never on the async workers.
 async fn blocking<T, F>(store: &Arc<Store>, work: F) -> Result<T, TransferError>
@@ -80,13 +94,15 @@ impl ImageSource for StoreSource {
         blocking(&self.store, move |store| Ok(store.has_blob(&digest))).await
     }
 
+    /// The blob's file, once [`Store::check_blob`] found it intact: nothing
+    /// leaves the store unverified (push, copy, save's export).
     async fn blob(&self, _image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {
-        let digest = descriptor.digest.clone();
-        blocking(&self.store, move |store| {
-            if store.has_blob(&digest) {
-                Ok(BlobContent::File(store.blob_path(&digest)))
-            } else {
-                Err(TransferError::BlobMissing { digest, store: store.root().to_owned() })
+        let (digest, size) = (descriptor.digest.clone(), descriptor.size);
+        blocking(&self.store, move |store| match store.check_blob(&digest, Some(size))? {
+            BlobCheck::Intact => Ok(BlobContent::File(store.blob_path(&digest))),
+            BlobCheck::Missing => Err(TransferError::BlobMissing { digest, store: store.root().to_owned() }),
+            BlobCheck::Damaged(damage) => {
+                Err(StoreError::DamagedBlob { digest, root: store.root().to_owned(), damage }.into())
             }
         })
         .await
@@ -95,15 +111,142 @@ impl ImageSource for StoreSource {
 
 /// Puts images into the store: blobs verified and renamed into place, then
 /// the image's name recorded in index.json.
+///
+/// Names are recorded in batches (a group commit): a committed image's name
+/// is queued and written with the others that finished within
+/// 200 ms (longer once rewrites get slow), in one locked rewrite of index.json, so naming n
+/// images costs O(n) however many there are. What is queued is written by
+/// [`ImageDestination::flush`] at the end of a run, and when the destination
+/// is dropped (Ctrl-C), so an interrupted run keeps the names of the images
+/// it finished.
 #[derive(Debug, Clone)]
 pub struct StoreDestination {
     store: Arc<Store>,
+    names: Arc<PendingNames>,
+    /// The name every image is recorded under instead of its full reference.
+    fixed_name: Option<String>,
+}
+
+/// Names committed but not yet written to index.json, and those whose write failed.
+#[derive(Debug)]
+struct PendingNames {
+    store: Arc<Store>,
+    state: Mutex<NameQueue>,
+}
+
+#[derive(Debug, Default)]
+struct NameQueue {
+    /// Job index, name, descriptor, in commit order.
+    queued: Vec<(usize, String, Descriptor)>,
+    /// Whether a timed flush is on its way for what is queued.
+    flush_scheduled: bool,
+    /// How long the last rewrite of index.json took.
+    last_flush: Duration,
+    /// Jobs whose names could not be written, with why.
+    failed: Vec<(usize, Arc<TransferError>)>,
+}
+
+impl PendingNames {
+    fn state(&self) -> MutexGuard<'_, NameQueue> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes what is queued, in one rewrite of index.json. Blocking.
+    fn write_queued(&self) -> Result<(), Arc<TransferError>> {
+        let batch = {
+            let mut state = self.state();
+            state.flush_scheduled = false;
+            std::mem::take(&mut state.queued)
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<(&str, &Descriptor)> =
+            batch.iter().map(|(_, name, descriptor)| (name.as_str(), descriptor)).collect();
+        let started = std::time::Instant::now();
+        let written = self.store.set_refs(&refs);
+        self.state().last_flush = started.elapsed();
+        let Err(error) = written else { return Ok(()) };
+        let error = Arc::new(TransferError::from(error));
+        tracing::error!(%error, images = batch.len(), "could not record the names of finished images");
+        self.state().failed.extend(batch.iter().map(|(job, ..)| (*job, Arc::clone(&error))));
+        Err(error)
+    }
+}
+
+impl Drop for PendingNames {
+    /// The last handle is gone (a run interrupted, a caller that never
+    /// flushed): names of finished images are written now rather than lost.
+    /// Blocking, once, at the end of a run.
+    fn drop(&mut self) {
+        let _ = self.write_queued();
+    }
 }
 
 impl StoreDestination {
     /// Reads from (or writes to) `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+        Self {
+            names: Arc::new(PendingNames { store: Arc::clone(&store), state: Mutex::default() }),
+            store,
+            fixed_name: None,
+        }
+    }
+
+    /// Records images under `name` verbatim rather than under their full
+    /// reference: `oci:DIR:app:1` names its image `app:1`, as skopeo does.
+    pub fn with_name(mut self, name: String) -> Self {
+        self.fixed_name = Some(name);
+        self
+    }
+
+    /// What `image` is called in index.json.
+    fn name_for(&self, image: &Reference) -> String {
+        self.fixed_name.clone().unwrap_or_else(|| ref_name(image))
+    }
+
+    /// Writes the top manifest and queues the image's name (see the type's
+    /// documentation); a full batch is written at once.
+    async fn queue_commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
+        let name = self.name_for(&image.destination);
+        let (descriptor, bytes) = (image.top.descriptor(), image.top.bytes.clone());
+        let queued = descriptor.clone();
+        blocking(&self.store, move |store| Ok(store.put_blob_bytes(&descriptor, &bytes)?)).await?;
+        let (full, schedule) = {
+            let mut state = self.names.state();
+            state.queued.push((image.job_index, name, queued));
+            let schedule = !state.flush_scheduled;
+            state.flush_scheduled = true;
+            let delay = REF_FLUSH_INTERVAL.max(state.last_flush * FLUSH_COST_FACTOR);
+            (state.queued.len() >= REF_BATCH_LIMIT, schedule.then_some(delay))
+        };
+        if full {
+            return self.write_names().await;
+        }
+        if let Some(delay) = schedule {
+            let names = Arc::clone(&self.names);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tokio::task::spawn_blocking(move || names.write_queued()).await;
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes every queued name now.
+    async fn write_names(&self) -> Result<(), TransferError> {
+        let names = Arc::clone(&self.names);
+        tokio::task::spawn_blocking(move || names.write_queued())
+            .await
+            .map_err(|join| TransferError::task_failed("store", join))?
+            .map_err(TransferError::Shared)
+    }
+
+    /// Commits the image and writes its name (and any queued) before
+    /// returning: for callers that read the image back by name at once.
+    pub(crate) async fn commit_now(&self, image: &CopiedImage) -> Result<(), TransferError> {
+        self.queue_commit(image).await?;
+        self.write_names().await
     }
 
     /// Writes a blob into the store, verified against `descriptor`.
@@ -142,17 +285,21 @@ impl StoreDestination {
 
 impl ImageDestination for StoreDestination {
     async fn recorded_image(&self, name: &Reference) -> Result<Option<Descriptor>, TransferError> {
-        let name = ref_name(name);
+        let name = self.name_for(name);
         blocking(&self.store, move |store| Ok(store.resolve_ref(&name)?)).await
     }
 
+    /// A damaged copy is not an answer: the engine then fetches the blob
+    /// from the source, and storing it replaces the damaged one (a corrupt
+    /// config once made every later pull of its image fail).
     async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {
         let digest = digest.clone();
-        blocking(&self.store, move |store| {
-            if !store.has_blob(&digest) {
-                return Ok(None);
+        blocking(&self.store, move |store| match store.read_blob(&digest, limit) {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(StoreError::BlobNotFound { .. } | StoreError::CorruptBlob { .. } | StoreError::DamagedBlob { .. }) => {
+                Ok(None)
             }
-            Ok(Some(Bytes::from(store.read_blob(&digest, limit)?)))
+            Err(error) => Err(error.into()),
         })
         .await
     }
@@ -162,6 +309,9 @@ impl ImageDestination for StoreDestination {
         Ok(self.try_reuse_blob(target, descriptor, target).await?.is_reused())
     }
 
+    /// Present only if intact: a damaged blob (corrupt, cut short, a link or
+    /// a FIFO under its name) counts as missing, and the copy fetched again
+    /// replaces it.
     async fn try_reuse_blob(
         &self,
         _target: &Reference,
@@ -169,21 +319,8 @@ impl ImageDestination for StoreDestination {
         _source: &Reference,
     ) -> Result<BlobReuse, TransferError> {
         let (digest, size) = (descriptor.digest.clone(), descriptor.size);
-        let present = blocking(&self.store, move |store| match store.blob_size(&digest)? {
-            Some(stored) if stored == size => Ok(true),
-            Some(stored) => {
-                // Only a crash before the kernel wrote the blob back leaves this; fetched
-                // again, the good copy replaces it.
-                tracing::warn!(%digest, stored, size, store = %store.root().display(), "a stored blob has the wrong size; fetching it again");
-                Ok(false)
-            }
-            None => Ok(false),
-        })
-        .await?;
-        if !present {
-            return Ok(BlobReuse::Absent);
-        }
-        Ok(BlobReuse::Present)
+        let check = blocking(&self.store, move |store| Ok(store.check_blob(&digest, Some(size))?)).await?;
+        Ok(if check == BlobCheck::Intact { BlobReuse::Present } else { BlobReuse::Absent })
     }
 
     async fn put_blob(
@@ -202,12 +339,14 @@ impl ImageDestination for StoreDestination {
     }
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
-        let (name, descriptor, bytes) = (ref_name(&image.destination), image.top.descriptor(), image.top.bytes.clone());
-        blocking(&self.store, move |store| {
-            store.put_blob_bytes(&descriptor, &bytes)?;
-            Ok(store.set_ref(&name, &descriptor)?)
-        })
-        .await
+        self.queue_commit(image).await
+    }
+
+    async fn flush(&self) -> Vec<(usize, TransferError)> {
+        // A failure is recorded per job by write_queued itself.
+        let _ = self.write_names().await;
+        let failed = std::mem::take(&mut self.names.state().failed);
+        failed.into_iter().map(|(job, error)| (job, TransferError::Shared(error))).collect()
     }
 }
 

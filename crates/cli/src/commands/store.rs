@@ -1,20 +1,36 @@
+use std::collections::HashSet;
+
 use anyhow::anyhow;
+use hpn_oci::Reference;
 use hpn_store::{Store, StoreError};
 use indicatif::HumanBytes;
 
-use super::open_store;
 use crate::args::StoreCommand;
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
 
-/// `hpn store ls | verify | gc`: file I/O and hashing, so on the blocking pool.
+/// `hpn store ls | rm | verify | gc`: file I/O and hashing, so on the
+/// blocking pool. The store must exist: looking at a mistyped `--store`
+/// must not create one there.
 pub async fn run(command: StoreCommand, settings: &Settings) -> Result<ExitStatus, Failure> {
-    let store = open_store(settings)?;
+    let (root, durability) = (settings.store_root.clone(), settings.durability);
     let (quiet, json) = (settings.quiet, settings.json);
-    tokio::task::spawn_blocking(move || match command {
-        StoreCommand::Ls => list(&store, json),
-        StoreCommand::Verify => verify(&store, quiet, json),
-        StoreCommand::Gc => collect_garbage(&store, quiet, json),
+    tokio::task::spawn_blocking(move || {
+        if matches!(command, StoreCommand::Ls) && !root.exists() {
+            // A store nothing was pulled into yet holds no images; listing it creates none.
+            eprintln!("hpn: there is no store at {} yet", root.display());
+            if json {
+                crate::print_line(serde_json::Value::Array(Vec::new()));
+            }
+            return Ok(ExitStatus::Ok);
+        }
+        let store = Store::open_existing(&root, durability).map_err(filesystem)?;
+        match command {
+            StoreCommand::Ls => list(&store, json),
+            StoreCommand::Rm { refs } => remove(&store, &refs, quiet, json),
+            StoreCommand::Verify => verify(&store, quiet, json),
+            StoreCommand::Gc => collect_garbage(&store, quiet, json),
+        }
     })
     .await
     .map_err(|join| Failure::new(ExitStatus::General, anyhow!("store task failed: {join}")))?
@@ -25,20 +41,57 @@ fn filesystem(error: StoreError) -> Failure {
 }
 
 fn list(store: &Store, json: bool) -> Result<ExitStatus, Failure> {
-    let refs = store.refs().map_err(filesystem)?;
+    let images = store.usage().map_err(filesystem)?;
     if json {
-        let entries: Vec<serde_json::Value> = refs
+        let entries: Vec<serde_json::Value> = images
             .iter()
-            .map(|(name, descriptor)| {
-                serde_json::json!({"name": name, "digest": descriptor.digest.to_string(),
-                                   "media_type": descriptor.media_type, "size": descriptor.size})
+            .map(|image| {
+                serde_json::json!({"name": image.name, "digest": image.descriptor.digest.to_string(),
+                                   "media_type": image.descriptor.media_type, "size": image.size,
+                                   "unique_size": image.unique})
             })
             .collect();
         crate::print_line(serde_json::Value::from(entries));
     } else {
-        for (name, descriptor) in refs {
-            out!("{name}\t{}", descriptor.digest);
+        for image in images {
+            out!(
+                "{}\t{}\t{}\t{} unique",
+                image.name,
+                image.descriptor.digest,
+                HumanBytes(image.size),
+                HumanBytes(image.unique)
+            );
         }
+    }
+    Ok(ExitStatus::Ok)
+}
+
+/// Each REF is taken as the store names it, else as a reference to
+/// normalize (`nginx:1` is `docker.io/library/nginx:1`). All go, or none
+/// when one matches nothing (exit 1, naming it).
+fn remove(store: &Store, refs: &[String], quiet: bool, json: bool) -> Result<ExitStatus, Failure> {
+    let stored: HashSet<String> = store.refs().map_err(filesystem)?.into_iter().map(|(name, _)| name).collect();
+    let names: Vec<String> = refs
+        .iter()
+        .map(|given| match given.parse::<Reference>() {
+            Ok(reference) if !stored.contains(given) && stored.contains(&reference.to_string()) => {
+                reference.to_string()
+            }
+            _ => given.clone(),
+        })
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    store.remove_refs(&names).map_err(|error| match error {
+        StoreError::RefsNotFound { .. } => Failure::new(ExitStatus::General, error),
+        other => filesystem(other),
+    })?;
+    if json {
+        crate::print_line(serde_json::json!({"store": store.root().display().to_string(), "removed": names}));
+    } else if !quiet {
+        for name in &names {
+            out!("removed {name}");
+        }
+        out!("blobs no other image needs stay until `hpn store gc`");
     }
     Ok(ExitStatus::Ok)
 }
