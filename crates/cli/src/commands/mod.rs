@@ -7,6 +7,7 @@ mod load;
 mod pull;
 mod push;
 mod save;
+mod serve;
 mod store;
 
 use std::sync::Arc;
@@ -34,6 +35,10 @@ const BLOB_LOCATIONS_FILE: &str = "blob-locations.json";
 /// dropped (which removes their temp files), what finished is reported, and
 /// the exit status is 130.
 pub async fn run_until_interrupted(command: Command, settings: Settings) -> Result<ExitStatus, Failure> {
+    // A server's stop on a signal is its normal end, not an interruption of work.
+    if let Command::Serve(args) = command {
+        return serve::run(args, &settings).await;
+    }
     let tally = Arc::new(progress::Tally::default());
     let settings = Settings { tally: Some(Arc::clone(&tally)), ..settings };
     let started = Instant::now();
@@ -59,6 +64,7 @@ async fn run(command: Command, settings: &Settings, started: Instant) -> Result<
         Command::Push(args) => push::run(args, settings).await?,
         Command::Copy(args) => copy::run(args, settings).await?,
         Command::Store(command) => return store::run(command, settings).await,
+        Command::Serve(args) => return serve::run(args, settings).await,
     };
     summary.elapsed = started.elapsed();
     summary.print(settings.quiet, settings.json);
