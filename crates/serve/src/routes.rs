@@ -254,12 +254,12 @@ fn referrers(repository: &Repository, digest: &Digest, query: &str) -> Response 
     }
 }
 
-/// The `n`/`last` window of a sorted list, and the `last` of the next page
-/// when more remain.
-fn page<'a>(
-    sorted: impl Iterator<Item = &'a String>,
-    query: &str,
-) -> Result<(Vec<&'a String>, Option<(usize, String)>), Response> {
+/// One page of a sorted list: its items, and `n` with the `last` of the
+/// next page when more remain.
+type Page<'a> = (Vec<&'a String>, Option<(usize, String)>);
+
+/// The `n`/`last` window of a sorted list.
+fn page<'a>(sorted: impl Iterator<Item = &'a String>, query: &str) -> Result<Page<'a>, Response> {
     let mut n = None;
     let mut last = None;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
