@@ -32,6 +32,7 @@ mod perf;
 mod report;
 mod sampling;
 mod scaling;
+mod serve;
 
 use corpus::{BenchImage, Corpus};
 use machine::{Machine, load_average};
@@ -141,6 +142,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     step(&format!("concurrency: requests per registry host {CONCURRENCY_SWEEP:?}"));
     let concurrency = bench.concurrency()?;
 
+    step("serve: hpn serve against docker-registry, the same blobs to the same clients");
+    let serving = Some(bench.serving(&corpus)?);
+
     let large = if args.quick {
         None
     } else {
@@ -159,6 +163,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         profiles,
         scaling,
         concurrency,
+        serving,
         large,
         runs,
         quick: args.quick,
