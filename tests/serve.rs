@@ -571,3 +571,27 @@ fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(status.success(), "openssl req failed");
     (cert, key)
 }
+
+#[test]
+fn connections_over_the_limit_are_refused_with_429_until_one_closes() {
+    let work = Workspace::new();
+    let served = Served::start(&work, &["--max-connections", "1"]);
+    let holder = TcpStream::connect(&served.addr).unwrap();
+    // The first connection is accepted before the second one: make sure it holds the slot.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut refused = TcpStream::connect(&served.addr).unwrap();
+    let answer = read_to_close(&mut refused);
+    assert!(answer.starts_with("HTTP/1.1 429 ") && answer.contains("TOOMANYREQUESTS"), "{answer}");
+    drop(holder);
+    let started = Instant::now();
+    loop {
+        let mut socket = TcpStream::connect(&served.addr).unwrap();
+        socket.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let answer = read_to_close(&mut socket);
+        if answer.starts_with("HTTP/1.1 200 ") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the slot was not released: {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

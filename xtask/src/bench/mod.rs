@@ -85,9 +85,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             workspace_root().join("BENCHMARKS.md")
         }
     });
-    for program in ["docker-registry", "skopeo", "curl", "/usr/bin/time", "sha256sum", "xargs", "sync"] {
+    for program in ["docker-registry", "skopeo", "curl", "/usr/bin/time", "sha256sum", "xargs", "sync", "openssl"] {
         if !have_binary(program) {
-            bail!("`{program}` is missing: apt-get install -y docker-registry skopeo curl time coreutils findutils");
+            bail!(
+                "`{program}` is missing: apt-get install -y docker-registry skopeo curl time coreutils findutils openssl"
+            );
         }
     }
 

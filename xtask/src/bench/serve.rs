@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use super::corpus::Corpus;
 use super::sampling::{Cmd, Sample, median};
-use super::{Bench, MB, Store, curl_all};
+use super::{Bench, CURL_PARALLEL, MB, Store, curl_all};
 
 /// Clients at once for the RSS measurement.
 pub(super) const SERVE_CLIENTS: usize = 64;
@@ -28,6 +28,8 @@ pub(super) struct Serving {
     pub(super) bytes: u64,
     pub(super) curl_hpn: Vec<Sample>,
     pub(super) curl_registry: Vec<Sample>,
+    /// The same curls over TLS (hpn serve --tls-cert): what giving up sendfile costs.
+    pub(super) curl_tls: Vec<Sample>,
     pub(super) pull_hpn: Vec<Sample>,
     pub(super) pull_registry: Vec<Sample>,
     /// hpn serve's peak RSS after warming, and after 64 clients at once.
@@ -81,6 +83,14 @@ impl Serving {
                 self.bytes as f64 / MB / hpn
             );
         }
+        let (plain, tls) = (Self::wall(&self.curl_hpn), Self::wall(&self.curl_tls));
+        let _ = writeln!(
+            md,
+            "\nTLS (rustls, blobs through a 128 KiB buffer instead of sendfile), same curls: {tls:.2} s, \
+             {:.0} MB/s, {:.2}× the plain-HTTP time.",
+            self.bytes as f64 / MB / tls,
+            tls / plain
+        );
         let _ = writeln!(
             md,
             "\nhpn serve's peak RSS: {:.1} MB after warming, {:.1} MB with {SERVE_CLIENTS} clients fetching the \
@@ -108,10 +118,11 @@ impl Drop for ServeProcess {
 }
 
 impl ServeProcess {
-    fn start(hpn: &Path, store: &Path, log: &Path) -> Result<ServeProcess> {
+    fn start(hpn: &Path, store: &Path, log: &Path, extra: &[&Path]) -> Result<ServeProcess> {
         let child = Command::new(hpn)
             .args(["--quiet", "serve", "--addr", "127.0.0.1:0", "--max-connections", "1024", "--store"])
             .arg(store)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(log)?)
@@ -121,7 +132,7 @@ impl ServeProcess {
         let started = Instant::now();
         loop {
             let text = fs::read_to_string(log).unwrap_or_default();
-            if let Some((_, url)) = text.split_once("listening on http://") {
+            if let Some((_, url)) = text.split_once("listening on ").and_then(|(_, url)| url.split_once("://")) {
                 process.addr = url.lines().next().unwrap_or_default().trim().to_owned();
                 return Ok(process);
             }
@@ -151,13 +162,22 @@ impl Bench {
         let store = self.path("serve-store");
         super::fresh_dir(&store)?;
         self.timer.time(&self.hpn(&[&"pull", &"-f", &self.list, &"--store", &store]))?;
-        let server = ServeProcess::start(&self.hpn, &store, &self.path("serve.log"))?;
+        let server = ServeProcess::start(&self.hpn, &store, &self.path("serve.log"), &[])?;
+        let (cert, key) = self.self_signed()?;
+        let tls_server = ServeProcess::start(
+            &self.hpn,
+            &store,
+            &self.path("serve-tls.log"),
+            &[Path::new("--tls-cert"), &cert, Path::new("--tls-key"), &key],
+        )?;
         let registry = corpus.images[0].source.split('/').next().unwrap_or_default().to_owned();
 
         // The same URL list, the same paths: hpn serve drops the registry host from names.
         let urls = fs::read_to_string(&self.urls)?;
         let served_urls = self.path("served-blob-urls.txt");
         fs::write(&served_urls, urls.replace(&format!("http://{registry}/"), &format!("http://{}/", server.addr)))?;
+        let tls_urls = self.path("served-tls-blob-urls.txt");
+        fs::write(&tls_urls, urls.replace(&format!("http://{registry}/"), &format!("https://{}/", tls_server.addr)))?;
         let list = fs::read_to_string(&self.list)?;
         let served_list = self.path("served-images.txt");
         fs::write(&served_list, list.replace(&format!("{registry}/"), &format!("{}/", server.addr)))?;
@@ -165,6 +185,7 @@ impl Bench {
         // Warm both: every blob read once, into the page cache and through each server.
         self.timer.time(&curl_all(&self.urls))?;
         self.timer.time(&curl_all(&served_urls))?;
+        self.timer.time(&curl_insecure_tls(&tls_urls))?;
         let rss_warm_kb = server.peak_rss_kb();
 
         let mut serving = Serving {
@@ -172,6 +193,7 @@ impl Bench {
             bytes: corpus.blobs.values().map(|(_, size)| size).sum(),
             curl_hpn: Vec::new(),
             curl_registry: Vec::new(),
+            curl_tls: Vec::new(),
             pull_hpn: Vec::new(),
             pull_registry: Vec::new(),
             rss_warm_kb,
@@ -183,6 +205,7 @@ impl Bench {
             println!("serve run {}/{}", run + 1, self.runs);
             serving.curl_registry.push(self.timer.time(&curl_all(&self.urls))?);
             serving.curl_hpn.push(self.timer.time(&curl_all(&served_urls))?);
+            serving.curl_tls.push(self.timer.time(&curl_insecure_tls(&tls_urls))?);
             serving
                 .pull_registry
                 .push(self.hpn_run(Store::Fresh("serve-pull-store"), &[&"pull", &"-f", &self.list]).time()?);
@@ -202,6 +225,7 @@ impl Bench {
         serving.rss_clients_kb = server.peak_rss_kb();
         serving.largest_blob = *size;
         drop(server);
+        drop(tls_server);
         super::remove(&store)?;
         println!(
             "hpn serve vs docker-registry: curl {:.2}×, hpn pull {:.2}×; peak RSS {:.1} MB with {SERVE_CLIENTS} clients",
@@ -211,4 +235,28 @@ impl Bench {
         );
         Ok(serving)
     }
+}
+
+impl Bench {
+    /// A throwaway certificate for 127.0.0.1, by openssl.
+    fn self_signed(&self) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        let (cert, key) = (self.path("serve-cert.pem"), self.path("serve-key.pem"));
+        crate::status(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+                .args(["-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        Ok((cert, key))
+    }
+}
+
+/// [`curl_all`] over HTTPS, not checking the throwaway certificate.
+fn curl_insecure_tls(urls: &Path) -> Cmd {
+    let script = format!("xargs -P {CURL_PARALLEL} -n 1 curl -sfk -o /dev/null < \"$0\"");
+    Cmd::new([std::ffi::OsStr::new("sh"), std::ffi::OsStr::new("-c"), std::ffi::OsStr::new(&script), urls.as_os_str()])
 }
