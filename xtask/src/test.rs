@@ -8,7 +8,8 @@ use anyhow::{Result, bail};
 use crate::{cargo, status};
 
 /// The crates others can build on; `cargo xtask test` holds them to rustdoc's strictest.
-const LIBRARY_CRATES: [&str; 6] = ["hpn-oci", "hpn-fs", "hpn-registry", "hpn-store", "hpn-archive", "hpn-transfer"];
+const LIBRARY_CRATES: [&str; 7] =
+    ["hpn-oci", "hpn-fs", "hpn-registry", "hpn-store", "hpn-archive", "hpn-transfer", "hpn-serve"];
 
 pub(crate) fn run(runner_args: &[String]) -> Result<()> {
     check_peers()?;

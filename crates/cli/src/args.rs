@@ -154,6 +154,8 @@ pub enum Command {
     /// Print a shell completion script
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
+    /// Serve the store, or archive files in place, read-only as a registry (docker pull, skopeo, podman)
+    Serve(ServeArgs),
 }
 
 const INSPECT_EXAMPLES: &str = "Examples:
@@ -445,6 +447,36 @@ pub struct CopyArgs {
 pub enum Compression {
     Gzip,
     Zstd,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; anything but loopback makes the images reachable from other machines
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5000")]
+    pub addr: std::net::SocketAddr,
+    /// Serve these archives (docker, hpn, skopeo, OCI) or OCI layout directories, read in place,
+    /// instead of the store (repeatable)
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub inputs: Vec<PathBuf>,
+    /// Serve names with their registry host (docker.io/library/nginx) instead of the path alone
+    /// (library/nginx), when names of two registries collide
+    #[arg(long)]
+    pub keep_host: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require HTTP Basic auth by this htpasswd file of bcrypt entries (htpasswd -B)
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+    /// Connections served at once; more are refused with 429
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
+    /// Seconds a client may take to send a request head (slow clients are cut off)
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
 }
 
 #[cfg(test)]

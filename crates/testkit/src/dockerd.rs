@@ -28,6 +28,18 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start() -> Result<Dockerd> {
+        Self::start_with_config(&serde_json::json!({}))
+    }
+
+    /// A dockerd that asks `mirror` (`http://127.0.0.1:PORT`) for docker.io images first, as
+    /// daemon.json's `registry-mirrors` says; it falls back to docker.io, which tests here cannot
+    /// reach, so a pull that works came from the mirror.
+    pub fn start_with_mirror(mirror: &str) -> Result<Dockerd> {
+        Self::start_with_config(&serde_json::json!({"registry-mirrors": [mirror]}))
+    }
+
+    /// A dockerd with this daemon.json (on top of the flags every test daemon gets).
+    pub fn start_with_config(daemon_json: &serde_json::Value) -> Result<Dockerd> {
         if !is_root() {
             bail!("dockerd needs root; these tests run as root in CI");
         }
@@ -40,9 +52,9 @@ impl Dockerd {
         let d = dir.path();
         let socket = d.join("docker.sock");
         let log = d.join("dockerd.log");
-        // An empty config file: /etc/docker/daemon.json on a developer's machine may set hosts,
-        // mirrors or a storage driver that conflict with the flags below.
-        fs::write(d.join("daemon.json"), "{}")?;
+        // A config file of our own: /etc/docker/daemon.json on a developer's machine may set
+        // hosts, mirrors or a storage driver that conflict with the flags below.
+        fs::write(d.join("daemon.json"), daemon_json.to_string())?;
         // If the machine runs a system containerd, dockerd uses it instead of starting its own;
         // namespaces of our own keep parallel daemons' state apart there.
         let ns = format!("hpn-{}", d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());

@@ -38,7 +38,7 @@ pub use faults::{Fault, FaultProxy, ProxyRequest, Rule};
 pub use hashing::{HashingWriter, sha256_digest};
 pub use podman::Podman;
 pub use process::have_binary;
-pub use registry::{AccessLogEntry, Registry, RegistryBuilder};
+pub use registry::{AccessLogEntry, Registry, RegistryBuilder, htpasswd_line};
 pub use rng::Rng;
 pub use skopeo::{skopeo, skopeo_inspect, skopeo_inspect_raw};
 pub use token::TokenSigner;

@@ -323,7 +323,7 @@ fn yaml_str(path: &Path) -> String {
 
 /// An htpasswd line the registry (Go's bcrypt) accepts. Cost 4, the minimum, keeps each request's
 /// password check cheap; the salt comes from the user name so the file is the same every run.
-fn htpasswd_line(user: &str, password: &str) -> Result<String> {
+pub fn htpasswd_line(user: &str, password: &str) -> Result<String> {
     if user.contains(':') || user.contains('\n') {
         bail!("htpasswd user {user:?} must not contain ':' or a newline");
     }

@@ -32,6 +32,7 @@ mod perf;
 mod report;
 mod sampling;
 mod scaling;
+mod serve;
 
 use corpus::{BenchImage, Corpus};
 use machine::{Machine, load_average};
@@ -84,9 +85,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             workspace_root().join("BENCHMARKS.md")
         }
     });
-    for program in ["docker-registry", "skopeo", "curl", "/usr/bin/time", "sha256sum", "xargs", "sync"] {
+    for program in ["docker-registry", "skopeo", "curl", "/usr/bin/time", "sha256sum", "xargs", "sync", "openssl"] {
         if !have_binary(program) {
-            bail!("`{program}` is missing: apt-get install -y docker-registry skopeo curl time coreutils findutils");
+            bail!(
+                "`{program}` is missing: apt-get install -y docker-registry skopeo curl time coreutils findutils openssl"
+            );
         }
     }
 
@@ -141,6 +144,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     step(&format!("concurrency: requests per registry host {CONCURRENCY_SWEEP:?}"));
     let concurrency = bench.concurrency()?;
 
+    step("serve: hpn serve against docker-registry, the same blobs to the same clients");
+    let serving = Some(bench.serving(&corpus)?);
+
     let large = if args.quick {
         None
     } else {
@@ -159,6 +165,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         profiles,
         scaling,
         concurrency,
+        serving,
         large,
         runs,
         quick: args.quick,

@@ -8,6 +8,7 @@ use super::machine::Machine;
 use super::perf::{Profile, profile_summary};
 use super::sampling::{Sample, median};
 use super::scaling::{ConcurrencyPoint, Large, Scaling};
+use super::serve::{SERVE_CLIENTS, Serving, TARGET_SERVE_VS_REGISTRY};
 use super::{
     CURL_PARALLEL, Key, LARGE_LAYER_BYTES, MB, Results, SCALING_BASE_BYTES, SCALING_UNIQUE_BYTES,
     TARGET_PUSH_VS_SKOPEO, TARGET_RSS_MB, TARGET_SAVE_VS_ARCHIVE_LOOP, TARGET_SAVE_VS_OCI_LOOP, TARGET_SAVE_VS_RAW,
@@ -23,6 +24,7 @@ pub(super) struct Report {
     pub(super) profiles: Vec<Profile>,
     pub(super) scaling: Scaling,
     pub(super) concurrency: Vec<ConcurrencyPoint>,
+    pub(super) serving: Option<Serving>,
     pub(super) large: Option<Large>,
     pub(super) runs: usize,
     pub(super) quick: bool,
@@ -161,6 +163,19 @@ impl Report {
         let mut rss = at_most("peak RSS ≤ 100 MB in every hpn job", worst, TARGET_RSS_MB, " MB");
         rss.measured = format!("{worst:.1} MB ({})", short_label(worst_key));
         t.push(rss);
+        if let Some(serving) = &self.serving {
+            t.push(at_least(
+                "`hpn serve` ≥ 1.2× docker-registry's throughput (parallel curl, same blobs)",
+                serving.curl_ratio(),
+                TARGET_SERVE_VS_REGISTRY,
+            ));
+            t.push(at_most(
+                &format!("`hpn serve` peak RSS ≤ 100 MB with {SERVE_CLIENTS} clients"),
+                serving.rss_clients_mb(),
+                TARGET_RSS_MB,
+                " MB",
+            ));
+        }
         if let Some(large) = &self.large {
             let (name, worst) = large
                 .rows
@@ -361,6 +376,9 @@ impl Report {
         self.write_missed(&mut md, &targets);
         self.write_scaling(&mut md);
         self.write_concurrency(&mut md);
+        if let Some(serving) = &self.serving {
+            md.push_str(&serving.markdown());
+        }
         self.write_large(&mut md);
         self.write_profiles(&mut md);
         self.write_regressions(&mut md);

@@ -324,6 +324,18 @@ impl BlobReader {
         self.size - self.position
     }
 
+    /// The open file the blob's bytes lie in and the offset of its first
+    /// byte there, for callers that send it with positioned reads or
+    /// `sendfile`; `None` for a synthesized manifest, which is only in memory.
+    /// Reading through the file does not move this reader.
+    pub fn file_region(&self) -> Option<(&File, u64)> {
+        match &self.source {
+            BlobSource::Tar { file, offset } => Some((file, *offset)),
+            BlobSource::File(file) => Some((file, 0)),
+            BlobSource::Memory(_) => None,
+        }
+    }
+
     /// An I/O error of this reader as an [`ArchiveError`] naming the archive
     /// and entry.
     pub fn error(&self, error: io::Error) -> ArchiveError {

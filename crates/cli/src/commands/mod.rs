@@ -10,6 +10,7 @@ mod pull;
 mod push;
 mod remote;
 mod save;
+mod serve;
 mod store;
 mod verify;
 
@@ -39,6 +40,10 @@ const BLOB_LOCATIONS_FILE: &str = "blob-locations.json";
 /// dropped (which removes their temp files), what finished is reported, and
 /// the exit status is 130.
 pub async fn run_until_interrupted(command: Command, settings: Settings) -> Result<ExitStatus, Failure> {
+    // A server's stop on a signal is its normal end, not an interruption of work.
+    if let Command::Serve(args) = command {
+        return serve::run(args, &settings).await;
+    }
     let tally = Arc::new(progress::Tally::default());
     let settings = Settings { tally: Some(Arc::clone(&tally)), ..settings };
     let started = Instant::now();
@@ -77,6 +82,7 @@ async fn run(command: Command, settings: &Settings, started: Instant) -> Result<
         Command::Logout(args) => return login::logout(args, settings).await,
         // Answered before any setting is read (crate::run).
         Command::Completions(_) => return Ok(ExitStatus::Ok),
+        Command::Serve(args) => return serve::run(args, settings).await,
     };
     summary.elapsed = started.elapsed();
     summary.print(settings.quiet, settings.json);
