@@ -648,7 +648,10 @@ struct WireBody {
 }
 
 impl ErrorBody {
-    pub(crate) fn parse(body: &[u8]) -> Self {
+    /// Reads the body of an error answer: the spec's entries, a token
+    /// service's `details`, or else a short printable text (an object store's
+    /// XML is left out). Never fails: an unreadable body says nothing.
+    pub fn parse(body: &[u8]) -> Self {
         if let Ok(parsed) = serde_json::from_slice::<WireBody>(body) {
             let text = parsed.details.filter(|details| !details.is_empty()).map(|details| shorten(&details));
             if !parsed.errors.is_empty() || text.is_some() {
@@ -686,15 +689,17 @@ impl fmt::Display for ErrorBody {
     }
 }
 
+/// At most 300 characters, control characters (a hostile server's terminal
+/// escapes, newlines) shown as spaces: the text ends up in messages printed
+/// to a terminal.
 fn shorten(text: &str) -> String {
     const LIMIT: usize = 300;
-    if text.chars().count() <= LIMIT {
-        text.to_owned()
-    } else {
-        let mut short: String = text.chars().take(LIMIT).collect();
+    let visible = |c: char| if c.is_control() { ' ' } else { c };
+    let mut short: String = text.chars().take(LIMIT).map(visible).collect();
+    if text.chars().nth(LIMIT).is_some() {
         short.push('…');
-        short
     }
+    short
 }
 
 /// Maps an unsuccessful final status to an error.
@@ -862,6 +867,9 @@ mod tests {
         assert!(xml.to_string().contains("(HTTP 403)"), "{xml}");
         let long = "x".repeat(1000);
         assert!(error(500, &long, Target::Other).to_string().contains('…'));
+        let escapes =
+            error(429, r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"\u001b[2Jslow\u0007"}]}"#, Target::Other);
+        assert!(escapes.to_string().contains("TOOMANYREQUESTS:  [2Jslow "), "{escapes}");
     }
 
     #[test]
