@@ -70,8 +70,15 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// Whether written files are fsynced before they count as written.
     pub durability: Durability,
-    /// How long a response or blob body may send nothing before it is retried or resumed.
+    /// The window of the minimum rate: how long a blob body may stay below
+    /// it (or send nothing) before it is retried or resumed.
     pub stall_timeout: Option<Duration>,
+    /// How long a response head may take.
+    pub response_timeout: Option<Duration>,
+    /// How long a small body (manifest, config, token) may take in all.
+    pub body_timeout: Option<Duration>,
+    /// Bytes per second a blob body must average over the stall timeout.
+    pub min_transfer_rate: Option<u64>,
     pub default_platform: Option<String>,
     pub default_save_mode: Option<u8>,
     pub default_load_mode: Option<u8>,
@@ -178,18 +185,27 @@ impl Settings {
             },
             None => file_sync.unwrap_or(false),
         };
-        let file_stall_timeout = file.get::<f64>(&settings::STALL_TIMEOUT)?;
-        let stall_timeout = match env(settings::STALL_TIMEOUT.env) {
-            Some(value) => {
-                let variable = settings::STALL_TIMEOUT.env;
-                Some(value.trim().parse::<f64>().with_context(|| format!("{variable}={value:?} is not a number"))?)
+        let seconds = |setting: &Setting| -> anyhow::Result<Option<Duration>> {
+            let file_seconds = file.get::<f64>(setting)?;
+            let seconds = match env(setting.env) {
+                Some(value) => {
+                    let variable = setting.env;
+                    Some(value.trim().parse::<f64>().with_context(|| format!("{variable}={value:?} is not a number"))?)
+                }
+                None => file_seconds,
+            };
+            match seconds {
+                Some(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Some(Duration::from_secs_f64(seconds))),
+                Some(seconds) => Err(anyhow!("{} of {seconds} s is not between 0 and 86400 seconds", setting.env)),
+                None => Ok(None),
             }
-            None => file_stall_timeout,
         };
-        let stall_timeout = match stall_timeout {
-            Some(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Some(Duration::from_secs_f64(seconds)),
-            Some(seconds) => return Err(anyhow!("a stall timeout of {seconds} s is not between 0 and 86400 seconds")),
-            None => None,
+        let stall_timeout = seconds(&settings::STALL_TIMEOUT)?;
+        let response_timeout = seconds(&settings::RESPONSE_TIMEOUT)?;
+        let body_timeout = seconds(&settings::BODY_TIMEOUT)?;
+        let min_transfer_rate = match env_number(&settings::MIN_RATE)? {
+            Some(rate) => Some(rate),
+            None => file.get::<u64>(&settings::MIN_RATE)?,
         };
         Ok(Self {
             store_root,
@@ -199,6 +215,9 @@ impl Settings {
             insecure_registries,
             durability: if sync { Durability::Synced } else { Durability::Buffered },
             stall_timeout,
+            response_timeout,
+            body_timeout,
+            min_transfer_rate,
             default_platform: env(settings::PLATFORM.env).or(file.get(&settings::PLATFORM)?),
             default_save_mode,
             default_load_mode,

@@ -10,7 +10,8 @@ use tracing::debug;
 use crate::error::{RegistryError, SizeProblem, Target, TransportError, TransportProblem};
 use crate::headers::header_u64;
 use crate::transport::retry::Retrier;
-use crate::transport::{Call, Reply, Scope, Transport, stall};
+use crate::transport::stall::Pace;
+use crate::transport::{Call, Reply, Scope, Transport};
 
 /// `GET` of a blob: a stream that checks the size and resumes with `Range`.
 pub(crate) async fn get(
@@ -68,11 +69,13 @@ fn call(transport: &Transport, reference: &Reference, digest: &Digest, method: M
 
 fn stream(transport: Transport, call: Call, reply: Reply, size: u64) -> BlobStream {
     let retrier = Retrier::new(&transport.options().retry);
+    let pace = Pace::blob(transport.options(), size);
     let body = BlobBody {
         retrier,
         body: Body {
             transport,
             call,
+            pace,
             response: Some(reply.response),
             permit: Some(reply.permit),
             size,
@@ -141,6 +144,8 @@ struct Body {
     transport: Transport,
     call: Call,
     response: Option<Response>,
+    /// The pace the current response must keep.
+    pace: Pace,
     /// The host's request slot, held while the body is open.
     permit: Option<OwnedSemaphorePermit>,
     size: u64,
@@ -155,13 +160,12 @@ struct Body {
 impl Body {
     /// The next chunk (`None` at the end), re-opening the body first when it broke.
     async fn read(&mut self) -> Result<Option<Bytes>, Break> {
-        let stall = self.transport.options().stall_timeout;
         loop {
             if self.response.is_none() {
                 self.reopen().await.map_err(Break::Fatal)?;
             }
             let response = self.response.as_mut().expect("opened above");
-            let broken = match stall::chunk(response, stall).await {
+            let broken = match self.pace.chunk(response).await {
                 Ok(Some(chunk)) => match self.accept(chunk).map_err(Break::Fatal)? {
                     Some(chunk) => return Ok(Some(chunk)),
                     None => continue,
@@ -244,6 +248,7 @@ impl Body {
         debug!(registry = %self.call.host.name(), subject = %self.call.subject, from = self.delivered, status = status.as_u16(), "resumed blob");
         self.response = Some(reply.response);
         self.permit = Some(reply.permit);
+        self.pace = Pace::blob(self.transport.options(), self.size);
         Ok(())
     }
 

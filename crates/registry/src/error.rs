@@ -288,10 +288,20 @@ pub struct TransportError(TransportProblem);
 #[derive(Debug)]
 pub(crate) enum TransportProblem {
     Http(reqwest::Error),
-    /// No response headers within the stall timeout.
+    /// No response headers within the response timeout.
     NoResponse(Duration),
-    /// A body delivered no byte within the stall timeout.
-    Stalled(Duration),
+    /// A body brought fewer bytes than the minimum rate asks for in a
+    /// window of the stall timeout (none at all, for a stall).
+    TooSlow {
+        received: u64,
+        window: Duration,
+        min_rate: u64,
+    },
+    /// A small body was not complete within the body timeout.
+    Deadline {
+        limit: Duration,
+        received: u64,
+    },
     /// The registry took no byte of an upload body (or, after the last one,
     /// gave no answer) within the stall timeout.
     UploadStalled(Duration),
@@ -356,7 +366,10 @@ impl TransportError {
     pub fn is_timeout(&self) -> bool {
         match &self.0 {
             TransportProblem::Http(error) => error.is_timeout(),
-            TransportProblem::NoResponse(_) | TransportProblem::Stalled(_) | TransportProblem::UploadStalled(_) => true,
+            TransportProblem::NoResponse(_)
+            | TransportProblem::TooSlow { .. }
+            | TransportProblem::Deadline { .. }
+            | TransportProblem::UploadStalled(_) => true,
             TransportProblem::EndedEarly { .. } | TransportProblem::TooManyRedirects(_) => false,
         }
     }
@@ -374,8 +387,20 @@ impl fmt::Display for TransportError {
             } else {
                 "the request failed"
             }),
-            TransportProblem::NoResponse(after) => write!(f, "no response within {} s", after.as_secs_f64()),
-            TransportProblem::Stalled(after) => write!(f, "no data received for {} s", after.as_secs_f64()),
+            TransportProblem::NoResponse(after) => {
+                write!(f, "the connection was made but no response came within {} s", after.as_secs_f64())
+            }
+            TransportProblem::TooSlow { received: 0, window, .. } => {
+                write!(f, "no data received for {} s", window.as_secs_f64())
+            }
+            TransportProblem::TooSlow { received, window, min_rate } => write!(
+                f,
+                "only {received} bytes came in {} s, below the minimum of {min_rate} bytes/s",
+                window.as_secs_f64()
+            ),
+            TransportProblem::Deadline { limit, received } => {
+                write!(f, "the answer was still incomplete after {} s ({received} bytes came)", limit.as_secs_f64())
+            }
             TransportProblem::UploadStalled(after) => {
                 write!(f, "the registry took no data for {} s", after.as_secs_f64())
             }

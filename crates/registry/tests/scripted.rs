@@ -685,11 +685,11 @@ async fn an_upload_the_registry_stops_reading_is_abandoned_as_stalled() {
         _ => Action::status(404),
     });
     let client = RegistryClient::new(
-        ClientOptions::default().with_stall_timeout(Duration::from_millis(700)).with_retry(RetryPolicy::new(
-            2,
-            Duration::from_millis(10),
-            Duration::from_millis(10),
-        )),
+        // The black hole never answers the session's cancelling DELETE either.
+        ClientOptions::default()
+            .with_stall_timeout(Duration::from_millis(700))
+            .with_response_timeout(Duration::from_millis(700))
+            .with_retry(RetryPolicy::new(2, Duration::from_millis(10), Duration::from_millis(10))),
     )
     .unwrap();
     // More than loopback socket buffers hold.

@@ -118,6 +118,15 @@ fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
     if let Some(stall_timeout) = settings.stall_timeout {
         options.stall_timeout = stall_timeout;
     }
+    if let Some(response_timeout) = settings.response_timeout {
+        options.response_timeout = response_timeout;
+    }
+    if let Some(body_timeout) = settings.body_timeout {
+        options.body_timeout = body_timeout;
+    }
+    if let Some(rate) = settings.min_transfer_rate {
+        options.min_transfer_rate = rate;
+    }
     RegistryClient::new(options).map_err(|error| Failure::new(ExitStatus::General, error))
 }
 

@@ -302,7 +302,7 @@ impl Transport {
             // Only the last candidate gets the retry policy: a plain-HTTP
             // registry answers a TLS handshake with an immediate failure.
             let mut retrier = if last { Retrier::new(&options.retry) } else { Retrier::capped(&options.retry, 1) };
-            match retry::send_retrying(&mut retrier, options.stall_timeout, || client.get(url.clone())).await {
+            match retry::send_retrying(&mut retrier, options, || client.get(url.clone())).await {
                 Ok((response, _)) => {
                     let status = response.status();
                     let challenge = if status == StatusCode::UNAUTHORIZED {
@@ -387,7 +387,7 @@ impl Transport {
                 progress: progress.as_deref(),
             };
             let client = self.http(probe.insecure_tls);
-            let response = match redirect::send(client, &probe.base, request, self.inner.options.stall_timeout).await {
+            let response = match redirect::send(client, &probe.base, request, &self.inner.options).await {
                 Ok(response) => response,
                 Err(error) => {
                     drop(permit);
@@ -491,7 +491,7 @@ impl Transport {
         let body = if call.method == Method::HEAD {
             Vec::new()
         } else {
-            stall::read_body(&mut reply.response, MAX_SMALL_BODY, self.inner.options.stall_timeout)
+            stall::read_body(&mut reply.response, MAX_SMALL_BODY, &self.inner.options)
                 .await
                 .map(|(body, _)| body)
                 .unwrap_or_default()
