@@ -72,6 +72,8 @@ fn stream(transport: Transport, call: Call, reply: Reply, size: u64) -> BlobStre
     let pace = Pace::blob(transport.options(), size);
     let body = BlobBody {
         retrier,
+        delivered_at_break: 0,
+        progress_bytes: Pace::window_bytes(transport.options()),
         body: Body {
             transport,
             call,
@@ -93,10 +95,16 @@ fn stream(transport: Transport, call: Call, reply: Reply, size: u64) -> BlobStre
 }
 
 struct BlobBody {
-    /// Counts consecutive breaks without progress: every chunk delivered
-    /// ends a run of attempts and starts the count over, so a long download
-    /// over a flaky link is not capped by the policy's attempts.
+    /// Counts consecutive breaks without progress: a break after at least a
+    /// window's worth of data at the minimum rate (or any data, without a
+    /// minimum) starts the count over, so a long download over a flaky link
+    /// is not capped by the policy's attempts, while a registry trickling a
+    /// few bytes per attempt is.
     retrier: Retrier,
+    /// What [`Body::delivered`] was at the last break.
+    delivered_at_break: u64,
+    /// Bytes between two breaks that count as progress.
+    progress_bytes: u64,
     body: Body,
 }
 
@@ -111,16 +119,17 @@ impl BlobBody {
                 Err(Break::Fatal(error)) => break Err(error),
                 Err(Break::Transport(broken)) => broken,
             };
+            if self.body.delivered - self.delivered_at_break >= self.progress_bytes {
+                self.retrier.progressed();
+            }
+            self.delivered_at_break = self.body.delivered;
             let error = self.body.give_up(broken, self.retrier.attempt());
             if let Err(error) = self.retrier.failed(error, None).await {
                 break Err(error);
             }
         };
         match result {
-            Ok(Some(chunk)) => {
-                self.retrier.progressed();
-                Some(Ok(chunk))
-            }
+            Ok(Some(chunk)) => Some(Ok(chunk)),
             Ok(None) => {
                 self.body.finish();
                 None

@@ -198,6 +198,19 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_never_answers_costs_tens_of_seconds_by_default() {
+        let options = ClientOptions::default();
+        let attempts = options.retry.attempts();
+        let pauses: Duration = (1..attempts).map(|failures| options.retry.backoff(failures)).sum();
+        // What a connection that is accepted and never answered costs, every attempt.
+        let silent = options.response_timeout * attempts + pauses;
+        assert!(silent < Duration::from_secs(60), "{silent:?}");
+        // A port that never accepts (a dropped SYN) costs the connect timeout instead.
+        let black_hole = options.connect_timeout * attempts + pauses;
+        assert!(black_hole < Duration::from_secs(60), "{black_hole:?}");
+    }
+
+    #[test]
     fn zero_attempts_still_means_one_try() {
         let policy = RetryPolicy { max_attempts: 0, ..RetryPolicy::default() };
         assert_eq!(policy.attempts(), 1);

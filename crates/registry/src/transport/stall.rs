@@ -147,11 +147,15 @@ impl Pace {
     /// For a blob body of `size` bytes: the minimum rate, and the deadline
     /// too when the blob is small (a config).
     pub(crate) fn blob(options: &ClientOptions, size: u64) -> Self {
-        let window = options.stall_timeout;
-        let per_window = (options.min_transfer_rate as f64 * window.as_secs_f64()).ceil().max(1.0) as u64;
         let mut pace = Self::new(options, size <= SMALL_BODY);
-        pace.rate = Some((window, per_window));
+        pace.rate = Some((options.stall_timeout, Self::window_bytes(options)));
         pace
+    }
+
+    /// The bytes a blob body must bring in each window: the minimum rate
+    /// over the stall timeout, at least one.
+    pub(crate) fn window_bytes(options: &ClientOptions) -> u64 {
+        (options.min_transfer_rate as f64 * options.stall_timeout.as_secs_f64()).ceil().max(1.0) as u64
     }
 
     /// For a small body of no known size (a manifest, a token or error

@@ -1,0 +1,68 @@
+//! hpn against registries that are not friends: one that trickles its answers a byte at a time,
+//! one that accepts connections and never answers, and the parties between hpn and a registry
+//! (redirect targets, DNS, proxies) that must be blamed by name when they fail.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Workspace, seeded_registry_with, wait_with_limit};
+use hpn_testkit::{SilentServer, TrickleProxy};
+
+/// The image the tests pull: three gzip layers, an OCI manifest.
+const IMAGE: &str = "app-b";
+
+/// A byte every 5 s: no single read waits long enough to count as a stall.
+const TRICKLE: Duration = Duration::from_secs(5);
+
+/// `hpn pull REFERENCE` with `env`, killed if it outlasts `limit`; how long it took.
+fn pull_within(reference: &str, env: &[(&str, &str)], limit: Duration) -> (common::Run, Duration) {
+    let work = Workspace::new();
+    let started = Instant::now();
+    let child = work.spawn(["pull", "--retries", "2", reference], env);
+    let run = wait_with_limit(child, limit);
+    (run, started.elapsed())
+}
+
+#[track_caller]
+fn assert_says(run: &common::Run, parts: &[&str]) {
+    for part in parts {
+        assert!(run.stderr.contains(part), "no {part:?} in:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn a_manifest_trickled_a_byte_at_a_time_fails_within_the_body_timeout() {
+    let seeded = seeded_registry_with(&[IMAGE]);
+    let trickle = TrickleProxy::start(seeded.registry.addr(), "/manifests/", TRICKLE).unwrap();
+    let reference = seeded.fixtures.image(IMAGE).reference.replacen(seeded.registry.addr(), trickle.addr(), 1);
+    let (run, took) = pull_within(&reference, &[("HPN_BODY_TIMEOUT", "3")], Duration::from_secs(40));
+    run.assert_code(5);
+    // Two attempts of 3 s each, and the pauses between them.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_says(&run, &[trickle.addr(), "2 attempt", "still incomplete after 3 s"]);
+}
+
+#[test]
+fn a_layer_trickled_below_the_minimum_rate_is_abandoned_after_the_retries() {
+    let seeded = seeded_registry_with(&[IMAGE]);
+    let layer = seeded.fixtures.image(IMAGE).amd64().layers[2].digest.clone();
+    let trickle = TrickleProxy::start(seeded.registry.addr(), &format!("/blobs/{layer}"), TRICKLE).unwrap();
+    let reference = seeded.fixtures.image(IMAGE).reference.replacen(seeded.registry.addr(), trickle.addr(), 1);
+    // A window longer than the pause between two bytes: only the rate can catch this.
+    let (run, took) = pull_within(&reference, &[("HPN_STALL_TIMEOUT", "6")], Duration::from_secs(60));
+    run.assert_code(5);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_says(&run, &[layer.as_str(), trickle.addr(), "below the minimum of 1024 bytes/s"]);
+}
+
+#[test]
+fn a_registry_that_never_answers_fails_within_the_response_timeout() {
+    let silent = SilentServer::start().unwrap();
+    let reference = format!("{}/team/app:1", silent.addr());
+    let (run, took) = pull_within(&reference, &[("HPN_RESPONSE_TIMEOUT", "2")], Duration::from_secs(60));
+    run.assert_code(5);
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_says(&run, &[silent.addr(), "2 attempt", "no response came within 2 s"]);
+    assert!(silent.connections() >= 2, "{} connections", silent.connections());
+}
