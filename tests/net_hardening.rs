@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Workspace, seeded_registry_with, wait_with_limit};
-use hpn_testkit::{SilentServer, TrickleProxy};
+use hpn_testkit::{RefusingProxy, SilentServer, TrickleProxy};
 
 /// The image the tests pull: three gzip layers, an OCI manifest.
 const IMAGE: &str = "app-b";
@@ -65,4 +65,26 @@ fn a_registry_that_never_answers_fails_within_the_response_timeout() {
     assert!(took < Duration::from_secs(30), "took {took:?}");
     assert_says(&run, &[silent.addr(), "2 attempt", "no response came within 2 s"]);
     assert!(silent.connections() >= 2, "{} connections", silent.connections());
+}
+
+#[test]
+fn a_name_that_does_not_resolve_is_not_advised_to_be_insecure() {
+    let work = Workspace::new();
+    let run = work.hpn(["pull", "--retries", "1", "no-such-registry.invalid/team/app:1"]);
+    run.assert_code(5);
+    assert_says(&run, &["no-such-registry.invalid", "does not resolve"]);
+    assert!(!run.stderr.contains("--insecure-registry"), "plain HTTP will not resolve it either:\n{}", run.stderr);
+}
+
+#[test]
+fn a_proxy_that_refuses_is_blamed_as_the_proxy() {
+    let proxy = RefusingProxy::start().unwrap();
+    let work = Workspace::new();
+    let url = proxy.url();
+    let env = [("HTTPS_PROXY", url.as_str()), ("HTTP_PROXY", url.as_str()), ("NO_PROXY", "")];
+    let run = work.hpn_with_env(["pull", "--retries", "1", "registry.invalid:5000/team/app:1"], &env);
+    run.assert_code(5);
+    assert_says(&run, &["registry.invalid:5000", "proxy", "HTTPS_PROXY"]);
+    assert!(!run.stderr.contains("--insecure-registry"), "{}", run.stderr);
+    assert_eq!(proxy.refused(), ["CONNECT registry.invalid:5000"]);
 }

@@ -29,6 +29,11 @@ const HINT_RATE_LIMIT: &str =
 const HINT_SERVER: &str = "the registry has a problem; try again later";
 const HINT_REFUSED: &str = "the registry refused the request";
 const HINT_UNREACHABLE: &str = "is the registry running and reachable?";
+const HINT_DNS: &str = "the registry's host name does not resolve: check its spelling and the DNS setup";
+const HINT_PROXY: &str = "the proxy between this machine and the registry refused or failed to connect to it: \
+                          check the proxy's rules for this registry, or exempt the registry from the proxy";
+const HINT_REDIRECT: &str = "the storage the registry sends clients to lacks the content or refused the redirect \
+                             (an expired or wrong signature): report it to the registry's operator";
 const HINT_CERTIFICATE: &str = "the registry's TLS certificate is not trusted: add its CA to the system's trust store";
 const HINT_SLOW: &str = "the network or the registry is slow or stalled; try again later";
 const HINT_PUSH_LOGIN: &str = "the credentials are missing or were refused: pushing needs an account that may push \
@@ -141,6 +146,28 @@ pub enum RegistryError {
         plain_http: bool,
         /// Why the last attempt failed.
         source: TransportError,
+        /// What to look at.
+        hint: &'static str,
+    },
+    /// The registry redirected the request (a blob to object storage, a
+    /// mirror), and the host it named answered with a failure: that host,
+    /// not the registry, is who refused.
+    #[error(
+        "{subject}: registry {registry} redirected the request to {host}, which answered HTTP {status}{}; {hint}",
+        said(.errors)
+    )]
+    Redirected {
+        /// The registry as named in the reference.
+        registry: String,
+        /// What the request was about.
+        subject: String,
+        /// The redirect target's `host[:port]` (never its URL, which may
+        /// carry a signature).
+        host: String,
+        /// The HTTP status the redirect target answered with.
+        status: u16,
+        /// What the redirect target said.
+        errors: Box<ErrorBody>,
         /// What to look at.
         hint: &'static str,
     },
@@ -362,6 +389,35 @@ impl TransportError {
         false
     }
 
+    /// The registry's host name did not resolve.
+    pub fn is_dns(&self) -> bool {
+        self.chain_says(&["dns error", "failed to lookup address"])
+    }
+
+    /// A proxy stood between this client and the registry and refused the
+    /// connection (an HTTPS tunnel it would not open) or could not be reached.
+    pub fn is_proxy(&self) -> bool {
+        self.chain_says(&["tunnel error", "proxy authorization required"])
+    }
+
+    /// Whether some cause in the HTTP stack's error chain says one of these.
+    /// hyper and reqwest expose these failures only as text, which is stable
+    /// across their releases (as for certificates, above).
+    fn chain_says(&self, needles: &[&str]) -> bool {
+        let TransportProblem::Http(error) = &self.0 else {
+            return false;
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if needles.iter().any(|needle| text.contains(needle)) {
+                return true;
+            }
+            source = cause.source();
+        }
+        false
+    }
+
     /// No answer, or no data, in time.
     pub fn is_timeout(&self) -> bool {
         match &self.0 {
@@ -430,9 +486,10 @@ impl RegistryError {
         matches!(self, Self::Network { .. })
     }
 
-    /// 404, MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN.
+    /// 404, MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN; also a 404 from
+    /// the host a registry redirected to.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::NotFound { .. })
+        matches!(self, Self::NotFound { .. } | Self::Redirected { status: 404, .. })
     }
 
     /// 401 after authenticating, 403, DENIED.
@@ -446,6 +503,7 @@ impl RegistryError {
             Self::NotFound { status, .. }
             | Self::Unauthorized { status, .. }
             | Self::Denied { status, .. }
+            | Self::Redirected { status, .. }
             | Self::Status { status, .. } => Some(*status),
             _ => None,
         }
@@ -457,6 +515,7 @@ impl RegistryError {
             Self::NotFound { errors, .. }
             | Self::Unauthorized { errors, .. }
             | Self::Denied { errors, .. }
+            | Self::Redirected { errors, .. }
             | Self::Status { errors, .. } => &errors.errors,
             _ => &[],
         }
@@ -482,6 +541,10 @@ impl RegistryError {
         }
         let hint = if error.is_certificate() {
             HINT_CERTIFICATE
+        } else if error.is_proxy() {
+            HINT_PROXY
+        } else if error.is_dns() {
+            HINT_DNS
         } else if error.is_timeout() {
             HINT_SLOW
         } else {
@@ -494,6 +557,18 @@ impl RegistryError {
             plain_http: plain,
             source: error,
             hint,
+        }
+    }
+
+    /// A failure answered by `host`, where the registry redirected the request.
+    pub(crate) fn redirected(registry: &str, subject: &str, host: String, status: u16, errors: ErrorBody) -> Self {
+        Self::Redirected {
+            registry: registry.to_owned(),
+            subject: subject.to_owned(),
+            host,
+            status,
+            errors: Box::new(errors),
+            hint: HINT_REDIRECT,
         }
     }
 

@@ -703,3 +703,29 @@ async fn an_upload_the_registry_stops_reading_is_abandoned_as_stalled() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_failure_from_a_redirect_target_names_that_host_not_the_registry() {
+    let blob = Rng::new(9).bytes(1000);
+    // Object storage that has lost the blob, answering as S3 does.
+    let storage = Scripted::start("127.0.0.2", |_| Action::Respond {
+        status: 404,
+        headers: Vec::new(),
+        body: b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>".to_vec(),
+    });
+    let storage_url = format!("http://{}/bucket/blob?X-Amz-Signature=secret", storage.addr);
+    let registry = Scripted::start("127.0.0.1", move |request| match request.path() {
+        "/v2/" => Action::status(200),
+        path if path.starts_with("/v2/test/app/blobs/") => Action::status(307).with_header("Location", &storage_url),
+        _ => Action::status(404),
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let error = fetch_blob(&client, &registry, &blob).await.unwrap_err();
+    let text = error.to_string();
+    assert!(error.is_not_found() && error.status() == Some(404), "{error:?}");
+    let storage_host = storage.addr.to_string();
+    assert!(text.contains(&format!("redirected the request to {storage_host}, which answered HTTP 404")), "{text}");
+    assert!(text.contains(&format!("registry {}", registry.host())), "{text}");
+    assert!(!text.contains("Signature") && !text.contains("secret"), "{text}");
+    assert!(!text.contains("was not found on registry"), "the registry is blamed: {text}");
+}

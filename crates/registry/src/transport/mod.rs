@@ -496,9 +496,21 @@ impl Transport {
                 .map(|(body, _)| body)
                 .unwrap_or_default()
         };
+        // A failure from the host a redirect led to is that host's, not the registry's.
+        let redirected_to = call
+            .host
+            .probe
+            .get()
+            .filter(|probe| !redirect::same_origin(reply.response.url(), &probe.base))
+            .map(|_| stall::host_of(reply.response.url()));
         drop(reply.response);
         drop(reply.permit);
         let errors = ErrorBody::parse(&body);
+        if let Some(host) = redirected_to {
+            let error =
+                RegistryError::redirected(&call.host.name, &call.subject, host, status.as_u16(), errors.clone());
+            return (error, errors);
+        }
         let error = status_error(
             &call.host.name,
             &call.subject,
