@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Workspace, seeded_registry_with, wait_with_limit};
-use hpn_testkit::{RefusingProxy, SilentServer, TrickleProxy};
+use hpn_testkit::{RefusingProxy, Registry, SilentServer, TestCa, TrickleProxy};
 
 /// The image the tests pull: three gzip layers, an OCI manifest.
 const IMAGE: &str = "app-b";
@@ -87,4 +87,46 @@ fn a_proxy_that_refuses_is_blamed_as_the_proxy() {
     assert_says(&run, &["registry.invalid:5000", "proxy", "HTTPS_PROXY"]);
     assert!(!run.stderr.contains("--insecure-registry"), "{}", run.stderr);
     assert_eq!(proxy.refused(), ["CONNECT registry.invalid:5000"]);
+}
+
+/// A registry serving HTTPS with a certificate of `ca`, over the storage of `seeded` (where the
+/// fixtures were pushed over plain HTTP).
+fn tls_registry(seeded: &common::Seeded, ca: &TestCa, client_ca: bool) -> Registry {
+    let server = ca.issue_server("registry", "127.0.0.1").unwrap();
+    let builder = Registry::builder().tls(&server).storage(&seeded.registry.storage_dir());
+    let builder = if client_ca { builder.client_ca(&ca.cert_path()) } else { builder };
+    builder.start().unwrap()
+}
+
+#[test]
+fn a_loopback_registry_with_a_trusted_certificate_gets_https() {
+    let seeded = seeded_registry_with(&[IMAGE]);
+    let ca = TestCa::generate().unwrap();
+    let registry = tls_registry(&seeded, &ca, false);
+    let reference = seeded.fixtures.image(IMAGE).reference.replacen(seeded.registry.addr(), registry.addr(), 1);
+    let ca_file = ca.cert_path();
+    let work = Workspace::new();
+    let run = work.hpn_with_env(["pull", &reference], &[("SSL_CERT_FILE", ca_file.to_str().unwrap())]);
+    run.assert_ok();
+    work.assert_store_verifies();
+    let served = registry.access_log();
+    assert!(served.iter().any(|entry| entry.method == "GET" && entry.path.contains("/manifests/")), "{served:?}");
+
+    // Untrusted, the certificate is what the error is about, not a plain-HTTP answer.
+    let run = Workspace::new().hpn(["pull", "--retries", "1", &reference]);
+    run.assert_code(5);
+    assert_says(&run, &[registry.addr(), "certificate"]);
+    assert!(!run.stderr.contains("HTTP request to an HTTPS server"), "{}", run.stderr);
+}
+
+#[test]
+fn loopback_registries_are_never_reached_through_a_proxy() {
+    let seeded = seeded_registry_with(&[IMAGE]);
+    // Nothing listens on port 1: a proxied request could only fail.
+    let dead = "http://127.0.0.1:1";
+    let env = [("HTTPS_PROXY", dead), ("HTTP_PROXY", dead), ("ALL_PROXY", dead), ("NO_PROXY", "")];
+    let work = Workspace::new();
+    let run = work.hpn_with_env(["pull", "--retries", "1", &seeded.fixtures.image(IMAGE).reference], &env);
+    run.assert_ok();
+    work.assert_store_verifies();
 }

@@ -11,8 +11,10 @@ const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 pub(crate) enum Endpoint {
     /// HTTPS with the system's roots.
     Https,
-    /// Plain HTTP only: loopback registries, as Docker does without any flag.
-    Plain,
+    /// Loopback registries, as Docker does without any flag: HTTPS first
+    /// (verified: a local registry with a trusted CA gets TLS), then plain
+    /// HTTP. Never through a proxy.
+    Loopback,
     /// Named insecure by the user: HTTPS without verification, then plain HTTP.
     Insecure,
 }
@@ -30,7 +32,7 @@ pub(crate) fn endpoint(registry: &str, insecure_registries: &[String]) -> Endpoi
     if is_listed_insecure(registry, insecure_registries) {
         Endpoint::Insecure
     } else if is_loopback(registry) {
-        Endpoint::Plain
+        Endpoint::Loopback
     } else {
         Endpoint::Https
     }
@@ -76,11 +78,11 @@ mod tests {
     }
 
     #[test]
-    fn loopback_hosts_with_any_port_are_plain_http() {
+    fn loopback_hosts_with_any_port_are_loopback_endpoints() {
         for name in
             ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:5000", "127.1.2.3:80", "[::1]:5000", "[::1]"]
         {
-            assert_eq!(endpoint(name, &[]), Endpoint::Plain, "{name}");
+            assert_eq!(endpoint(name, &[]), Endpoint::Loopback, "{name}");
         }
         for name in ["example.com", "10.0.0.1:5000", "localhost.example.com", "[::2]:5000", "docker.io"] {
             assert_eq!(endpoint(name, &[]), Endpoint::Https, "{name}");

@@ -30,6 +30,7 @@ mod process;
 mod registry;
 mod rng;
 mod skopeo;
+mod tls;
 mod token;
 
 pub use dockerd::{Dockerd, docker_client};
@@ -41,6 +42,7 @@ pub use process::have_binary;
 pub use registry::{AccessLogEntry, Registry, RegistryBuilder};
 pub use rng::Rng;
 pub use skopeo::{skopeo, skopeo_inspect, skopeo_inspect_raw};
+pub use tls::{Issued, TestCa};
 pub use token::TokenSigner;
 
 /// The peer programs the tests need, with the Debian package that provides each.

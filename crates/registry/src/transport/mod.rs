@@ -43,13 +43,56 @@ pub(crate) struct Transport {
 
 struct Shared {
     options: ClientOptions,
-    /// One pool for everything, so connections are reused across requests.
-    http: reqwest::Client,
-    /// Without certificate verification, for registries named insecure only.
-    /// A separate pool keeps verified and unverified connections apart.
-    insecure_http: Option<reqwest::Client>,
+    clients: Clients,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     auth: Auth,
+}
+
+/// The HTTP clients, each one pool reused across requests: with verified
+/// TLS, and without verification for registries named insecure only (a
+/// separate pool keeps verified and unverified connections apart); each
+/// through the proxies the environment names (`HTTPS_PROXY`, `NO_PROXY`...)
+/// and direct, for loopback registries, which are never proxied (as skopeo
+/// and docker do: a proxy cannot reach this machine's loopback).
+struct Clients {
+    proxied: reqwest::Client,
+    direct: reqwest::Client,
+    insecure: Option<(reqwest::Client, reqwest::Client)>,
+}
+
+impl Clients {
+    fn new(options: &ClientOptions) -> Result<Self, RegistryError> {
+        let build = |insecure: bool, direct: bool| {
+            let builder = reqwest::Client::builder()
+                .user_agent(options.user_agent.clone())
+                .connect_timeout(options.connect_timeout)
+                .tcp_nodelay(true)
+                .tcp_keepalive(Duration::from_secs(30))
+                .pool_idle_timeout(Duration::from_secs(90))
+                // Redirects are followed by hand: the Authorization header must
+                // not travel to another host, and every hop is logged.
+                .redirect(reqwest::redirect::Policy::none())
+                .danger_accept_invalid_certs(insecure);
+            let builder = if direct { builder.no_proxy() } else { builder };
+            builder.build().map_err(|error| RegistryError::setup("set up the HTTP client", error))
+        };
+        let insecure =
+            if options.insecure_registries.is_empty() { None } else { Some((build(true, false)?, build(true, true)?)) };
+        Ok(Self { proxied: build(false, false)?, direct: build(false, true)?, insecure })
+    }
+
+    /// The client for `host`, with or without certificate verification.
+    /// Everything a loopback registry sends the client to (its token realm, a
+    /// redirect) is reached directly too.
+    fn get(&self, host: &Host, insecure_tls: bool) -> &reqwest::Client {
+        let direct = endpoint::is_loopback(&host.api_host);
+        match (&self.insecure, insecure_tls, direct) {
+            (Some((_, direct_insecure)), true, true) => direct_insecure,
+            (Some((proxied_insecure, _)), true, false) => proxied_insecure,
+            (_, _, true) => &self.direct,
+            _ => &self.proxied,
+        }
+    }
 }
 
 /// One registry, as this client speaks to it.
@@ -189,24 +232,9 @@ pub(crate) struct Reply {
 
 impl Transport {
     pub(crate) fn new(options: ClientOptions) -> Result<Self, RegistryError> {
-        let build = |insecure: bool| {
-            reqwest::Client::builder()
-                .user_agent(options.user_agent.clone())
-                .connect_timeout(options.connect_timeout)
-                .tcp_nodelay(true)
-                .tcp_keepalive(Duration::from_secs(30))
-                .pool_idle_timeout(Duration::from_secs(90))
-                // Redirects are followed by hand: the Authorization header must
-                // not travel to another host, and every hop is logged.
-                .redirect(reqwest::redirect::Policy::none())
-                .danger_accept_invalid_certs(insecure)
-                .build()
-                .map_err(|error| RegistryError::setup("set up the HTTP client", error))
-        };
-        let http = build(false)?;
-        let insecure_http = if options.insecure_registries.is_empty() { None } else { Some(build(true)?) };
+        let clients = Clients::new(&options)?;
         let auth = Auth::new(options.credentials.clone());
-        Ok(Self { inner: Arc::new(Shared { options, http, insecure_http, hosts: Mutex::default(), auth }) })
+        Ok(Self { inner: Arc::new(Shared { options, clients, hosts: Mutex::default(), auth }) })
     }
 
     pub(crate) fn options(&self) -> &ClientOptions {
@@ -274,11 +302,8 @@ impl Transport {
         }
     }
 
-    fn http(&self, insecure_tls: bool) -> &reqwest::Client {
-        match (&self.inner.insecure_http, insecure_tls) {
-            (Some(insecure), true) => insecure,
-            _ => &self.inner.http,
-        }
+    fn http(&self, host: &Host, insecure_tls: bool) -> &reqwest::Client {
+        self.inner.clients.get(host, insecure_tls)
     }
 
     /// Learns, once per registry, which scheme answers and what auth it wants.
@@ -289,7 +314,7 @@ impl Transport {
     async fn run_probe(&self, host: &Host, subject: &str) -> Result<Probe, RegistryError> {
         let candidates: &[(&str, bool)] = match host.endpoint {
             Endpoint::Https => &[("https", false)],
-            Endpoint::Plain => &[("http", false)],
+            Endpoint::Loopback => &[("https", false), ("http", false)],
             Endpoint::Insecure => &[("https", true), ("http", false)],
         };
         let options = &self.inner.options;
@@ -298,7 +323,7 @@ impl Transport {
             let last = index + 1 == candidates.len();
             let base = Url::parse(&format!("{scheme}://{}/", host.api_host)).expect("validated in host()");
             let url = base.join("/v2/").expect("static path");
-            let client = self.http(insecure_tls);
+            let client = self.http(host, insecure_tls);
             // Only the last candidate gets the retry policy: a plain-HTTP
             // registry answers a TLS handshake with an immediate failure.
             let mut retrier = if last { Retrier::new(&options.retry) } else { Retrier::capped(&options.retry, 1) };
@@ -315,10 +340,17 @@ impl Transport {
                     return Ok(Probe { base, insecure_tls, status });
                 }
                 Err((error, attempts)) => {
+                    // A loopback registry whose certificate is refused speaks
+                    // TLS: plain HTTP would only hide why.
+                    let speaks_tls = error.is_certificate();
+                    let error = RegistryError::network(&host.name, subject, attempts, error, scheme == "http");
+                    if speaks_tls {
+                        return Err(error);
+                    }
                     if !last {
                         debug!(registry = %host.name, "HTTPS failed ({error}); trying plain HTTP");
                     }
-                    last_error = Some(RegistryError::network(&host.name, subject, attempts, error, scheme == "http"));
+                    last_error = Some(error);
                 }
             }
         }
@@ -386,7 +418,7 @@ impl Transport {
                 body: body.take(),
                 progress: progress.as_deref(),
             };
-            let client = self.http(probe.insecure_tls);
+            let client = self.http(host, probe.insecure_tls);
             let response = match redirect::send(client, &probe.base, request, &self.inner.options).await {
                 Ok(response) => response,
                 Err(error) => {
@@ -438,7 +470,7 @@ impl Transport {
         let realm = Realm {
             registry: &host.name,
             endpoint: host.endpoint,
-            http: self.http(host.endpoint == Endpoint::Insecure),
+            http: self.http(host, host.endpoint == Endpoint::Insecure),
             options: &self.inner.options,
         };
         self.inner.auth.authorization(&realm, challenge, call.repository.as_deref(), scopes, &call.subject).await
