@@ -130,3 +130,63 @@ fn loopback_registries_are_never_reached_through_a_proxy() {
     run.assert_ok();
     work.assert_store_verifies();
 }
+
+/// A certs.d tree with `ca`'s certificate for `registry` (and `client`'s certificate, when
+/// given), as docker's `/etc/docker/certs.d`; the directory to name in `HPN_CERTS_DIRS`.
+fn certs_d(work: &Workspace, registry: &Registry, ca: &TestCa, client: Option<&hpn_testkit::Issued>) -> String {
+    let base = work.path().join("certs.d");
+    let host_dir = base.join(registry.addr());
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::copy(ca.cert_path(), host_dir.join("ca.crt")).unwrap();
+    if let Some(client) = client {
+        client.install_as_client(&host_dir).unwrap();
+    }
+    base.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_registry_ca_is_found_in_certs_d() {
+    let seeded = seeded_registry_with(&[IMAGE]);
+    let ca = TestCa::generate().unwrap();
+    let registry = tls_registry(&seeded, &ca, false);
+    let reference = seeded.fixtures.image(IMAGE).reference.replacen(seeded.registry.addr(), registry.addr(), 1);
+    let work = Workspace::new();
+    let certs = certs_d(&work, &registry, &ca, None);
+    work.hpn_with_env(["pull", &reference], &[("HPN_CERTS_DIRS", &format!("/no/such/dir:{certs}"))]).assert_ok();
+    work.assert_store_verifies();
+}
+
+#[test]
+fn a_registry_that_requires_a_client_certificate_gets_the_one_in_certs_d() {
+    let seeded = seeded_registry_with(&[IMAGE]);
+    let ca = TestCa::generate().unwrap();
+    let registry = tls_registry(&seeded, &ca, true);
+    let reference = seeded.fixtures.image(IMAGE).reference.replacen(seeded.registry.addr(), registry.addr(), 1);
+
+    // The CA alone: the registry refuses the handshake.
+    let work = Workspace::new();
+    let certs = certs_d(&work, &registry, &ca, None);
+    let run = work.hpn_with_env(["pull", "--retries", "1", &reference], &[("HPN_CERTS_DIRS", &certs)]);
+    run.assert_code(5);
+    assert_says(&run, &[registry.addr(), "refused the TLS handshake", "client certificate", "HPN_CERTS_DIRS"]);
+    assert!(!run.stderr.contains("--insecure-registry"), "{}", run.stderr);
+
+    let work = Workspace::new();
+    let client = ca.issue_client("hpn-client").unwrap();
+    let certs = certs_d(&work, &registry, &ca, Some(&client));
+    work.hpn_with_env(["pull", &reference], &[("HPN_CERTS_DIRS", &certs)]).assert_ok();
+    work.assert_store_verifies();
+}
+
+#[test]
+fn tls_verify_false_reaches_a_registry_whose_certificate_is_not_trusted() {
+    let seeded = seeded_registry_with(&[IMAGE]);
+    let ca = TestCa::generate().unwrap();
+    let registry = tls_registry(&seeded, &ca, false);
+    let reference = seeded.fixtures.image(IMAGE).reference.replacen(seeded.registry.addr(), registry.addr(), 1);
+    let work = Workspace::new();
+    work.hpn(["pull", "--tls-verify=false", &reference]).assert_ok();
+    work.assert_store_verifies();
+    let served = registry.access_log();
+    assert!(served.iter().any(|entry| entry.path.contains("/manifests/")), "not served over TLS: {served:?}");
+}

@@ -26,6 +26,9 @@ pub struct GlobalArgs {
     /// Registry to reach over plain HTTP or unverified TLS (repeatable). Loopback registries need no flag.
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// `false`: every registry of this command is reached as with --insecure-registry (skopeo's spelling)
+    #[arg(long, global = true, value_name = "BOOL", action = clap::ArgAction::Set, default_value_t = true)]
+    pub tls_verify: bool,
     /// Images transferred at once [default: 4, or parallel.max_workers from the config]
     #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,

@@ -68,6 +68,10 @@ pub struct Settings {
     pub requests_per_host: Option<usize>,
     pub attempts: u32,
     pub insecure_registries: Vec<String>,
+    /// `false` (`--tls-verify=false`): every registry is reached as an insecure one.
+    pub tls_verify: bool,
+    /// Where per-registry CAs and client certificates are looked for.
+    pub certs_dirs: Vec<PathBuf>,
     /// Whether written files are fsynced before they count as written.
     pub durability: Durability,
     /// The window of the minimum rate: how long a blob body may stay below
@@ -172,6 +176,10 @@ impl Settings {
             insecure_registries.extend(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
         }
         insecure_registries.extend(file.get::<Vec<String>>(&settings::INSECURE_REGISTRIES)?.unwrap_or_default());
+        let certs_dirs = match env(settings::CERTS_DIRS.env) {
+            Some(list) => std::env::split_paths(&list).filter(|dir| !dir.as_os_str().is_empty()).collect(),
+            None => DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
+        };
         let file_sync = file.get::<bool>(&settings::SYNC)?;
         let sync = match env(settings::SYNC.env) {
             _ if global.sync => true,
@@ -213,6 +221,8 @@ impl Settings {
             requests_per_host,
             attempts,
             insecure_registries,
+            tls_verify: global.tls_verify,
+            certs_dirs,
             durability: if sync { Durability::Synced } else { Durability::Buffered },
             stall_timeout,
             response_timeout,
@@ -230,6 +240,10 @@ impl Settings {
         })
     }
 }
+
+/// Where docker and podman look for per-registry TLS files, in the order
+/// they are searched.
+pub(crate) const DEFAULT_CERTS_DIRS: [&str; 2] = ["/etc/docker/certs.d", "/etc/containers/certs.d"];
 
 /// hpn's cache directory: `$XDG_CACHE_HOME/hpn`, else `~/.cache/hpn`. The
 /// default store lives in it, and hints such as where blobs were pushed. The

@@ -72,7 +72,18 @@ pub(crate) const INSECURE_REGISTRIES: Setting = Setting {
     key: Some("insecure_registries"),
     default: "none",
     meaning: "registries reached over plain HTTP or unverified TLS; loopback registries need no entry. \
-              The flag repeats, the variable is a comma-separated list, the key a list; all of them add up",
+              The flag repeats, the variable is a comma-separated list, the key a list; all of them add up. \
+              `--tls-verify=false` (skopeo's spelling) names every registry of the command",
+};
+
+pub(crate) const CERTS_DIRS: Setting = Setting {
+    flag: None,
+    env: "HPN_CERTS_DIRS",
+    key: None,
+    default: "`/etc/docker/certs.d:/etc/containers/certs.d`",
+    meaning: "directories (`:`-separated) searched, in order, for a registry's `HOST[:PORT]/` directory of TLS \
+              files as docker and podman read them: `*.crt` are CAs trusted for it beside the system's, \
+              `client.cert` with `client.key` the client certificate it may require",
 };
 
 pub(crate) const SYNC: Setting = Setting {
@@ -180,6 +191,7 @@ pub(crate) const ALL: &[&Setting] = &[
     &REQUESTS_PER_HOST,
     &RETRIES,
     &INSECURE_REGISTRIES,
+    &CERTS_DIRS,
     &SYNC,
     &STALL_TIMEOUT,
     &MIN_RATE,
@@ -317,6 +329,7 @@ mod tests {
         assert_eq!(RETRIES.default, crate::config::DEFAULT_ATTEMPTS.to_string());
         assert_eq!(REQUESTS_PER_HOST.default, client.max_requests_per_host.to_string());
         assert_eq!(STALL_TIMEOUT.default, client.stall_timeout.as_secs().to_string());
+        assert_eq!(CERTS_DIRS.default, format!("`{}`", crate::config::DEFAULT_CERTS_DIRS.join(":")));
         assert_eq!(MIN_RATE.default, client.min_transfer_rate.to_string());
         assert_eq!(RESPONSE_TIMEOUT.default, client.response_timeout.as_secs().to_string());
         assert_eq!(BODY_TIMEOUT.default, client.body_timeout.as_secs().to_string());

@@ -29,6 +29,8 @@ const HINT_RATE_LIMIT: &str =
 const HINT_SERVER: &str = "the registry has a problem; try again later";
 const HINT_REFUSED: &str = "the registry refused the request";
 const HINT_UNREACHABLE: &str = "is the registry running and reachable?";
+const HINT_TLS_REFUSED: &str = "the registry refused the TLS handshake; if it requires a client certificate, \
+                                put client.cert and client.key in its certs.d directory";
 const HINT_DNS: &str = "the registry's host name does not resolve: check its spelling and the DNS setup";
 const HINT_PROXY: &str = "the proxy between this machine and the registry refused or failed to connect to it: \
                           check the proxy's rules for this registry, or exempt the registry from the proxy";
@@ -389,6 +391,13 @@ impl TransportError {
         false
     }
 
+    /// The registry ended the TLS handshake with an alert: it speaks TLS,
+    /// and refused what this client offered (most often: it requires a
+    /// client certificate and got none, or one it does not accept).
+    pub fn is_tls_refused(&self) -> bool {
+        self.chain_says(&["received fatal alert"])
+    }
+
     /// The registry's host name did not resolve.
     pub fn is_dns(&self) -> bool {
         self.chain_says(&["dns error", "failed to lookup address"])
@@ -541,6 +550,8 @@ impl RegistryError {
         }
         let hint = if error.is_certificate() {
             HINT_CERTIFICATE
+        } else if error.is_tls_refused() {
+            HINT_TLS_REFUSED
         } else if error.is_proxy() {
             HINT_PROXY
         } else if error.is_dns() {

@@ -1,5 +1,6 @@
 //! How a client talks to registries: [`ClientOptions`] and [`RetryPolicy`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::credentials::Credentials;
@@ -26,6 +27,15 @@ pub struct ClientOptions {
     /// without certificate verification, then plain HTTP, as Docker does. An
     /// entry without a port matches the host on any port.
     pub insecure_registries: Vec<String>,
+    /// `false` names every registry insecure, as skopeo's `--tls-verify=false`.
+    pub tls_verify: bool,
+    /// Directories of per-registry TLS files, as docker's
+    /// `/etc/docker/certs.d` and podman's `/etc/containers/certs.d`: the first
+    /// that has a `HOST[:PORT]/` directory for a registry gives its extra CAs
+    /// (`*.crt`, trusted beside the system's roots) and its client certificate
+    /// (`client.cert` with `client.key`, for registries that require one).
+    /// None by default: callers name them.
+    pub certs_dirs: Vec<PathBuf>,
     /// Where credentials come from; none by default (callers load them with
     /// [`Credentials::load_default`] so a malformed file is reported where
     /// the user can see it).
@@ -71,6 +81,8 @@ impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             insecure_registries: Vec::new(),
+            tls_verify: true,
+            certs_dirs: Vec::new(),
             credentials: Credentials::default(),
             retry: RetryPolicy::default(),
             user_agent: format!("hpn/{}", env!("CARGO_PKG_VERSION")),
@@ -107,6 +119,12 @@ impl ClientOptions {
     /// Registries named insecure (see [`ClientOptions::insecure_registries`]).
     pub fn with_insecure_registries(mut self, registries: Vec<String>) -> Self {
         self.insecure_registries = registries;
+        self
+    }
+
+    /// Per-registry TLS directories (see [`ClientOptions::certs_dirs`]).
+    pub fn with_certs_dirs(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.certs_dirs = dirs;
         self
     }
 

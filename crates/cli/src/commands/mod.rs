@@ -113,8 +113,10 @@ fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {
     let mut options = ClientOptions::default()
         .with_credentials(credentials)
         .with_insecure_registries(settings.insecure_registries.clone())
+        .with_certs_dirs(settings.certs_dirs.clone())
         .with_max_requests_per_host(settings.requests_per_host.unwrap_or(Concurrency::default().requests_per_host));
     options.retry.max_attempts = settings.attempts;
+    options.tls_verify = settings.tls_verify;
     if let Some(stall_timeout) = settings.stall_timeout {
         options.stall_timeout = stall_timeout;
     }

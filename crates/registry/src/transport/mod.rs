@@ -9,6 +9,7 @@
 //! auth, redirects and retries below it and hands back the final response.
 
 mod auth;
+mod certs;
 pub mod challenge;
 mod redirect;
 pub(crate) mod retry;
@@ -60,31 +61,47 @@ struct Clients {
     insecure: Option<(reqwest::Client, reqwest::Client)>,
 }
 
+/// How every client of a [`Transport`] is set up; `insecure` turns off
+/// certificate verification, `direct` the proxies.
+fn client_builder(options: &ClientOptions, insecure: bool, direct: bool) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        .user_agent(options.user_agent.clone())
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(90))
+        // Redirects are followed by hand: the Authorization header must
+        // not travel to another host, and every hop is logged.
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(insecure);
+    if direct { builder.no_proxy() } else { builder }
+}
+
+fn build_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, RegistryError> {
+    builder.build().map_err(|error| RegistryError::setup("set up the HTTP client", error))
+}
+
 impl Clients {
     fn new(options: &ClientOptions) -> Result<Self, RegistryError> {
-        let build = |insecure: bool, direct: bool| {
-            let builder = reqwest::Client::builder()
-                .user_agent(options.user_agent.clone())
-                .connect_timeout(options.connect_timeout)
-                .tcp_nodelay(true)
-                .tcp_keepalive(Duration::from_secs(30))
-                .pool_idle_timeout(Duration::from_secs(90))
-                // Redirects are followed by hand: the Authorization header must
-                // not travel to another host, and every hop is logged.
-                .redirect(reqwest::redirect::Policy::none())
-                .danger_accept_invalid_certs(insecure);
-            let builder = if direct { builder.no_proxy() } else { builder };
-            builder.build().map_err(|error| RegistryError::setup("set up the HTTP client", error))
+        let build = |insecure: bool, direct: bool| build_client(client_builder(options, insecure, direct));
+        let insecure = if options.insecure_registries.is_empty() && options.tls_verify {
+            None
+        } else {
+            Some((build(true, false)?, build(true, true)?))
         };
-        let insecure =
-            if options.insecure_registries.is_empty() { None } else { Some((build(true, false)?, build(true, true)?)) };
         Ok(Self { proxied: build(false, false)?, direct: build(false, true)?, insecure })
     }
 
-    /// The client for `host`, with or without certificate verification.
-    /// Everything a loopback registry sends the client to (its token realm, a
-    /// redirect) is reached directly too.
-    fn get(&self, host: &Host, insecure_tls: bool) -> &reqwest::Client {
+    /// The client for `host`, with or without certificate verification: the
+    /// host's own when its certs.d directory gave it CAs or a client
+    /// certificate. Everything a loopback registry sends the client to (its
+    /// token realm, a redirect) is reached directly too.
+    fn get<'a>(&'a self, host: &'a Host, insecure_tls: bool) -> &'a reqwest::Client {
+        if let Some(Some(own)) = host.own_client.get()
+            && !insecure_tls
+        {
+            return own;
+        }
         let direct = endpoint::is_loopback(&host.api_host);
         match (&self.insecure, insecure_tls, direct) {
             (Some((_, direct_insecure)), true, true) => direct_insecure,
@@ -104,6 +121,9 @@ pub(crate) struct Host {
     semaphore: Arc<Semaphore>,
     /// For requests carrying an upload body; see [`Slot`].
     upload_semaphore: Arc<Semaphore>,
+    /// A client of its own, when its certs.d directory has TLS files; set
+    /// up once, before the first request.
+    own_client: OnceCell<Option<reqwest::Client>>,
     /// Scheme and first challenge, learned once from `GET /v2/`.
     probe: OnceCell<Probe>,
     /// The challenge to answer; a later 401 may replace it.
@@ -260,9 +280,14 @@ impl Transport {
         let host = Arc::new(Host {
             name: registry.to_owned(),
             api_host,
-            endpoint: endpoint::endpoint(registry, &self.inner.options.insecure_registries),
+            endpoint: endpoint::endpoint(
+                registry,
+                &self.inner.options.insecure_registries,
+                self.inner.options.tls_verify,
+            ),
             semaphore: Arc::new(Semaphore::new(limit)),
             upload_semaphore: Arc::new(Semaphore::new(limit)),
+            own_client: OnceCell::new(),
             probe: OnceCell::new(),
             challenge: Mutex::new(None),
         });
@@ -302,7 +327,7 @@ impl Transport {
         }
     }
 
-    fn http(&self, host: &Host, insecure_tls: bool) -> &reqwest::Client {
+    fn http<'a>(&'a self, host: &'a Host, insecure_tls: bool) -> &'a reqwest::Client {
         self.inner.clients.get(host, insecure_tls)
     }
 
@@ -311,7 +336,35 @@ impl Transport {
         host.probe.get_or_try_init(|| self.run_probe(host, subject)).await.cloned()
     }
 
+    /// Sets up the host's own client from its certs.d directory, once; the
+    /// files are read on the blocking pool.
+    async fn own_client(&self, host: &Host) -> Result<(), RegistryError> {
+        let options = self.inner.options.clone();
+        let registry = host.name.clone();
+        let direct = endpoint::is_loopback(&host.api_host);
+        host.own_client
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    let Some(tls) = certs::find(&options.certs_dirs, &registry)? else { return Ok(None) };
+                    debug!(registry = %registry, roots = tls.roots.len(), client_certificate = tls.identity.is_some(), "using the registry's certs.d files");
+                    let mut builder = client_builder(&options, false, direct);
+                    for root in tls.roots {
+                        builder = builder.add_root_certificate(root);
+                    }
+                    if let Some(identity) = tls.identity {
+                        builder = builder.identity(identity);
+                    }
+                    build_client(builder).map(Some)
+                })
+                .await
+                .map_err(|error| RegistryError::setup("read the registry's TLS files", error))?
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn run_probe(&self, host: &Host, subject: &str) -> Result<Probe, RegistryError> {
+        self.own_client(host).await?;
         let candidates: &[(&str, bool)] = match host.endpoint {
             Endpoint::Https => &[("https", false)],
             Endpoint::Loopback => &[("https", false), ("http", false)],
@@ -340,9 +393,9 @@ impl Transport {
                     return Ok(Probe { base, insecure_tls, status });
                 }
                 Err((error, attempts)) => {
-                    // A loopback registry whose certificate is refused speaks
-                    // TLS: plain HTTP would only hide why.
-                    let speaks_tls = error.is_certificate();
+                    // A loopback registry whose certificate is refused, or that
+                    // refuses ours, speaks TLS: plain HTTP would only hide why.
+                    let speaks_tls = error.is_certificate() || error.is_tls_refused();
                     let error = RegistryError::network(&host.name, subject, attempts, error, scheme == "http");
                     if speaks_tls {
                         return Err(error);
