@@ -23,6 +23,10 @@ const HINT_BLOB_NOT_FOUND: &str =
     "the registry lacks a blob the image refers to; re-push the image or report it to the registry's operator";
 const HINT_LOGIN: &str = "the credentials are missing or were refused \
                           (registries also answer this way for repositories that do not exist)";
+const HINT_CREDENTIALS_REFUSED: &str = "the registry refused the credentials configured for it (a wrong or expired \
+                                        password or token, or an account without access to this repository)";
+const HINT_NO_CREDENTIALS: &str = "no credentials are configured for this registry, and it wants some \
+                                   (registries also answer this way for repositories that do not exist)";
 const HINT_DENIED: &str = "the account has no access to this repository; check the repository name and its permissions";
 const HINT_RATE_LIMIT: &str =
     "the registry is rate-limiting this client; wait and try again (logging in raises Docker Hub's limits)";
@@ -585,6 +589,21 @@ impl RegistryError {
 
     pub(crate) fn protocol(registry: &str, subject: &str, message: impl Into<String>) -> Self {
         Self::Protocol { registry: registry.to_owned(), subject: subject.to_owned(), message: message.into() }
+    }
+
+    /// A read-side 401 told apart by whether credentials were sent: refused
+    /// ones are not the same problem as none at all.
+    pub(crate) fn with_credentials_known(self, sent: bool) -> Self {
+        match self {
+            Self::Unauthorized { registry, subject, status, errors, hint: HINT_LOGIN } => Self::Unauthorized {
+                registry,
+                subject,
+                status,
+                errors,
+                hint: if sent { HINT_CREDENTIALS_REFUSED } else { HINT_NO_CREDENTIALS },
+            },
+            other => other,
+        }
     }
 
     /// A 401 turned into what it means when the credentials were accepted

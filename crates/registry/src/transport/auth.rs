@@ -319,7 +319,8 @@ async fn fetch_token(
     };
     if !status.is_success() {
         let errors = ErrorBody::parse(&body);
-        return Err(status_error(registry, &token_subject, Target::Other, "GET", status, errors, tries));
+        let error = status_error(registry, &token_subject, Target::Other, "GET", status, errors, tries);
+        return Err(error.with_credentials_known(credential.is_some()));
     }
     let answer = TokenAnswer::parse(&body).map_err(|problem| {
         RegistryError::protocol(registry, &token_subject, format!("the token service's answer {problem}"))

@@ -605,9 +605,17 @@ impl Transport {
             errors.clone(),
             reply.attempts,
         );
-        let logged_in = lacks_rights
-            && matches!(self.inner.auth.credential(&call.host.name, call.repository.as_deref()).await, Ok(Some(_)));
-        (if logged_in { error.into_push_denied() } else { error }, errors)
+        if status != StatusCode::UNAUTHORIZED {
+            return (error, errors);
+        }
+        let has_credentials =
+            matches!(self.inner.auth.credential(&call.host.name, call.repository.as_deref()).await, Ok(Some(_)));
+        let error = if lacks_rights && has_credentials {
+            error.into_push_denied()
+        } else {
+            error.with_credentials_known(has_credentials)
+        };
+        (error, errors)
     }
 
     /// The error for a call that got no usable response.
