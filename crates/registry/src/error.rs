@@ -23,8 +23,8 @@ const HINT_BLOB_NOT_FOUND: &str =
     "the registry lacks a blob the image refers to; re-push the image or report it to the registry's operator";
 const HINT_LOGIN: &str = "the credentials are missing or were refused \
                           (registries also answer this way for repositories that do not exist)";
-const HINT_CREDENTIALS_REFUSED: &str = "the registry refused the credentials configured for it (a wrong or expired \
-                                        password or token, or an account without access to this repository)";
+const HINT_CREDENTIALS_REFUSED: &str = "the registry refused the credentials configured for it (a mistyped or \
+                                        expired password or token, or an account without access to this repository)";
 const HINT_NO_CREDENTIALS: &str = "no credentials are configured for this registry, and it wants some \
                                    (registries also answer this way for repositories that do not exist)";
 const HINT_DENIED: &str = "the account has no access to this repository; check the repository name and its permissions";
