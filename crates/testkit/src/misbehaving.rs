@@ -178,6 +178,7 @@ pub struct SilentServer {
 }
 
 impl SilentServer {
+    /// Listens on a free loopback port.
     pub fn start() -> Result<SilentServer> {
         let listener = Listener::start(move |mut stream, stopped| {
             // Read and drop whatever comes until the client gives up or the server stops.
@@ -216,6 +217,7 @@ pub struct RefusingProxy {
 }
 
 impl RefusingProxy {
+    /// Listens on a free loopback port.
     pub fn start() -> Result<RefusingProxy> {
         let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = refused.clone();

@@ -21,7 +21,9 @@ pub struct TestCa {
 /// A certificate and its private key, PEM files in the CA's directory.
 #[derive(Debug, Clone)]
 pub struct Issued {
+    /// The certificate.
     pub cert: PathBuf,
+    /// Its private key, unencrypted PKCS#8.
     pub key: PathBuf,
 }
 
