@@ -731,3 +731,28 @@ async fn a_failure_from_a_redirect_target_names_that_host_not_the_registry() {
     assert!(!text.contains("Signature") && !text.contains("secret"), "{text}");
     assert!(!text.contains("was not found on registry"), "the registry is blamed: {text}");
 }
+
+#[tokio::test]
+async fn a_consumer_that_pauses_is_not_taken_for_a_slow_registry() {
+    let blob = Rng::new(12).bytes(4 * 1024 * 1024);
+    let served = blob.clone();
+    let server = Scripted::start("127.0.0.1", move |request| match request.path() {
+        "/v2/" => Action::status(200),
+        _ => Action::ok(&served),
+    });
+    // A demanding rate: 3 MB in every 300 ms spent waiting for the registry.
+    let options = options().with_stall_timeout(Duration::from_millis(300)).with_min_transfer_rate(10_000_000);
+    let client = RegistryClient::new(options).unwrap();
+    let descriptor = blob_descriptor(&blob);
+    let mut stream = client.get_blob(&reference(&server, "test/app:v1"), &descriptor).await.unwrap();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        if body.is_empty() {
+            // The disk is busy: the registry waits on us, not we on it.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        body.extend_from_slice(&chunk.map_err(common::registry_error).unwrap());
+    }
+    assert!(body == blob, "the blob came back different");
+    assert_eq!(server.count(&format!("/v2/test/app/blobs/{}", descriptor.digest)), 1, "the body was resumed");
+}

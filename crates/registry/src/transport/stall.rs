@@ -132,10 +132,15 @@ async fn await_upload(
 /// timeout some bytes and at least the minimum rate (for blobs), and all of
 /// it before the body timeout (for small bodies). Checked as chunks come and
 /// whenever a window or the deadline ends without one.
+///
+/// A window counts only the time spent waiting for the network: a consumer
+/// that stops reading (a slow disk, a lock) holds the body back by its own
+/// choice, and the registry is not to blame for that.
 pub(crate) struct Pace {
     /// The window, and the bytes each window must bring.
     rate: Option<(Duration, u64)>,
-    window_start: Instant,
+    /// Time spent waiting for the body in the current window.
+    waited: Duration,
     in_window: u64,
     received: u64,
     /// When a small body must be complete, and the timeout it came from.
@@ -168,7 +173,7 @@ impl Pace {
         let now = Instant::now();
         Self {
             rate: None,
-            window_start: now,
+            waited: Duration::ZERO,
             in_window: 0,
             received: 0,
             deadline: small
@@ -188,20 +193,20 @@ impl Pace {
             {
                 return Err(TransportProblem::Deadline { limit, received: self.received }.into());
             }
-            // A window that cannot end (an absurd stall timeout) is no rule.
-            let window_end = self.rate.and_then(|(window, _)| self.window_start.checked_add(window));
-            if let (Some(end), Some((window, per_window))) = (window_end, self.rate)
-                && now >= end
+            if let Some((window, per_window)) = self.rate
+                && self.waited >= window
             {
                 if self.in_window < per_window {
                     let problem =
                         TransportProblem::TooSlow { received: self.in_window, window, min_rate: self.min_rate };
                     return Err(problem.into());
                 }
-                self.window_start = now;
+                self.waited = Duration::ZERO;
                 self.in_window = 0;
                 continue;
             }
+            // A window or deadline that cannot end (an absurd timeout) is no rule.
+            let window_end = self.rate.and_then(|(window, _)| now.checked_add(window - self.waited));
             let wake = match (window_end, self.deadline) {
                 (Some(end), Some((at, _))) => Some(end.min(at)),
                 (end, deadline) => end.or(deadline.map(|(at, _)| at)),
@@ -209,12 +214,11 @@ impl Pace {
             // Dropping `chunk()` at a wake-up loses nothing: the body keeps
             // what was not yet handed out.
             let next = match wake {
-                Some(wake) => match tokio::time::timeout_at(wake.into(), response.chunk()).await {
-                    Ok(next) => next,
-                    Err(_) => continue,
-                },
-                None => response.chunk().await,
+                Some(wake) => tokio::time::timeout_at(wake.into(), response.chunk()).await,
+                None => Ok(response.chunk().await),
             };
+            self.waited += now.elapsed();
+            let Ok(next) = next else { continue };
             return match next? {
                 Some(chunk) => {
                     self.in_window += chunk.len() as u64;
