@@ -23,6 +23,18 @@ pub enum ArchiveError {
         error: io::Error,
     },
 
+    /// Writing to a stream (stdout, a pipe, a FIFO, a device) failed part-way:
+    /// what went out cannot be taken back.
+    #[error("{}; what was written to {} is an incomplete archive", IoMessage { action, path, error }, .path.display())]
+    StreamCut {
+        /// What was being done, as a verb phrase (`write archive`).
+        action: String,
+        /// The stream, as the user named it.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+
     /// The target cannot hold an archive (a directory, no file name).
     #[error("cannot write an archive to {}: {reason}", .path.display())]
     InvalidPath {
@@ -212,12 +224,12 @@ impl ArchiveError {
 
     /// True when the disk (or quota) is full.
     pub fn is_no_space(&self) -> bool {
-        matches!(self, Self::Io { error, .. } if is_no_space(error))
+        self.io_error().is_some_and(is_no_space)
     }
 
     /// True when the OS refused access (permissions, read-only filesystem).
     pub fn is_permission_denied(&self) -> bool {
-        matches!(self, Self::Io { error, .. } if is_permission_denied(error))
+        self.io_error().is_some_and(is_permission_denied)
     }
 
     /// True when the archive being read is malformed, corrupt, truncated or
@@ -240,7 +252,7 @@ impl ArchiveError {
     /// The underlying OS error, for callers that classify failures.
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            Self::Io { error, .. } => Some(error),
+            Self::Io { error, .. } | Self::StreamCut { error, .. } => Some(error),
             _ => None,
         }
     }

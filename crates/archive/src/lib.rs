@@ -56,5 +56,5 @@ mod tar_format;
 mod writer;
 
 pub use error::ArchiveError;
-pub use reader::{ArchiveReader, ArchivedImage, BlobReader, METADATA_LIMIT};
+pub use reader::{ArchiveReader, ArchivedImage, BlobReader, METADATA_LIMIT, Problem, Verification};
 pub use writer::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};

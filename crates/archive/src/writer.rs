@@ -6,7 +6,11 @@
 //! The tar is streamed front to back: blobs are appended as they become
 //! available (from the store, from memory, or while they download), the JSON
 //! files that describe them last. It is written to a hidden temp file beside
-//! the target and renamed over it only once complete.
+//! the target and renamed over it only once complete, unless the target is
+//! not a regular file: stdout (`-`), a pipe, a FIFO or a character device is
+//! written straight through, as `docker save` writes to a pipe, because
+//! replacing it with a file would break what the user pointed at (as root,
+//! `/dev/null` itself).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -74,16 +78,45 @@ pub struct DockerImageEntry {
     pub layers: Vec<Digest>,
 }
 
+/// The output file, counting what reaches it: a stream has no size to ask
+/// for afterwards.
+struct CountedFile {
+    file: File,
+    written: u64,
+}
+
+impl CountedFile {
+    /// Copies `source` to the file in the kernel (copy_file_range, sendfile
+    /// or splice), never through a userspace buffer.
+    fn copy_from(&mut self, source: &mut io::Take<File>) -> io::Result<u64> {
+        let copied = io::copy(source, &mut self.file)?;
+        self.written += copied;
+        Ok(copied)
+    }
+}
+
+impl Write for CountedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.written += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Where tar bytes go: the file itself, or a compressor in front of it.
 enum Sink {
-    Plain(BufWriter<File>),
-    Gzip(GzEncoder<BufWriter<File>>),
-    Zstd(zstd::stream::write::Encoder<'static, BufWriter<File>>),
+    Plain(BufWriter<CountedFile>),
+    Gzip(GzEncoder<BufWriter<CountedFile>>),
+    Zstd(zstd::stream::write::Encoder<'static, BufWriter<CountedFile>>),
 }
 
 impl Sink {
     fn new(file: File, compression: ArchiveCompression) -> io::Result<Self> {
-        let file = BufWriter::with_capacity(BUFFER_SIZE, file);
+        let file = BufWriter::with_capacity(BUFFER_SIZE, CountedFile { file, written: 0 });
         Ok(match compression {
             ArchiveCompression::None => Self::Plain(file),
             // Level 1: the payload is mostly already-compressed layers, so
@@ -103,7 +136,7 @@ impl Sink {
 
     /// The raw file, with everything buffered before it written out, when
     /// nothing sits between the tar stream and the file.
-    fn plain_file(&mut self) -> io::Result<Option<&mut File>> {
+    fn plain_file(&mut self) -> io::Result<Option<&mut CountedFile>> {
         match self {
             Self::Plain(writer) => {
                 writer.flush()?;
@@ -114,7 +147,7 @@ impl Sink {
     }
 
     /// Ends the compressed stream and hands back the file.
-    fn finish(self) -> io::Result<File> {
+    fn finish(self) -> io::Result<CountedFile> {
         let writer = match self {
             Self::Plain(writer) => writer,
             Self::Gzip(encoder) => encoder.finish()?,
@@ -152,10 +185,20 @@ impl Write for Sink {
 
 /// Writes one archive. `Send`: it may move between blocking-pool threads.
 /// Dropping it without [`ArchiveWriter::finish`] removes the temp file and
-/// leaves `path` untouched.
+/// leaves `path` untouched; a streamed archive cannot be taken back, so that
+/// is logged as a warning saying the output is incomplete.
 pub struct ArchiveWriter {
     path: PathBuf,
+    /// The temp file renamed over [`Self::rename_to`] on finish; empty once
+    /// renamed, and for a stream.
     temp_path: PathBuf,
+    /// The regular file the archive replaces: `path`, or what a symbolic
+    /// link at `path` points to (the link is kept, as `cp` keeps it).
+    rename_to: PathBuf,
+    /// Written straight to a non-regular file (stdout, a pipe, a device).
+    streamed: bool,
+    /// The stream was finished: nothing to warn about on drop.
+    finished: bool,
     /// `None` only after finish() took it.
     sink: Option<Sink>,
     compression: ArchiveCompression,
@@ -174,6 +217,7 @@ impl fmt::Debug for ArchiveWriter {
         f.debug_struct("ArchiveWriter")
             .field("path", &self.path)
             .field("temp_path", &self.temp_path)
+            .field("streamed", &self.streamed)
             .field("compression", &self.compression)
             .field("blobs", &self.blobs.len())
             .field("images", &self.images.len())
@@ -214,46 +258,122 @@ fn remove_abandoned_temps(dir: &Path, prefix: &str, ours: &Path) {
     }
 }
 
+/// What an output path is to the writer.
+enum OutputTarget {
+    /// Written straight through: stdout, a pipe, a FIFO, a character device.
+    Stream(File),
+    /// A regular file (or none yet) at this path, replaced by rename.
+    Replace(PathBuf),
+}
+
+impl OutputTarget {
+    fn of(path: &Path) -> Result<Self, ArchiveError> {
+        use std::os::unix::fs::FileTypeExt;
+        let invalid = |reason| ArchiveError::InvalidPath { path: path.to_owned(), reason };
+        if path == Path::new("-") {
+            return stdout_file().map(Self::Stream).map_err(|error| ArchiveError::io("write archive to", path, error));
+        }
+        if path.file_name().is_none() {
+            return Err(invalid("it does not name a file"));
+        }
+        // metadata follows symbolic links, /dev/stdout's and /proc/self/fd's included.
+        match fs::metadata(path) {
+            Ok(metadata) if metadata.is_dir() => Err(invalid("it is a directory")),
+            Ok(metadata) if metadata.file_type().is_block_device() => {
+                Err(invalid("it is a block device; hpn does not write archives onto disks"))
+            }
+            Ok(metadata) if metadata.is_file() => {
+                let is_link = fs::symlink_metadata(path).is_ok_and(|metadata| metadata.file_type().is_symlink());
+                if !is_link {
+                    return Ok(Self::Replace(path.to_owned()));
+                }
+                let target =
+                    fs::canonicalize(path).map_err(|error| ArchiveError::io("resolve the link", path, error))?;
+                Ok(Self::Replace(target))
+            }
+            Ok(_) => OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map(Self::Stream)
+                .map_err(|error| ArchiveError::io("open for writing", path, error)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                if fs::symlink_metadata(path).is_ok() {
+                    return Err(invalid("it is a symbolic link to nothing; name the file it should create instead"));
+                }
+                Ok(Self::Replace(path.to_owned()))
+            }
+            Err(error) => Err(ArchiveError::io("look at", path, error)),
+        }
+    }
+}
+
+/// This process's stdout as a file of its own (a duplicate descriptor), so
+/// the archive bypasses Rust's line-buffered stdout.
+fn stdout_file() -> io::Result<File> {
+    use std::os::fd::AsFd;
+    Ok(File::from(io::stdout().as_fd().try_clone_to_owned()?))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// A locked hidden temp file beside `target`, for an archive asked for as
+/// `asked` (named in errors); abandoned temps of the same archive are swept.
+fn create_temp_beside(target: &Path, asked: &Path) -> Result<(File, PathBuf), ArchiveError> {
+    let file_name = target.file_name().unwrap_or(target.as_os_str());
+    let dir = parent_dir(target);
+    let prefix = format!(".{}.hpn-tmp-", file_name.to_string_lossy());
+    let (file, temp_path) = loop {
+        let temp_path = dir.join(format!("{prefix}{}-{:08x}", std::process::id(), fastrand::u32(..)));
+        let file = match OpenOptions::new().write(true).create_new(true).open(&temp_path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(ArchiveError::io("create a temp file for archive", asked, error)),
+        };
+        // Locked for as long as it is open, so another run can tell it is in use. A
+        // filesystem without flock keeps every temp file (the sweep cannot tell).
+        if file.lock().is_err() || still_named(&file, &temp_path) {
+            break (file, temp_path);
+        }
+        // A concurrent sweep removed it between create and lock: start over.
+    };
+    remove_abandoned_temps(dir, &prefix, &temp_path);
+    Ok((file, temp_path))
+}
+
 impl ArchiveWriter {
     /// Opens a hidden temp file beside `path` and writes the `oci-layout`
     /// entry. Nothing appears under `path` until [`ArchiveWriter::finish`].
+    ///
+    /// `-` is stdout. A `path` that is not a regular file (a FIFO, a
+    /// character device such as `/dev/null`, `/dev/stdout`) is opened and
+    /// written straight through instead; a FIFO's open waits for a reader,
+    /// so call this off async workers. A block device is refused.
     pub fn create(path: &Path, compression: ArchiveCompression) -> Result<Self, ArchiveError> {
-        let Some(file_name) = path.file_name() else {
-            return Err(ArchiveError::InvalidPath { path: path.to_owned(), reason: "it does not name a file" });
-        };
-        if path.is_dir() {
-            return Err(ArchiveError::InvalidPath { path: path.to_owned(), reason: "it is a directory" });
-        }
-        let dir = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let prefix = format!(".{}.hpn-tmp-", file_name.to_string_lossy());
-        let (file, temp_path) = loop {
-            let temp_path = dir.join(format!("{prefix}{}-{:08x}", std::process::id(), fastrand::u32(..)));
-            let file = match OpenOptions::new().write(true).create_new(true).open(&temp_path) {
-                Ok(file) => file,
-                Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(error) => return Err(ArchiveError::io("create a temp file for archive", path, error)),
-            };
-            // Locked for as long as it is open, so another run can tell it is in use. A
-            // filesystem without flock keeps every temp file (the sweep cannot tell).
-            if file.lock().is_err() || still_named(&file, &temp_path) {
-                break (file, temp_path);
+        let target = OutputTarget::of(path)?;
+        let (file, temp_path, rename_to, streamed) = match target {
+            OutputTarget::Stream(file) => (file, PathBuf::new(), PathBuf::new(), true),
+            OutputTarget::Replace(rename_to) => {
+                let (file, temp_path) = create_temp_beside(&rename_to, path)?;
+                (file, temp_path, rename_to, false)
             }
-            // A concurrent sweep removed it between create and lock: start over.
         };
-        remove_abandoned_temps(dir, &prefix, &temp_path);
         let sink = match Sink::new(file, compression) {
             Ok(sink) => sink,
             Err(error) => {
-                let _ = fs::remove_file(&temp_path);
+                if !streamed {
+                    let _ = fs::remove_file(&temp_path);
+                }
                 return Err(ArchiveError::io("start compressing archive", path, error));
             }
         };
         let mut writer = Self {
             path: path.to_owned(),
             temp_path,
+            rename_to,
+            streamed,
+            finished: false,
             sink: Some(sink),
             compression,
             durability: Durability::default(),
@@ -301,12 +421,17 @@ impl ArchiveWriter {
         let copied = (|| -> io::Result<u64> {
             let mut source = file.take(size);
             match sink.plain_file()? {
-                Some(target) => io::copy(&mut source, target),
+                Some(target) => target.copy_from(&mut source),
                 None => copy_buffered(&mut source, sink, buffer),
             }
         })()
         .map_err(|error| {
-            ArchiveError::io(format!("copy blob {digest} from {} into archive", path.display()), archive_path, error)
+            let action = format!("copy blob {digest} from {} into archive", path.display());
+            if self.streamed {
+                ArchiveError::StreamCut { action, path: archive_path, error }
+            } else {
+                ArchiveError::io(action, archive_path, error)
+            }
         })?;
         if copied != size {
             // The file shrank while we copied it.
@@ -387,16 +512,24 @@ impl ArchiveWriter {
         self.write_raw(&ZEROS)?;
 
         let sink = self.sink.take().expect("the sink lives until finish()");
-        let file = sink.finish().map_err(|error| ArchiveError::io("finish writing archive", &self.path, error))?;
-        self.durability.sync_file(&file).map_err(|error| ArchiveError::io("sync archive", &self.path, error))?;
-        let size =
-            file.metadata().map_err(|error| ArchiveError::io("read the size of archive", &self.path, error))?.len();
-        drop(file);
-        fs::rename(&self.temp_path, &self.path)
-            .map_err(|error| ArchiveError::io("move the finished archive into place at", &self.path, error))?;
+        let output = sink.finish().map_err(|error| self.write_error("finish writing archive", error))?;
+        let size = output.written;
+        if self.streamed {
+            // A pipe or a device has nothing to sync (fsync fails on a pipe);
+            // stdout redirected to a file does.
+            if output.file.metadata().is_ok_and(|metadata| metadata.is_file()) {
+                self.durability.sync_file(&output.file).map_err(|error| self.write_error("sync archive", error))?;
+            }
+            self.finished = true;
+            return Ok(size);
+        }
+        self.durability.sync_file(&output.file).map_err(|error| ArchiveError::io("sync archive", &self.path, error))?;
+        drop(output);
+        fs::rename(&self.temp_path, &self.rename_to)
+            .map_err(|error| ArchiveError::io("move the finished archive into place at", &self.rename_to, error))?;
         // Renamed: nothing left for Drop to clean up.
         self.temp_path = PathBuf::new();
-        let dir = self.path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = parent_dir(&self.rename_to);
         self.durability.sync_dir(dir).map_err(|error| ArchiveError::io("sync directory", dir, error))?;
         Ok(size)
     }
@@ -493,10 +626,21 @@ impl ArchiveWriter {
 
     fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ArchiveError> {
         let sink = self.sink.as_mut().expect("the sink lives until finish()");
-        sink.write_all(bytes).map_err(|error| {
+        if let Err(error) = sink.write_all(bytes) {
             self.broken = true;
-            ArchiveError::io("write archive", &self.path, error)
-        })
+            return Err(self.write_error("write archive", error));
+        }
+        Ok(())
+    }
+
+    /// A failed write to the output: for a stream, what went out cannot be
+    /// taken back, and the error says so.
+    fn write_error(&self, action: &str, error: io::Error) -> ArchiveError {
+        if self.streamed {
+            ArchiveError::StreamCut { action: action.to_owned(), path: self.path.clone(), error }
+        } else {
+            ArchiveError::io(action, &self.path, error)
+        }
     }
 
     /// An archive whose index.json or manifest.json names a blob it lacks
@@ -585,6 +729,15 @@ impl ArchiveWriter {
 
 impl Drop for ArchiveWriter {
     fn drop(&mut self) {
+        if self.streamed {
+            if !self.finished {
+                tracing::warn!(
+                    "the archive streamed to {} is incomplete: it was not finished, and what was written cannot be taken back",
+                    self.path.display()
+                );
+            }
+            return;
+        }
         if self.temp_path.as_os_str().is_empty() {
             return;
         }
@@ -640,6 +793,59 @@ mod tests {
             fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(path.is_file());
+    }
+
+    fn entry_names(bytes: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(bytes);
+        let entries = archive.entries().unwrap();
+        entries.map(|entry| String::from_utf8(entry.unwrap().path_bytes().into_owned()).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_fifo_is_written_through_and_stays_a_fifo() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.tar");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let reading = fifo.clone();
+        let reader = std::thread::spawn(move || fs::read(reading).unwrap());
+        let mut writer = ArchiveWriter::create(&fifo, ArchiveCompression::None).unwrap();
+        let blob = vec![7u8; 300_000];
+        let digest = Digest::of(&blob);
+        writer.add_blob_bytes(&digest, &blob).unwrap();
+        let size = writer.finish().unwrap();
+        let streamed = reader.join().unwrap();
+        assert_eq!(streamed.len() as u64, size, "the size is what went through");
+        let names = entry_names(&streamed);
+        assert!(names.contains(&format::blob_path(digest.hex())) && names.contains(&"index.json".to_owned()));
+        assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "a temp file was left beside the FIFO");
+    }
+
+    #[test]
+    fn a_full_device_fails_saying_the_streamed_archive_is_incomplete() {
+        let mut writer = ArchiveWriter::create(Path::new("/dev/full"), ArchiveCompression::None).unwrap();
+        let blob = vec![1u8; 2 * BUFFER_SIZE];
+        let error = writer.add_blob_bytes(&Digest::of(&blob), &blob).unwrap_err();
+        assert!(matches!(error, ArchiveError::StreamCut { .. }) && error.is_no_space(), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("/dev/full") && message.contains("incomplete archive"), "{message}");
+    }
+
+    #[test]
+    fn a_link_to_a_file_keeps_the_link_and_replaces_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.tar");
+        fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link.tar");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        ArchiveWriter::create(&link, ArchiveCompression::None).unwrap().finish().unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+        assert!(entry_names(&fs::read(&target).unwrap()).contains(&"index.json".to_owned()));
+        let dangling = dir.path().join("dangling.tar");
+        std::os::unix::fs::symlink(dir.path().join("nowhere/x.tar"), &dangling).unwrap();
+        let error = ArchiveWriter::create(&dangling, ArchiveCompression::None).unwrap_err();
+        assert!(matches!(error, ArchiveError::InvalidPath { .. }), "{error:?}");
     }
 
     /// Names over ustar's 100 bytes are not expected (blob paths are 77), but

@@ -29,6 +29,10 @@ pub struct GlobalArgs {
     /// `false`: every registry of this command is reached as with --insecure-registry (skopeo's spelling)
     #[arg(long, global = true, value_name = "BOOL", action = clap::ArgAction::Set, default_value_t = true)]
     pub tls_verify: bool,
+    /// Read images under FROM from TO first, e.g. docker.io=harbor.local/dockerhub-proxy (repeatable;
+    /// reads only, the image's own registry is tried last)
+    #[arg(long = "mirror", global = true, value_name = "FROM=TO")]
+    pub mirrors: Vec<String>,
     /// Images transferred at once [default: 4, or parallel.max_workers from the config]
     #[arg(short = 'j', long, global = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
@@ -49,6 +53,26 @@ pub struct GlobalArgs {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The Go hpn's container runtime choice; accepted so its scripts keep working, and unused
+    #[arg(long, global = true, hide = true, value_name = "RUNTIME")]
+    pub runtime: Option<String>,
+    /// The Go hpn's fallback between runtimes; accepted so its scripts keep working, and unused
+    #[arg(long, global = true, hide = true, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub auto_fallback: Option<String>,
+}
+
+impl GlobalArgs {
+    /// The Go hpn's runtime flags given, as written: hpn reads them to say they do nothing.
+    pub fn go_hpn_runtime_flags(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        if self.runtime.is_some() {
+            given.push("--runtime");
+        }
+        if self.auto_fallback.is_some() {
+            given.push("--auto-fallback");
+        }
+        given
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +90,17 @@ pub enum Command {
     /// Inspect and maintain the store
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Check archives offline: re-hash every blob and check every image is complete
+    Verify(VerifyArgs),
+    /// Print hpn's version
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Archives to check (docker save, hpn save, skopeo, OCI; `-` reads one from stdin)
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +133,28 @@ pub struct ImageSelection {
 pub struct PullArgs {
     #[command(flatten)]
     pub selection: ImageSelection,
+    #[command(flatten)]
+    pub policy: PullPolicyArgs,
+    /// Print what would be copied (source → destination, blobs new and already there, bytes) and
+    /// write nothing: no store directory, no archive, no upload
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PullPolicyArgs {
+    /// When to ask the registry about an image the store holds: always (a tag is looked up, changes
+    /// fetched), missing (the store's copy is used), never (fail unless the store holds it). A
+    /// digest reference the store holds never needs the registry
+    #[arg(long = "pull", value_enum, value_name = "POLICY", default_value_t = PullPolicy::Always)]
+    pub policy: PullPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    Always,
+    Missing,
+    Never,
 }
 
 #[derive(Debug, Args)]
@@ -113,16 +170,29 @@ pub struct SaveArgs {
     /// Compress the whole archive
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub compress: Option<Compression>,
+    #[command(flatten)]
+    pub policy: PullPolicyArgs,
+    /// Print what would be copied (source → destination, blobs new and already there, bytes) and
+    /// write nothing: no store directory, no archive, no upload
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
+    /// Images of the archives to load (default: all of them)
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
     /// Archive files to load (repeatable; `-` reads one from stdin)
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     pub inputs: Vec<PathBuf>,
     /// Without -i, load every *.tar[.gz|.zst] from: 1 = ./, 2 = ./images/, 3 = ./images/*/ recursively
     #[arg(long, value_name = "MODE", value_parser = clap::value_parser!(u8).range(1..=3))]
     pub load_mode: Option<u8>,
+    /// Print what would be copied (source → destination, blobs new and already there, bytes) and
+    /// write nothing: no store directory, no archive, no upload
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +221,10 @@ pub struct PushArgs {
     /// Take every platform of multi-platform images
     #[arg(long)]
     pub all_platforms: bool,
+    /// Print what would be copied (source → destination, blobs new and already there, bytes) and
+    /// write nothing: no store directory, no archive, no upload
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +242,10 @@ pub struct CopyArgs {
     /// Compress an archive destination as a whole
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub compress: Option<Compression>,
+    /// Print what would be copied (source → destination, blobs new and already there, bytes) and
+    /// write nothing: no store directory, no archive, no upload
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

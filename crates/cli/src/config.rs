@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use hpn_fs::Durability;
+use hpn_transfer::{MirrorLocation, Mirrors, PullFromMirror};
 use serde::de::DeserializeOwned;
 
 use crate::args::GlobalArgs;
@@ -19,44 +20,203 @@ pub(crate) fn default_jobs() -> usize {
 
 /// A config.yaml, kept as YAML and read through the keys of [`settings`]: the
 /// Go hpn's (`parallel.max_workers`, `modes.save_mode`,
-/// `runtime.retry.max_attempts`, …) plus hpn's own. Unknown keys (proxy,
-/// logging, runtime.preferred, …) are ignored so existing hpn configs keep
-/// working.
+/// `runtime.retry.max_attempts`, …) plus hpn's own. Keys of the Go hpn's that
+/// hpn has no use for (under `proxy`, `logging`, `runtime`) are accepted
+/// silently so existing configs keep working; any other key is warned about.
 #[derive(Debug, Default)]
 struct ConfigFile {
     /// Where it was read from, for error messages; `None` without a file.
     path: Option<PathBuf>,
     yaml: serde_yaml_ng::Value,
+    /// Keys the file sets but may not, for where it was found: read as unset.
+    withheld: Vec<&'static str>,
+}
+
+/// A value type a config key takes, with the words an error uses for it
+/// (never a Rust type name).
+trait ConfigValue: DeserializeOwned {
+    const EXPECTED: &'static str;
+}
+
+impl ConfigValue for PathBuf {
+    const EXPECTED: &'static str = "a path";
+}
+impl ConfigValue for String {
+    const EXPECTED: &'static str = "a string";
+}
+impl ConfigValue for Vec<String> {
+    const EXPECTED: &'static str = "a list of strings";
+}
+impl ConfigValue for Vec<ConfigMirror> {
+    const EXPECTED: &'static str =
+        "a list of mappings with prefix, locations and pull-from-mirror (all or digest-only)";
+}
+impl ConfigValue for bool {
+    const EXPECTED: &'static str = "true or false";
+}
+impl ConfigValue for f64 {
+    const EXPECTED: &'static str = "a number";
+}
+impl ConfigValue for usize {
+    const EXPECTED: &'static str = "a whole number";
+}
+impl ConfigValue for u64 {
+    const EXPECTED: &'static str = "a whole number";
+}
+impl ConfigValue for u32 {
+    const EXPECTED: &'static str = "a whole number up to 4294967295";
+}
+impl ConfigValue for u8 {
+    const EXPECTED: &'static str = "a whole number from 0 to 255";
+}
+
+/// A YAML value as an error message shows what was found instead.
+fn describe_value(value: &serde_yaml_ng::Value) -> String {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Null => "nothing".to_owned(),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Number(number) => number.to_string(),
+        Value::String(text) => format!("{text:?}"),
+        Value::Sequence(_) => "a list".to_owned(),
+        Value::Mapping(_) => "a mapping".to_owned(),
+        Value::Tagged(tagged) => format!("a value tagged {}", tagged.tag),
+    }
 }
 
 impl ConfigFile {
     /// The value of `setting`'s key, `None` if the file does not set it (or
-    /// the setting has no key).
-    fn get<T: DeserializeOwned>(&self, setting: &Setting) -> anyhow::Result<Option<T>> {
+    /// the setting has no key, or the key is withheld from this file).
+    fn get<T: ConfigValue>(&self, setting: &Setting) -> anyhow::Result<Option<T>> {
         let Some(key) = setting.key else { return Ok(None) };
+        if self.withheld.contains(&key) {
+            return Ok(None);
+        }
         let invalid = |reason: String| {
             let path = self.path.as_deref().unwrap_or(Path::new("config.yaml"));
             anyhow!("config file {} is not valid: {key}: {reason}", path.display())
         };
-        let mut value = &self.yaml;
-        for (depth, part) in key.split('.').enumerate() {
-            value = match value {
-                serde_yaml_ng::Value::Null => return Ok(None),
-                serde_yaml_ng::Value::Mapping(mapping) => match mapping.get(part) {
-                    Some(value) => value,
-                    None => return Ok(None),
-                },
-                _ => {
-                    let section = key.split('.').take(depth).collect::<Vec<_>>().join(".");
-                    return Err(invalid(format!("{section} is not a mapping")));
-                }
-            };
-        }
+        let Some(value) = lookup(&self.yaml, key).map_err(invalid)? else { return Ok(None) };
         if value.is_null() {
             return Ok(None);
         }
-        serde_yaml_ng::from_value(value.clone()).map(Some).map_err(|error| invalid(error.to_string()))
+        serde_yaml_ng::from_value(value.clone())
+            .map(Some)
+            .map_err(|_| invalid(format!("expected {}, found {}", T::EXPECTED, describe_value(value))))
     }
+}
+
+/// The value at a dotted `key`, `None` if a part of it is absent; an error
+/// names the section on the way that is not a mapping.
+fn lookup<'a>(yaml: &'a serde_yaml_ng::Value, key: &str) -> Result<Option<&'a serde_yaml_ng::Value>, String> {
+    let mut value = yaml;
+    for (depth, part) in key.split('.').enumerate() {
+        value = match value {
+            serde_yaml_ng::Value::Null => return Ok(None),
+            serde_yaml_ng::Value::Mapping(mapping) => match mapping.get(part) {
+                Some(value) => value,
+                None => return Ok(None),
+            },
+            _ => {
+                let section = key.split('.').take(depth).collect::<Vec<_>>().join(".");
+                return Err(format!("{section} is not a mapping"));
+            }
+        };
+    }
+    Ok(Some(value))
+}
+
+/// Where a config file came from. One in the working directory may have been
+/// put there by anyone who could write to it (a cloned repository, a shared
+/// directory), so it is trusted less than one the user named or keeps in
+/// their home or /etc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConfigOrigin {
+    /// Named with `--config` or `HPN_CONFIG`.
+    Named,
+    /// `~/.hpn/config.yaml` or `/etc/hpn/config.yaml`.
+    Trusted,
+    /// `./config.yaml`, found without being named.
+    WorkingDirectory,
+}
+
+/// Settings that lower security or send images elsewhere: a config file found
+/// in the working directory sets them only when it is named with `--config`.
+const NAMED_CONFIG_ONLY: [&Setting; 4] =
+    [&settings::INSECURE_REGISTRIES, &settings::MIRRORS, &settings::REGISTRY, &settings::PROJECT];
+
+/// Sections of the Go hpn's config hpn has no use for; keys under them are
+/// not warned about unless they look like a mistyped key hpn reads.
+const GO_HPN_SECTIONS: [&str; 3] = ["proxy", "logging", "runtime"];
+
+/// Warnings for the keys of `yaml` that hpn does not read, each with the key
+/// it was probably meant to be where one is close.
+fn unknown_key_warnings(path: &Path, yaml: &serde_yaml_ng::Value) -> Vec<String> {
+    let known: Vec<&str> = settings::ALL.iter().filter_map(|setting| setting.key).collect();
+    // A key may be meant for a section too (`paralel` for `parallel`).
+    let sections = known.iter().flat_map(|key| key.match_indices('.').map(|(end, _)| &key[..end]));
+    let suggestions: Vec<&str> = known.iter().copied().chain(sections).collect();
+    let mut unknown = Vec::new();
+    collect_unknown_keys(yaml, "", &known, &suggestions, &mut unknown);
+    unknown
+        .into_iter()
+        .map(|(key, suggestion)| {
+            let hint = suggestion.map(|known| format!(" (did you mean {known}?)")).unwrap_or_default();
+            format!("config file {}: unknown key {key}{hint} is ignored", path.display())
+        })
+        .collect()
+}
+
+fn collect_unknown_keys(
+    value: &serde_yaml_ng::Value,
+    prefix: &str,
+    known: &[&'static str],
+    suggestions: &[&'static str],
+    unknown: &mut Vec<(String, Option<&'static str>)>,
+) {
+    let serde_yaml_ng::Value::Mapping(mapping) = value else { return };
+    for (name, child) in mapping {
+        let name = match name {
+            serde_yaml_ng::Value::String(name) => name.clone(),
+            other => describe_value(other),
+        };
+        let key = if prefix.is_empty() { name } else { format!("{prefix}.{name}") };
+        if known.contains(&key.as_str()) {
+            continue;
+        }
+        let section = format!("{key}.");
+        if known.iter().any(|known| known.starts_with(&section)) {
+            // A section hpn reads; a non-mapping here is reported when its keys are read.
+            collect_unknown_keys(child, &key, known, suggestions, unknown);
+            continue;
+        }
+        let suggestion = closest_key(&key, suggestions);
+        let in_go_section = GO_HPN_SECTIONS.iter().any(|go| key == *go || key.starts_with(&format!("{go}.")));
+        if in_go_section && suggestion.is_none() {
+            if child.is_mapping() {
+                collect_unknown_keys(child, &key, known, suggestions, unknown);
+            }
+            continue;
+        }
+        unknown.push((key, suggestion));
+    }
+}
+
+/// The known key or section `key` was most likely meant to be: a small edit
+/// away, or the same last part in another section (`max_workers` for
+/// `parallel.max_workers`).
+fn closest_key(key: &str, known: &[&'static str]) -> Option<&'static str> {
+    let leaf = |key: &str| key.rsplit('.').next().unwrap_or_default().to_owned();
+    known
+        .iter()
+        .map(|candidate| {
+            let whole = strsim::levenshtein(key, candidate);
+            let by_leaf = strsim::levenshtein(&leaf(key), &leaf(candidate));
+            (whole.min(by_leaf), *candidate)
+        })
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
 }
 
 /// Effective settings: flag > `HPN_*` environment > config file > default.
@@ -72,6 +232,8 @@ pub struct Settings {
     pub tls_verify: bool,
     /// Where per-registry CAs and client certificates are looked for.
     pub certs_dirs: Vec<PathBuf>,
+    /// Where images are read from before their own registries.
+    pub mirrors: std::sync::Arc<Mirrors>,
     /// Whether written files are fsynced before they count as written.
     pub durability: Durability,
     /// The window of the minimum rate: how long a blob body may stay below
@@ -94,6 +256,8 @@ pub struct Settings {
     pub json: bool,
     /// Images finished so far, for the report when Ctrl-C stops the run.
     pub tally: Option<std::sync::Arc<crate::progress::Tally>>,
+    /// What the config file had that was ignored, for stderr.
+    pub warnings: Vec<String>,
 }
 
 impl Settings {
@@ -105,13 +269,13 @@ impl Settings {
     fn resolve_with(
         global: &GlobalArgs,
         env: impl Fn(&str) -> Option<String>,
-        candidates: &[PathBuf],
+        candidates: &[(PathBuf, ConfigOrigin)],
     ) -> anyhow::Result<Self> {
-        let file = match &global.config {
-            Some(path) => read_config(path)?,
-            None => match candidates.iter().find(|path| path.is_file()) {
-                Some(path) => read_config(path)?,
-                None => ConfigFile::default(),
+        let (file, warnings) = match &global.config {
+            Some(path) => read_config(path, ConfigOrigin::Named)?,
+            None => match candidates.iter().find(|(path, _)| path.is_file()) {
+                Some((path, origin)) => read_config(path, *origin)?,
+                None => (ConfigFile::default(), Vec::new()),
             },
         };
         let env_number = |setting: &Setting| -> anyhow::Result<Option<u64>> {
@@ -180,6 +344,8 @@ impl Settings {
             Some(list) => std::env::split_paths(&list).filter(|dir| !dir.as_os_str().is_empty()).collect(),
             None => DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
         };
+        let mirrors = mirrors(global, &env, &file)?;
+        insecure_registries.extend(mirrors.insecure_hosts());
         let file_sync = file.get::<bool>(&settings::SYNC)?;
         let sync = match env(settings::SYNC.env) {
             _ if global.sync => true,
@@ -223,6 +389,7 @@ impl Settings {
             insecure_registries,
             tls_verify: global.tls_verify,
             certs_dirs,
+            mirrors: std::sync::Arc::new(mirrors),
             durability: if sync { Durability::Synced } else { Durability::Buffered },
             stall_timeout,
             response_timeout,
@@ -237,6 +404,7 @@ impl Settings {
             quiet: global.quiet,
             json: global.json,
             tally: None,
+            warnings,
         })
     }
 }
@@ -244,6 +412,73 @@ impl Settings {
 /// Where docker and podman look for per-registry TLS files, in the order
 /// they are searched.
 pub(crate) const DEFAULT_CERTS_DIRS: [&str; 2] = ["/etc/docker/certs.d", "/etc/containers/certs.d"];
+/// A mirror rule of config.yaml's `mirrors:` list.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct ConfigMirror {
+    prefix: String,
+    locations: Vec<String>,
+    #[serde(default)]
+    pull_from_mirror: PullFromMirror,
+}
+
+/// The mirrors of every source, in the order they are tried: `--mirror`
+/// flags, then `HPN_MIRRORS`, then config.yaml, then registries.conf.
+fn mirrors(global: &GlobalArgs, env: &impl Fn(&str) -> Option<String>, file: &ConfigFile) -> anyhow::Result<Mirrors> {
+    let mut mirrors = Mirrors::new();
+    let from_env = env(settings::MIRRORS.env).unwrap_or_default();
+    let pairs = global.mirrors.iter().map(|pair| ("--mirror", pair.as_str())).chain(
+        from_env.split(',').map(str::trim).filter(|pair| !pair.is_empty()).map(|pair| (settings::MIRRORS.env, pair)),
+    );
+    for (origin, pair) in pairs {
+        let (from, to) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{origin} {pair:?}: expected FROM=TO, e.g. docker.io=mirror.local"))?;
+        let location =
+            MirrorLocation { location: to.to_owned(), pull_from_mirror: PullFromMirror::All, insecure: false };
+        mirrors.add(from, location, origin)?;
+    }
+    let origin = file.path.as_deref().map_or_else(|| "config.yaml".to_owned(), |path| path.display().to_string());
+    for rule in file.get::<Vec<ConfigMirror>>(&settings::MIRRORS)?.unwrap_or_default() {
+        for location in rule.locations {
+            let location = MirrorLocation { location, pull_from_mirror: rule.pull_from_mirror, insecure: false };
+            mirrors.add(&rule.prefix, location, &origin)?;
+        }
+    }
+    for path in registries_conf_files(env) {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        mirrors.add_registries_conf(&text, &path)?;
+    }
+    Ok(mirrors)
+}
+
+/// The containers-registries.conf(5) files podman and skopeo would read:
+/// `$CONTAINERS_REGISTRIES_CONF` alone, else the user's file or the system's,
+/// then the drop-ins of `registries.conf.d`, in name order.
+fn registries_conf_files(env: &impl Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    if let Some(path) = env("CONTAINERS_REGISTRIES_CONF").filter(|path| !path.is_empty()) {
+        return vec![PathBuf::from(path)];
+    }
+    let user = env("HOME").map(|home| PathBuf::from(home).join(".config/containers"));
+    let system = PathBuf::from("/etc/containers");
+    let mut files: Vec<PathBuf> = user
+        .iter()
+        .chain([&system])
+        .map(|dir| dir.join("registries.conf"))
+        .filter(|path| path.is_file())
+        .take(1)
+        .collect();
+    for dir in [Some(system), user].into_iter().flatten() {
+        let Ok(entries) = std::fs::read_dir(dir.join("registries.conf.d")) else { continue };
+        let mut drop_ins: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|extension| extension == "conf"))
+            .collect();
+        drop_ins.sort();
+        files.extend(drop_ins);
+    }
+    files
+}
 
 /// hpn's cache directory: `$XDG_CACHE_HOME/hpn`, else `~/.cache/hpn`. The
 /// default store lives in it, and hints such as where blobs were pushed. The
@@ -262,28 +497,49 @@ fn cache_dir_from(xdg_cache_home: Option<OsString>, home: Option<OsString>) -> O
     Some(cache.join("hpn"))
 }
 
-fn default_config_candidates() -> Vec<PathBuf> {
+fn default_config_candidates() -> Vec<(PathBuf, ConfigOrigin)> {
     let mut candidates = Vec::new();
     if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(Path::new(&home).join(".hpn/config.yaml"));
+        candidates.push((Path::new(&home).join(".hpn/config.yaml"), ConfigOrigin::Trusted));
     }
-    candidates.push(PathBuf::from("/etc/hpn/config.yaml"));
-    candidates.push(PathBuf::from("config.yaml"));
+    candidates.push((PathBuf::from("/etc/hpn/config.yaml"), ConfigOrigin::Trusted));
+    candidates.push((PathBuf::from("config.yaml"), ConfigOrigin::WorkingDirectory));
     candidates
 }
 
-fn read_config(path: &Path) -> anyhow::Result<ConfigFile> {
+/// Reads a config file, with warnings for what in it is ignored: unknown
+/// keys, and the keys a working-directory file may not set unless named.
+fn read_config(path: &Path, origin: ConfigOrigin) -> anyhow::Result<(ConfigFile, Vec<String>)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    tracing::info!("using config file {}", path.display());
     if text.trim().is_empty() {
-        return Ok(ConfigFile::default());
+        return Ok((ConfigFile::default(), Vec::new()));
     }
-    tracing::info!(path = %path.display(), "using config file");
     let yaml: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&text).with_context(|| format!("config file {} is not valid", path.display()))?;
     if !yaml.is_mapping() && !yaml.is_null() {
         return Err(anyhow!("config file {} is not valid: it is not a mapping of keys to values", path.display()));
     }
-    Ok(ConfigFile { path: Some(path.to_owned()), yaml })
+    let mut warnings = unknown_key_warnings(path, &yaml);
+    let mut withheld = Vec::new();
+    if origin == ConfigOrigin::WorkingDirectory {
+        withheld = NAMED_CONFIG_ONLY
+            .iter()
+            .filter_map(|setting| setting.key)
+            .filter(|key| lookup(&yaml, key).is_ok_and(|value| value.is_some_and(|value| !value.is_null())))
+            .collect();
+        if !withheld.is_empty() {
+            warnings.push(format!(
+                "config file {} is in the working directory and was not named, so its {} {} ignored \
+                 (they lower security or send images elsewhere); to use them, name the file with --config {}",
+                path.display(),
+                withheld.join(", "),
+                if withheld.len() == 1 { "key is" } else { "keys are" },
+                path.display()
+            ));
+        }
+    }
+    Ok((ConfigFile { path: Some(path.to_owned()), yaml, withheld }, warnings))
 }
 
 #[cfg(test)]
@@ -306,7 +562,7 @@ mod tests {
         argv.extend_from_slice(&["pull", "x"]);
         let cli = Cli::try_parse_from(argv).unwrap();
         let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Settings::resolve_with(&cli.global, |name| env.get(name).cloned(), &[path])
+        Settings::resolve_with(&cli.global, |name| env.get(name).cloned(), &[(path, ConfigOrigin::Trusted)])
     }
 
     #[test]
@@ -322,6 +578,78 @@ mod tests {
         let settings = resolve(&[], &[("HPN_REGISTRY", "other:5000"), ("HPN_PUSH_MODE", "2")], Some(config)).unwrap();
         assert_eq!(settings.registry.as_deref(), Some("other:5000"));
         assert_eq!(settings.default_push_mode, Some(2));
+    }
+
+    fn resolve_from(origin: ConfigOrigin, arguments: &[&str], config: &str) -> (Settings, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut argv = vec!["hpn", "--store", "/tmp/store"];
+        argv.extend_from_slice(arguments);
+        argv.extend_from_slice(&["pull", "x"]);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let settings = Settings::resolve_with(&cli.global, |_| None, &[(path.clone(), origin)]).unwrap();
+        (settings, path)
+    }
+
+    #[test]
+    fn a_working_directory_config_redirects_or_lowers_security_only_when_named() {
+        let config = "registry: evil.example\nproject: theirs\ninsecure_registries: [corp.example]\n\
+                      parallel:\n  max_workers: 3\n";
+        let (found, path) = resolve_from(ConfigOrigin::WorkingDirectory, &[], config);
+        assert_eq!((found.registry, found.project), (None, None));
+        assert!(found.insecure_registries.is_empty());
+        assert_eq!(found.jobs, 3, "harmless keys still apply");
+        let [warning] = found.warnings.as_slice() else { panic!("{:?}", found.warnings) };
+        assert!(warning.contains("insecure_registries, registry, project keys are ignored"), "{warning}");
+        assert!(warning.contains(&format!("--config {}", path.display())), "{warning}");
+
+        let (trusted, _) = resolve_from(ConfigOrigin::Trusted, &[], config);
+        assert_eq!(trusted.registry.as_deref(), Some("evil.example"));
+        assert_eq!(trusted.insecure_registries, ["corp.example"]);
+        assert!(trusted.warnings.is_empty(), "{:?}", trusted.warnings);
+        let dir = tempfile::tempdir().unwrap();
+        let named = dir.path().join("config.yaml");
+        std::fs::write(&named, config).unwrap();
+        let (named, _) = resolve_from(ConfigOrigin::WorkingDirectory, &["--config", named.to_str().unwrap()], "");
+        assert_eq!(named.registry.as_deref(), Some("evil.example"));
+        assert_eq!(named.project.as_deref(), Some("theirs"));
+    }
+
+    #[test]
+    fn unknown_keys_are_warned_about_with_the_key_they_resemble() {
+        let config = "parallel:\n  max_worker: 3\nmax_workers: 2\nregistyr: x\ncolour: red\n\
+                      runtime:\n  preferred: docker\n  retry:\n    max_atempts: 2\nproxy:\n  enabled: false\n";
+        let (settings, _) = resolve_from(ConfigOrigin::Trusted, &[], config);
+        let warnings = settings.warnings.join("\n");
+        for expected in [
+            "unknown key parallel.max_worker (did you mean parallel.max_workers?)",
+            "unknown key max_workers (did you mean parallel.max_workers?)",
+            "unknown key registyr (did you mean registry?)",
+            "unknown key colour is ignored",
+            "unknown key runtime.retry.max_atempts (did you mean runtime.retry.max_attempts?)",
+        ] {
+            assert!(warnings.contains(expected), "no {expected:?} in\n{warnings}");
+        }
+        assert_eq!(settings.warnings.len(), 5, "the Go hpn's runtime.preferred and proxy are not warned about");
+    }
+
+    #[test]
+    fn config_errors_say_what_was_expected_in_words() {
+        for (config, expected) in [
+            ("parallel:\n  max_workers: many\n", "parallel.max_workers: expected a whole number, found \"many\""),
+            ("parallel:\n  max_workers: -2\n", "parallel.max_workers: expected a whole number, found -2"),
+            ("sync: [1]\n", "sync: expected true or false, found a list"),
+            ("modes:\n  save_mode: 300\n", "modes.save_mode: expected a whole number from 0 to 255, found 300"),
+            ("insecure_registries: {a: 1}\n", "insecure_registries: expected a list of strings, found a mapping"),
+            ("parallel: 4\n", "parallel.max_workers: parallel is not a mapping"),
+        ] {
+            let message = format!("{:#}", resolve(&[], &[], Some(config)).unwrap_err());
+            assert!(message.contains(expected), "{message}");
+            for rust in ["usize", "u32", "struct", "Vec", "bool", "sequence"] {
+                assert!(!message.contains(rust), "{message}");
+            }
+        }
     }
 
     #[test]

@@ -79,13 +79,24 @@ fn registry_error(error: &TransferError) -> Option<&RegistryError> {
 }
 
 /// Command-line advice for the failures where it helps.
-fn advice(error: &TransferError) -> Option<&'static str> {
+fn advice(error: &TransferError) -> Option<String> {
+    let fixed = |advice: &str| Some(advice.to_owned());
     match error {
         TransferError::Shared(inner) => advice(inner),
-        TransferError::NoMatchingPlatform { .. } => Some("choose one with --platform or copy all with --all-platforms"),
-        TransferError::NotInStore { .. } => Some("run `hpn pull` for it first"),
-        TransferError::BlobMissing { .. } => Some("run `hpn pull` again or `hpn store verify`"),
-        _ => registry_error(error).and_then(registry_advice),
+        TransferError::NoMatchingPlatform { .. } => {
+            fixed("choose one with --platform or copy all with --all-platforms")
+        }
+        TransferError::NotInStore { .. } => fixed("run `hpn pull` for it first"),
+        TransferError::NotLocal { .. } => fixed("pull it where its registry is reachable, or drop --pull never"),
+        TransferError::BlobMissing { .. } => fixed("run `hpn pull` again or `hpn store verify`"),
+        TransferError::PlatformNotHeld { image, missing, .. } => {
+            let platform = missing.split(", ").next().unwrap_or(missing);
+            Some(format!(
+                "get it into the store with `hpn pull --platform {platform} {image}` (or every platform with \
+                 `hpn pull --all-platforms {image}`), or choose a platform it holds with --platform"
+            ))
+        }
+        _ => registry_error(error).and_then(registry_advice).map(str::to_owned),
     }
 }
 

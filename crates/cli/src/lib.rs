@@ -50,7 +50,21 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitStatus, Failure> {
+    if let args::Command::Version = cli.command {
+        out!("hpn {}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitStatus::Ok);
+    }
     let settings = config::Settings::resolve(&cli.global)?;
+    if !settings.quiet {
+        for warning in &settings.warnings {
+            eprintln!("hpn: warning: {warning}");
+        }
+        for flag in cli.global.go_hpn_runtime_flags() {
+            eprintln!(
+                "hpn: note: {flag} is accepted for the Go hpn's scripts and has no effect: hpn needs no container runtime"
+            );
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("hpn-worker").build().map_err(
         |error| Failure::new(ExitStatus::General, anyhow::anyhow!("cannot start the async runtime: {error}")),
     )?;
@@ -78,6 +92,10 @@ fn init_tracing(verbosity: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(progress::colour_on_stderr())
+        .try_init();
 }

@@ -1,63 +1,127 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hpn_oci::{Descriptor, Reference};
 use hpn_transfer::{BlobOrigin, CopyOutcome, Reporter, TransferError};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Picks how progress is shown: bars on a terminal, one line per image when
-/// stderr is a pipe or a file (CI logs), nothing with --quiet or --json.
+/// Whether stderr gets colour: only on a terminal, and never with `NO_COLOR`
+/// set to anything but the empty string (no-color.org), so logs and CI
+/// files carry no escape codes.
+pub fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
+
+/// How often plain progress lines are written off a terminal: often enough
+/// that a CI log shows a long pull is alive, rarely enough to stay readable.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Picks how progress is shown: bars on a terminal, plain lines when stderr
+/// is a pipe or a file (CI logs), nothing with --quiet or --json.
 pub fn reporter(quiet: bool, json: bool) -> Box<dyn Reporter> {
     if quiet || json {
         Box::new(hpn_transfer::NoReport)
     } else if std::io::stderr().is_terminal() {
-        Box::new(BarReporter::new())
+        Box::new(BarReporter::new(colour_on_stderr()))
     } else {
-        Box::new(LineReporter)
+        Box::new(PlainReporter::start(PLAIN_PROGRESS_EVERY))
     }
 }
 
-/// One bar per image in progress: bytes, rate and ETA.
+/// The run as a whole: images queued and finished, bytes moved.
+#[derive(Debug, Default)]
+struct RunTotals {
+    queued: AtomicUsize,
+    started: AtomicUsize,
+    finished: AtomicUsize,
+    bytes: AtomicU64,
+}
+
+impl RunTotals {
+    /// `images 2/5 done`: a single copy queues nothing, so what started counts too.
+    fn images(&self) -> String {
+        let total = self.queued.load(Ordering::Relaxed).max(self.started.load(Ordering::Relaxed));
+        format!("images {}/{total} done", self.finished.load(Ordering::Relaxed))
+    }
+
+    fn in_progress(&self) -> bool {
+        self.finished.load(Ordering::Relaxed) < self.started.load(Ordering::Relaxed)
+    }
+}
+
+/// `layer sha256:0123abcd (fetched for app:1)`.
+fn waiting_message(blob: &Descriptor, fetched_for: &Reference) -> String {
+    format!("waiting for layer {} (fetched for {})", blob.digest.short(), short_name(fetched_for))
+}
+
+/// One overall line (images done/total, bytes, rate) above one bar per image
+/// in progress (bytes, rate and ETA, or what it waits for).
 struct BarReporter {
     multi: MultiProgress,
+    overall: ProgressBar,
+    totals: RunTotals,
     style: ProgressStyle,
-    bars: Mutex<HashMap<Reference, ProgressBar>>,
+    waiting_style: ProgressStyle,
+    /// Each image's bar, and whether it shows a wait.
+    bars: Mutex<HashMap<Reference, (ProgressBar, bool)>>,
 }
 
 impl BarReporter {
-    fn new() -> Self {
-        let style = ProgressStyle::with_template(
-            "{spinner:.green} {prefix:<40!} {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta:>3} {msg}",
-        )
-        .expect("the template is valid")
-        .progress_chars("=> ");
+    fn new(colour: bool) -> Self {
+        let spinner = if colour { "{spinner:.green}" } else { "{spinner}" };
+        let template = |rest: &str| {
+            ProgressStyle::with_template(&format!("{spinner} {{prefix:<40!}} {rest}"))
+                .expect("the template is valid")
+                .progress_chars("=> ")
+        };
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let overall = multi
+            .add(ProgressBar::new(0).with_style(template("{bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12}")));
+        overall.set_prefix("images 0/0 done");
+        overall.enable_steady_tick(Duration::from_millis(200));
         Self {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
-            style,
+            multi,
+            overall,
+            totals: RunTotals::default(),
+            style: template("{bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta:>3} {msg}"),
+            waiting_style: template("{msg}"),
             bars: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Runs `work` on the image's bar, first putting it back from a wait.
     fn with_bar(&self, image: &Reference, work: impl FnOnce(&ProgressBar)) {
-        let bars = self.bars.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(bar) = bars.get(image) {
+        let mut bars = self.bars.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((bar, waiting)) = bars.get_mut(image) {
+            if std::mem::take(waiting) {
+                bar.set_style(self.style.clone());
+                bar.set_message("");
+            }
             work(bar);
         }
     }
 }
 
 impl Reporter for BarReporter {
+    fn images_queued(&self, count: usize) {
+        self.totals.queued.fetch_add(count, Ordering::Relaxed);
+        self.overall.set_prefix(self.totals.images());
+    }
+
     fn image_started(&self, image: &Reference) {
+        self.totals.started.fetch_add(1, Ordering::Relaxed);
+        self.overall.set_prefix(self.totals.images());
         let bar = self.multi.add(ProgressBar::new(0).with_style(self.style.clone()).with_prefix(short_name(image)));
         bar.set_message("resolving");
         bar.enable_steady_tick(Duration::from_millis(200));
-        self.bars.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(image.clone(), bar);
+        self.bars.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(image.clone(), (bar, false));
     }
 
     fn image_planned(&self, image: &Reference, blobs: usize, bytes: u64) {
+        self.overall.inc_length(bytes);
         self.with_bar(image, |bar| {
             bar.set_length(bytes);
             bar.set_message(format!("{blobs} layers"));
@@ -65,18 +129,35 @@ impl Reporter for BarReporter {
     }
 
     fn bytes_transferred(&self, image: &Reference, bytes: u64) {
+        self.overall.inc(bytes);
         self.with_bar(image, |bar| bar.inc(bytes));
+    }
+
+    fn blob_waiting(&self, image: &Reference, blob: &Descriptor, fetched_for: &Reference) {
+        let mut bars = self.bars.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((bar, waiting)) = bars.get_mut(image) {
+            *waiting = true;
+            bar.set_style(self.waiting_style.clone());
+            bar.set_message(waiting_message(blob, fetched_for));
+        }
     }
 
     fn blob_done(&self, image: &Reference, blob: &Descriptor, origin: BlobOrigin) {
         if origin == BlobOrigin::AlreadyPresent {
-            self.with_bar(image, |bar| bar.inc(blob.size));
+            self.overall.inc(blob.size);
         }
+        self.with_bar(image, |bar| {
+            if origin == BlobOrigin::AlreadyPresent {
+                bar.inc(blob.size);
+            }
+        });
     }
 
     fn image_finished(&self, image: &Reference, result: Result<&CopyOutcome, &TransferError>) {
+        self.totals.finished.fetch_add(1, Ordering::Relaxed);
+        self.overall.set_prefix(self.totals.images());
         let bar = self.bars.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(image);
-        if let Some(bar) = bar {
+        if let Some((bar, _)) = bar {
             bar.finish_and_clear();
             self.multi.remove(&bar);
         }
@@ -84,11 +165,68 @@ impl Reporter for BarReporter {
     }
 }
 
-/// Plain lines for logs: one when an image is done.
-struct LineReporter;
+impl Drop for BarReporter {
+    fn drop(&mut self) {
+        self.overall.finish_and_clear();
+    }
+}
 
-impl Reporter for LineReporter {
+/// Plain lines for logs: one when an image is done or starts waiting on
+/// another's layer, and every `every` a line for the whole run while
+/// something is in progress, so a long pull is never silent for minutes.
+struct PlainReporter {
+    totals: Arc<RunTotals>,
+    /// Dropped with the reporter, which ends the ticker.
+    _stop: std::sync::mpsc::Sender<()>,
+}
+
+impl PlainReporter {
+    fn start(every: Duration) -> Self {
+        let totals = Arc::new(RunTotals::default());
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let ticking = Arc::clone(&totals);
+        let started = std::thread::Builder::new().name("hpn-progress".into()).spawn(move || {
+            let mut last_bytes = 0;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let bytes = ticking.bytes.load(Ordering::Relaxed);
+                if ticking.in_progress() {
+                    let rate = (bytes - last_bytes) as f64 / every.as_secs_f64();
+                    eprintln!(
+                        "progress {}, {} fetched, {}/s",
+                        ticking.images(),
+                        HumanBytes(bytes),
+                        HumanBytes(rate as u64)
+                    );
+                }
+                last_bytes = bytes;
+            }
+        });
+        if let Err(error) = started {
+            tracing::debug!(%error, "cannot start the progress thread; only per-image lines will be printed");
+        }
+        Self { totals, _stop: stop }
+    }
+}
+
+impl Reporter for PlainReporter {
+    fn images_queued(&self, count: usize) {
+        self.totals.queued.fetch_add(count, Ordering::Relaxed);
+    }
+
+    fn image_started(&self, _image: &Reference) {
+        self.totals.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn bytes_transferred(&self, _image: &Reference, bytes: u64) {
+        self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn blob_waiting(&self, image: &Reference, blob: &Descriptor, fetched_for: &Reference) {
+        eprintln!("waiting {} {}", short_name(image), waiting_message(blob, fetched_for));
+    }
+
     fn image_finished(&self, image: &Reference, result: Result<&CopyOutcome, &TransferError>) {
+        self.totals.finished.fetch_add(1, Ordering::Relaxed);
         eprintln!("{}", outcome_line(image, result));
     }
 }
@@ -130,13 +268,21 @@ impl Tally {
 
 /// A display reporter that also keeps the tally.
 pub struct Tallied {
-    pub tally: std::sync::Arc<Tally>,
+    pub tally: Arc<Tally>,
     pub display: Box<dyn Reporter>,
 }
 
 impl Reporter for Tallied {
+    fn images_queued(&self, count: usize) {
+        self.display.images_queued(count);
+    }
+
     fn image_started(&self, image: &Reference) {
         self.display.image_started(image);
+    }
+
+    fn blob_waiting(&self, image: &Reference, blob: &Descriptor, fetched_for: &Reference) {
+        self.display.blob_waiting(image, blob, fetched_for);
     }
 
     fn image_planned(&self, image: &Reference, blobs: usize, bytes: u64) {

@@ -39,7 +39,8 @@ pub(crate) const CONFIG: Setting = Setting {
     env: "HPN_CONFIG",
     key: None,
     default: "the first of `~/.hpn/config.yaml`, `/etc/hpn/config.yaml`, `./config.yaml`",
-    meaning: "the config file; it takes the Go hpn's keys, and ignores those hpn does not use",
+    meaning: "the config file; it takes the Go hpn's keys and warns about keys it does not know. A `./config.yaml` \
+              found without being named cannot set `insecure_registries`, `registry` or `project`",
 };
 
 pub(crate) const JOBS: Setting = Setting {
@@ -84,6 +85,19 @@ pub(crate) const CERTS_DIRS: Setting = Setting {
     meaning: "directories (`:`-separated) searched, in order, for a registry's `HOST[:PORT]/` directory of TLS \
               files as docker and podman read them: `*.crt` are CAs trusted for it beside the system's, \
               `client.cert` with `client.key` the client certificate it may require",
+};
+
+pub(crate) const MIRRORS: Setting = Setting {
+    flag: Some("mirror"),
+    env: "HPN_MIRRORS",
+    key: Some("mirrors"),
+    default: "none; also the mirrors of `registries.conf` (`$CONTAINERS_REGISTRIES_CONF`, else \
+              `~/.config/containers/registries.conf` or `/etc/containers/registries.conf`, and their \
+              `registries.conf.d/*.conf`)",
+    meaning: "where to read images from before their own registry: `--mirror docker.io=harbor.local/dockerhub-proxy` \
+              (repeatable; the variable is a comma-separated list), or a list of `{prefix, locations: [...], \
+              pull-from-mirror: all|digest-only}` under the key. Locations are tried in order, then the image's \
+              own registry; images keep their own names in the store and archives; pushes never use mirrors",
 };
 
 pub(crate) const SYNC: Setting = Setting {
@@ -183,7 +197,6 @@ pub(crate) const PROJECT: Setting = Setting {
 };
 
 /// Every setting, in the README's order.
-#[cfg_attr(not(test), expect(dead_code, reason = "read only by the README renderer, which runs as a test"))]
 pub(crate) const ALL: &[&Setting] = &[
     &STORE,
     &CONFIG,
@@ -192,6 +205,7 @@ pub(crate) const ALL: &[&Setting] = &[
     &RETRIES,
     &INSECURE_REGISTRIES,
     &CERTS_DIRS,
+    &MIRRORS,
     &SYNC,
     &STALL_TIMEOUT,
     &MIN_RATE,

@@ -33,6 +33,15 @@ pub struct Summary {
     pub unusable: Vec<(String, ImageFailure)>,
     pub archives: Vec<(PathBuf, u64)>,
     pub elapsed: Duration,
+    /// Set for `--dry-run`: what the images would go into; nothing was written.
+    pub dry_run: Option<String>,
+    /// Per image, in order, the name it gets at the destination, where that differs by image
+    /// (push, copy); empty otherwise.
+    pub destinations: Vec<hpn_oci::Reference>,
+    /// Per image, in order, the mirror location it was read from when a mirror served it.
+    pub served_from: Vec<Option<hpn_oci::Reference>>,
+    /// The archive went to stdout (`-o -`), so the summary goes to stderr.
+    pub stdout_is_output: bool,
 }
 
 impl Summary {
@@ -62,7 +71,12 @@ impl Summary {
         if json {
             crate::print_line(serde_json::to_string_pretty(&self.to_json()).expect("the summary serializes"));
         } else if !quiet {
-            crate::print_line(self.human());
+            let text = self.human();
+            if self.stdout_is_output {
+                eprintln!("{text}");
+            } else {
+                crate::print_line(text);
+            }
         }
     }
 
@@ -73,6 +87,9 @@ impl Summary {
     }
 
     fn human(&self) -> String {
+        if let Some(into) = &self.dry_run {
+            return self.human_plan(into);
+        }
         let ok = self.images.iter().filter(|image| image.result.is_ok()).count();
         let failed = self.images.len() - ok + self.rejected.len() + self.unusable.len();
         let (fetched, reused) = self.totals();
@@ -89,6 +106,41 @@ impl Summary {
         text
     }
 
+    /// A dry run's report: per image where it would go and what would move.
+    fn human_plan(&self, into: &str) -> String {
+        let ok = self.images.iter().filter(|image| image.result.is_ok()).count();
+        let failed = self.images.len() - ok + self.rejected.len() + self.unusable.len();
+        let (fetched, reused) = self.totals();
+        let mut text = format!(
+            "{} --dry-run, nothing written: {ok} image(s) into {into}, {failed} failed; {} to copy, {} already there",
+            self.command,
+            HumanBytes(fetched),
+            HumanBytes(reused)
+        );
+        for (position, image) in self.images.iter().enumerate() {
+            let Ok(outcome) = &image.result else { continue };
+            let target = self.destinations.get(position).map(|name| format!(" → {name}")).unwrap_or_default();
+            text.push_str(&format!(
+                "
+  {}{target} ({}): {} layer(s) to copy ({}), {} already there ({})",
+                image.image,
+                outcome.digest.short(),
+                outcome.blobs_transferred,
+                HumanBytes(outcome.bytes_transferred),
+                outcome.blobs_present,
+                HumanBytes(outcome.bytes_present)
+            ));
+        }
+        for (path, _) in &self.archives {
+            text.push_str(&format!(
+                "
+would write {}",
+                path.display()
+            ));
+        }
+        text
+    }
+
     fn to_json(&self) -> JsonSummary<'_> {
         let (fetched, reused) = self.totals();
         JsonSummary {
@@ -101,12 +153,16 @@ impl Summary {
             bytes_reused: reused,
             seconds: self.elapsed.as_secs_f64(),
             exit_code: self.exit_status() as u8,
+            dry_run: self.dry_run.is_some(),
             images: self
                 .images
                 .iter()
-                .map(|image| match &image.result {
+                .enumerate()
+                .map(|(position, image)| match &image.result {
                     Ok(outcome) => JsonImage {
                         reference: image.image.to_string(),
+                        destination: self.destinations.get(position).map(ToString::to_string),
+                        source_location: self.served_from.get(position).cloned().flatten().map(|at| at.to_string()),
                         name: short_name(&image.image),
                         status: "ok",
                         digest: Some(outcome.digest.to_string()),
@@ -117,6 +173,8 @@ impl Summary {
                     },
                     Err(failure) => JsonImage {
                         reference: image.image.to_string(),
+                        destination: self.destinations.get(position).map(ToString::to_string),
+                        source_location: None,
                         name: short_name(&image.image),
                         status: "failed",
                         digest: None,
@@ -159,6 +217,8 @@ struct JsonSummary<'a> {
     bytes_reused: u64,
     seconds: f64,
     exit_code: u8,
+    /// `--dry-run`: the images' bytes are what would move; nothing was written.
+    dry_run: bool,
     images: Vec<JsonImage>,
     rejected: Vec<JsonRejected<'a>>,
     unusable: Vec<JsonRejected<'a>>,
@@ -168,6 +228,11 @@ struct JsonSummary<'a> {
 #[derive(Serialize)]
 struct JsonImage {
     reference: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destination: Option<String>,
+    /// The mirror location the image was read from, when a mirror served it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_location: Option<String>,
     name: String,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -127,6 +127,11 @@ async fn run_blocking<T: Send + 'static>(
 }
 
 impl ImageDestination for ArchiveDestination {
+    /// The reuse check of this destination changes nothing (no mounts).
+    async fn holds_blob(&self, target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        Ok(self.try_reuse_blob(target, descriptor, target).await?.is_reused())
+    }
+
     async fn try_reuse_blob(
         &self,
         _target: &Reference,

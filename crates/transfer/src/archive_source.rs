@@ -10,6 +10,7 @@ use hpn_oci::{BlobStream, Descriptor, Digest, ImageConfig, ParsedManifest, RawMa
 use crate::endpoint::{BlobContent, ImageSource, parse_manifest};
 use crate::error::TransferError;
 use crate::hashing::DiffIdCheck;
+use crate::layer_compression::LayerCompressor;
 
 /// Read size when streaming a blob out of the archive file.
 const CHUNK: usize = 256 * 1024;
@@ -37,6 +38,9 @@ pub struct ArchiveSource {
     /// Layer digest → the DiffIDs the archive's configs list for it (one,
     /// unless configs disagree). Checked as each layer streams out.
     diff_ids: Arc<HashMap<Digest, Vec<Digest>>>,
+    /// Set for a registry destination: plain-tar layers of synthesized
+    /// manifests go out gzip-compressed.
+    compressor: Option<Arc<LayerCompressor>>,
 }
 
 impl ArchiveSource {
@@ -61,7 +65,15 @@ impl ArchiveSource {
             }
             images.push(ArchivedImageNames { names, digest: image.manifest.digest.clone() });
         }
-        Ok(Self { reader: Arc::new(reader), by_name, images, diff_ids: Arc::new(diff_ids) })
+        Ok(Self { reader: Arc::new(reader), by_name, images, diff_ids: Arc::new(diff_ids), compressor: None })
+    }
+
+    /// This source, giving the plain-tar layers of images the archive has no
+    /// manifest for (docker save before 25, skopeo docker-archives) as gzip
+    /// layers in the manifest hpn makes for them, as `docker push` sends
+    /// them. For a destination where layers are kept to be pulled again.
+    pub fn compressing_plain_layers(self) -> Result<Self, TransferError> {
+        Ok(Self { compressor: Some(Arc::new(LayerCompressor::new()?)), ..self })
     }
 
     /// The archive file or directory read.
@@ -167,11 +179,17 @@ impl ImageSource for ArchiveSource {
                 .and_then(|digest| self.images.iter().position(|candidate| &candidate.digest == digest))
                 .ok_or_else(|| self.not_found(image))?,
         };
-        let manifest = &self.reader.images()[position].manifest;
-        let (raw, _) = parse_manifest(manifest.bytes.clone(), Some(&manifest.media_type), || {
+        let archived = &self.reader.images()[position];
+        let manifest = &archived.manifest;
+        let (raw, parsed) = parse_manifest(manifest.bytes.clone(), Some(&manifest.media_type), || {
             format!("image {image} in archive {}", self.reader.path().display())
         })?;
-        Ok(raw)
+        match (&self.compressor, parsed) {
+            (Some(compressor), ParsedManifest::Image(parsed)) if archived.synthesized => {
+                compressor.compress_layers(&self.reader, raw, parsed).await
+            }
+            _ => Ok(raw),
+        }
     }
 
     async fn manifest(&self, image: &Reference, descriptor: &Descriptor) -> Result<RawManifest, TransferError> {
@@ -191,6 +209,9 @@ impl ImageSource for ArchiveSource {
     }
 
     async fn blob(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {
+        if let Some(spooled) = self.compressor.as_ref().and_then(|compressor| compressor.spooled(&descriptor.digest)) {
+            return Ok(BlobContent::File(spooled));
+        }
         let reader = Arc::clone(&self.reader);
         let digest = descriptor.digest.clone();
         let opened = tokio::task::spawn_blocking(move || reader.open_blob(&digest))

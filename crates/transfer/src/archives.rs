@@ -38,8 +38,17 @@ pub async fn copy_from_archives<D: ImageDestination>(
     target: impl Fn(&Reference) -> Result<Reference, String>,
 ) -> ArchiveRun {
     let mut run = ArchiveRun::default();
+    let mut held: Vec<Reference> = Vec::new();
     for input in inputs {
-        let source = match ArchiveSource::open(input).await {
+        let opened = ArchiveSource::open(input).await.and_then(|source| {
+            // A dry run plans with the plain sizes rather than compress every layer to learn its size.
+            if destination.prefers_compressed_layers() && !options.dry_run {
+                source.compressing_plain_layers()
+            } else {
+                Ok(source)
+            }
+        });
+        let source = match opened {
             Ok(source) => source,
             Err(error) => {
                 run.unusable.push((input.display().to_string(), error));
@@ -52,6 +61,7 @@ pub async fn copy_from_archives<D: ImageDestination>(
                 run.unusable.push((format!("{} image {}", input.display(), image.digest), TransferError::UnnamedImage));
             }
             for name in &image.names {
+                held.push(name.clone());
                 if wanted.is_some_and(|wanted| !wanted.contains(name)) {
                     continue;
                 }
@@ -66,6 +76,17 @@ pub async fn copy_from_archives<D: ImageDestination>(
         }
         let engine = Engine::new(Arc::new(source), Arc::clone(&destination), options.clone(), Arc::clone(&reporter));
         run.results.extend(engine.copy_all(&jobs).await);
+    }
+    // A name that matches nothing is a mistake to report, not a quiet success with nothing done.
+    let archives = inputs.iter().map(|input| input.display().to_string()).collect::<Vec<_>>().join(", ");
+    let held_names = held.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    for name in wanted.unwrap_or_default().iter().filter(|name| !held.contains(name)) {
+        let error = TransferError::NotInArchives {
+            name: name.to_string(),
+            archives: archives.clone(),
+            held: held_names.clone(),
+        };
+        run.unusable.push((name.to_string(), error));
     }
     run
 }

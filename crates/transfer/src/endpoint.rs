@@ -174,11 +174,23 @@ pub trait ImageDestination: Send + Sync + 'static {
         false
     }
 
-    /// Whether the destination has an image recorded under `name` already:
-    /// only then is it worth asking the source cheaply (a HEAD) whether that
-    /// image changed, before fetching it. A first pull skips the round trip.
-    fn has_image(&self, _name: &Reference) -> impl Future<Output = Result<bool, TransferError>> + Send {
-        async { Ok(false) }
+    /// Whether layers should arrive compressed where a source can choose (a
+    /// plain tar in a docker-only archive): a registry keeps them for every
+    /// later pull.
+    fn prefers_compressed_layers(&self) -> bool {
+        false
+    }
+
+    /// The top manifest or index the destination has recorded under `name`
+    /// already, if it keeps names it can read back (the store): only then is
+    /// it worth asking the source cheaply (a HEAD) whether that image
+    /// changed, or, under [`PullPolicy::Missing`](crate::PullPolicy::Missing),
+    /// not asking at all. A first pull skips the round trip.
+    fn recorded_image(
+        &self,
+        _name: &Reference,
+    ) -> impl Future<Output = Result<Option<Descriptor>, TransferError>> + Send {
+        async { Ok(None) }
     }
 
     /// A small blob (manifest, config) the destination already holds,
@@ -203,6 +215,14 @@ pub trait ImageDestination: Send + Sync + 'static {
         descriptor: &Descriptor,
         source: &Reference,
     ) -> impl Future<Output = Result<BlobReuse, TransferError>> + Send;
+
+    /// Whether the destination holds the blob at `target` now, asked without
+    /// changing anything (no mount): what a dry run reports as already there.
+    fn holds_blob(
+        &self,
+        target: &Reference,
+        descriptor: &Descriptor,
+    ) -> impl Future<Output = Result<bool, TransferError>> + Send;
 
     /// Takes a blob; stream content must be verified against `descriptor`.
     fn put_blob(

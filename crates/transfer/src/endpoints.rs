@@ -21,9 +21,11 @@ use hpn_store::Store;
 use crate::archive_endpoint::ArchiveDestination;
 use crate::archive_source::ArchiveSource;
 use crate::blob_locations::BlobLocations;
+use crate::empty_endpoint::EmptyDestination;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::engine::{CopyJob, Engine, EngineOptions};
 use crate::error::TransferError;
+use crate::mirrors::Mirrors;
 use crate::registry_endpoint::{RegistryDestination, RegistrySource};
 use crate::report::{CopyOutcome, Reporter};
 use crate::store_endpoint::{StoreDestination, StoreSource};
@@ -124,6 +126,7 @@ pub struct EndpointContext {
     durability: Durability,
     compression: ArchiveCompression,
     blob_locations: Arc<BlobLocations>,
+    mirrors: Arc<Mirrors>,
 }
 
 impl EndpointContext {
@@ -137,7 +140,14 @@ impl EndpointContext {
             durability,
             compression: ArchiveCompression::None,
             blob_locations: Arc::new(BlobLocations::in_memory()),
+            mirrors: Arc::new(Mirrors::new()),
         }
+    }
+
+    /// Registry sources read through `mirrors` first.
+    pub fn with_mirrors(mut self, mirrors: Arc<Mirrors>) -> Self {
+        self.mirrors = mirrors;
+        self
     }
 
     /// Registry endpoints use `client`.
@@ -196,7 +206,8 @@ impl EndpointContext {
     pub async fn open_source(&self, name: &EndpointName) -> Result<(AnySource, Reference), TransferError> {
         match name {
             EndpointName::Registry(image) => {
-                Ok((AnySource::Registry(RegistrySource::new(self.registry()?)), image.clone()))
+                let source = RegistrySource::with_mirrors(self.registry()?, Arc::clone(&self.mirrors));
+                Ok((AnySource::Registry(source), image.clone()))
             }
             EndpointName::Store(image) => Ok((AnySource::Store(StoreSource::new(self.store()?)), image.clone())),
             EndpointName::OciLayout { path, name } | EndpointName::Archive { path, name } => {
@@ -219,12 +230,7 @@ impl EndpointContext {
         name: &EndpointName,
         source_image: &Reference,
     ) -> Result<(AnyDestination, Reference), TransferError> {
-        let target = match name {
-            EndpointName::Registry(target) | EndpointName::Store(target) => target.clone(),
-            EndpointName::OciLayout { name, .. } | EndpointName::Archive { name, .. } => {
-                name.clone().unwrap_or_else(|| source_image.clone())
-            }
-        };
+        let target = target_name(name, source_image);
         let destination = match name {
             EndpointName::Registry(_) => AnyDestination::Registry(self.registry_destination()?),
             EndpointName::Store(_) => AnyDestination::Store(StoreDestination::new(self.store()?)),
@@ -237,6 +243,43 @@ impl EndpointContext {
             ),
         };
         Ok((destination, target))
+    }
+
+    /// [`EndpointContext::open_destination`] for a dry run, creating nothing:
+    /// a store or layout that does not exist yet, and any archive (which
+    /// would be written anew), are planned against as empty.
+    pub fn open_planned_destination(
+        &self,
+        name: &EndpointName,
+        source_image: &Reference,
+    ) -> Result<(AnyDestination, Reference), TransferError> {
+        let existing = |root: &Path| -> Result<AnyDestination, TransferError> {
+            Ok(if root.join("index.json").is_file() {
+                AnyDestination::Store(StoreDestination::new(Arc::new(Store::open_with(root, self.durability)?)))
+            } else {
+                AnyDestination::Empty(EmptyDestination)
+            })
+        };
+        let destination = match name {
+            EndpointName::Registry(_) => AnyDestination::Registry(self.registry_destination()?),
+            EndpointName::Store(_) if self.store_root.join("index.json").is_file() => {
+                AnyDestination::Store(StoreDestination::new(self.store()?))
+            }
+            EndpointName::Store(_) => AnyDestination::Empty(EmptyDestination),
+            EndpointName::OciLayout { path, .. } => existing(path)?,
+            EndpointName::Archive { .. } => AnyDestination::Empty(EmptyDestination),
+        };
+        Ok((destination, target_name(name, source_image)))
+    }
+}
+
+/// The name an image gets at `name`: its own, else `source_image`'s.
+fn target_name(name: &EndpointName, source_image: &Reference) -> Reference {
+    match name {
+        EndpointName::Registry(target) | EndpointName::Store(target) => target.clone(),
+        EndpointName::OciLayout { name, .. } | EndpointName::Archive { name, .. } => {
+            name.clone().unwrap_or_else(|| source_image.clone())
+        }
     }
 }
 
@@ -260,6 +303,8 @@ pub enum AnyDestination {
     Store(StoreDestination),
     /// An archive file, finished by [`AnyDestination::finish`].
     Archive(ArchiveDestination, PathBuf),
+    /// A place a dry run plans against because it does not exist yet.
+    Empty(EmptyDestination),
 }
 
 /// An archive file a run wrote, complete under its final name.
@@ -279,18 +324,20 @@ impl AnyDestination {
             Self::Archive(archive, path) => {
                 Ok(Some(WrittenArchive { path: path.clone(), size: archive.finish().await? }))
             }
-            Self::Registry(_) | Self::Store(_) => Ok(None),
+            Self::Registry(_) | Self::Store(_) | Self::Empty(_) => Ok(None),
         }
     }
 }
 
-/// Forwards a method call to whichever endpoint the enum holds.
+/// Forwards a method call to whichever endpoint the enum holds; `extra`
+/// names the variants only one of the enums has.
 macro_rules! forward {
-    ($self:ident, $endpoint:ident => $call:expr) => {
+    ($self:ident, $endpoint:ident => $call:expr $(, $extra:ident)*) => {
         match $self {
             Self::Registry($endpoint) => $call,
             Self::Store($endpoint) => $call,
             Self::Archive($endpoint, ..) => $call,
+            $(Self::$extra($endpoint) => $call,)*
         }
     };
 }
@@ -319,15 +366,23 @@ impl ImageSource for AnySource {
 
 impl ImageDestination for AnyDestination {
     fn requires_complete_index(&self) -> bool {
-        forward!(self, destination => destination.requires_complete_index())
+        forward!(self, destination => destination.requires_complete_index(), Empty)
     }
 
-    async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
-        forward!(self, destination => destination.has_image(name).await)
+    fn prefers_compressed_layers(&self) -> bool {
+        forward!(self, destination => destination.prefers_compressed_layers(), Empty)
+    }
+
+    async fn recorded_image(&self, name: &Reference) -> Result<Option<Descriptor>, TransferError> {
+        forward!(self, destination => destination.recorded_image(name).await, Empty)
     }
 
     async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {
-        forward!(self, destination => destination.cached(digest, limit).await)
+        forward!(self, destination => destination.cached(digest, limit).await, Empty)
+    }
+
+    async fn holds_blob(&self, target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        forward!(self, destination => destination.holds_blob(target, descriptor).await, Empty)
     }
 
     async fn try_reuse_blob(
@@ -336,7 +391,7 @@ impl ImageDestination for AnyDestination {
         descriptor: &Descriptor,
         source: &Reference,
     ) -> Result<BlobReuse, TransferError> {
-        forward!(self, destination => destination.try_reuse_blob(target, descriptor, source).await)
+        forward!(self, destination => destination.try_reuse_blob(target, descriptor, source).await, Empty)
     }
 
     async fn put_blob(
@@ -345,15 +400,15 @@ impl ImageDestination for AnyDestination {
         descriptor: &Descriptor,
         content: BlobContent,
     ) -> Result<(), TransferError> {
-        forward!(self, destination => destination.put_blob(target, descriptor, content).await)
+        forward!(self, destination => destination.put_blob(target, descriptor, content).await, Empty)
     }
 
     async fn put_manifest(&self, target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
-        forward!(self, destination => destination.put_manifest(target, manifest).await)
+        forward!(self, destination => destination.put_manifest(target, manifest).await, Empty)
     }
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
-        forward!(self, destination => destination.commit(image).await)
+        forward!(self, destination => destination.commit(image).await, Empty)
     }
 }
 
@@ -367,6 +422,8 @@ pub struct CopyReport {
     pub outcome: Result<CopyOutcome, TransferError>,
     /// The archive written, when the destination was one.
     pub archive: Option<WrittenArchive>,
+    /// The mirror location the image was read from, when a mirror served it.
+    pub served_from: Option<Reference>,
 }
 
 /// Copies one image from `source` to `destination`, any kinds: `hpn copy`.
@@ -381,10 +438,22 @@ pub async fn copy(
     reporter: Arc<dyn Reporter>,
 ) -> Result<CopyReport, TransferError> {
     let (source, image) = context.open_source(source).await?;
-    let (destination, target) = context.open_destination(destination, &image)?;
+    let (destination, target) = if options.dry_run {
+        context.open_planned_destination(destination, &image)?
+    } else {
+        context.open_destination(destination, &image)?
+    };
+    let source = match source {
+        // A dry run plans with the plain sizes rather than compress every layer to learn its size.
+        AnySource::Archive(archive) if destination.prefers_compressed_layers() && !options.dry_run => {
+            AnySource::Archive(archive.compressing_plain_layers()?)
+        }
+        source => source,
+    };
     let destination = Arc::new(destination);
     let job = CopyJob { index: 0, source: image.clone(), destination: target };
-    let engine = Engine::new(Arc::new(source), Arc::clone(&destination), options, reporter);
+    let source = Arc::new(source);
+    let engine = Engine::new(Arc::clone(&source), Arc::clone(&destination), options, reporter);
     let (outcome, archive) = match engine.copy(&job).await {
         Ok(outcome) => match destination.finish().await {
             Ok(archive) => (Ok(outcome), archive),
@@ -392,7 +461,11 @@ pub async fn copy(
         },
         Err(error) => (Err(error), None),
     };
-    Ok(CopyReport { image, outcome, archive })
+    let served_from = match &*source {
+        AnySource::Registry(registry) => registry.served_from(&image),
+        AnySource::Store(_) | AnySource::Archive(_) => None,
+    };
+    Ok(CopyReport { image, outcome, archive, served_from })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -23,6 +24,24 @@ pub enum PlatformChoice {
     Available,
 }
 
+/// When the engine asks the source about an image the destination already
+/// holds under its name (podman's `--pull`). A digest reference names
+/// content, which cannot change: a complete copy at the destination is used
+/// under every policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Ask the source what a tag names now (a HEAD when the destination has
+    /// the tag), and fetch what changed.
+    #[default]
+    Always,
+    /// Take the destination's copy of a tag it holds, without asking the
+    /// source; fetch only images it lacks.
+    Missing,
+    /// Never ask the source: an image the destination does not hold
+    /// completely is an error ([`TransferError::NotLocal`]).
+    Never,
+}
+
 /// How the engine copies: which platforms, how much at once.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -33,6 +52,10 @@ pub struct EngineOptions {
     pub max_concurrent_blobs: usize,
     /// Images in progress at once in [`Engine::copy_all`].
     pub max_concurrent_images: usize,
+    /// When the source is asked about an image the destination holds.
+    pub pull: PullPolicy,
+    /// Only plan: report what would move, write nothing ([`Engine::copy`]).
+    pub dry_run: bool,
 }
 
 /// How much runs at once. Every concurrency default of hpn is here.
@@ -67,7 +90,23 @@ impl Default for Concurrency {
 impl EngineOptions {
     /// Options for `platforms` with the limits of `concurrency`.
     pub fn new(platforms: PlatformChoice, concurrency: &Concurrency) -> Self {
-        Self { platforms, max_concurrent_blobs: concurrency.blobs, max_concurrent_images: concurrency.images }
+        Self {
+            platforms,
+            max_concurrent_blobs: concurrency.blobs,
+            max_concurrent_images: concurrency.images,
+            pull: PullPolicy::default(),
+            dry_run: false,
+        }
+    }
+
+    /// These options as a dry run, or not.
+    pub fn with_dry_run(self, dry_run: bool) -> Self {
+        Self { dry_run, ..self }
+    }
+
+    /// These options with pull policy `pull`.
+    pub fn with_pull(self, pull: PullPolicy) -> Self {
+        Self { pull, ..self }
     }
 }
 
@@ -75,6 +114,15 @@ impl Default for EngineOptions {
     fn default() -> Self {
         Self::new(PlatformChoice::One(Platform::host()), &Concurrency::default())
     }
+}
+
+/// Whether [`Engine::platform_images`] hands configs to the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Configs {
+    /// A copy: each config goes to the destination as it is read.
+    Copy,
+    /// A plan: configs are only read.
+    ReadOnly,
 }
 
 /// One image to copy: what to read and the name to record it under.
@@ -114,6 +162,29 @@ pub struct Engine<S, D> {
     /// several repositories of one registry want at once is sent to the first
     /// and reused (mounted) by the others, rather than uploaded once each.
     transfers: SingleFlight<Digest, ()>,
+    /// Which image each transfer in flight is for, so an image that waits on
+    /// it can say so.
+    transferring_for: Mutex<HashMap<Digest, Reference>>,
+}
+
+/// Marks a blob's transfer as being for an image until dropped (the
+/// transfer ended, or its future was dropped).
+struct TransferMark<'a> {
+    marks: &'a Mutex<HashMap<Digest, Reference>>,
+    digest: Digest,
+}
+
+impl<'a> TransferMark<'a> {
+    fn new(marks: &'a Mutex<HashMap<Digest, Reference>>, digest: &Digest, image: &Reference) -> Self {
+        marks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(digest.clone(), image.clone());
+        Self { marks, digest: digest.clone() }
+    }
+}
+
+impl Drop for TransferMark<'_> {
+    fn drop(&mut self) {
+        self.marks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.digest);
+    }
 }
 
 impl<S, D> std::fmt::Debug for Engine<S, D> {
@@ -135,12 +206,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             layers: SingleFlight::new(),
             configs: SingleFlight::new(),
             transfers: SingleFlight::new(),
+            transferring_for: Mutex::new(HashMap::new()),
         }
     }
 
     /// Copies every job, several at once; one failure does not stop the
     /// others. Results come back in job order.
     pub async fn copy_all(&self, jobs: &[CopyJob]) -> Vec<Result<CopyOutcome, TransferError>> {
+        self.reporter.images_queued(jobs.len());
         let mut results: Vec<(usize, Result<CopyOutcome, TransferError>)> = stream::iter(jobs)
             .map(|job| async move { (job.index, self.copy(job).await) })
             .buffer_unordered(self.options.max_concurrent_images.max(1))
@@ -150,65 +223,58 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         results.into_iter().map(|(_, result)| result).collect()
     }
 
-    /// Copies one image, reporting its start and end.
+    /// Copies one image (or plans it, in a dry run), reporting its start and end.
     pub async fn copy(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
         self.reporter.image_started(&job.source);
-        let result = self.copy_unreported(job).await;
+        let result = if self.options.dry_run { self.plan(job).await } else { self.copy_unreported(job).await };
         self.reporter.image_finished(&job.source, result.as_ref());
         result
     }
 
+    /// What copying `job` would do, with nothing written anywhere (a dry
+    /// run, [`EngineOptions::dry_run`]): the image's digest and platforms,
+    /// and its layers split into those the destination holds and those that
+    /// would move. Manifests and configs are read from the source (or the
+    /// destination's copies); no layer is, and nothing is mounted, uploaded
+    /// or stored.
+    async fn plan(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
+        let (top, platforms, _) = self.platform_images(job, Configs::ReadOnly).await?;
+        let layers = distinct_layers(&platforms);
+        let mut outcome = CopyOutcome {
+            digest: top.digest,
+            media_type: top.media_type,
+            platforms: platforms.into_iter().map(|platform| platform.platform).collect(),
+            blobs_transferred: 0,
+            bytes_transferred: 0,
+            blobs_present: 0,
+            bytes_present: 0,
+        };
+        // Owned descriptors, for the reason given in `copy_unreported`.
+        let present: Vec<bool> = stream::iter(layers.clone())
+            .map(|layer| async move { self.destination.holds_blob(&job.destination, &layer).await })
+            .buffered(self.options.max_concurrent_blobs.max(1))
+            .try_collect()
+            .await?;
+        for (layer, present) in layers.iter().zip(present) {
+            if present {
+                outcome.blobs_present += 1;
+                outcome.bytes_present += layer.size;
+            } else {
+                outcome.blobs_transferred += 1;
+                outcome.bytes_transferred += layer.size;
+            }
+        }
+        Ok(outcome)
+    }
+
     async fn copy_unreported(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
         let (image, target) = (&job.source, &job.destination);
-        let top = self.resolve_top(image).await?;
-        let (_, parsed) = parse_manifest(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
-        let (top, (platform_manifests, primary)) = match parsed {
-            ParsedManifest::Image(manifest) => (top.clone(), (vec![(top, manifest, None)], 0)),
-            ParsedManifest::Index(index) => {
-                let selected = self.select_platforms(image, &index.manifests).await?;
-                if selected.0.len() < index.manifests.len() && self.destination.requires_complete_index() {
-                    // The index cannot go without all its manifests: the image becomes
-                    // the chosen platform's manifest, digest as the source has it.
-                    let (mut platforms, primary) = selected;
-                    let chosen = platforms.swap_remove(primary);
-                    tracing::info!(%image, platform = ?chosen.2, "not every platform is available; writing one platform's manifest");
-                    (chosen.0.clone(), (vec![chosen], 0))
-                } else {
-                    (top, selected)
-                }
-            }
-        };
-
-        let mut platforms = Vec::with_capacity(platform_manifests.len());
-        for (manifest, parsed, index_platform) in platform_manifests {
-            let config = self.config(image, target, &parsed.config).await?;
-            let image_config = ImageConfig::parse(&config).map_err(|source| TransferError::Manifest {
-                context: format!("image {image}, config {}", parsed.config.digest),
-                source,
-            })?;
-            if image_config.rootfs.diff_ids.len() != parsed.layers.len() {
-                return Err(TransferError::LayerCountMismatch {
-                    layers: parsed.layers.len(),
-                    diff_ids: image_config.rootfs.diff_ids.len(),
-                });
-            }
-            let platform = index_platform.unwrap_or_else(|| image_config.platform());
-            platforms.push(PlatformImage {
-                manifest,
-                parsed,
-                config,
-                platform,
-                diff_ids: image_config.rootfs.diff_ids,
-            });
-        }
+        let (top, platforms, primary) = self.platform_images(job, Configs::Copy).await?;
 
         // Owned descriptors: a stream closure over `&Descriptor` would make this
         // future's Send-ness depend on a higher-ranked lifetime that rustc
         // cannot prove, and callers (a save's export) need it Send.
-        let mut layers: Vec<Descriptor> =
-            platforms.iter().flat_map(|platform| &platform.parsed.layers).cloned().collect();
-        layers.sort_by(|a, b| a.digest.cmp(&b.digest));
-        layers.dedup_by(|a, b| a.digest == b.digest);
+        let layers = distinct_layers(&platforms);
         let planned_bytes: u64 = layers.iter().map(|layer| layer.size).sum();
         let layer_count = layers.len();
         self.reporter.image_planned(image, layers.len(), planned_bytes);
@@ -252,6 +318,89 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         })
     }
 
+    /// What `job`'s image is: its top manifest or index (as the destination
+    /// gets it), each platform image with its config, and which platform a
+    /// single-platform consumer gets. `configs` says whether the configs
+    /// also go to the destination (a copy) or are only read (a plan).
+    pub(crate) async fn platform_images(
+        &self,
+        job: &CopyJob,
+        configs: Configs,
+    ) -> Result<(RawManifest, Vec<PlatformImage>, usize), TransferError> {
+        let (image, target) = (&job.source, &job.destination);
+        let top = self.resolve_top(image).await?;
+        let (_, parsed) = parse_manifest(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
+        let (top, (platform_manifests, primary)) = match parsed {
+            ParsedManifest::Image(manifest) => (top.clone(), (vec![(top, manifest, None)], 0)),
+            ParsedManifest::Index(index) => {
+                let selected = self.select_platforms(image, &index.manifests).await?;
+                if selected.0.len() < index.manifests.len() && self.destination.requires_complete_index() {
+                    // The index cannot go without all its manifests: the image becomes
+                    // the chosen platform's manifest, digest as the source has it.
+                    let (mut platforms, primary) = selected;
+                    let chosen = platforms.swap_remove(primary);
+                    tracing::info!(%image, platform = ?chosen.2, "not every platform is available; writing one platform's manifest");
+                    (chosen.0.clone(), (vec![chosen], 0))
+                } else {
+                    (top, selected)
+                }
+            }
+        };
+
+        let mut platforms = Vec::with_capacity(platform_manifests.len());
+        for (manifest, parsed, index_platform) in platform_manifests {
+            let config = match configs {
+                Configs::Copy => self.config(image, target, &parsed.config).await?,
+                Configs::ReadOnly => self.read_config(image, &parsed.config).await?,
+            };
+            let image_config = ImageConfig::parse(&config).map_err(|source| TransferError::Manifest {
+                context: format!("image {image}, config {}", parsed.config.digest),
+                source,
+            })?;
+            if image_config.rootfs.diff_ids.len() != parsed.layers.len() {
+                return Err(TransferError::LayerCountMismatch {
+                    layers: parsed.layers.len(),
+                    diff_ids: image_config.rootfs.diff_ids.len(),
+                });
+            }
+            let platform = index_platform.unwrap_or_else(|| image_config.platform());
+            platforms.push(PlatformImage {
+                manifest,
+                parsed,
+                config,
+                platform,
+                diff_ids: image_config.rootfs.diff_ids,
+            });
+        }
+        Ok((top, platforms, primary))
+    }
+
+    /// Fails when the source (a store or an archive, which keep only the
+    /// platforms pulled or saved) lacks a chosen platform's manifest, naming
+    /// the platforms it holds rather than a missing blob.
+    async fn check_source_holds(
+        &self,
+        image: &Reference,
+        candidates: &[&Descriptor],
+        chosen: &[&Descriptor],
+    ) -> Result<(), TransferError> {
+        let mut held = Vec::new();
+        let mut missing = Vec::new();
+        for entry in candidates {
+            let platform = entry.platform.as_ref().map_or_else(|| entry.digest.to_string(), Platform::to_string);
+            if self.source.has_manifest(entry).await? {
+                held.push(platform);
+            } else if chosen.iter().any(|chosen| chosen.digest == entry.digest) {
+                missing.push(platform);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let held = if held.is_empty() { "no".to_owned() } else { held.join(", ") };
+        Err(TransferError::PlatformNotHeld { image: image.to_string(), missing: missing.join(", "), held })
+    }
+
     /// Picks the index entries to copy and fetches their manifests. Returns
     /// them with the position of the one a single-platform consumer gets.
     async fn select_platforms(
@@ -281,6 +430,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 candidates.iter().copied().find(|entry| entry_matches(entry, wanted)).into_iter().collect()
             }
         };
+        if !matches!(self.options.platforms, PlatformChoice::Available) && !chosen.is_empty() {
+            self.check_source_holds(image, &candidates, &chosen).await?;
+        }
         if chosen.is_empty() {
             let wanted = match &self.options.platforms {
                 PlatformChoice::One(wanted) => wanted.clone(),
@@ -305,7 +457,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 Some(bytes) => {
                     RawManifest { bytes, media_type: entry.media_type.clone(), digest: entry.digest.clone() }
                 }
-                None => self.source.manifest(image, entry).await?,
+                None => self.source(image)?.manifest(image, entry).await?,
             };
             if manifest.digest != entry.digest {
                 return Err(TransferError::DigestMismatch {
@@ -330,18 +482,23 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
 
     /// The top-level manifest: from the destination when the source says it
     /// has not changed (a tag the destination knows is resolved with a cheap
-    /// HEAD first), else fetched. A HEAD that fails is not fatal: the GET then
-    /// says why.
+    /// HEAD first) or the pull policy says not to ask, else fetched. A HEAD
+    /// that fails is not fatal: the GET then says why.
     async fn resolve_top(&self, image: &Reference) -> Result<RawManifest, TransferError> {
         let known = match image.digest() {
             Some(digest) => Some((digest.clone(), None)),
-            None if !self.destination.has_image(image).await? => None,
-            None => match self.source.peek(image).await {
-                Ok(peeked) => peeked.map(|descriptor| (descriptor.digest, Some(descriptor.media_type))),
-                Err(error) => {
-                    tracing::debug!(%image, %error, "HEAD failed; fetching the manifest instead");
-                    None
+            None => match self.destination.recorded_image(image).await? {
+                None => None,
+                Some(recorded) if self.options.pull != PullPolicy::Always => {
+                    Some((recorded.digest, Some(recorded.media_type)))
                 }
+                Some(_) => match self.source(image)?.peek(image).await {
+                    Ok(peeked) => peeked.map(|descriptor| (descriptor.digest, Some(descriptor.media_type))),
+                    Err(error) => {
+                        tracing::debug!(%image, %error, "HEAD failed; fetching the manifest instead");
+                        None
+                    }
+                },
             },
         };
         if let Some((digest, media_type)) = known
@@ -350,7 +507,15 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             let (manifest, _) = parse_manifest(bytes, media_type.as_deref(), || format!("image {image}"))?;
             return Ok(manifest);
         }
-        self.source.resolve(image).await
+        self.source(image)?.resolve(image).await
+    }
+
+    /// The source, unless the pull policy forbids asking it about `image`.
+    fn source(&self, image: &Reference) -> Result<&S, TransferError> {
+        match self.options.pull {
+            PullPolicy::Never => Err(TransferError::NotLocal { image: image.to_string() }),
+            PullPolicy::Always | PullPolicy::Missing => Ok(&self.source),
+        }
     }
 
     /// A config blob: read whole (it is small and needed to plan the copy),
@@ -365,12 +530,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         let (result, _) = self
             .configs
             .run(key, || async {
-                let bytes = match self.destination.cached(&descriptor.digest, limits::CONFIG).await? {
-                    Some(bytes) => bytes,
-                    None => {
-                        self.source.blob(image, descriptor).await?.read_verified(descriptor, limits::CONFIG).await?
-                    }
-                };
+                let bytes = self.read_config(image, descriptor).await?;
                 if !self.destination.try_reuse_blob(target, descriptor, image).await?.is_reused() {
                     self.destination.put_blob(target, descriptor, BlobContent::Bytes(bytes.clone())).await?;
                 }
@@ -378,6 +538,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             })
             .await;
         result.map_err(TransferError::Shared)
+    }
+
+    /// A config's bytes, verified: the destination's copy, else the source's.
+    async fn read_config(&self, image: &Reference, descriptor: &Descriptor) -> Result<Bytes, TransferError> {
+        match self.destination.cached(&descriptor.digest, limits::CONFIG).await? {
+            Some(bytes) => Ok(bytes),
+            None => self.source(image)?.blob(image, descriptor).await?.read_verified(descriptor, limits::CONFIG).await,
+        }
     }
 
     /// A layer: reused when the destination can (present, or mounted), else
@@ -395,8 +563,23 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 if self.destination.try_reuse_blob(target, descriptor, image).await?.is_reused() {
                     return Ok(BlobOrigin::AlreadyPresent);
                 }
-                let (sent, sent_here) =
-                    self.transfers.run(descriptor.digest.clone(), || self.move_blob(image, target, descriptor)).await;
+                let fetching_for = self
+                    .transferring_for
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .get(&descriptor.digest)
+                    .filter(|other| *other != image)
+                    .cloned();
+                if let Some(other) = fetching_for {
+                    self.reporter.blob_waiting(image, descriptor, &other);
+                }
+                let (sent, sent_here) = self
+                    .transfers
+                    .run(descriptor.digest.clone(), || async {
+                        let _mark = TransferMark::new(&self.transferring_for, &descriptor.digest, image);
+                        self.move_blob(image, target, descriptor).await
+                    })
+                    .await;
                 match sent {
                     Ok(()) if sent_here => return Ok(BlobOrigin::Transferred),
                     Err(error) if sent_here => return Err(TransferError::Shared(error)),
@@ -432,7 +615,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         descriptor: &Descriptor,
     ) -> Result<(), TransferError> {
         let _slot = self.blob_slots.acquire().await.expect("the semaphore is never closed");
-        let content = match self.source.blob(image, descriptor).await? {
+        let content = match self.source(image)?.blob(image, descriptor).await? {
             BlobContent::Stream(stream) => {
                 let reporter = Arc::clone(&self.reporter);
                 let image = image.clone();
@@ -447,6 +630,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         };
         self.destination.put_blob(target, descriptor, content).await
     }
+}
+
+/// Every layer of the platform images, once each, in digest order.
+fn distinct_layers(platforms: &[PlatformImage]) -> Vec<Descriptor> {
+    let mut layers: Vec<Descriptor> = platforms.iter().flat_map(|platform| &platform.parsed.layers).cloned().collect();
+    layers.sort_by(|a, b| a.digest.cmp(&b.digest));
+    layers.dedup_by(|a, b| a.digest == b.digest);
+    layers
 }
 
 fn entry_matches(entry: &Descriptor, wanted: &Platform) -> bool {

@@ -39,6 +39,27 @@ pub enum TransferError {
         /// The platforms the index lists, comma-separated.
         available: String,
     },
+    /// The source holds only some platforms of an index (a store or an
+    /// archive keeps those that were pulled or saved), not all that were asked for.
+    #[error("the source holds the {held} image of this index but not {missing}")]
+    PlatformNotHeld {
+        /// The image, as a full reference.
+        image: String,
+        /// The platforms asked for that the source lacks, comma-separated.
+        missing: String,
+        /// The platforms it holds, comma-separated ("no" when none).
+        held: String,
+    },
+    /// Names asked for that no input archive holds.
+    #[error("no image named {name} in {archives} (they hold: {held})")]
+    NotInArchives {
+        /// The name asked for, as a full reference.
+        name: String,
+        /// The archives read, comma-separated.
+        archives: String,
+        /// The names they hold, comma-separated.
+        held: String,
+    },
     /// A document larger than hpn reads into memory (`hpn_oci::limits`).
     #[error("{what} {digest} is {size} bytes, more than the {limit} bytes hpn accepts for it")]
     TooLarge {
@@ -92,6 +113,13 @@ pub enum TransferError {
         name: String,
         /// The store's directory.
         store: PathBuf,
+    },
+    /// The pull policy is [`PullPolicy::Never`](crate::PullPolicy::Never)
+    /// and the destination does not hold all of the image.
+    #[error("{image} is not complete in the store, and the pull policy never lets hpn fetch it from its source")]
+    NotLocal {
+        /// The image.
+        image: String,
     },
     /// The store lacks a blob an image it names needs.
     #[error("blob {digest} is missing from the store at {}", .store.display())]

@@ -1,45 +1,118 @@
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex};
 
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
-use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, UploadStream, body_from_bytes};
+use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, RegistryError, UploadStream, body_from_bytes};
 
 use crate::blob_locations::BlobLocations;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::error::TransferError;
+use crate::mirrors::Mirrors;
 
 /// Read size for uploads from local files.
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
-/// Reads images from registries over the distribution API.
+/// Reads images from registries over the distribution API, through their
+/// mirrors first when [`Mirrors`] has any for them.
 #[derive(Debug, Clone)]
 pub struct RegistrySource {
     client: RegistryClient,
+    mirrors: Arc<Mirrors>,
+    /// Per image (by its own name), the mirror location its top manifest came
+    /// from: its other reads go there first.
+    served: Arc<Mutex<HashMap<Reference, Reference>>>,
 }
 
 impl RegistrySource {
-    /// A source reading through `client`.
+    /// A source reading through `client`, from each image's own registry.
     pub fn new(client: RegistryClient) -> Self {
-        Self { client }
+        Self::with_mirrors(client, Arc::new(Mirrors::new()))
+    }
+
+    /// A source reading through `client`, trying `mirrors` before each
+    /// image's own registry.
+    pub fn with_mirrors(client: RegistryClient, mirrors: Arc<Mirrors>) -> Self {
+        Self { client, mirrors, served: Arc::default() }
+    }
+
+    /// The mirror location that served `image`, if a mirror did.
+    pub fn served_from(&self, image: &Reference) -> Option<Reference> {
+        self.served_by(image).filter(|location| location != image)
+    }
+
+    /// Where `image`'s top manifest came from: a mirror or its own registry.
+    fn served_by(&self, image: &Reference) -> Option<Reference> {
+        self.served.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(image).cloned()
+    }
+
+    /// Where to read `image` from, in order: the location that served its
+    /// manifest so far, then the mirrors, then its own registry.
+    fn candidates(&self, image: &Reference) -> Vec<Reference> {
+        let mut candidates = self.mirrors.locations(image);
+        candidates.push(image.clone());
+        if let Some(served) = self.served_by(image)
+            && let Some(position) = candidates.iter().position(|candidate| *candidate == served)
+        {
+            candidates[..=position].rotate_right(1);
+        }
+        candidates
+    }
+
+    /// `read` at each candidate location of `image` until one answers. A
+    /// mirror that fails is logged and the next tried; when every location
+    /// fails, the error reported is that of the image's own registry.
+    async fn read_first<T, F, Fut>(&self, image: &Reference, read: F) -> Result<(T, Reference), TransferError>
+    where
+        F: Fn(Reference) -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let candidates = self.candidates(image);
+        let mut origin_error = None;
+        for location in candidates {
+            match read(location.clone()).await {
+                Ok(value) => return Ok((value, location)),
+                Err(error) if location == *image => origin_error = Some(error),
+                Err(error) => {
+                    tracing::warn!(%image, mirror = %location, %error, "mirror failed; trying the next location")
+                }
+            }
+        }
+        Err(origin_error.expect("the image's own registry is always a candidate").into())
+    }
+
+    fn record(&self, image: &Reference, location: Reference) {
+        self.served.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(image.clone(), location);
     }
 }
 
 impl ImageSource for RegistrySource {
     async fn peek(&self, image: &Reference) -> Result<Option<Descriptor>, TransferError> {
-        Ok(self.client.head_manifest(image).await?)
+        let client = &self.client;
+        let (peeked, location) = self.read_first(image, |at| async move { client.head_manifest(&at).await }).await?;
+        self.record(image, location);
+        Ok(peeked)
     }
 
     async fn resolve(&self, image: &Reference) -> Result<RawManifest, TransferError> {
-        Ok(self.client.get_manifest(image).await?)
+        let client = &self.client;
+        let (manifest, location) = self.read_first(image, |at| async move { client.get_manifest(&at).await }).await?;
+        self.record(image, location);
+        Ok(manifest)
     }
 
     async fn manifest(&self, image: &Reference, descriptor: &Descriptor) -> Result<RawManifest, TransferError> {
-        self.resolve(&image.with_digest_only(descriptor.digest.clone())).await
+        let client = &self.client;
+        let digest = &descriptor.digest;
+        let read = |at: Reference| async move { client.get_manifest(&at.with_digest_only(digest.clone())).await };
+        Ok(self.read_first(image, read).await?.0)
     }
 
     async fn blob(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {
-        Ok(BlobContent::Stream(self.client.get_blob(image, descriptor).await?))
+        let client = &self.client;
+        let (stream, _) = self.read_first(image, |at| async move { client.get_blob(&at, descriptor).await }).await?;
+        Ok(BlobContent::Stream(stream))
     }
 }
 
@@ -112,8 +185,16 @@ fn body_factory(content: BlobContent) -> BodyFactory {
 }
 
 impl ImageDestination for RegistryDestination {
+    fn prefers_compressed_layers(&self) -> bool {
+        true
+    }
+
     fn requires_complete_index(&self) -> bool {
         true
+    }
+
+    async fn holds_blob(&self, target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        Ok(self.client.blob_exists(target, &descriptor.digest).await?)
     }
 
     /// Present in the repository (a HEAD), else mounted from the source's

@@ -36,12 +36,18 @@ pub struct CopyOutcome {
 /// terminal, tests count). Every image reported as started is finished
 /// exactly once.
 pub trait Reporter: Send + Sync {
+    /// `count` more images are queued for this run (a run over several
+    /// archives queues each archive's images in turn).
+    fn images_queued(&self, _count: usize) {}
     /// Copying `image` began.
     fn image_started(&self, _image: &Reference) {}
     /// The image's blobs are known: how many and how many bytes in all.
     fn image_planned(&self, _image: &Reference, _blobs: usize, _bytes: u64) {}
     /// `bytes` more bytes of some blob of `image` arrived.
     fn bytes_transferred(&self, _image: &Reference, _bytes: u64) {}
+    /// `image` waits for a layer that another image, `fetched_for`, is moving
+    /// right now; [`Reporter::blob_done`] follows when it is there.
+    fn blob_waiting(&self, _image: &Reference, _blob: &Descriptor, _fetched_for: &Reference) {}
     /// A layer of `image` is at the destination, moved or found there.
     fn blob_done(&self, _image: &Reference, _blob: &Descriptor, _origin: BlobOrigin) {}
     /// Copying `image` ended, well or not.

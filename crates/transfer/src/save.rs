@@ -7,7 +7,7 @@
 //! committing an image to the store then exports it (its manifests and
 //! docker's files) from the store, where every blob was verified on arrival.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use hpn_store::Store;
 use crate::archive_endpoint::ArchiveDestination;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::endpoints::WrittenArchive;
-use crate::engine::{CopyJob, Engine, EngineOptions};
+use crate::engine::{CopyJob, Engine, EngineOptions, PullPolicy};
 use crate::error::TransferError;
 use crate::report::{CopyOutcome, NoReport, Reporter};
 use crate::store_endpoint::{StoreDestination, StoreSource};
@@ -75,15 +75,16 @@ pub async fn save<S: ImageSource>(
     reporter: Arc<dyn Reporter>,
 ) -> Result<SaveReport, TransferError> {
     let store_source = Arc::new(StoreSource::new(Arc::clone(&store)));
+    // The pull policy is about the registry; exports read the store, which is always asked.
+    let export_options = options.clone().with_pull(PullPolicy::Always);
     let (export, single) = match output {
         SaveOutput::OneArchive(path) => {
-            let archive =
-                Arc::new(ArchiveDestination::create(&path, archive_options.compression, archive_options.durability)?);
+            let archive = Arc::new(create_archive(&path, archive_options).await?);
             let exporter =
-                Engine::new(Arc::clone(&store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport));
+                Engine::new(Arc::clone(&store_source), Arc::clone(&archive), export_options, Arc::new(NoReport));
             (Export::One { archive, exporter: Box::new(exporter) }, Some(path))
         }
-        SaveOutput::PerImage(paths) => (Export::PerImage { paths, options: options.clone() }, None),
+        SaveOutput::PerImage(paths) => (Export::PerImage { paths, options: export_options }, None),
     };
     let destination = Arc::new(SaveDestination {
         store: StoreDestination::new(Arc::clone(&store)),
@@ -107,6 +108,14 @@ pub async fn save<S: ImageSource>(
         }
     }
     Ok(SaveReport { results, archives })
+}
+
+/// Starts an archive on the blocking pool: opening a FIFO waits for its reader.
+async fn create_archive(path: &Path, options: ArchiveOptions) -> Result<ArchiveDestination, TransferError> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || ArchiveDestination::create(&path, options.compression, options.durability))
+        .await
+        .map_err(|join| TransferError::task_failed("archive", join))?
 }
 
 /// How committed images leave the store.
@@ -160,11 +169,7 @@ impl SaveDestination {
                         .await
                         .map_err(|error| TransferError::io(format!("creating directory {}", dir.display()), error))?;
                 }
-                let archive = Arc::new(ArchiveDestination::create(
-                    path,
-                    self.archive_options.compression,
-                    self.archive_options.durability,
-                )?);
+                let archive = Arc::new(create_archive(path, self.archive_options).await?);
                 Engine::new(Arc::clone(&self.store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport))
                     .copy(&job)
                     .await?;
@@ -180,12 +185,16 @@ impl SaveDestination {
 }
 
 impl ImageDestination for SaveDestination {
-    async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
-        self.store.has_image(name).await
+    async fn recorded_image(&self, name: &Reference) -> Result<Option<Descriptor>, TransferError> {
+        self.store.recorded_image(name).await
     }
 
     async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {
         self.store.cached(digest, limit).await
+    }
+
+    async fn holds_blob(&self, target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        self.store.holds_blob(target, descriptor).await
     }
 
     async fn try_reuse_blob(

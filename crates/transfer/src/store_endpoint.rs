@@ -141,9 +141,9 @@ impl StoreDestination {
 }
 
 impl ImageDestination for StoreDestination {
-    async fn has_image(&self, name: &Reference) -> Result<bool, TransferError> {
+    async fn recorded_image(&self, name: &Reference) -> Result<Option<Descriptor>, TransferError> {
         let name = ref_name(name);
-        blocking(&self.store, move |store| Ok(store.resolve_ref(&name)?.is_some())).await
+        blocking(&self.store, move |store| Ok(store.resolve_ref(&name)?)).await
     }
 
     async fn cached(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>, TransferError> {
@@ -155,6 +155,11 @@ impl ImageDestination for StoreDestination {
             Ok(Some(Bytes::from(store.read_blob(&digest, limit)?)))
         })
         .await
+    }
+
+    /// The reuse check of this destination changes nothing (no mounts).
+    async fn holds_blob(&self, target: &Reference, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        Ok(self.try_reuse_blob(target, descriptor, target).await?.is_reused())
     }
 
     async fn try_reuse_blob(

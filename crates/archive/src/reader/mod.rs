@@ -15,6 +15,7 @@ mod index;
 mod layout;
 mod source;
 mod tar_index;
+mod verify;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,6 +31,7 @@ use crate::error::ArchiveError;
 use crate::writer::ArchiveCompression;
 use index::{FileEntry, Location};
 use source::Storage;
+pub use verify::{Problem, Verification};
 
 /// The largest manifest.json, index.json, repositories, manifest or config
 /// the reader takes into memory ([`hpn_oci::limits::ARCHIVE_METADATA`]).

@@ -8,6 +8,7 @@ mod pull;
 mod push;
 mod save;
 mod store;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,11 +17,12 @@ use hpn_oci::{Platform, Reference};
 use hpn_registry::{ClientOptions, Credentials, RegistryClient};
 use hpn_store::Store;
 use hpn_transfer::{
-    ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EndpointContext, EngineOptions, PlatformChoice,
-    RegistryDestination, Reporter, TransferError,
+    AnyDestination, ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EmptyDestination, EndpointContext,
+    EngineOptions, PlatformChoice, PullPolicy, RegistryDestination, RegistrySource, Reporter, StoreDestination,
+    TransferError,
 };
 
-use crate::args::Command;
+use crate::args::{self, Command, PullPolicyArgs};
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
 use crate::image_list::Rejected;
@@ -59,10 +61,27 @@ async fn run(command: Command, settings: &Settings, started: Instant) -> Result<
         Command::Push(args) => push::run(args, settings).await?,
         Command::Copy(args) => copy::run(args, settings).await?,
         Command::Store(command) => return store::run(command, settings).await,
+        Command::Verify(args) => return verify::run(args, settings).await,
+        // Answered before any setting is read, so a broken config cannot hide the version.
+        Command::Version => unreachable!("hpn version is answered in lib.rs"),
     };
     summary.elapsed = started.elapsed();
     summary.print(settings.quiet, settings.json);
     Ok(summary.exit_status())
+}
+
+/// The store as a destination; for a dry run, read as it is, and planned
+/// against as empty when it does not exist yet, so that nothing is created.
+fn store_destination(settings: &Settings, dry_run: bool) -> Result<AnyDestination, Failure> {
+    if dry_run && !settings.store_root.join("index.json").is_file() {
+        return Ok(AnyDestination::Empty(EmptyDestination));
+    }
+    Ok(AnyDestination::Store(StoreDestination::new(open_store(settings)?)))
+}
+
+/// What a dry run's summary says the images go into, when it is the store.
+fn store_plan(settings: &Settings, dry_run: bool) -> Option<String> {
+    dry_run.then(|| format!("the store at {}", settings.store_root.display()))
 }
 
 fn open_store(settings: &Settings) -> Result<Arc<Store>, Failure> {
@@ -91,7 +110,10 @@ fn registry_destination(settings: &Settings) -> Result<RegistryDestination, Fail
 fn endpoint_context(settings: &Settings, with_registry: bool) -> Result<EndpointContext, Failure> {
     let context = EndpointContext::new(settings.store_root.clone(), settings.durability);
     Ok(if with_registry {
-        context.with_registry(registry_client(settings)?).with_blob_locations(blob_locations())
+        context
+            .with_registry(registry_client(settings)?)
+            .with_blob_locations(blob_locations())
+            .with_mirrors(Arc::clone(&settings.mirrors))
     } else {
         context
     })
@@ -136,6 +158,25 @@ fn engine_options(platforms: PlatformChoice, settings: &Settings) -> EngineOptio
     EngineOptions::new(platforms, &Concurrency::with_images(settings.jobs))
 }
 
+/// A registry source reading through the configured mirrors.
+fn registry_source(settings: &Settings) -> Result<RegistrySource, Failure> {
+    Ok(RegistrySource::with_mirrors(registry_client(settings)?, Arc::clone(&settings.mirrors)))
+}
+
+/// Per image of `summary`, the mirror location that served it.
+fn served_from(source: &RegistrySource, summary: &Summary) -> Vec<Option<Reference>> {
+    summary.images.iter().map(|image| source.served_from(&image.image)).collect()
+}
+
+/// The library's pull policy for `--pull`.
+fn pull_policy(args: &PullPolicyArgs) -> PullPolicy {
+    match args.policy {
+        args::PullPolicy::Always => PullPolicy::Always,
+        args::PullPolicy::Missing => PullPolicy::Missing,
+        args::PullPolicy::Never => PullPolicy::Never,
+    }
+}
+
 fn reporter(settings: &Settings) -> Arc<dyn Reporter> {
     let display = progress::reporter(settings.quiet, settings.json);
     match &settings.tally {
@@ -176,7 +217,18 @@ fn summary(
         .zip(results)
         .map(|(image, result)| ImageResult { image, result: result.map_err(|error| failure_of(&error)) })
         .collect();
-    Summary { command, images, rejected, unusable: Vec::new(), archives: Vec::new(), elapsed: Default::default() }
+    Summary {
+        command,
+        images,
+        rejected,
+        unusable: Vec::new(),
+        archives: Vec::new(),
+        elapsed: Default::default(),
+        dry_run: None,
+        destinations: Vec::new(),
+        served_from: Vec::new(),
+        stdout_is_output: false,
+    }
 }
 
 /// The summary of a load or push from archives: the images tried, and the

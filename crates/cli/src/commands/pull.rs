@@ -1,9 +1,12 @@
 use std::sync::Arc;
 
 use hpn_oci::Platform;
-use hpn_transfer::{CopyJob, Engine, PlatformChoice, RegistrySource, StoreDestination};
+use hpn_transfer::{CopyJob, Engine, PlatformChoice};
 
-use super::{engine_options, open_store, platform_choice, registry_client, reporter, summary};
+use super::{
+    engine_options, platform_choice, pull_policy, registry_source, reporter, served_from, store_destination,
+    store_plan, summary,
+};
 use crate::args::PullArgs;
 use crate::config::Settings;
 use crate::exit::Failure;
@@ -19,13 +22,17 @@ pub async fn run(args: PullArgs, settings: &Settings) -> Result<Summary, Failure
         settings,
         PlatformChoice::One(Platform::host()),
     )?;
+    let source = Arc::new(registry_source(settings)?);
     let engine = Engine::new(
-        Arc::new(RegistrySource::new(registry_client(settings)?)),
-        Arc::new(StoreDestination::new(open_store(settings)?)),
-        engine_options(platforms, settings),
+        Arc::clone(&source),
+        Arc::new(store_destination(settings, args.dry_run)?),
+        engine_options(platforms, settings).with_pull(pull_policy(&args.policy)).with_dry_run(args.dry_run),
         reporter(settings),
     );
     let jobs = CopyJob::same_names(list.images.iter().map(|image| image.reference.clone()));
     let results = engine.copy_all(&jobs).await;
-    Ok(summary("pull", list.references(), results, list.rejected))
+    let mut summary = summary("pull", list.references(), results, list.rejected);
+    summary.dry_run = store_plan(settings, args.dry_run);
+    summary.served_from = served_from(&source, &summary);
+    Ok(summary)
 }

@@ -25,7 +25,8 @@ pub async fn run(args: PushArgs, settings: &Settings) -> Result<Summary, Failure
         target.name_for(source).map_err(|error| format!("cannot name {source} in {}: {error}", target.registry()))
     };
     let platforms = platform_choice(args.platform.as_deref(), args.all_platforms, settings, PlatformChoice::Available)?;
-    let options = engine_options(platforms, settings);
+    let options = engine_options(platforms, settings).with_dry_run(args.dry_run);
+    let plan = args.dry_run.then(|| format!("registry {registry}"));
     let destination = Arc::new(registry_destination(settings)?);
 
     if !args.inputs.is_empty() {
@@ -43,7 +44,10 @@ pub async fn run(args: PushArgs, settings: &Settings) -> Result<Summary, Failure
             name_for,
         )
         .await;
-        return Ok(archive_summary("push", run));
+        let destinations = run.images.iter().filter_map(|image| name_for(image).ok()).collect();
+        let mut summary = archive_summary("push", run);
+        (summary.dry_run, summary.destinations) = (plan, destinations);
+        return Ok(summary);
     }
 
     let mut list = ImageList::collect(&args.images, &args.files)?;
@@ -63,5 +67,7 @@ pub async fn run(args: PushArgs, settings: &Settings) -> Result<Summary, Failure
     let engine =
         Engine::new(Arc::new(StoreSource::new(open_store(settings)?)), destination, options, reporter(settings));
     let results = engine.copy_all(&jobs).await;
-    Ok(summary("push", pushed, results, list.rejected))
+    let mut summary = summary("push", pushed, results, list.rejected);
+    (summary.dry_run, summary.destinations) = (plan, jobs.into_iter().map(|job| job.destination).collect());
+    Ok(summary)
 }

@@ -1,10 +1,17 @@
+use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Arc;
 
+use clap::ValueEnum;
 use hpn_archive::ArchiveCompression;
 use hpn_oci::Platform;
-use hpn_transfer::{ArchiveOptions, CopyJob, PlatformChoice, RegistrySource, SaveMode, SaveOutput};
 
-use super::{engine_options, mode, open_store, platform_choice, registry_client, reporter, summary};
+use hpn_transfer::{ArchiveOptions, CopyJob, Engine, PlatformChoice, SaveMode, SaveOutput};
+
+use super::{
+    engine_options, mode, open_store, platform_choice, pull_policy, registry_source, reporter, served_from,
+    store_destination, store_plan, summary,
+};
 use crate::args::{Compression, SaveArgs};
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
@@ -19,22 +26,70 @@ pub fn archive_compression(choice: Option<Compression>) -> ArchiveCompression {
     }
 }
 
+/// The compression a file name asks for (`.tar.gz`, `.tgz`, `.tar.zst`,
+/// `.tzst`, `.tar`); `None` for a name that says nothing (`-`, `images`).
+fn compression_named_by(path: &Path) -> Option<(ArchiveCompression, &'static str)> {
+    let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    [
+        (".tar.gz", ArchiveCompression::Gzip),
+        (".tgz", ArchiveCompression::Gzip),
+        (".tar.zst", ArchiveCompression::Zstd),
+        (".tzst", ArchiveCompression::Zstd),
+        (".tar", ArchiveCompression::None),
+    ]
+    .into_iter()
+    .find(|(extension, _)| name.ends_with(extension))
+    .map(|(extension, compression)| (compression, extension))
+}
+
+/// The compression of an archive written to `path`: `--compress` if given,
+/// else what the name says, as tar's `-a` reads it. A name that says one
+/// thing and a flag another would leave a file that lies about its content,
+/// so that is refused.
+pub fn compression_for_output(path: &Path, flag: Option<Compression>) -> Result<ArchiveCompression, Failure> {
+    let named = compression_named_by(path);
+    let Some(flag) = flag else { return Ok(named.map_or(ArchiveCompression::None, |(named, _)| named)) };
+    match named {
+        Some((named, extension)) if named != archive_compression(Some(flag)) => {
+            let says = match named {
+                ArchiveCompression::None => "an uncompressed tar",
+                ArchiveCompression::Gzip => "gzip",
+                ArchiveCompression::Zstd => "zstd",
+            };
+            let flag = flag.to_possible_value().map(|value| value.get_name().to_owned()).unwrap_or_default();
+            Err(Failure::new(
+                ExitStatus::BadArguments,
+                anyhow::anyhow!(
+                    "{} ends in {extension}, which says {says}, but --compress {flag} was given; \
+                     name the file for its compression or leave --compress out",
+                    path.display()
+                ),
+            ))
+        }
+        _ => Ok(archive_compression(Some(flag))),
+    }
+}
+
 /// `hpn save`: pull into the store and export, one archive (`-o`) or one per
 /// image in the Go hpn's layout for the save mode; hpn-transfer overlaps the two.
 pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure> {
     let selection = &args.selection;
     let list = ImageList::collect(&selection.images, &selection.files)?;
-    let compression = archive_compression(args.compress);
-    let output = match &args.output {
-        Some(path) => SaveOutput::OneArchive(path.clone()),
+    let stdout_is_output = args.output.as_deref().is_some_and(is_stdout);
+    if stdout_is_output {
+        check_stdout_can_take_the_archive(settings)?;
+    }
+    let (output, compression) = match &args.output {
+        Some(path) => (SaveOutput::OneArchive(path.clone()), compression_for_output(path, args.compress)?),
         None => {
+            let compression = archive_compression(args.compress);
             let save_mode = mode(args.save_mode.or(settings.default_save_mode), SaveMode::from_number, "save")?;
-            SaveOutput::PerImage(
-                list.images
-                    .iter()
-                    .map(|image| save_mode.archive_path(Path::new("."), &image.written, &image.reference, compression))
-                    .collect(),
-            )
+            let paths = list
+                .images
+                .iter()
+                .map(|image| save_mode.archive_path(Path::new("."), &image.written, &image.reference, compression))
+                .collect();
+            (SaveOutput::PerImage(paths), compression)
         }
     };
     let platforms = platform_choice(
@@ -44,18 +99,95 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         PlatformChoice::One(Platform::host()),
     )?;
     let jobs = CopyJob::same_names(list.references());
+    let options = engine_options(platforms, settings).with_pull(pull_policy(&args.policy));
+    if args.dry_run {
+        // The archive would hold every blob of every image; what the plan can tell is what
+        // the store lacks and would fetch first.
+        let source = Arc::new(registry_source(settings)?);
+        let engine = Engine::new(
+            Arc::clone(&source),
+            Arc::new(store_destination(settings, true)?),
+            options.with_dry_run(true),
+            reporter(settings),
+        );
+        let results = engine.copy_all(&jobs).await;
+        let mut summary = summary("save", list.references(), results, list.rejected);
+        summary.dry_run = store_plan(settings, true);
+        summary.served_from = served_from(&source, &summary);
+        summary.archives = match output {
+            SaveOutput::OneArchive(path) => vec![(path, 0)],
+            SaveOutput::PerImage(paths) => paths.into_iter().map(|path| (path, 0)).collect(),
+        };
+        return Ok(summary);
+    }
+    let source = registry_source(settings)?;
     let report = hpn_transfer::save(
-        RegistrySource::new(registry_client(settings)?),
+        source.clone(),
         open_store(settings)?,
         &jobs,
         output,
         ArchiveOptions::new(compression, settings.durability),
-        engine_options(platforms, settings),
+        options,
         reporter(settings),
     )
     .await
     .map_err(|error| Failure::new(ExitStatus::Filesystem, error))?;
     let mut summary = summary("save", list.references(), report.results, list.rejected);
     summary.archives = report.archives.into_iter().map(|archive| (archive.path, archive.size)).collect();
+    summary.served_from = served_from(&source, &summary);
+    summary.stdout_is_output = stdout_is_output;
     Ok(summary)
+}
+
+/// Whether `path` names this process's stdout: `-`, or a path that opens the
+/// same file (`/dev/stdout`, `/proc/self/fd/1`).
+pub fn is_stdout(path: &Path) -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    if path == Path::new("-") {
+        return true;
+    }
+    let stdout =
+        std::io::stdout().as_fd().try_clone_to_owned().map(std::fs::File::from).and_then(|file| file.metadata());
+    match (stdout, std::fs::metadata(path)) {
+        (Ok(stdout), Ok(named)) => stdout.dev() == named.dev() && stdout.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// An archive on stdout leaves no room there for the summary (it goes to
+/// stderr) or for --json, and is binary noise on a terminal (docker save
+/// refuses that too).
+pub fn check_stdout_can_take_the_archive(settings: &Settings) -> Result<(), Failure> {
+    let refuse = |message: &str| Err(Failure::new(ExitStatus::BadArguments, anyhow::anyhow!(message.to_owned())));
+    if settings.json {
+        return refuse("--json prints the summary on stdout, where -o sends the archive; leave one of them out");
+    }
+    if std::io::stdout().is_terminal() {
+        return refuse("stdout is a terminal; redirect it (hpn save -o - IMAGE > FILE) or pipe it to a program");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_comes_from_the_flag_or_the_name_and_a_mismatch_is_refused() {
+        let output = |name: &str, flag| compression_for_output(Path::new(name), flag).map_err(|failure| failure.status);
+        assert_eq!(output("x.tar.gz", None), Ok(ArchiveCompression::Gzip));
+        assert_eq!(output("dir/X.TGZ", None), Ok(ArchiveCompression::Gzip));
+        assert_eq!(output("x.tar.zst", None), Ok(ArchiveCompression::Zstd));
+        assert_eq!(output("x.tar", None), Ok(ArchiveCompression::None));
+        assert_eq!(output("-", None), Ok(ArchiveCompression::None));
+        assert_eq!(output("-", Some(Compression::Zstd)), Ok(ArchiveCompression::Zstd));
+        assert_eq!(output("images", Some(Compression::Gzip)), Ok(ArchiveCompression::Gzip));
+        assert_eq!(output("x.tar.zst", Some(Compression::Zstd)), Ok(ArchiveCompression::Zstd));
+        assert_eq!(output("x.tar.gz", Some(Compression::Zstd)), Err(ExitStatus::BadArguments));
+        assert_eq!(output("x.tar", Some(Compression::Gzip)), Err(ExitStatus::BadArguments));
+        let message =
+            format!("{:#}", compression_for_output(Path::new("x.tar.gz"), Some(Compression::Zstd)).unwrap_err().error);
+        assert!(message.contains("x.tar.gz ends in .tar.gz, which says gzip, but --compress zstd"), "{message}");
+    }
 }

@@ -1,0 +1,87 @@
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use hpn_archive::{ArchiveError, ArchiveReader, Verification};
+use indicatif::HumanBytes;
+
+use crate::args::VerifyArgs;
+use crate::config::Settings;
+use crate::exit::{ExitStatus, Failure};
+
+/// `hpn verify FILE...`: every archive re-hashed and its images' closures
+/// checked, offline. Exit 0 only when everything holds; 6 when something is
+/// damaged, as `hpn store verify`.
+pub async fn run(args: VerifyArgs, settings: &Settings) -> Result<ExitStatus, Failure> {
+    let (quiet, json) = (settings.quiet, settings.json);
+    tokio::task::spawn_blocking(move || verify_all(&args.files, quiet, json))
+        .await
+        .map_err(|join| Failure::new(ExitStatus::General, anyhow!("verify task failed: {join}")))
+}
+
+fn verify_all(files: &[PathBuf], quiet: bool, json: bool) -> ExitStatus {
+    let mut statuses = Vec::with_capacity(files.len());
+    let mut reports = Vec::with_capacity(files.len());
+    for file in files {
+        let opened = if file.as_os_str() == "-" { ArchiveReader::open_stdin() } else { ArchiveReader::open(file) };
+        match opened {
+            Ok(reader) => {
+                let verification = reader.verify();
+                for problem in &verification.problems {
+                    let digest = problem.digest.as_ref().map(|digest| format!(" ({digest})")).unwrap_or_default();
+                    eprintln!("hpn: verify {}: {}{digest}: {}", file.display(), problem.place, problem.reason);
+                }
+                statuses.push(if verification.is_ok() { ExitStatus::Ok } else { ExitStatus::Filesystem });
+                reports.push(report(file, Ok(&verification), quiet, json));
+            }
+            Err(error) => {
+                eprintln!("hpn: verify {}: {error}", file.display());
+                // A file that is no archive at all is bad input; one that is damaged (a blob
+                // missing or cut short) fails as damage does below.
+                let not_an_archive = matches!(error, ArchiveError::NotAnArchive { .. });
+                statuses.push(if not_an_archive { ExitStatus::Runtime } else { ExitStatus::Filesystem });
+                reports.push(report(file, Err(&error.to_string()), quiet, json));
+            }
+        }
+    }
+    if json {
+        crate::print_line(serde_json::Value::from(reports));
+    }
+    ExitStatus::combine(statuses.into_iter().filter(|status| *status != ExitStatus::Ok))
+}
+
+/// One archive's line (printed unless quiet or JSON) and its JSON entry.
+fn report(file: &std::path::Path, result: Result<&Verification, &str>, quiet: bool, json: bool) -> serde_json::Value {
+    let archive = file.display().to_string();
+    match result {
+        Ok(verification) => {
+            if !quiet && !json {
+                let absent = match verification.platforms_absent {
+                    0 => String::new(),
+                    absent => format!(" ({absent} platform(s) an index lists were not saved)"),
+                };
+                out!(
+                    "{archive}: {} image(s), {} blob(s), {} verified{absent}; {}",
+                    verification.images,
+                    verification.blobs,
+                    HumanBytes(verification.bytes),
+                    match verification.problems.len() {
+                        0 => "ok".to_owned(),
+                        count => format!("{count} problem(s)"),
+                    }
+                );
+            }
+            let problems: Vec<serde_json::Value> = verification
+                .problems
+                .iter()
+                .map(|problem| {
+                    serde_json::json!({"place": problem.place, "reason": problem.reason,
+                                       "digest": problem.digest.as_ref().map(ToString::to_string)})
+                })
+                .collect();
+            serde_json::json!({"archive": archive, "ok": verification.is_ok(), "images": verification.images,
+                               "blobs": verification.blobs, "bytes": verification.bytes,
+                               "platforms_absent": verification.platforms_absent, "problems": problems})
+        }
+        Err(error) => serde_json::json!({"archive": archive, "ok": false, "error": error}),
+    }
+}
