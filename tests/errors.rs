@@ -138,8 +138,10 @@ fn basic_auth_uses_the_auth_file_and_a_wrong_password_is_an_auth_error() {
     run.assert_code(4);
     assert!(run.stderr.contains(registry.addr()), "{}", run.stderr);
     assert!(!run.stderr.contains("s3cret-pass") && !run.stderr.contains("wrong"), "a password leaked: {}", run.stderr);
+    assert!(run.stderr.contains("refused the credentials configured for it"), "{}", run.stderr);
     let anonymous = Workspace::new().hpn(["pull", image.as_str()]);
     anonymous.assert_code(4);
+    assert!(anonymous.stderr.contains("no credentials are configured for this registry"), "{}", anonymous.stderr);
 }
 
 /// A tmpfs too small for the image: the disk really fills up mid-write.

@@ -158,7 +158,10 @@ fn stalled_responses_and_bodies_are_abandoned_and_resumed() {
     bad.assert_code(3);
     assert!(bad.stderr.contains("HPN_STALL_TIMEOUT"), "{}", bad.stderr);
     let started = Instant::now();
-    let child = work.spawn(["pull", proxied.reference(IMAGE).as_str()], &[("HPN_STALL_TIMEOUT", "1")]);
+    let child = work.spawn(
+        ["pull", proxied.reference(IMAGE).as_str()],
+        &[("HPN_STALL_TIMEOUT", "1"), ("HPN_RESPONSE_TIMEOUT", "1")],
+    );
     // Well under the 30 s the proxy would hold the connections.
     let run = wait_with_limit(child, Duration::from_secs(20));
     run.assert_ok();

@@ -6,9 +6,13 @@
 
 #[path = "../../crates/archive/tests/fuzz/archive_reader.rs"]
 pub mod archive_reader;
+#[path = "../../crates/registry/tests/fuzz/error_body.rs"]
+pub mod error_body;
 #[path = "../../crates/oci/tests/fuzz/manifest.rs"]
 pub mod manifest;
 #[path = "../../crates/oci/tests/fuzz/reference.rs"]
 pub mod reference;
+#[path = "../../crates/registry/tests/fuzz/token_answer.rs"]
+pub mod token_answer;
 #[path = "../../crates/registry/tests/fuzz/www_authenticate.rs"]
 pub mod www_authenticate;

@@ -14,10 +14,12 @@ use anyhow::{Context, Result, bail};
 /// Every target in fuzz/fuzz_targets/, with the directory (from the workspace root) that holds
 /// its committed inputs, `corpus/<target>/seed-*` and `regressions/<target>/*`: the tests of the
 /// crate it fuzzes, which replay them on every `cargo test`.
-const TARGETS: [(&str, &str); 4] = [
+const TARGETS: [(&str, &str); 6] = [
     ("reference", "crates/oci/tests/fuzz"),
     ("manifest", "crates/oci/tests/fuzz"),
     ("www_authenticate", "crates/registry/tests/fuzz"),
+    ("token_answer", "crates/registry/tests/fuzz"),
+    ("error_body", "crates/registry/tests/fuzz"),
     ("archive_reader", "crates/archive/tests/fuzz"),
 ];
 

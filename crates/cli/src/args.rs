@@ -26,6 +26,9 @@ pub struct GlobalArgs {
     /// Registry to reach over plain HTTP or unverified TLS (repeatable). Loopback registries need no flag.
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// `false`: every registry of this command is reached as with --insecure-registry (skopeo's spelling)
+    #[arg(long, global = true, value_name = "BOOL", action = clap::ArgAction::Set, default_value_t = true)]
+    pub tls_verify: bool,
     /// Read images under FROM from TO first, e.g. docker.io=harbor.local/dockerhub-proxy (repeatable;
     /// reads only, the image's own registry is tried last)
     #[arg(long = "mirror", global = true, value_name = "FROM=TO")]

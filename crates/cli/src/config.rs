@@ -60,6 +60,9 @@ impl ConfigValue for f64 {
 impl ConfigValue for usize {
     const EXPECTED: &'static str = "a whole number";
 }
+impl ConfigValue for u64 {
+    const EXPECTED: &'static str = "a whole number";
+}
 impl ConfigValue for u32 {
     const EXPECTED: &'static str = "a whole number up to 4294967295";
 }
@@ -225,12 +228,23 @@ pub struct Settings {
     pub requests_per_host: Option<usize>,
     pub attempts: u32,
     pub insecure_registries: Vec<String>,
+    /// `false` (`--tls-verify=false`): every registry is reached as an insecure one.
+    pub tls_verify: bool,
+    /// Where per-registry CAs and client certificates are looked for.
+    pub certs_dirs: Vec<PathBuf>,
     /// Where images are read from before their own registries.
     pub mirrors: std::sync::Arc<Mirrors>,
     /// Whether written files are fsynced before they count as written.
     pub durability: Durability,
-    /// How long a response or blob body may send nothing before it is retried or resumed.
+    /// The window of the minimum rate: how long a blob body may stay below
+    /// it (or send nothing) before it is retried or resumed.
     pub stall_timeout: Option<Duration>,
+    /// How long a response head may take.
+    pub response_timeout: Option<Duration>,
+    /// How long a small body (manifest, config, token) may take in all.
+    pub body_timeout: Option<Duration>,
+    /// Bytes per second a blob body must average over the stall timeout.
+    pub min_transfer_rate: Option<u64>,
     pub default_platform: Option<String>,
     pub default_save_mode: Option<u8>,
     pub default_load_mode: Option<u8>,
@@ -330,6 +344,10 @@ impl Settings {
             insecure_registries.extend(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
         }
         insecure_registries.extend(file.get::<Vec<String>>(&settings::INSECURE_REGISTRIES)?.unwrap_or_default());
+        let certs_dirs = match env(settings::CERTS_DIRS.env) {
+            Some(list) => std::env::split_paths(&list).filter(|dir| !dir.as_os_str().is_empty()).collect(),
+            None => DEFAULT_CERTS_DIRS.iter().map(PathBuf::from).collect(),
+        };
         let mirrors = mirrors(global, &env, &file)?;
         insecure_registries.extend(mirrors.insecure_hosts());
         let file_sync = file.get::<bool>(&settings::SYNC)?;
@@ -345,18 +363,27 @@ impl Settings {
             },
             None => file_sync.unwrap_or(false),
         };
-        let file_stall_timeout = file.get::<f64>(&settings::STALL_TIMEOUT)?;
-        let stall_timeout = match env(settings::STALL_TIMEOUT.env) {
-            Some(value) => {
-                let variable = settings::STALL_TIMEOUT.env;
-                Some(value.trim().parse::<f64>().with_context(|| format!("{variable}={value:?} is not a number"))?)
+        let seconds = |setting: &Setting| -> anyhow::Result<Option<Duration>> {
+            let file_seconds = file.get::<f64>(setting)?;
+            let seconds = match env(setting.env) {
+                Some(value) => {
+                    let variable = setting.env;
+                    Some(value.trim().parse::<f64>().with_context(|| format!("{variable}={value:?} is not a number"))?)
+                }
+                None => file_seconds,
+            };
+            match seconds {
+                Some(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Ok(Some(Duration::from_secs_f64(seconds))),
+                Some(seconds) => Err(anyhow!("{} of {seconds} s is not between 0 and 86400 seconds", setting.env)),
+                None => Ok(None),
             }
-            None => file_stall_timeout,
         };
-        let stall_timeout = match stall_timeout {
-            Some(seconds) if seconds > 0.0 && seconds <= 86_400.0 => Some(Duration::from_secs_f64(seconds)),
-            Some(seconds) => return Err(anyhow!("a stall timeout of {seconds} s is not between 0 and 86400 seconds")),
-            None => None,
+        let stall_timeout = seconds(&settings::STALL_TIMEOUT)?;
+        let response_timeout = seconds(&settings::RESPONSE_TIMEOUT)?;
+        let body_timeout = seconds(&settings::BODY_TIMEOUT)?;
+        let min_transfer_rate = match env_number(&settings::MIN_RATE)? {
+            Some(rate) => Some(rate),
+            None => file.get::<u64>(&settings::MIN_RATE)?,
         };
         Ok(Self {
             store_root,
@@ -364,9 +391,14 @@ impl Settings {
             requests_per_host,
             attempts,
             insecure_registries,
+            tls_verify: global.tls_verify,
+            certs_dirs,
             mirrors: std::sync::Arc::new(mirrors),
             durability: if sync { Durability::Synced } else { Durability::Buffered },
             stall_timeout,
+            response_timeout,
+            body_timeout,
+            min_transfer_rate,
             default_platform: env(settings::PLATFORM.env).or(file.get(&settings::PLATFORM)?),
             default_save_mode,
             default_load_mode,
@@ -383,6 +415,9 @@ impl Settings {
     }
 }
 
+/// Where docker and podman look for per-registry TLS files, in the order
+/// they are searched.
+pub(crate) const DEFAULT_CERTS_DIRS: [&str; 2] = ["/etc/docker/certs.d", "/etc/containers/certs.d"];
 /// A mirror rule of config.yaml's `mirrors:` list.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

@@ -106,7 +106,14 @@ fn registry_advice(error: &RegistryError) -> Option<&'static str> {
         RegistryError::Network { plain_http: false, source, .. } if source.is_certificate() => {
             Some("if the registry is one you trust, name it with --insecure-registry")
         }
-        RegistryError::Network { plain_http: false, source, .. } if !source.is_timeout() => {
+        RegistryError::Network { source, .. } if source.is_tls_refused() => {
+            Some("hpn reads certs.d directories from HPN_CERTS_DIRS (by default docker's and podman's)")
+        }
+        RegistryError::Network { source, .. } if source.is_proxy() => {
+            Some("the proxy comes from HTTPS_PROXY, HTTP_PROXY or ALL_PROXY; NO_PROXY lists hosts reached directly")
+        }
+        // A name that does not resolve will not resolve over plain HTTP either.
+        RegistryError::Network { plain_http: false, source, .. } if !source.is_timeout() && !source.is_dns() => {
             Some("for a registry that speaks plain HTTP, use --insecure-registry")
         }
         RegistryError::Unauthorized { .. } => Some(

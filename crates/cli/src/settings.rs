@@ -73,7 +73,18 @@ pub(crate) const INSECURE_REGISTRIES: Setting = Setting {
     key: Some("insecure_registries"),
     default: "none",
     meaning: "registries reached over plain HTTP or unverified TLS; loopback registries need no entry. \
-              The flag repeats, the variable is a comma-separated list, the key a list; all of them add up",
+              The flag repeats, the variable is a comma-separated list, the key a list; all of them add up. \
+              `--tls-verify=false` (skopeo's spelling) names every registry of the command",
+};
+
+pub(crate) const CERTS_DIRS: Setting = Setting {
+    flag: None,
+    env: "HPN_CERTS_DIRS",
+    key: None,
+    default: "`/etc/docker/certs.d:/etc/containers/certs.d`",
+    meaning: "directories (`:`-separated) searched, in order, for a registry's `HOST[:PORT]/` directory of TLS \
+              files as docker and podman read them: `*.crt` are CAs trusted for it beside the system's, \
+              `client.cert` with `client.key` the client certificate it may require",
 };
 
 pub(crate) const MIRRORS: Setting = Setting {
@@ -106,7 +117,35 @@ pub(crate) const STALL_TIMEOUT: Setting = Setting {
     env: "HPN_STALL_TIMEOUT",
     key: Some("stall_timeout"),
     default: "60",
-    meaning: "seconds a registry may send nothing before the request counts as broken and is retried or resumed",
+    meaning: "seconds a blob download may stay below `HPN_MIN_RATE` (or send nothing), or a registry take no byte \
+              of an upload, before the request counts as broken and is retried or resumed (curl's `--speed-time`)",
+};
+
+pub(crate) const MIN_RATE: Setting = Setting {
+    flag: None,
+    env: "HPN_MIN_RATE",
+    key: Some("min_rate"),
+    default: "1024",
+    meaning: "bytes per second a blob download must average over each `HPN_STALL_TIMEOUT` (curl's \
+              `--speed-limit`); 0 only asks that some byte comes",
+};
+
+pub(crate) const RESPONSE_TIMEOUT: Setting = Setting {
+    flag: None,
+    env: "HPN_RESPONSE_TIMEOUT",
+    key: Some("response_timeout"),
+    default: "10",
+    meaning: "seconds a registry may take to start answering a request before it is retried; a registry that \
+              accepts connections and never answers fails after this times `HPN_RETRIES` (connecting has 10 s)",
+};
+
+pub(crate) const BODY_TIMEOUT: Setting = Setting {
+    flag: None,
+    env: "HPN_BODY_TIMEOUT",
+    key: Some("body_timeout"),
+    default: "30",
+    meaning: "seconds a small answer (a manifest, a token, an error, a blob up to 1 MiB such as a config) may take \
+              from the start of its answer to its last byte before the request is retried, however steadily it trickles",
 };
 
 pub(crate) const PLATFORM: Setting = Setting {
@@ -165,9 +204,13 @@ pub(crate) const ALL: &[&Setting] = &[
     &REQUESTS_PER_HOST,
     &RETRIES,
     &INSECURE_REGISTRIES,
+    &CERTS_DIRS,
     &MIRRORS,
     &SYNC,
     &STALL_TIMEOUT,
+    &MIN_RATE,
+    &RESPONSE_TIMEOUT,
+    &BODY_TIMEOUT,
     &PLATFORM,
     &SAVE_MODE,
     &LOAD_MODE,
@@ -300,5 +343,10 @@ mod tests {
         assert_eq!(RETRIES.default, crate::config::DEFAULT_ATTEMPTS.to_string());
         assert_eq!(REQUESTS_PER_HOST.default, client.max_requests_per_host.to_string());
         assert_eq!(STALL_TIMEOUT.default, client.stall_timeout.as_secs().to_string());
+        assert_eq!(CERTS_DIRS.default, format!("`{}`", crate::config::DEFAULT_CERTS_DIRS.join(":")));
+        assert_eq!(MIN_RATE.default, client.min_transfer_rate.to_string());
+        assert_eq!(RESPONSE_TIMEOUT.default, client.response_timeout.as_secs().to_string());
+        assert_eq!(BODY_TIMEOUT.default, client.body_timeout.as_secs().to_string());
+        assert!(RESPONSE_TIMEOUT.meaning.contains(&format!("connecting has {} s", client.connect_timeout.as_secs())));
     }
 }

@@ -10,7 +10,8 @@ use tracing::debug;
 use crate::error::{RegistryError, SizeProblem, Target, TransportError, TransportProblem};
 use crate::headers::header_u64;
 use crate::transport::retry::Retrier;
-use crate::transport::{Call, Reply, Scope, Transport, stall};
+use crate::transport::stall::Pace;
+use crate::transport::{Call, Reply, Scope, Transport};
 
 /// `GET` of a blob: a stream that checks the size and resumes with `Range`.
 pub(crate) async fn get(
@@ -68,11 +69,15 @@ fn call(transport: &Transport, reference: &Reference, digest: &Digest, method: M
 
 fn stream(transport: Transport, call: Call, reply: Reply, size: u64) -> BlobStream {
     let retrier = Retrier::new(&transport.options().retry);
+    let pace = Pace::blob(transport.options(), size);
     let body = BlobBody {
         retrier,
+        delivered_at_break: 0,
+        progress_bytes: Pace::window_bytes(transport.options()),
         body: Body {
             transport,
             call,
+            pace,
             response: Some(reply.response),
             permit: Some(reply.permit),
             size,
@@ -90,10 +95,16 @@ fn stream(transport: Transport, call: Call, reply: Reply, size: u64) -> BlobStre
 }
 
 struct BlobBody {
-    /// Counts consecutive breaks without progress: every chunk delivered
-    /// ends a run of attempts and starts the count over, so a long download
-    /// over a flaky link is not capped by the policy's attempts.
+    /// Counts consecutive breaks without progress: a break after at least a
+    /// window's worth of data at the minimum rate (or any data, without a
+    /// minimum) starts the count over, so a long download over a flaky link
+    /// is not capped by the policy's attempts, while a registry trickling a
+    /// few bytes per attempt is.
     retrier: Retrier,
+    /// What [`Body::delivered`] was at the last break.
+    delivered_at_break: u64,
+    /// Bytes between two breaks that count as progress.
+    progress_bytes: u64,
     body: Body,
 }
 
@@ -108,16 +119,17 @@ impl BlobBody {
                 Err(Break::Fatal(error)) => break Err(error),
                 Err(Break::Transport(broken)) => broken,
             };
+            if self.body.delivered - self.delivered_at_break >= self.progress_bytes {
+                self.retrier.progressed();
+            }
+            self.delivered_at_break = self.body.delivered;
             let error = self.body.give_up(broken, self.retrier.attempt());
             if let Err(error) = self.retrier.failed(error, None).await {
                 break Err(error);
             }
         };
         match result {
-            Ok(Some(chunk)) => {
-                self.retrier.progressed();
-                Some(Ok(chunk))
-            }
+            Ok(Some(chunk)) => Some(Ok(chunk)),
             Ok(None) => {
                 self.body.finish();
                 None
@@ -141,6 +153,8 @@ struct Body {
     transport: Transport,
     call: Call,
     response: Option<Response>,
+    /// The pace the current response must keep.
+    pace: Pace,
     /// The host's request slot, held while the body is open.
     permit: Option<OwnedSemaphorePermit>,
     size: u64,
@@ -155,13 +169,12 @@ struct Body {
 impl Body {
     /// The next chunk (`None` at the end), re-opening the body first when it broke.
     async fn read(&mut self) -> Result<Option<Bytes>, Break> {
-        let stall = self.transport.options().stall_timeout;
         loop {
             if self.response.is_none() {
                 self.reopen().await.map_err(Break::Fatal)?;
             }
             let response = self.response.as_mut().expect("opened above");
-            let broken = match stall::chunk(response, stall).await {
+            let broken = match self.pace.chunk(response).await {
                 Ok(Some(chunk)) => match self.accept(chunk).map_err(Break::Fatal)? {
                     Some(chunk) => return Ok(Some(chunk)),
                     None => continue,
@@ -244,6 +257,7 @@ impl Body {
         debug!(registry = %self.call.host.name(), subject = %self.call.subject, from = self.delivered, status = status.as_u16(), "resumed blob");
         self.response = Some(reply.response);
         self.permit = Some(reply.permit);
+        self.pace = Pace::blob(self.transport.options(), self.size);
         Ok(())
     }
 

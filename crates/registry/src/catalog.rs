@@ -90,7 +90,6 @@ async fn collect(
     parse: impl Fn(&[u8]) -> serde_json::Result<Vec<String>>,
 ) -> Result<Vec<String>, RegistryError> {
     let registry = call.host.name().to_owned();
-    let stall = transport.options().stall_timeout;
     let mut entries = Vec::new();
     let mut visited = HashSet::new();
     for _ in 0..MAX_PAGES {
@@ -99,7 +98,7 @@ async fn collect(
             return Err(transport.failure(&call, reply).await);
         }
         let next = next_page(reply.response.headers());
-        let (body, truncated) = stall::read_body(&mut reply.response, MAX_PAGE_BYTES, stall)
+        let (body, truncated) = stall::read_body(&mut reply.response, MAX_PAGE_BYTES, transport.options())
             .await
             .map_err(|error| transport.network(&call, error, reply.attempts))?;
         drop(reply);

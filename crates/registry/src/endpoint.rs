@@ -11,8 +11,10 @@ const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 pub(crate) enum Endpoint {
     /// HTTPS with the system's roots.
     Https,
-    /// Plain HTTP only: loopback registries, as Docker does without any flag.
-    Plain,
+    /// Loopback registries, as Docker does without any flag: HTTPS first
+    /// (verified: a local registry with a trusted CA gets TLS), then plain
+    /// HTTP. Never through a proxy.
+    Loopback,
     /// Named insecure by the user: HTTPS without verification, then plain HTTP.
     Insecure,
 }
@@ -26,11 +28,11 @@ pub(crate) fn is_docker_hub(registry: &str) -> bool {
     matches!(registry, DOCKER_HUB_REGISTRY | "index.docker.io" | "registry-1.docker.io")
 }
 
-pub(crate) fn endpoint(registry: &str, insecure_registries: &[String]) -> Endpoint {
-    if is_listed_insecure(registry, insecure_registries) {
+pub(crate) fn endpoint(registry: &str, insecure_registries: &[String], tls_verify: bool) -> Endpoint {
+    if !tls_verify || is_listed_insecure(registry, insecure_registries) {
         Endpoint::Insecure
     } else if is_loopback(registry) {
-        Endpoint::Plain
+        Endpoint::Loopback
     } else {
         Endpoint::Https
     }
@@ -76,26 +78,27 @@ mod tests {
     }
 
     #[test]
-    fn loopback_hosts_with_any_port_are_plain_http() {
+    fn loopback_hosts_with_any_port_are_loopback_endpoints() {
         for name in
             ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:5000", "127.1.2.3:80", "[::1]:5000", "[::1]"]
         {
-            assert_eq!(endpoint(name, &[]), Endpoint::Plain, "{name}");
+            assert_eq!(endpoint(name, &[], true), Endpoint::Loopback, "{name}");
         }
         for name in ["example.com", "10.0.0.1:5000", "localhost.example.com", "[::2]:5000", "docker.io"] {
-            assert_eq!(endpoint(name, &[]), Endpoint::Https, "{name}");
+            assert_eq!(endpoint(name, &[], true), Endpoint::Https, "{name}");
         }
     }
 
     #[test]
     fn insecure_entries_match_exactly_or_by_host() {
         let list = vec!["reg.lan:5000".to_owned(), "http://other.lan/".to_owned(), "127.0.0.1:9".to_owned()];
-        assert_eq!(endpoint("reg.lan:5000", &list), Endpoint::Insecure);
-        assert_eq!(endpoint("reg.lan:5001", &list), Endpoint::Https);
-        assert_eq!(endpoint("reg.lan", &list), Endpoint::Https);
-        assert_eq!(endpoint("other.lan", &list), Endpoint::Insecure);
-        assert_eq!(endpoint("other.lan:8443", &list), Endpoint::Insecure);
-        assert_eq!(endpoint("127.0.0.1:9", &list), Endpoint::Insecure);
+        assert_eq!(endpoint("reg.lan:5000", &list, true), Endpoint::Insecure);
+        assert_eq!(endpoint("reg.lan:5001", &list, true), Endpoint::Https);
+        assert_eq!(endpoint("reg.lan", &list, true), Endpoint::Https);
+        assert_eq!(endpoint("other.lan", &list, true), Endpoint::Insecure);
+        assert_eq!(endpoint("other.lan:8443", &list, true), Endpoint::Insecure);
+        assert_eq!(endpoint("127.0.0.1:9", &list, true), Endpoint::Insecure);
+        assert_eq!(endpoint("example.com", &[], false), Endpoint::Insecure, "--tls-verify=false");
     }
 
     #[test]

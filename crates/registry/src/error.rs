@@ -23,6 +23,10 @@ const HINT_BLOB_NOT_FOUND: &str =
     "the registry lacks a blob the image refers to; re-push the image or report it to the registry's operator";
 const HINT_LOGIN: &str = "the credentials are missing or were refused \
                           (registries also answer this way for repositories that do not exist)";
+const HINT_CREDENTIALS_REFUSED: &str = "the registry refused the credentials configured for it (a mistyped or \
+                                        expired password or token, or an account without access to this repository)";
+const HINT_NO_CREDENTIALS: &str = "no credentials are configured for this registry, and it wants some \
+                                   (registries also answer this way for repositories that do not exist)";
 const HINT_DENIED: &str = "the account has no access to this repository; check the repository name and its permissions";
 const HINT_RATE_LIMIT: &str =
     "the registry is rate-limiting this client; wait and try again (logging in raises Docker Hub's limits)";
@@ -31,6 +35,13 @@ const HINT_REFUSED: &str = "the registry refused the request";
 const HINT_DELETE_OFF: &str = "the registry does not allow deleting manifests (a distribution registry needs \
                                storage.delete.enabled: true; Docker Hub and some others never allow it)";
 const HINT_UNREACHABLE: &str = "is the registry running and reachable?";
+const HINT_TLS_REFUSED: &str = "the registry refused the TLS handshake; if it requires a client certificate, \
+                                put client.cert and client.key in its certs.d directory";
+const HINT_DNS: &str = "the registry's host name does not resolve: check its spelling and the DNS setup";
+const HINT_PROXY: &str = "the proxy between this machine and the registry refused or failed to connect to it: \
+                          check the proxy's rules for this registry, or exempt the registry from the proxy";
+const HINT_REDIRECT: &str = "the storage the registry sends clients to lacks the content or refused the redirect \
+                             (an expired or wrong signature): report it to the registry's operator";
 const HINT_CERTIFICATE: &str = "the registry's TLS certificate is not trusted: add its CA to the system's trust store";
 const HINT_SLOW: &str = "the network or the registry is slow or stalled; try again later";
 const HINT_PUSH_LOGIN: &str = "the credentials are missing or were refused: pushing needs an account that may push \
@@ -143,6 +154,28 @@ pub enum RegistryError {
         plain_http: bool,
         /// Why the last attempt failed.
         source: TransportError,
+        /// What to look at.
+        hint: &'static str,
+    },
+    /// The registry redirected the request (a blob to object storage, a
+    /// mirror), and the host it named answered with a failure: that host,
+    /// not the registry, is who refused.
+    #[error(
+        "{subject}: registry {registry} redirected the request to {host}, which answered HTTP {status}{}; {hint}",
+        said(.errors)
+    )]
+    Redirected {
+        /// The registry as named in the reference.
+        registry: String,
+        /// What the request was about.
+        subject: String,
+        /// The redirect target's `host[:port]` (never its URL, which may
+        /// carry a signature).
+        host: String,
+        /// The HTTP status the redirect target answered with.
+        status: u16,
+        /// What the redirect target said.
+        errors: Box<ErrorBody>,
         /// What to look at.
         hint: &'static str,
     },
@@ -290,10 +323,20 @@ pub struct TransportError(TransportProblem);
 #[derive(Debug)]
 pub(crate) enum TransportProblem {
     Http(reqwest::Error),
-    /// No response headers within the stall timeout.
+    /// No response headers within the response timeout.
     NoResponse(Duration),
-    /// A body delivered no byte within the stall timeout.
-    Stalled(Duration),
+    /// A body brought fewer bytes than the minimum rate asks for in a
+    /// window of the stall timeout (none at all, for a stall).
+    TooSlow {
+        received: u64,
+        window: Duration,
+        min_rate: u64,
+    },
+    /// A small body was not complete within the body timeout.
+    Deadline {
+        limit: Duration,
+        received: u64,
+    },
     /// The registry took no byte of an upload body (or, after the last one,
     /// gave no answer) within the stall timeout.
     UploadStalled(Duration),
@@ -354,11 +397,50 @@ impl TransportError {
         false
     }
 
+    /// The registry ended the TLS handshake with an alert: it speaks TLS,
+    /// and refused what this client offered (most often: it requires a
+    /// client certificate and got none, or one it does not accept).
+    pub fn is_tls_refused(&self) -> bool {
+        self.chain_says(&["received fatal alert"])
+    }
+
+    /// The registry's host name did not resolve.
+    pub fn is_dns(&self) -> bool {
+        self.chain_says(&["dns error", "failed to lookup address"])
+    }
+
+    /// A proxy stood between this client and the registry and refused the
+    /// connection (an HTTPS tunnel it would not open) or could not be reached.
+    pub fn is_proxy(&self) -> bool {
+        self.chain_says(&["tunnel error", "proxy authorization required"])
+    }
+
+    /// Whether some cause in the HTTP stack's error chain says one of these.
+    /// hyper and reqwest expose these failures only as text, which is stable
+    /// across their releases (as for certificates, above).
+    fn chain_says(&self, needles: &[&str]) -> bool {
+        let TransportProblem::Http(error) = &self.0 else {
+            return false;
+        };
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if needles.iter().any(|needle| text.contains(needle)) {
+                return true;
+            }
+            source = cause.source();
+        }
+        false
+    }
+
     /// No answer, or no data, in time.
     pub fn is_timeout(&self) -> bool {
         match &self.0 {
             TransportProblem::Http(error) => error.is_timeout(),
-            TransportProblem::NoResponse(_) | TransportProblem::Stalled(_) | TransportProblem::UploadStalled(_) => true,
+            TransportProblem::NoResponse(_)
+            | TransportProblem::TooSlow { .. }
+            | TransportProblem::Deadline { .. }
+            | TransportProblem::UploadStalled(_) => true,
             TransportProblem::EndedEarly { .. } | TransportProblem::TooManyRedirects(_) => false,
         }
     }
@@ -376,8 +458,20 @@ impl fmt::Display for TransportError {
             } else {
                 "the request failed"
             }),
-            TransportProblem::NoResponse(after) => write!(f, "no response within {} s", after.as_secs_f64()),
-            TransportProblem::Stalled(after) => write!(f, "no data received for {} s", after.as_secs_f64()),
+            TransportProblem::NoResponse(after) => {
+                write!(f, "the connection was made but no response came within {} s", after.as_secs_f64())
+            }
+            TransportProblem::TooSlow { received: 0, window, .. } => {
+                write!(f, "no data received for {} s", window.as_secs_f64())
+            }
+            TransportProblem::TooSlow { received, window, min_rate } => write!(
+                f,
+                "only {received} bytes came in {} s, below the minimum of {min_rate} bytes/s",
+                window.as_secs_f64()
+            ),
+            TransportProblem::Deadline { limit, received } => {
+                write!(f, "the answer was still incomplete after {} s ({received} bytes came)", limit.as_secs_f64())
+            }
             TransportProblem::UploadStalled(after) => {
                 write!(f, "the registry took no data for {} s", after.as_secs_f64())
             }
@@ -407,9 +501,10 @@ impl RegistryError {
         matches!(self, Self::Network { .. })
     }
 
-    /// 404, MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN.
+    /// 404, MANIFEST_UNKNOWN, NAME_UNKNOWN, BLOB_UNKNOWN; also a 404 from
+    /// the host a registry redirected to.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::NotFound { .. })
+        matches!(self, Self::NotFound { .. } | Self::Redirected { status: 404, .. })
     }
 
     /// 401 after authenticating, 403, DENIED.
@@ -423,6 +518,7 @@ impl RegistryError {
             Self::NotFound { status, .. }
             | Self::Unauthorized { status, .. }
             | Self::Denied { status, .. }
+            | Self::Redirected { status, .. }
             | Self::Status { status, .. } => Some(*status),
             _ => None,
         }
@@ -434,6 +530,7 @@ impl RegistryError {
             Self::NotFound { errors, .. }
             | Self::Unauthorized { errors, .. }
             | Self::Denied { errors, .. }
+            | Self::Redirected { errors, .. }
             | Self::Status { errors, .. } => &errors.errors,
             _ => &[],
         }
@@ -459,6 +556,12 @@ impl RegistryError {
         }
         let hint = if error.is_certificate() {
             HINT_CERTIFICATE
+        } else if error.is_tls_refused() {
+            HINT_TLS_REFUSED
+        } else if error.is_proxy() {
+            HINT_PROXY
+        } else if error.is_dns() {
+            HINT_DNS
         } else if error.is_timeout() {
             HINT_SLOW
         } else {
@@ -474,8 +577,35 @@ impl RegistryError {
         }
     }
 
+    /// A failure answered by `host`, where the registry redirected the request.
+    pub(crate) fn redirected(registry: &str, subject: &str, host: String, status: u16, errors: ErrorBody) -> Self {
+        Self::Redirected {
+            registry: registry.to_owned(),
+            subject: subject.to_owned(),
+            host,
+            status,
+            errors: Box::new(errors),
+            hint: HINT_REDIRECT,
+        }
+    }
+
     pub(crate) fn protocol(registry: &str, subject: &str, message: impl Into<String>) -> Self {
         Self::Protocol { registry: registry.to_owned(), subject: subject.to_owned(), message: message.into() }
+    }
+
+    /// A read-side 401 told apart by whether credentials were sent: refused
+    /// ones are not the same problem as none at all.
+    pub(crate) fn with_credentials_known(self, sent: bool) -> Self {
+        match self {
+            Self::Unauthorized { registry, subject, status, errors, hint: HINT_LOGIN } => Self::Unauthorized {
+                registry,
+                subject,
+                status,
+                errors,
+                hint: if sent { HINT_CREDENTIALS_REFUSED } else { HINT_NO_CREDENTIALS },
+            },
+            other => other,
+        }
     }
 
     /// A 401 turned into what it means when the credentials were accepted
@@ -652,7 +782,10 @@ struct WireBody {
 }
 
 impl ErrorBody {
-    pub(crate) fn parse(body: &[u8]) -> Self {
+    /// Reads the body of an error answer: the spec's entries, a token
+    /// service's `details`, or else a short printable text (an object store's
+    /// XML is left out). Never fails: an unreadable body says nothing.
+    pub fn parse(body: &[u8]) -> Self {
         if let Ok(parsed) = serde_json::from_slice::<WireBody>(body) {
             let text = parsed.details.filter(|details| !details.is_empty()).map(|details| shorten(&details));
             if !parsed.errors.is_empty() || text.is_some() {
@@ -690,15 +823,17 @@ impl fmt::Display for ErrorBody {
     }
 }
 
+/// At most 300 characters, control characters (a hostile server's terminal
+/// escapes, newlines) shown as spaces: the text ends up in messages printed
+/// to a terminal.
 fn shorten(text: &str) -> String {
     const LIMIT: usize = 300;
-    if text.chars().count() <= LIMIT {
-        text.to_owned()
-    } else {
-        let mut short: String = text.chars().take(LIMIT).collect();
+    let visible = |c: char| if c.is_control() { ' ' } else { c };
+    let mut short: String = text.chars().take(LIMIT).map(visible).collect();
+    if text.chars().nth(LIMIT).is_some() {
         short.push('…');
-        short
     }
+    short
 }
 
 /// Maps an unsuccessful final status to an error.
@@ -878,6 +1013,9 @@ mod tests {
         assert!(xml.to_string().contains("(HTTP 403)"), "{xml}");
         let long = "x".repeat(1000);
         assert!(error(500, &long, Target::Other).to_string().contains('…'));
+        let escapes =
+            error(429, r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"\u001b[2Jslow\u0007"}]}"#, Target::Other);
+        assert!(escapes.to_string().contains("TOOMANYREQUESTS:  [2Jslow "), "{escapes}");
     }
 
     #[test]

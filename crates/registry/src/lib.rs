@@ -58,6 +58,6 @@ pub use client::RegistryClient;
 pub use credentials::{Credential, CredentialError, Credentials, LoginFile, SavedLogin, default_login_file};
 pub use error::{ErrorBody, ErrorCode, ErrorEntry, RegistryError, SizeProblem, TransportError};
 pub use hpn_oci::{BlobStream, RawManifest};
-pub use options::{ClientOptions, DEFAULT_REQUESTS_PER_HOST, RetryPolicy};
+pub use options::{ClientOptions, DEFAULT_REQUESTS_PER_HOST, RetryPolicy, SMALL_BODY};
 pub use transport::{Scope, challenge, token};
 pub use uploads::{BodyFactory, MountOutcome, UploadStream, body_from_bytes};

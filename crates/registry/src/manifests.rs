@@ -20,7 +20,6 @@ const MAX_MANIFEST_BYTES: usize = hpn_oci::limits::MANIFEST as usize;
 pub(crate) async fn get(transport: &Transport, reference: &Reference) -> Result<RawManifest, RegistryError> {
     let call = call(transport, reference, Method::GET)?;
     let registry = call.host.name();
-    let stall = transport.options().stall_timeout;
     let mut retrier = Retrier::new(&transport.options().retry);
     loop {
         let attempt = retrier.attempt();
@@ -34,7 +33,7 @@ pub(crate) async fn get(transport: &Transport, reference: &Reference) -> Result<
         {
             return Err(too_large(registry, &call.subject, length));
         }
-        let read = stall::read_body(&mut reply.response, MAX_MANIFEST_BYTES, stall).await;
+        let read = stall::read_body(&mut reply.response, MAX_MANIFEST_BYTES, transport.options()).await;
         drop(reply);
         match read {
             Ok((_, true)) => return Err(too_large(registry, &call.subject, MAX_MANIFEST_BYTES as u64 + 1)),

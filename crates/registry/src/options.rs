@@ -1,5 +1,6 @@
 //! How a client talks to registries: [`ClientOptions`] and [`RetryPolicy`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::credentials::Credentials;
@@ -26,6 +27,15 @@ pub struct ClientOptions {
     /// without certificate verification, then plain HTTP, as Docker does. An
     /// entry without a port matches the host on any port.
     pub insecure_registries: Vec<String>,
+    /// `false` names every registry insecure, as skopeo's `--tls-verify=false`.
+    pub tls_verify: bool,
+    /// Directories of per-registry TLS files, as docker's
+    /// `/etc/docker/certs.d` and podman's `/etc/containers/certs.d`: the first
+    /// that has a `HOST[:PORT]/` directory for a registry gives its extra CAs
+    /// (`*.crt`, trusted beside the system's roots) and its client certificate
+    /// (`client.cert` with `client.key`, for registries that require one).
+    /// None by default: callers name them.
+    pub certs_dirs: Vec<PathBuf>,
     /// Where credentials come from; none by default (callers load them with
     /// [`Credentials::load_default`] so a malformed file is reported where
     /// the user can see it).
@@ -36,24 +46,52 @@ pub struct ClientOptions {
     pub user_agent: String,
     /// How long a TCP and TLS connection may take to set up.
     pub connect_timeout: Duration,
+    /// How long a response's head may take to come once the request is sent
+    /// (uploads excepted: a registry answers them after reading the body).
+    /// A server that accepts connections and never answers costs this much
+    /// per attempt.
+    pub response_timeout: Duration,
+    /// How long a small body (a manifest, a token or error answer, a blob of
+    /// at most [`SMALL_BODY`] bytes such as a config) may take in all, from
+    /// its response head to its last byte, before the request counts as
+    /// broken and is retried. A body that trickles a byte now and then never
+    /// stalls, but it cannot outlast this.
+    pub body_timeout: Duration,
     /// Concurrent requests per registry host, open blob bodies included.
     pub max_requests_per_host: usize,
-    /// A response that does not start, or a body that delivers no byte, for
-    /// this long is treated as broken: the request is retried or the blob
-    /// resumed. No total timeout exists, since a large layer may take hours.
+    /// The window of the minimum transfer rate, as curl's `--speed-time`: a
+    /// blob body that averages less than [`ClientOptions::min_transfer_rate`]
+    /// over this long (or sends nothing at all), or an upload the registry
+    /// takes no byte of for this long, is treated as broken: the request is
+    /// retried or the blob resumed. No total timeout exists for blobs, since
+    /// a large layer may take hours.
     pub stall_timeout: Duration,
+    /// Bytes per second a blob body must average over each
+    /// [`ClientOptions::stall_timeout`], as curl's `--speed-limit`; 0 leaves
+    /// only the rule that some byte must come.
+    pub min_transfer_rate: u64,
 }
+
+/// Bodies up to this many bytes must arrive whole within
+/// [`ClientOptions::body_timeout`]: configs and other small blobs, as
+/// manifests and token answers do.
+pub const SMALL_BODY: u64 = 1024 * 1024;
 
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             insecure_registries: Vec::new(),
+            tls_verify: true,
+            certs_dirs: Vec::new(),
             credentials: Credentials::default(),
             retry: RetryPolicy::default(),
             user_agent: format!("hpn/{}", env!("CARGO_PKG_VERSION")),
-            connect_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             max_requests_per_host: DEFAULT_REQUESTS_PER_HOST,
             stall_timeout: Duration::from_secs(60),
+            min_transfer_rate: 1024,
         }
     }
 }
@@ -84,6 +122,12 @@ impl ClientOptions {
         self
     }
 
+    /// Per-registry TLS directories (see [`ClientOptions::certs_dirs`]).
+    pub fn with_certs_dirs(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.certs_dirs = dirs;
+        self
+    }
+
     /// Another retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
@@ -99,6 +143,25 @@ impl ClientOptions {
     /// Another stall timeout (see [`ClientOptions::stall_timeout`]).
     pub fn with_stall_timeout(mut self, stall_timeout: Duration) -> Self {
         self.stall_timeout = stall_timeout;
+        self
+    }
+
+    /// Another response-head timeout (see [`ClientOptions::response_timeout`]).
+    pub fn with_response_timeout(mut self, response_timeout: Duration) -> Self {
+        self.response_timeout = response_timeout;
+        self
+    }
+
+    /// Another deadline for small bodies (see [`ClientOptions::body_timeout`]).
+    pub fn with_body_timeout(mut self, body_timeout: Duration) -> Self {
+        self.body_timeout = body_timeout;
+        self
+    }
+
+    /// Another minimum rate for blob bodies, in bytes per second (see
+    /// [`ClientOptions::min_transfer_rate`]).
+    pub fn with_min_transfer_rate(mut self, bytes_per_second: u64) -> Self {
+        self.min_transfer_rate = bytes_per_second;
         self
     }
 }
@@ -150,6 +213,19 @@ mod tests {
             let late = policy.backoff(30);
             assert!(late >= Duration::from_millis(500) && late <= Duration::from_millis(1000), "{late:?}");
         }
+    }
+
+    #[test]
+    fn a_server_that_never_answers_costs_tens_of_seconds_by_default() {
+        let options = ClientOptions::default();
+        let attempts = options.retry.attempts();
+        let pauses: Duration = (1..attempts).map(|failures| options.retry.backoff(failures)).sum();
+        // What a connection that is accepted and never answered costs, every attempt.
+        let silent = options.response_timeout * attempts + pauses;
+        assert!(silent < Duration::from_secs(60), "{silent:?}");
+        // A port that never accepts (a dropped SYN) costs the connect timeout instead.
+        let black_hole = options.connect_timeout * attempts + pauses;
+        assert!(black_hole < Duration::from_secs(60), "{black_hole:?}");
     }
 
     #[test]

@@ -162,7 +162,7 @@ async fn basic_auth_with_htpasswd() {
     let message = error.to_string();
     assert!(
         message.contains("401")
-            && message.contains("credentials are missing or were refused")
+            && message.contains("refused the credentials configured for it")
             && error.status() == Some(401),
         "{message}"
     );
@@ -170,7 +170,9 @@ async fn basic_auth_with_htpasswd() {
     assert!(wrong.ping(registry.addr()).await.unwrap_err().is_auth());
 
     let anonymous = client(Credentials::default());
-    assert!(anonymous.get_manifest(&reference).await.unwrap_err().is_auth());
+    let error = anonymous.get_manifest(&reference).await.unwrap_err();
+    assert!(error.is_auth(), "{error:?}");
+    assert!(error.to_string().contains("no credentials are configured for this registry"), "{error}");
 }
 
 #[tokio::test]

@@ -347,10 +347,12 @@ async fn insecure_registries_fall_back_from_https_to_plain_http() {
     client.get_manifest(&reference(&server, "test/app:v1")).await.unwrap();
     assert_eq!(server.tls_handshakes(), 1, "the scheme is remembered");
 
-    // A loopback registry not named insecure is plain HTTP from the start.
+    // A loopback registry not named insecure gets (verified) HTTPS first too, as docker
+    // does, then plain HTTP; once per client.
     let plain = RegistryClient::new(options()).unwrap();
     plain.get_manifest(&reference(&server, "test/app:v1")).await.unwrap();
-    assert_eq!(server.tls_handshakes(), 1);
+    plain.get_manifest(&reference(&server, "test/app:v1")).await.unwrap();
+    assert_eq!(server.tls_handshakes(), 2);
 }
 
 #[tokio::test]
@@ -685,11 +687,11 @@ async fn an_upload_the_registry_stops_reading_is_abandoned_as_stalled() {
         _ => Action::status(404),
     });
     let client = RegistryClient::new(
-        ClientOptions::default().with_stall_timeout(Duration::from_millis(700)).with_retry(RetryPolicy::new(
-            2,
-            Duration::from_millis(10),
-            Duration::from_millis(10),
-        )),
+        // The black hole never answers the session's cancelling DELETE either.
+        ClientOptions::default()
+            .with_stall_timeout(Duration::from_millis(700))
+            .with_response_timeout(Duration::from_millis(700))
+            .with_retry(RetryPolicy::new(2, Duration::from_millis(10), Duration::from_millis(10))),
     )
     .unwrap();
     // More than loopback socket buffers hold.
@@ -744,4 +746,55 @@ async fn tags_list_follows_link_pagination_to_the_end() {
     assert_eq!(tags, ["a", "b", "c", "d", "e"]);
     let error = client.list_tags(&server.host(), "loop/app", None).await.unwrap_err();
     assert!(error.to_string().contains("points back at a page"), "{error}");
+}
+
+#[tokio::test]
+async fn a_failure_from_a_redirect_target_names_that_host_not_the_registry() {
+    let blob = Rng::new(9).bytes(1000);
+    // Object storage that has lost the blob, answering as S3 does.
+    let storage = Scripted::start("127.0.0.2", |_| Action::Respond {
+        status: 404,
+        headers: Vec::new(),
+        body: b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>".to_vec(),
+    });
+    let storage_url = format!("http://{}/bucket/blob?X-Amz-Signature=secret", storage.addr);
+    let registry = Scripted::start("127.0.0.1", move |request| match request.path() {
+        "/v2/" => Action::status(200),
+        path if path.starts_with("/v2/test/app/blobs/") => Action::status(307).with_header("Location", &storage_url),
+        _ => Action::status(404),
+    });
+    let client = RegistryClient::new(options()).unwrap();
+    let error = fetch_blob(&client, &registry, &blob).await.unwrap_err();
+    let text = error.to_string();
+    assert!(error.is_not_found() && error.status() == Some(404), "{error:?}");
+    let storage_host = storage.addr.to_string();
+    assert!(text.contains(&format!("redirected the request to {storage_host}, which answered HTTP 404")), "{text}");
+    assert!(text.contains(&format!("registry {}", registry.host())), "{text}");
+    assert!(!text.contains("Signature") && !text.contains("secret"), "{text}");
+    assert!(!text.contains("was not found on registry"), "the registry is blamed: {text}");
+}
+
+#[tokio::test]
+async fn a_consumer_that_pauses_is_not_taken_for_a_slow_registry() {
+    let blob = Rng::new(12).bytes(4 * 1024 * 1024);
+    let served = blob.clone();
+    let server = Scripted::start("127.0.0.1", move |request| match request.path() {
+        "/v2/" => Action::status(200),
+        _ => Action::ok(&served),
+    });
+    // A demanding rate: 3 MB in every 300 ms spent waiting for the registry.
+    let options = options().with_stall_timeout(Duration::from_millis(300)).with_min_transfer_rate(10_000_000);
+    let client = RegistryClient::new(options).unwrap();
+    let descriptor = blob_descriptor(&blob);
+    let mut stream = client.get_blob(&reference(&server, "test/app:v1"), &descriptor).await.unwrap();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        if body.is_empty() {
+            // The disk is busy: the registry waits on us, not we on it.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        }
+        body.extend_from_slice(&chunk.map_err(common::registry_error).unwrap());
+    }
+    assert!(body == blob, "the blob came back different");
+    assert_eq!(server.count(&format!("/v2/test/app/blobs/{}", descriptor.digest)), 1, "the body was resumed");
 }

@@ -46,6 +46,11 @@ impl Response {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// Every header, `(name, value)`, in the order they came.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
     /// The body as text, for error messages.
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()

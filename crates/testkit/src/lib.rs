@@ -25,22 +25,26 @@ mod faults;
 mod hashing;
 pub mod http;
 pub mod layouts;
+mod misbehaving;
 mod podman;
 mod process;
 mod registry;
 mod rng;
 mod skopeo;
+mod tls;
 mod token;
 mod token_service;
 
 pub use dockerd::{Dockerd, docker_client};
 pub use faults::{Fault, FaultProxy, ProxyRequest, Rule};
 pub use hashing::{HashingWriter, sha256_digest};
+pub use misbehaving::{RefusingProxy, SilentServer, TrickleProxy};
 pub use podman::Podman;
 pub use process::have_binary;
 pub use registry::{AccessLogEntry, Registry, RegistryBuilder, htpasswd_line};
 pub use rng::Rng;
 pub use skopeo::{skopeo, skopeo_inspect, skopeo_inspect_raw};
+pub use tls::{Issued, TestCa};
 pub use token::TokenSigner;
 pub use token_service::TokenService;
 

@@ -14,6 +14,7 @@ use tempfile::TempDir;
 use crate::TokenSigner;
 use crate::http::{Body, Client};
 use crate::process::{log_tail, terminate, wait_ready};
+use crate::tls::Issued;
 
 /// Media types a manifest GET/HEAD accepts, so the registry never converts or refuses one.
 pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -30,6 +31,8 @@ pub struct Registry {
     child: Child,
     addr: String,
     credentials: Option<(String, String)>,
+    /// Whether it serves HTTPS.
+    tls: bool,
     log: PathBuf,
     // Last, so it is removed after the process is gone.
     dir: TempDir,
@@ -44,6 +47,9 @@ pub struct RegistryBuilder {
     token: Option<TokenAuth>,
     /// Manifest deletes refused (405 UNSUPPORTED), distribution's default.
     delete_disabled: bool,
+    tls: Option<Issued>,
+    client_ca: Option<PathBuf>,
+    storage: Option<PathBuf>,
 }
 
 /// What the registry's `auth: token` section needs.
@@ -84,6 +90,29 @@ impl RegistryBuilder {
         self
     }
 
+    /// Serve HTTPS with this certificate and key (from [`TestCa::issue_server`](crate::TestCa)),
+    /// instead of plain HTTP. [`Registry`]'s own helpers (`manifest`, `has_blob`, ...) speak
+    /// plain HTTP and do not work on it: seed a plain registry and share its storage
+    /// ([`Self::storage`]).
+    pub fn tls(mut self, server: &Issued) -> Self {
+        self.tls = Some(server.clone());
+        self
+    }
+
+    /// With [`Self::tls`], require a client certificate issued by the CA in `ca_cert`
+    /// (distribution's `http.tls.clientcas`).
+    pub fn client_ca(mut self, ca_cert: &Path) -> Self {
+        self.client_ca = Some(ca_cert.to_owned());
+        self
+    }
+
+    /// Serve the filesystem storage at `root` (another registry's [`Registry::storage_dir`],
+    /// which must outlive this one) instead of an empty one of its own.
+    pub fn storage(mut self, root: &Path) -> Self {
+        self.storage = Some(root.to_owned());
+        self
+    }
+
     pub fn start(self) -> Result<Registry> {
         // A free port found by binding :0 can be taken by a parallel test before the registry binds
         // it; that shows up as an early exit, and a new port is the cure.
@@ -116,13 +145,19 @@ impl RegistryBuilder {
         writeln!(yaml, "version: 0.1")?;
         writeln!(yaml, "log:\n  level: info\n  formatter: text")?;
         writeln!(yaml, "storage:")?;
-        writeln!(yaml, "  filesystem:\n    rootdirectory: {}", yaml_str(&data))?;
+        writeln!(yaml, "  filesystem:\n    rootdirectory: {}", yaml_str(self.storage.as_deref().unwrap_or(&data)))?;
         writeln!(yaml, "  delete:\n    enabled: {}", !self.delete_disabled)?;
         // Background purging of upload dirs would race with tests that look at storage.
         writeln!(yaml, "  maintenance:\n    uploadpurging:\n      enabled: false")?;
         writeln!(yaml, "http:\n  addr: {addr}")?;
         // Without a fixed secret the registry logs a warning at every start.
         writeln!(yaml, "  secret: hpn-testkit-not-secret")?;
+        if let Some(tls) = &self.tls {
+            writeln!(yaml, "  tls:\n    certificate: {}\n    key: {}", yaml_str(&tls.cert), yaml_str(&tls.key))?;
+            if let Some(ca) = &self.client_ca {
+                writeln!(yaml, "    clientcas:\n      - {}", yaml_str(ca))?;
+            }
+        }
         if let Some((user, password)) = &self.htpasswd {
             let htpasswd = dir.path().join("htpasswd");
             fs::write(&htpasswd, htpasswd_line(user, password)?)?;
@@ -146,16 +181,20 @@ impl RegistryBuilder {
             .stderr(out)
             .spawn()
             .context("cannot run docker-registry (Debian package docker-registry)")?;
-        let mut registry = Registry { child, addr, credentials: self.htpasswd.clone(), log, dir };
+        let tls = self.tls.is_some();
+        let mut registry = Registry { child, addr, credentials: self.htpasswd.clone(), tls, log, dir };
         let client = registry.client();
         let log = registry.log.clone();
         // Our own log line first: if a parallel test's registry got this port, it would answer
         // /v2/ while ours had failed to bind. A token-auth registry answers /v2/ with its
         // challenge, and we hold no token.
         let listening = format!("listening on {}", registry.addr);
+        // A TLS registry answers a plain-HTTP request with 400 ("an HTTP request to an HTTPS
+        // server"), which says it listens just as well.
+        let ready = |status: u16| status == 200 || status == 401 || (tls && status == 400);
         wait_ready("docker-registry", &mut registry.child, &log, START_TIMEOUT, || {
             fs::read_to_string(&log).is_ok_and(|l| l.contains(&listening))
-                && client.request("GET", "/v2/", &[], Body::Empty).is_ok_and(|r| r.status == 200 || r.status == 401)
+                && client.request("GET", "/v2/", &[], Body::Empty).is_ok_and(|r| ready(r.status))
         })?;
         Ok(registry)
     }
@@ -181,9 +220,10 @@ impl Registry {
         &self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` for a registry started with
+    /// [`RegistryBuilder::tls`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     /// `127.0.0.1:PORT/<name>`, e.g. `reference("fixtures/app-a:1")`.

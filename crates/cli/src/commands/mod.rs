@@ -159,10 +159,21 @@ fn client_options(settings: &Settings, credentials: Credentials) -> ClientOption
     let mut options = ClientOptions::default()
         .with_credentials(credentials)
         .with_insecure_registries(settings.insecure_registries.clone())
+        .with_certs_dirs(settings.certs_dirs.clone())
         .with_max_requests_per_host(settings.requests_per_host.unwrap_or(Concurrency::default().requests_per_host));
     options.retry.max_attempts = settings.attempts;
+    options.tls_verify = settings.tls_verify;
     if let Some(stall_timeout) = settings.stall_timeout {
         options.stall_timeout = stall_timeout;
+    }
+    if let Some(response_timeout) = settings.response_timeout {
+        options.response_timeout = response_timeout;
+    }
+    if let Some(body_timeout) = settings.body_timeout {
+        options.body_timeout = body_timeout;
+    }
+    if let Some(rate) = settings.min_transfer_rate {
+        options.min_transfer_rate = rate;
     }
     options
 }

@@ -273,7 +273,7 @@ async fn fetch_token(
     let token_subject = format!("{subject} (token service {})", host_of(&url));
     let client = realm.http;
     let mut retrier = Retrier::new(&realm.options.retry);
-    let stall = realm.options.stall_timeout;
+    let options = realm.options;
     let sent = match credential {
         Some(Credential::IdentityToken(refresh)) => {
             let mut form = vec![
@@ -285,7 +285,7 @@ async fn fetch_token(
             if !service.is_empty() {
                 form.push(("service", service.to_owned()));
             }
-            retry::send_retrying(&mut retrier, stall, || client.post(url.clone()).form(&form)).await
+            retry::send_retrying(&mut retrier, options, || client.post(url.clone()).form(&form)).await
         }
         other => {
             {
@@ -305,7 +305,7 @@ async fn fetch_token(
                 Some(Credential::Basic { username, password }) => Some(basic_header(username, password)),
                 _ => None,
             };
-            retry::send_retrying(&mut retrier, stall, || {
+            retry::send_retrying(&mut retrier, options, || {
                 let request = client.get(url.clone());
                 match &basic {
                     Some(basic) => request.header(AUTHORIZATION, basic.clone()),
@@ -319,10 +319,19 @@ async fn fetch_token(
         RegistryError::network(registry, &token_subject, attempts, error, url.scheme() == "http")
     })?;
     let status = response.status();
-    let body = stall::read_body(&mut response, MAX_SMALL_BODY, stall).await.map(|(body, _)| body).unwrap_or_default();
+    let body = match stall::read_body(&mut response, MAX_SMALL_BODY, options).await {
+        Ok((body, _)) => body,
+        // A token service that trickles its answer is as unusable as one
+        // that does not answer; an error answer cut short still has a status.
+        Err(error) if status.is_success() => {
+            return Err(RegistryError::network(registry, &token_subject, tries, error, url.scheme() == "http"));
+        }
+        Err(_) => Vec::new(),
+    };
     if !status.is_success() {
         let errors = ErrorBody::parse(&body);
-        return Err(status_error(registry, &token_subject, Target::Other, "GET", status, errors, tries));
+        let error = status_error(registry, &token_subject, Target::Other, "GET", status, errors, tries);
+        return Err(error.with_credentials_known(credential.is_some()));
     }
     let answer = TokenAnswer::parse(&body).map_err(|problem| {
         RegistryError::protocol(registry, &token_subject, format!("the token service's answer {problem}"))

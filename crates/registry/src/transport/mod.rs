@@ -9,6 +9,7 @@
 //! auth, redirects and retries below it and hands back the final response.
 
 mod auth;
+mod certs;
 pub mod challenge;
 mod redirect;
 pub(crate) mod retry;
@@ -43,13 +44,72 @@ pub(crate) struct Transport {
 
 struct Shared {
     options: ClientOptions,
-    /// One pool for everything, so connections are reused across requests.
-    http: reqwest::Client,
-    /// Without certificate verification, for registries named insecure only.
-    /// A separate pool keeps verified and unverified connections apart.
-    insecure_http: Option<reqwest::Client>,
+    clients: Clients,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     auth: Auth,
+}
+
+/// The HTTP clients, each one pool reused across requests: with verified
+/// TLS, and without verification for registries named insecure only (a
+/// separate pool keeps verified and unverified connections apart); each
+/// through the proxies the environment names (`HTTPS_PROXY`, `NO_PROXY`...)
+/// and direct, for loopback registries, which are never proxied (as skopeo
+/// and docker do: a proxy cannot reach this machine's loopback).
+struct Clients {
+    proxied: reqwest::Client,
+    direct: reqwest::Client,
+    insecure: Option<(reqwest::Client, reqwest::Client)>,
+}
+
+/// How every client of a [`Transport`] is set up; `insecure` turns off
+/// certificate verification, `direct` the proxies.
+fn client_builder(options: &ClientOptions, insecure: bool, direct: bool) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        .user_agent(options.user_agent.clone())
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(90))
+        // Redirects are followed by hand: the Authorization header must
+        // not travel to another host, and every hop is logged.
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(insecure);
+    if direct { builder.no_proxy() } else { builder }
+}
+
+fn build_client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, RegistryError> {
+    builder.build().map_err(|error| RegistryError::setup("set up the HTTP client", error))
+}
+
+impl Clients {
+    fn new(options: &ClientOptions) -> Result<Self, RegistryError> {
+        let build = |insecure: bool, direct: bool| build_client(client_builder(options, insecure, direct));
+        let insecure = if options.insecure_registries.is_empty() && options.tls_verify {
+            None
+        } else {
+            Some((build(true, false)?, build(true, true)?))
+        };
+        Ok(Self { proxied: build(false, false)?, direct: build(false, true)?, insecure })
+    }
+
+    /// The client for `host`, with or without certificate verification: the
+    /// host's own when its certs.d directory gave it CAs or a client
+    /// certificate. Everything a loopback registry sends the client to (its
+    /// token realm, a redirect) is reached directly too.
+    fn get<'a>(&'a self, host: &'a Host, insecure_tls: bool) -> &'a reqwest::Client {
+        if let Some(Some(own)) = host.own_client.get()
+            && !insecure_tls
+        {
+            return own;
+        }
+        let direct = endpoint::is_loopback(&host.api_host);
+        match (&self.insecure, insecure_tls, direct) {
+            (Some((_, direct_insecure)), true, true) => direct_insecure,
+            (Some((proxied_insecure, _)), true, false) => proxied_insecure,
+            (_, _, true) => &self.direct,
+            _ => &self.proxied,
+        }
+    }
 }
 
 /// One registry, as this client speaks to it.
@@ -61,6 +121,9 @@ pub(crate) struct Host {
     semaphore: Arc<Semaphore>,
     /// For requests carrying an upload body; see [`Slot`].
     upload_semaphore: Arc<Semaphore>,
+    /// A client of its own, when its certs.d directory has TLS files; set
+    /// up once, before the first request.
+    own_client: OnceCell<Option<reqwest::Client>>,
     /// Scheme and first challenge, learned once from `GET /v2/`.
     probe: OnceCell<Probe>,
     /// The challenge to answer; a later 401 may replace it.
@@ -189,24 +252,9 @@ pub(crate) struct Reply {
 
 impl Transport {
     pub(crate) fn new(options: ClientOptions) -> Result<Self, RegistryError> {
-        let build = |insecure: bool| {
-            reqwest::Client::builder()
-                .user_agent(options.user_agent.clone())
-                .connect_timeout(options.connect_timeout)
-                .tcp_nodelay(true)
-                .tcp_keepalive(Duration::from_secs(30))
-                .pool_idle_timeout(Duration::from_secs(90))
-                // Redirects are followed by hand: the Authorization header must
-                // not travel to another host, and every hop is logged.
-                .redirect(reqwest::redirect::Policy::none())
-                .danger_accept_invalid_certs(insecure)
-                .build()
-                .map_err(|error| RegistryError::setup("set up the HTTP client", error))
-        };
-        let http = build(false)?;
-        let insecure_http = if options.insecure_registries.is_empty() { None } else { Some(build(true)?) };
+        let clients = Clients::new(&options)?;
         let auth = Auth::new(options.credentials.clone());
-        Ok(Self { inner: Arc::new(Shared { options, http, insecure_http, hosts: Mutex::default(), auth }) })
+        Ok(Self { inner: Arc::new(Shared { options, clients, hosts: Mutex::default(), auth }) })
     }
 
     pub(crate) fn options(&self) -> &ClientOptions {
@@ -232,9 +280,14 @@ impl Transport {
         let host = Arc::new(Host {
             name: registry.to_owned(),
             api_host,
-            endpoint: endpoint::endpoint(registry, &self.inner.options.insecure_registries),
+            endpoint: endpoint::endpoint(
+                registry,
+                &self.inner.options.insecure_registries,
+                self.inner.options.tls_verify,
+            ),
             semaphore: Arc::new(Semaphore::new(limit)),
             upload_semaphore: Arc::new(Semaphore::new(limit)),
+            own_client: OnceCell::new(),
             probe: OnceCell::new(),
             challenge: Mutex::new(None),
         });
@@ -274,11 +327,8 @@ impl Transport {
         }
     }
 
-    fn http(&self, insecure_tls: bool) -> &reqwest::Client {
-        match (&self.inner.insecure_http, insecure_tls) {
-            (Some(insecure), true) => insecure,
-            _ => &self.inner.http,
-        }
+    fn http<'a>(&'a self, host: &'a Host, insecure_tls: bool) -> &'a reqwest::Client {
+        self.inner.clients.get(host, insecure_tls)
     }
 
     /// Learns, once per registry, which scheme answers and what auth it wants.
@@ -286,10 +336,38 @@ impl Transport {
         host.probe.get_or_try_init(|| self.run_probe(host, subject)).await.cloned()
     }
 
+    /// Sets up the host's own client from its certs.d directory, once; the
+    /// files are read on the blocking pool.
+    async fn own_client(&self, host: &Host) -> Result<(), RegistryError> {
+        let options = self.inner.options.clone();
+        let registry = host.name.clone();
+        let direct = endpoint::is_loopback(&host.api_host);
+        host.own_client
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    let Some(tls) = certs::find(&options.certs_dirs, &registry)? else { return Ok(None) };
+                    debug!(registry = %registry, roots = tls.roots.len(), client_certificate = tls.identity.is_some(), "using the registry's certs.d files");
+                    let mut builder = client_builder(&options, false, direct);
+                    for root in tls.roots {
+                        builder = builder.add_root_certificate(root);
+                    }
+                    if let Some(identity) = tls.identity {
+                        builder = builder.identity(identity);
+                    }
+                    build_client(builder).map(Some)
+                })
+                .await
+                .map_err(|error| RegistryError::setup("read the registry's TLS files", error))?
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn run_probe(&self, host: &Host, subject: &str) -> Result<Probe, RegistryError> {
+        self.own_client(host).await?;
         let candidates: &[(&str, bool)] = match host.endpoint {
             Endpoint::Https => &[("https", false)],
-            Endpoint::Plain => &[("http", false)],
+            Endpoint::Loopback => &[("https", false), ("http", false)],
             Endpoint::Insecure => &[("https", true), ("http", false)],
         };
         let options = &self.inner.options;
@@ -298,11 +376,11 @@ impl Transport {
             let last = index + 1 == candidates.len();
             let base = Url::parse(&format!("{scheme}://{}/", host.api_host)).expect("validated in host()");
             let url = base.join("/v2/").expect("static path");
-            let client = self.http(insecure_tls);
+            let client = self.http(host, insecure_tls);
             // Only the last candidate gets the retry policy: a plain-HTTP
             // registry answers a TLS handshake with an immediate failure.
             let mut retrier = if last { Retrier::new(&options.retry) } else { Retrier::capped(&options.retry, 1) };
-            match retry::send_retrying(&mut retrier, options.stall_timeout, || client.get(url.clone())).await {
+            match retry::send_retrying(&mut retrier, options, || client.get(url.clone())).await {
                 Ok((response, _)) => {
                     let status = response.status();
                     let challenge = if status == StatusCode::UNAUTHORIZED {
@@ -315,10 +393,17 @@ impl Transport {
                     return Ok(Probe { base, insecure_tls, status });
                 }
                 Err((error, attempts)) => {
+                    // A loopback registry whose certificate is refused, or that
+                    // refuses ours, speaks TLS: plain HTTP would only hide why.
+                    let speaks_tls = error.is_certificate() || error.is_tls_refused();
+                    let error = RegistryError::network(&host.name, subject, attempts, error, scheme == "http");
+                    if speaks_tls {
+                        return Err(error);
+                    }
                     if !last {
                         debug!(registry = %host.name, "HTTPS failed ({error}); trying plain HTTP");
                     }
-                    last_error = Some(RegistryError::network(&host.name, subject, attempts, error, scheme == "http"));
+                    last_error = Some(error);
                 }
             }
         }
@@ -386,8 +471,8 @@ impl Transport {
                 body: body.take(),
                 progress: progress.as_deref(),
             };
-            let client = self.http(probe.insecure_tls);
-            let response = match redirect::send(client, &probe.base, request, self.inner.options.stall_timeout).await {
+            let client = self.http(host, probe.insecure_tls);
+            let response = match redirect::send(client, &probe.base, request, &self.inner.options).await {
                 Ok(response) => response,
                 Err(error) => {
                     drop(permit);
@@ -438,7 +523,7 @@ impl Transport {
         let realm = Realm {
             registry: &host.name,
             endpoint: host.endpoint,
-            http: self.http(host.endpoint == Endpoint::Insecure),
+            http: self.http(host, host.endpoint == Endpoint::Insecure),
             options: &self.inner.options,
         };
         self.inner.auth.authorization(&realm, challenge, call.repository.as_deref(), scopes, &call.subject).await
@@ -491,14 +576,26 @@ impl Transport {
         let body = if call.method == Method::HEAD {
             Vec::new()
         } else {
-            stall::read_body(&mut reply.response, MAX_SMALL_BODY, self.inner.options.stall_timeout)
+            stall::read_body(&mut reply.response, MAX_SMALL_BODY, &self.inner.options)
                 .await
                 .map(|(body, _)| body)
                 .unwrap_or_default()
         };
+        // A failure from the host a redirect led to is that host's, not the registry's.
+        let redirected_to = call
+            .host
+            .probe
+            .get()
+            .filter(|probe| !redirect::same_origin(reply.response.url(), &probe.base))
+            .map(|_| stall::host_of(reply.response.url()));
         drop(reply.response);
         drop(reply.permit);
         let errors = ErrorBody::parse(&body);
+        if let Some(host) = redirected_to {
+            let error =
+                RegistryError::redirected(&call.host.name, &call.subject, host, status.as_u16(), errors.clone());
+            return (error, errors);
+        }
         let error = status_error(
             &call.host.name,
             &call.subject,
@@ -508,9 +605,17 @@ impl Transport {
             errors.clone(),
             reply.attempts,
         );
-        let logged_in = lacks_rights
-            && matches!(self.inner.auth.credential(&call.host.name, call.repository.as_deref()).await, Ok(Some(_)));
-        (if logged_in { error.into_push_denied() } else { error }, errors)
+        if status != StatusCode::UNAUTHORIZED {
+            return (error, errors);
+        }
+        let has_credentials =
+            matches!(self.inner.auth.credential(&call.host.name, call.repository.as_deref()).await, Ok(Some(_)));
+        let error = if lacks_rights && has_credentials {
+            error.into_push_denied()
+        } else {
+            error.with_credentials_known(has_credentials)
+        };
+        (error, errors)
     }
 
     /// The error for a call that got no usable response.

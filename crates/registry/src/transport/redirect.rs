@@ -2,13 +2,12 @@
 //! leaves the registry's own origin: object storage behind a redirect (S3,
 //! GCS) authenticates through the URL and rejects a second mechanism.
 
-use std::time::Duration;
-
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, Response, StatusCode, Url};
 
 use super::stall::{self, Progress};
 use crate::error::{TransportError, TransportProblem};
+use crate::options::ClientOptions;
 
 const MAX_REDIRECTS: usize = 10;
 
@@ -28,7 +27,7 @@ pub(crate) async fn send(
     client: &reqwest::Client,
     origin: &Url,
     request: Request<'_>,
-    stall: Duration,
+    options: &ClientOptions,
 ) -> Result<Response, TransportError> {
     let Request { mut method, mut url, headers, authorization, mut body, progress } = request;
     for _ in 0..=MAX_REDIRECTS {
@@ -43,7 +42,7 @@ pub(crate) async fn send(
         if let Some(body) = body.take() {
             builder = builder.body(body);
         }
-        let response = stall::send(builder, stall, progress).await?;
+        let response = stall::send(builder, options, progress).await?;
         let status = response.status();
         let follow = status.is_redirection()
             && status != StatusCode::NOT_MODIFIED

@@ -9,7 +9,7 @@ use tracing::debug;
 
 use super::stall;
 use crate::error::TransportError;
-use crate::options::RetryPolicy;
+use crate::options::{ClientOptions, RetryPolicy};
 
 /// Counts consecutive failures against a [`RetryPolicy`] and waits between
 /// attempts: the one place where retries are decided, for every request
@@ -68,12 +68,12 @@ impl Retrier {
 /// attempts made, or the last transport failure and the attempts.
 pub(crate) async fn send_retrying(
     retrier: &mut Retrier,
-    stall: Duration,
+    options: &ClientOptions,
     make: impl Fn() -> RequestBuilder,
 ) -> Result<(Response, u32), (TransportError, u32)> {
     loop {
         let attempt = retrier.attempt();
-        match stall::send(make(), stall, None).await {
+        match stall::send(make(), options, None).await {
             Ok(response) if is_retryable_status(response.status()) => {
                 let after = retry_after(response.headers(), SystemTime::now());
                 if let Err(response) = retrier.failed(response, after).await {

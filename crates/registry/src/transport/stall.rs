@@ -1,6 +1,8 @@
-//! Stall detection: no total timeouts (a large blob may take hours), but a
-//! request whose answer, body or upload stops moving for the stall timeout
-//! is treated as broken.
+//! Slow and stalled peers: no total timeout for a blob (a large one may take
+//! hours), but a response head that does not come, a blob body that stays
+//! below the minimum rate (curl's `--speed-limit`/`--speed-time`), a small
+//! body that does not arrive whole in time, or an upload that stops moving,
+//! is treated as broken and goes back to the retry helper.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -9,26 +11,28 @@ use reqwest::{RequestBuilder, Response, Url};
 use tracing::debug;
 
 use crate::error::{TransportError, TransportProblem};
+use crate::options::{ClientOptions, SMALL_BODY};
 
-/// Sends one request. Without `progress`, the response must start within
-/// `stall`; with it (a request carrying an upload body), the body must keep
-/// moving instead. Every request is logged with host and path only: a
-/// redirect's or upload session's query may carry a signature or the
-/// registry's upload state.
+/// Sends one request. Without `progress`, the response head must come within
+/// the response timeout; with it (a request carrying an upload body), the
+/// body must keep moving instead (the stall timeout). Every request is
+/// logged with host and path only: a redirect's or upload session's query
+/// may carry a signature or the registry's upload state.
 pub(crate) async fn send(
     request: RequestBuilder,
-    stall: Duration,
+    options: &ClientOptions,
     progress: Option<&Progress>,
 ) -> Result<Response, TransportError> {
+    let (head_timeout, stall) = (options.response_timeout, options.stall_timeout);
     let (client, request) = request.build_split();
     let request = request?;
     let (method, host, path) = (request.method().clone(), host_of(request.url()), request.url().path().to_owned());
     let started = Instant::now();
     let send = client.execute(request);
     let result = match progress {
-        None => match tokio::time::timeout(stall, send).await {
+        None => match tokio::time::timeout(head_timeout, send).await {
             Ok(result) => result.map_err(TransportError::from),
-            Err(_) => Err(TransportProblem::NoResponse(stall).into()),
+            Err(_) => Err(TransportProblem::NoResponse(head_timeout).into()),
         },
         Some(progress) => await_upload(send, progress, stall).await,
     };
@@ -124,22 +128,119 @@ async fn await_upload(
     }
 }
 
-/// The next chunk of a response body; an error when none comes within `stall`.
-pub(crate) async fn chunk(response: &mut Response, stall: Duration) -> Result<Option<bytes::Bytes>, TransportError> {
-    match tokio::time::timeout(stall, response.chunk()).await {
-        Err(_) => Err(TransportProblem::Stalled(stall).into()),
-        Ok(result) => result.map_err(TransportError::from),
+/// What a response body must keep up with: in every window of the stall
+/// timeout some bytes and at least the minimum rate (for blobs), and all of
+/// it before the body timeout (for small bodies). Checked as chunks come and
+/// whenever a window or the deadline ends without one.
+///
+/// A window counts only the time spent waiting for the network: a consumer
+/// that stops reading (a slow disk, a lock) holds the body back by its own
+/// choice, and the registry is not to blame for that.
+pub(crate) struct Pace {
+    /// The window, and the bytes each window must bring.
+    rate: Option<(Duration, u64)>,
+    /// Time spent waiting for the body in the current window.
+    waited: Duration,
+    in_window: u64,
+    received: u64,
+    /// When a small body must be complete, and the timeout it came from.
+    deadline: Option<(Instant, Duration)>,
+    min_rate: u64,
+}
+
+impl Pace {
+    /// For a blob body of `size` bytes: the minimum rate, and the deadline
+    /// too when the blob is small (a config).
+    pub(crate) fn blob(options: &ClientOptions, size: u64) -> Self {
+        let mut pace = Self::new(options, size <= SMALL_BODY);
+        pace.rate = Some((options.stall_timeout, Self::window_bytes(options)));
+        pace
+    }
+
+    /// The bytes a blob body must bring in each window: the minimum rate
+    /// over the stall timeout, at least one.
+    pub(crate) fn window_bytes(options: &ClientOptions) -> u64 {
+        (options.min_transfer_rate as f64 * options.stall_timeout.as_secs_f64()).ceil().max(1.0) as u64
+    }
+
+    /// For a small body of no known size (a manifest, a token or error
+    /// answer): the deadline alone.
+    pub(crate) fn small(options: &ClientOptions) -> Self {
+        Self::new(options, true)
+    }
+
+    fn new(options: &ClientOptions, small: bool) -> Self {
+        let now = Instant::now();
+        Self {
+            rate: None,
+            waited: Duration::ZERO,
+            in_window: 0,
+            received: 0,
+            deadline: small
+                .then(|| now.checked_add(options.body_timeout).map(|at| (at, options.body_timeout)))
+                .flatten(),
+            min_rate: options.min_transfer_rate,
+        }
+    }
+
+    /// The next chunk of `response`'s body, `None` at its end; an error when
+    /// the body falls behind.
+    pub(crate) async fn chunk(&mut self, response: &mut Response) -> Result<Option<bytes::Bytes>, TransportError> {
+        loop {
+            let now = Instant::now();
+            if let Some((at, limit)) = self.deadline
+                && now >= at
+            {
+                return Err(TransportProblem::Deadline { limit, received: self.received }.into());
+            }
+            if let Some((window, per_window)) = self.rate
+                && self.waited >= window
+            {
+                if self.in_window < per_window {
+                    let problem =
+                        TransportProblem::TooSlow { received: self.in_window, window, min_rate: self.min_rate };
+                    return Err(problem.into());
+                }
+                self.waited = Duration::ZERO;
+                self.in_window = 0;
+                continue;
+            }
+            // A window or deadline that cannot end (an absurd timeout) is no rule.
+            let window_end = self.rate.and_then(|(window, _)| now.checked_add(window - self.waited));
+            let wake = match (window_end, self.deadline) {
+                (Some(end), Some((at, _))) => Some(end.min(at)),
+                (end, deadline) => end.or(deadline.map(|(at, _)| at)),
+            };
+            // Dropping `chunk()` at a wake-up loses nothing: the body keeps
+            // what was not yet handed out.
+            let next = match wake {
+                Some(wake) => tokio::time::timeout_at(wake.into(), response.chunk()).await,
+                None => Ok(response.chunk().await),
+            };
+            self.waited += now.elapsed();
+            let Ok(next) = next else { continue };
+            return match next? {
+                Some(chunk) => {
+                    self.in_window += chunk.len() as u64;
+                    self.received += chunk.len() as u64;
+                    Ok(Some(chunk))
+                }
+                None => Ok(None),
+            };
+        }
     }
 }
 
-/// Reads a body up to `limit` bytes; `true` when there was more.
+/// Reads a small body up to `limit` bytes within the body timeout; `true`
+/// when there was more.
 pub(crate) async fn read_body(
     response: &mut Response,
     limit: usize,
-    stall: Duration,
+    options: &ClientOptions,
 ) -> Result<(Vec<u8>, bool), TransportError> {
+    let mut pace = Pace::small(options);
     let mut body = Vec::new();
-    while let Some(chunk) = chunk(response, stall).await? {
+    while let Some(chunk) = pace.chunk(response).await? {
         if body.len() + chunk.len() > limit {
             let room = limit - body.len();
             body.extend_from_slice(&chunk[..room]);
