@@ -139,6 +139,8 @@ fn basic_auth_uses_the_auth_file_and_a_wrong_password_is_an_auth_error() {
     assert!(run.stderr.contains(registry.addr()), "{}", run.stderr);
     assert!(!run.stderr.contains("s3cret-pass") && !run.stderr.contains("wrong"), "a password leaked: {}", run.stderr);
     assert!(run.stderr.contains("refused the credentials configured for it"), "{}", run.stderr);
+    let entry = format!("refused: the entry for {} in {}", registry.addr(), path.display());
+    assert!(run.stderr.contains(&entry), "the refused entry is not named: {}", run.stderr);
     let anonymous = Workspace::new().hpn(["pull", image.as_str()]);
     anonymous.assert_code(4);
     assert!(anonymous.stderr.contains("no credentials are configured for this registry"), "{}", anonymous.stderr);

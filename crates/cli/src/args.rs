@@ -114,19 +114,25 @@ impl std::str::FromStr for CredsFlag {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Pull images from their registries into the store
+    #[command(after_help = PULL_EXAMPLES)]
     Pull(PullArgs),
     /// Pull images and write them as archives that docker load and podman load accept
+    #[command(after_help = SAVE_EXAMPLES)]
     Save(SaveArgs),
     /// Read archives (docker save, hpn save, skopeo, crane, OCI) into the store
+    #[command(after_help = LOAD_EXAMPLES)]
     Load(LoadArgs),
     /// Push images from the store or straight from archives to a registry
+    #[command(after_help = PUSH_EXAMPLES)]
     Push(PushArgs),
     /// Copy images between any two places: registry, store, archive file, OCI layout directory
+    #[command(after_help = COPY_EXAMPLES)]
     Copy(CopyArgs),
     /// Inspect and maintain the store
-    #[command(subcommand)]
+    #[command(subcommand, after_help = STORE_EXAMPLES)]
     Store(StoreCommand),
     /// Check archives offline: re-hash every blob and check every image is complete
+    #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
     /// Print hpn's version
     Version,
@@ -158,9 +164,43 @@ pub enum Command {
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
     /// Serve the store, or archive files in place, read-only as a registry (docker pull, skopeo, podman)
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
 }
 
+const PULL_EXAMPLES: &str = "Examples:
+  hpn pull nginx:1.25 alpine
+  hpn pull -f images.txt --all-platforms
+  hpn pull --pull missing -f images.txt   (only what the store lacks)
+  hpn pull --mirror docker.io=harbor.local/dockerhub-proxy nginx";
+const SAVE_EXAMPLES: &str = "Examples:
+  hpn save -f images.txt -o images.tar
+  hpn save nginx:1.25 -o nginx.tar.zst   (compressed as the name says)
+  hpn save -f images.txt --save-mode 2   (one archive per image in ./images/)
+  hpn save nginx:1.25 -o - | docker load
+  hpn save --dry-run -f images.txt -o images.tar";
+const LOAD_EXAMPLES: &str = "Examples:
+  hpn load -i images.tar
+  hpn load -i docker-save.tar -i skopeo.tar
+  hpn load --load-mode 2   (every archive in ./images/)";
+const PUSH_EXAMPLES: &str = "Examples:
+  hpn push -f images.txt -r harbor.site:8443 --push-mode 2 -p prod
+  hpn push -i images.tar -r registry.local:5000
+  hpn push --dry-run -i images.tar -r registry.local:5000";
+const COPY_EXAMPLES: &str = "Examples:
+  hpn copy docker://src:5000/team/app:1 docker://dst:5000/team/app:1 --all-platforms
+  hpn copy store:nginx:1.25 oci:/srv/layout:nginx:1.25
+  hpn copy docker-archive:app.tar registry.local/app:1";
+const STORE_EXAMPLES: &str = "Examples:
+  hpn store ls
+  hpn store rm nginx:1.25 && hpn store gc
+  hpn store verify";
+const VERIFY_EXAMPLES: &str = "Examples:
+  hpn verify images.tar
+  hpn --json verify bundle.tar docker-save.tar";
+const SERVE_EXAMPLES: &str = "Examples:
+  hpn serve   (the store on 127.0.0.1:5000)
+  hpn serve -i bundle.tar --addr 0.0.0.0:5000 --htpasswd /etc/hpn/htpasswd --tls-cert c.pem --tls-key k.pem";
 const INSPECT_EXAMPLES: &str = "Examples:
   hpn inspect nginx:1.25
   hpn inspect --platform linux/arm64 docker://quay.io/org/app:2

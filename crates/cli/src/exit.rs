@@ -148,6 +148,7 @@ mod tests {
             status: 401,
             errors: Box::default(),
             hint: "the credentials are missing or were refused",
+            credentials: None,
         });
         let text = describe(&unauthorized);
         assert!(text.starts_with(&unauthorized.to_string()) && text.ends_with("or check the credentials"), "{text}");

@@ -236,17 +236,33 @@ impl Credentials {
         self
     }
 
+    /// Where [`Credentials::lookup_for_repository`] finds the credentials for
+    /// `registry` (`--creds`, an auth file's entry, a credential helper), to
+    /// name in an error when the registry refuses them; `None` without any.
+    pub fn source_of(&self, registry: &str, repository: Option<&str>) -> Result<Option<String>, CredentialError> {
+        Ok(self.find(registry, repository)?.map(|(_, source)| source))
+    }
+
     fn lookup_inner(&self, registry: &str, repository: Option<&str>) -> Result<Option<Credential>, CredentialError> {
+        Ok(self.find(registry, repository)?.map(|(credential, _)| credential))
+    }
+
+    /// The credentials for `registry` and where they come from.
+    fn find(&self, registry: &str, repository: Option<&str>) -> Result<Option<(Credential, String)>, CredentialError> {
         let host = normalize_registry(registry);
-        if let Some(credential) = self.explicit.get(&host).or(self.every_registry.as_ref()) {
-            return Ok(Some(credential.clone()));
+        if let Some(credential) = self.explicit.get(&host) {
+            return Ok(Some((credential.clone(), format!("the credentials given for {host}"))));
+        }
+        if let Some(credential) = &self.every_registry {
+            return Ok(Some((credential.clone(), "the credentials given with --creds".to_owned())));
         }
         for file in &self.files {
+            let path = file.path.display();
             if let Some(repository) = repository {
                 let mut scope = format!("{host}/{repository}");
                 loop {
                     if let Some(credential) = file.namespaces.get(&scope) {
-                        return Ok(Some(credential.clone()));
+                        return Ok(Some((credential.clone(), format!("the entry for {scope} in {path}"))));
                     }
                     match scope.rfind('/') {
                         Some(slash) if slash > host.len() => scope.truncate(slash),
@@ -257,15 +273,17 @@ impl Credentials {
             if let Some(helper) = file.helpers.get(&host)
                 && let Some(credential) = self.run_helper_cached(helper, &host)?
             {
-                return Ok(Some(credential));
+                let source = format!("credential helper docker-credential-{helper} (credHelpers in {path})");
+                return Ok(Some((credential, source)));
             }
             if let Some(credential) = file.hosts.get(&host) {
-                return Ok(Some(credential.clone()));
+                return Ok(Some((credential.clone(), format!("the entry for {host} in {path}"))));
             }
             if let Some(store) = &file.store
                 && let Some(credential) = self.run_helper_cached(store, &host)?
             {
-                return Ok(Some(credential));
+                let source = format!("credential helper docker-credential-{store} (credsStore in {path})");
+                return Ok(Some((credential, source)));
             }
         }
         Ok(None)

@@ -90,7 +90,11 @@ pub enum RegistryError {
         hint: &'static str,
     },
     /// 401 even with the credentials we have (or without any).
-    #[error("{subject}: registry {registry} requires authentication (HTTP {status}{}); {hint}", said(.errors))]
+    #[error(
+        "{subject}: registry {registry} requires authentication (HTTP {status}{}); {hint}{}",
+        said(.errors),
+        refused_source(.credentials)
+    )]
     Unauthorized {
         /// The registry as named in the reference.
         registry: String,
@@ -103,6 +107,9 @@ pub enum RegistryError {
         errors: Box<ErrorBody>,
         /// What to look at.
         hint: &'static str,
+        /// Where the refused credentials came from (an auth file's entry, a
+        /// helper, `--creds`), when hpn sent some.
+        credentials: Option<String>,
     },
     /// 403 or DENIED.
     #[error("{subject}: registry {registry} denied access (HTTP {status}{}); {hint}", said(.errors))]
@@ -266,6 +273,11 @@ pub enum RegistryError {
 fn said(errors: &ErrorBody) -> String {
     let text = errors.to_string();
     if text.is_empty() { text } else { format!(", {text}") }
+}
+
+/// ` (refused: SOURCE)` naming where refused credentials came from, or nothing.
+fn refused_source(source: &Option<String>) -> String {
+    source.as_ref().map(|source| format!(" (refused: {source})")).unwrap_or_default()
 }
 
 /// `: cause: its cause` for a message, or nothing.
@@ -595,15 +607,26 @@ impl RegistryError {
 
     /// A read-side 401 told apart by whether credentials were sent: refused
     /// ones are not the same problem as none at all.
-    pub(crate) fn with_credentials_known(self, sent: bool) -> Self {
+    pub(crate) fn with_credentials_known(self, sent: bool, source: Option<String>) -> Self {
         match self {
-            Self::Unauthorized { registry, subject, status, errors, hint: HINT_LOGIN } => Self::Unauthorized {
+            Self::Unauthorized { registry, subject, status, errors, hint: HINT_LOGIN, .. } => Self::Unauthorized {
                 registry,
                 subject,
                 status,
                 errors,
                 hint: if sent { HINT_CREDENTIALS_REFUSED } else { HINT_NO_CREDENTIALS },
+                credentials: source,
             },
+            other => other,
+        }
+    }
+
+    /// A refusal of credentials, naming where they came from.
+    pub(crate) fn with_credential_source(self, source: Option<String>) -> Self {
+        match self {
+            Self::Unauthorized { registry, subject, status, errors, hint, credentials } => {
+                Self::Unauthorized { registry, subject, status, errors, hint, credentials: source.or(credentials) }
+            }
             other => other,
         }
     }
@@ -872,7 +895,14 @@ pub(crate) fn status_error(
         } else if status == StatusCode::NOT_FOUND || says(NameUnknown) {
             return RegistryError::NotFound { registry, subject, status: code, errors, hint: HINT_PUSH_NOT_FOUND };
         } else if status == StatusCode::UNAUTHORIZED {
-            return RegistryError::Unauthorized { registry, subject, status: code, errors, hint: HINT_PUSH_LOGIN };
+            return RegistryError::Unauthorized {
+                registry,
+                subject,
+                status: code,
+                errors,
+                hint: HINT_PUSH_LOGIN,
+                credentials: None,
+            };
         } else if status == StatusCode::FORBIDDEN || says(Denied) {
             return RegistryError::Denied { registry, subject, status: code, errors, hint: HINT_PUSH_DENIED };
         } else if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -914,7 +944,14 @@ pub(crate) fn status_error(
         return RegistryError::NotFound { registry, subject, status: code, errors, hint };
     }
     if status == StatusCode::UNAUTHORIZED {
-        return RegistryError::Unauthorized { registry, subject, status: code, errors, hint: HINT_LOGIN };
+        return RegistryError::Unauthorized {
+            registry,
+            subject,
+            status: code,
+            errors,
+            hint: HINT_LOGIN,
+            credentials: None,
+        };
     }
     if status == StatusCode::FORBIDDEN || says(Denied) {
         return RegistryError::Denied { registry, subject, status: code, errors, hint: HINT_DENIED };

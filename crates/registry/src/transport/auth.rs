@@ -185,6 +185,21 @@ impl Auth {
         Ok(found)
     }
 
+    /// Where the credentials for a registry and repository come from, to
+    /// name when the registry refuses them; `None` when there are none.
+    pub(crate) async fn credential_source(&self, registry: &str, repository: Option<&str>) -> Option<String> {
+        if self.credentials.is_empty() {
+            return None;
+        }
+        let credentials = self.credentials.clone();
+        let (registry, repository) = (registry.to_owned(), repository.map(str::to_owned));
+        tokio::task::spawn_blocking(move || credentials.source_of(&registry, repository.as_deref()))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+    }
+
     /// The `Authorization` header that answers `challenge` for a request
     /// about `repository`, and the token it carries.
     pub(crate) async fn authorization(
@@ -220,7 +235,14 @@ impl Auth {
             Some(token) if token.is_fresh(now) => token,
             _ => {
                 let credential = self.credential(realm.registry, repository).await?;
-                cached.insert(fetch_token(realm, &challenge, scopes, credential.as_ref(), subject).await?)
+                match fetch_token(realm, &challenge, scopes, credential.as_ref(), subject).await {
+                    Ok(token) => cached.insert(token),
+                    Err(error) if credential.is_some() && error.is_auth() => {
+                        let source = self.credential_source(realm.registry, repository).await;
+                        return Err(error.with_credential_source(source));
+                    }
+                    Err(error) => return Err(error),
+                }
             }
         };
         let mut header = HeaderValue::from_str(&format!("Bearer {}", token.value)).map_err(|_| {
@@ -331,7 +353,7 @@ async fn fetch_token(
     if !status.is_success() {
         let errors = ErrorBody::parse(&body);
         let error = status_error(registry, &token_subject, Target::Other, "GET", status, errors, tries);
-        return Err(error.with_credentials_known(credential.is_some()));
+        return Err(error.with_credentials_known(credential.is_some(), None));
     }
     let answer = TokenAnswer::parse(&body).map_err(|problem| {
         RegistryError::protocol(registry, &token_subject, format!("the token service's answer {problem}"))

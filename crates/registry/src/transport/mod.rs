@@ -613,7 +613,11 @@ impl Transport {
         let error = if lacks_rights && has_credentials {
             error.into_push_denied()
         } else {
-            error.with_credentials_known(has_credentials)
+            let source = match has_credentials {
+                true => self.inner.auth.credential_source(&call.host.name, call.repository.as_deref()).await,
+                false => None,
+            };
+            error.with_credentials_known(has_credentials, source)
         };
         (error, errors)
     }
