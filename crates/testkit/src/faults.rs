@@ -282,6 +282,12 @@ fn read_head(stream: &mut TcpStream) -> io::Result<Option<Head>> {
             return if buffer.is_empty() { Ok(None) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
         }
         buffer.extend_from_slice(&chunk[..read]);
+        if !buffer[0].is_ascii_uppercase() {
+            // Not HTTP (a TLS ClientHello): answer as an HTTP server does, at once, so a client
+            // that tries HTTPS first falls back to plain HTTP without waiting.
+            stream.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")?;
+            return Ok(None);
+        }
     };
     let text = String::from_utf8_lossy(&buffer[..end]).into_owned();
     let mut lines = text.split("\r\n");

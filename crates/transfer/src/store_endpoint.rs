@@ -132,6 +132,8 @@ pub struct StoreDestination {
 struct PendingNames {
     store: Arc<Store>,
     state: Mutex<NameQueue>,
+    /// Held while a batch is taken and written (see `write_queued`).
+    writing: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -152,7 +154,12 @@ impl PendingNames {
     }
 
     /// Writes what is queued, in one rewrite of index.json. Blocking.
+    ///
+    /// One writer at a time: a caller that finds the queue empty because
+    /// another took its name must still return only once that name is
+    /// written (a save reads its image back by name right after).
     fn write_queued(&self) -> Result<(), Arc<TransferError>> {
+        let _writing = self.writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let batch = {
             let mut state = self.state();
             state.flush_scheduled = false;
@@ -187,7 +194,11 @@ impl StoreDestination {
     /// Reads from (or writes to) `store`.
     pub fn new(store: Arc<Store>) -> Self {
         Self {
-            names: Arc::new(PendingNames { store: Arc::clone(&store), state: Mutex::default() }),
+            names: Arc::new(PendingNames {
+                store: Arc::clone(&store),
+                state: Mutex::default(),
+                writing: Mutex::default(),
+            }),
             store,
             fixed_name: None,
         }

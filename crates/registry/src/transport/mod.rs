@@ -36,6 +36,10 @@ use crate::error::{ErrorBody, RegistryError, Target, TransportError, status_erro
 use crate::mutex::lock;
 use crate::options::ClientOptions;
 
+/// How long the HTTPS attempt at a loopback registry may take before plain
+/// HTTP is tried: a local TLS server answers in milliseconds.
+const LOOPBACK_TLS_ATTEMPT: Duration = Duration::from_secs(1);
+
 /// Connections, tokens and per-host state, shared by every clone.
 #[derive(Clone)]
 pub(crate) struct Transport {
@@ -380,7 +384,21 @@ impl Transport {
             // Only the last candidate gets the retry policy: a plain-HTTP
             // registry answers a TLS handshake with an immediate failure.
             let mut retrier = if last { Retrier::new(&options.retry) } else { Retrier::capped(&options.retry, 1) };
-            match retry::send_retrying(&mut retrier, options, || client.get(url.clone())).await {
+            let sent = retry::send_retrying(&mut retrier, options, || client.get(url.clone()));
+            let sent = if last || host.endpoint != Endpoint::Loopback {
+                sent.await
+            } else {
+                // A live loopback server answers a TLS handshake in milliseconds; one that
+                // just waits for an HTTP request line must not cost the response timeout.
+                match tokio::time::timeout(LOOPBACK_TLS_ATTEMPT, sent).await {
+                    Ok(sent) => sent,
+                    Err(_) => {
+                        debug!(registry = %host.name, "no TLS answer within {LOOPBACK_TLS_ATTEMPT:?}; trying plain HTTP");
+                        continue;
+                    }
+                }
+            };
+            match sent {
                 Ok((response, _)) => {
                     let status = response.status();
                     let challenge = if status == StatusCode::UNAUTHORIZED {
