@@ -141,6 +141,13 @@ impl Store {
         Self::open_as(root, durability, Ownership::Store, true)
     }
 
+    /// Whether an OCI layout exists at `root` (what [`Store::open_existing`]
+    /// requires): lets a caller that must create nothing (a dry run) tell
+    /// an empty place from a store.
+    pub fn exists_at(root: &Path) -> bool {
+        require_layout(root).is_ok()
+    }
+
     /// Opens a store that must exist already: for commands that only look
     /// at or tidy a store (`hpn store ls`, `verify`, `gc`, `rm`), which must
     /// not create one at a mistyped path.

@@ -269,7 +269,7 @@ impl EndpointContext {
         source_image: &Reference,
     ) -> Result<(AnyDestination, Reference), TransferError> {
         let existing = |root: &Path| -> Result<AnyDestination, TransferError> {
-            Ok(if root.join("index.json").is_file() {
+            Ok(if Store::exists_at(root) {
                 AnyDestination::Store(StoreDestination::new(Arc::new(Store::open_layout(root, self.durability)?)))
             } else {
                 AnyDestination::Empty(EmptyDestination)
@@ -277,7 +277,7 @@ impl EndpointContext {
         };
         let destination = match name {
             EndpointName::Registry(_) => AnyDestination::Registry(self.registry_destination()?),
-            EndpointName::Store(_) if self.store_root.join("index.json").is_file() => {
+            EndpointName::Store(_) if Store::exists_at(&self.store_root) => {
                 AnyDestination::Store(StoreDestination::new(self.store()?))
             }
             EndpointName::Store(_) => AnyDestination::Empty(EmptyDestination),

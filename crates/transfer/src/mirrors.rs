@@ -60,11 +60,6 @@ impl Mirrors {
         Self::default()
     }
 
-    /// Whether there are no rules.
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Adds `location` as the next mirror of `prefix`. Both are registry
     /// names, optionally followed by a repository path (`docker.io`,
     /// `harbor.local/dockerhub-proxy`); `origin` names where the rule came

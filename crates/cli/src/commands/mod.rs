@@ -92,7 +92,7 @@ async fn run(command: Command, settings: &Settings, started: Instant) -> Result<
 /// The store as a destination; for a dry run, read as it is, and planned
 /// against as empty when it does not exist yet, so that nothing is created.
 fn store_destination(settings: &Settings, dry_run: bool) -> Result<AnyDestination, Failure> {
-    if dry_run && !settings.store_root.join("index.json").is_file() {
+    if dry_run && !Store::exists_at(&settings.store_root) {
         return Ok(AnyDestination::Empty(EmptyDestination));
     }
     Ok(AnyDestination::Store(StoreDestination::new(open_store(settings)?)))
