@@ -93,8 +93,15 @@ impl Summary {
         let ok = self.images.iter().filter(|image| image.result.is_ok()).count();
         let failed = self.images.len() - ok + self.rejected.len() + self.unusable.len();
         let (fetched, reused) = self.totals();
+        let attachments: usize =
+            self.images.iter().filter_map(|image| image.result.as_ref().ok()).map(|outcome| outcome.attachments.len()).sum();
+        let carried = if attachments > 0 {
+            format!(", {attachments} attachment(s) carried (signatures, SBOMs, attestations)")
+        } else {
+            String::new()
+        };
         let mut text = format!(
-            "{}: {ok} image(s) ok, {failed} failed; {} fetched, {} reused; {:.1}s",
+            "{}: {ok} image(s) ok, {failed} failed{carried}; {} fetched, {} reused; {:.1}s",
             self.command,
             HumanBytes(fetched),
             HumanBytes(reused),
@@ -169,6 +176,7 @@ would write {}",
                         platforms: outcome.platforms.iter().map(ToString::to_string).collect(),
                         bytes_fetched: outcome.bytes_transferred,
                         bytes_reused: outcome.bytes_present,
+                        attachments: outcome.attachments.iter().map(JsonAttachment::from).collect(),
                         error: None,
                     },
                     Err(failure) => JsonImage {
@@ -181,6 +189,7 @@ would write {}",
                         platforms: Vec::new(),
                         bytes_fetched: 0,
                         bytes_reused: 0,
+                        attachments: Vec::new(),
                         error: Some(failure.message.clone()),
                     },
                 })
@@ -240,8 +249,30 @@ struct JsonImage {
     platforms: Vec<String>,
     bytes_fetched: u64,
     bytes_reused: u64,
+    /// Signatures, SBOMs and attestations carried with the image.
+    attachments: Vec<JsonAttachment>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonAttachment {
+    /// signature, attestation, sbom (cosign's tags) or referrer (OCI 1.1 `subject`).
+    kind: &'static str,
+    artifact_type: Option<String>,
+    digest: String,
+    subject: String,
+}
+
+impl From<&hpn_transfer::CopiedAttachment> for JsonAttachment {
+    fn from(attachment: &hpn_transfer::CopiedAttachment) -> Self {
+        Self {
+            kind: attachment.kind.as_str(),
+            artifact_type: attachment.artifact_type.clone(),
+            digest: attachment.digest.to_string(),
+            subject: attachment.subject.to_string(),
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -7,6 +7,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Platform, RawManifest, Reference, limits};
 use tokio::sync::Semaphore;
 
+use crate::attachments::{self, Attachment, AttachmentKind, AttachmentPolicy, CopiedAttachment};
 use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, PlatformImage, parse_manifest};
 use crate::error::TransferError;
 use crate::report::{BlobOrigin, CopyOutcome, Reporter};
@@ -56,6 +57,8 @@ pub struct EngineOptions {
     pub pull: PullPolicy,
     /// Only plan: report what would move, write nothing ([`Engine::copy`]).
     pub dry_run: bool,
+    /// Which signatures, SBOMs and attestations travel with their images.
+    pub attachments: AttachmentPolicy,
 }
 
 /// How much runs at once. Every concurrency default of hpn is here.
@@ -96,7 +99,13 @@ impl EngineOptions {
             max_concurrent_images: concurrency.images,
             pull: PullPolicy::default(),
             dry_run: false,
+            attachments: AttachmentPolicy::default(),
         }
+    }
+
+    /// These options carrying the attachments `attachments` allows.
+    pub fn with_attachments(self, attachments: AttachmentPolicy) -> Self {
+        Self { attachments, ..self }
     }
 
     /// These options as a dry run, or not.
@@ -254,6 +263,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             bytes_transferred: 0,
             blobs_present: 0,
             bytes_present: 0,
+            attachments: Vec::new(),
         };
         // Owned descriptors, for the reason given in `copy_unreported`.
         let present: Vec<bool> = stream::iter(layers.clone())
@@ -308,6 +318,12 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             }
         }
 
+        // Before the name: a named image has its signatures with it.
+        let mut subjects = vec![top.digest.clone()];
+        subjects.extend(platforms.iter().map(|platform| platform.manifest.digest.clone()));
+        subjects.dedup();
+        let attachments = self.copy_attachments(image, target, subjects).await?;
+
         let copied =
             CopiedImage { job_index: job.index, destination: job.destination.clone(), top, platforms, primary };
         self.destination.commit(&copied).await?;
@@ -321,7 +337,110 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             bytes_transferred,
             blobs_present: layer_count - blobs_transferred,
             bytes_present: planned_bytes - bytes_transferred,
+            attachments,
         })
+    }
+
+    /// Carries the attachments of `subjects` (the manifests just copied),
+    /// and theirs in turn, up to [`attachments::MAX_DEPTH`] levels and
+    /// [`attachments::MAX_PER_IMAGE`] in all. Nothing is looked for when
+    /// the options or the destination say no, or the pull policy forbids
+    /// asking the source.
+    async fn copy_attachments(
+        &self,
+        image: &Reference,
+        target: &Reference,
+        subjects: Vec<Digest>,
+    ) -> Result<Vec<CopiedAttachment>, TransferError> {
+        let policy = &self.options.attachments;
+        if !policy.enabled() || !self.destination.keeps_attachments() || self.options.pull == PullPolicy::Never {
+            return Ok(Vec::new());
+        }
+        let mut visited: HashSet<Digest> = subjects.iter().cloned().collect();
+        let mut recorded: HashSet<(AttachmentKind, Digest)> = HashSet::new();
+        let mut copied = Vec::new();
+        let mut level = subjects;
+        for _ in 0..attachments::MAX_DEPTH {
+            let mut next = Vec::new();
+            for subject in &level {
+                for attachment in self.source.attachments(image, subject).await? {
+                    let digest = attachment.descriptor.digest.clone();
+                    if attachment.artifact_type.is_some() && !policy.wants(attachment.artifact_type.as_deref()) {
+                        continue;
+                    }
+                    if !recorded.insert((attachment.kind, digest.clone())) {
+                        continue;
+                    }
+                    if copied.len() >= attachments::MAX_PER_IMAGE {
+                        tracing::warn!(%image, limit = attachments::MAX_PER_IMAGE, "too many attachments; the rest stay behind");
+                        return Ok(copied);
+                    }
+                    if let Some(done) = self.copy_attachment(image, target, &attachment).await? {
+                        if visited.insert(digest.clone()) {
+                            next.push(digest);
+                        }
+                        copied.push(done);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            level = next;
+        }
+        Ok(copied)
+    }
+
+    /// One attachment: its manifest read (the destination's copy if it has
+    /// one), its blobs moved like layers, then recorded by the destination.
+    /// `None` when it is not carried: not of a wanted artifact type, or an
+    /// index (attachments are single manifests; an index is not copied as one).
+    async fn copy_attachment(
+        &self,
+        image: &Reference,
+        target: &Reference,
+        attachment: &Attachment,
+    ) -> Result<Option<CopiedAttachment>, TransferError> {
+        let descriptor = &attachment.descriptor;
+        let manifest = match self.destination.cached(&descriptor.digest, limits::MANIFEST).await? {
+            Some(bytes) => {
+                RawManifest { bytes, media_type: descriptor.media_type.clone(), digest: descriptor.digest.clone() }
+            }
+            None => self.source.manifest(image, descriptor).await?,
+        };
+        if manifest.digest != descriptor.digest {
+            return Err(TransferError::DigestMismatch {
+                what: "attachment manifest",
+                expected: descriptor.digest.clone(),
+                actual: manifest.digest,
+            });
+        }
+        let (_, parsed) = parse_manifest(manifest.bytes.clone(), Some(&descriptor.media_type), || {
+            format!("image {image}, {} {} of {}", attachment.kind, descriptor.digest, attachment.subject)
+        })?;
+        let ParsedManifest::Image(parsed) = parsed else {
+            tracing::warn!(%image, digest = %descriptor.digest, "an attachment that is an index is not carried");
+            return Ok(None);
+        };
+        let artifact_type = attachments::artifact_type(&manifest.bytes);
+        if !self.options.attachments.wants(artifact_type.as_deref()) {
+            return Ok(None);
+        }
+        let mut blobs: Vec<Descriptor> = std::iter::once(parsed.config).chain(parsed.layers).collect();
+        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        blobs.dedup_by(|a, b| a.digest == b.digest);
+        stream::iter(blobs)
+            .map(|blob| async move { self.layer(image, target, &blob).await.map(drop) })
+            .buffer_unordered(self.options.max_concurrent_blobs.max(1))
+            .try_collect::<()>()
+            .await?;
+        self.destination.put_attachment(target, attachment, &manifest).await?;
+        Ok(Some(CopiedAttachment {
+            kind: attachment.kind,
+            artifact_type,
+            digest: manifest.digest,
+            subject: attachment.subject.clone(),
+        }))
     }
 
     /// What `job`'s image is: its top manifest or index (as the destination
