@@ -84,6 +84,17 @@ fn pull_then_push_carries_signatures_sboms_and_attestations() {
     let counted: usize = json["images"].as_array().unwrap().iter().map(|image| image["attachments"].as_array().unwrap().len()).sum();
     assert_eq!(counted, signed.attached.len(), "{json:#}");
     work.assert_store_verifies();
+    // `store ls` lists the images, each with its attachments under it rather than as images.
+    let listed = work.hpn(["store", "ls", "--json"]);
+    listed.assert_ok();
+    let listed = listed.json();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{listed:#?}");
+    for image in listed {
+        let kinds: Vec<&str> =
+            image["attachments"].as_array().unwrap().iter().map(|one| one["kind"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"signature") && kinds.contains(&"referrers"), "{image:#}");
+    }
     // gc keeps every attachment: pushing afterwards needs all of them.
     work.hpn(["store", "gc"]).assert_ok();
 

@@ -76,6 +76,20 @@ pub fn fallback_tag(subject: &Digest) -> String {
     format!("sha256-{}", subject.hex())
 }
 
+/// What a tag says about attachments: `sha256-<hex>.sig` (`.att`, `.sbom`)
+/// is that legacy attachment of the manifest `sha256:<hex>`, `sha256-<hex>`
+/// its fallback index (kind `None`); any other tag is not an attachment's.
+pub fn parse_tag(tag: &str) -> Option<(Digest, Option<AttachmentKind>)> {
+    let rest = tag.strip_prefix("sha256-")?;
+    let (hex, kind) = match rest.split_once('.') {
+        None => (rest, None),
+        Some((hex, suffix)) => {
+            (hex, Some(AttachmentKind::LEGACY.into_iter().find(|kind| kind.legacy_suffix() == Some(suffix))?))
+        }
+    };
+    Some((Digest::from_sha256_hex(hex).ok()?, kind))
+}
+
 /// `image`'s repository with `tag`.
 pub(crate) fn tagged(image: &Reference, tag: &str) -> Reference {
     Reference::new(image.registry(), image.repository(), Some(tag), None)
@@ -283,6 +297,17 @@ mod tests {
         assert_eq!(legacy_tag(&subject, AttachmentKind::Signature).unwrap(), format!("sha256-{hex}.sig"));
         assert_eq!(legacy_tag(&subject, AttachmentKind::Sbom).unwrap(), format!("sha256-{hex}.sbom"));
         assert_eq!(legacy_tag(&subject, AttachmentKind::Referrer), None);
+    }
+
+    #[test]
+    fn attachment_tags_parse_back() {
+        let subject = Digest::of(b"image");
+        assert_eq!(parse_tag(&fallback_tag(&subject)), Some((subject.clone(), None)));
+        let signature = legacy_tag(&subject, AttachmentKind::Attestation).unwrap();
+        assert_eq!(parse_tag(&signature), Some((subject.clone(), Some(AttachmentKind::Attestation))));
+        assert_eq!(parse_tag(&format!("{}.other", fallback_tag(&subject))), None);
+        assert_eq!(parse_tag("sha256-abc"), None);
+        assert_eq!(parse_tag("latest"), None);
     }
 
     #[test]
