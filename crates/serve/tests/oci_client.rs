@@ -10,7 +10,7 @@ use hpn_serve::{ServeOptions, Server, Source};
 use hpn_registry::{ClientOptions, RegistryClient};
 use hpn_store::Store;
 use hpn_testkit::Registry;
-use hpn_testkit::fixtures::attachments::{AttachedKind, SigningKey, Subject, attach};
+use hpn_testkit::fixtures::attachments::{AttachedKind, SPDX, SigningKey, Subject, attach};
 use hpn_testkit::fixtures::{self, Scale};
 use hpn_transfer::{Concurrency, CopyJob, Engine, EngineOptions, NoReport, PlatformChoice, RegistrySource, StoreDestination};
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -154,7 +154,7 @@ async fn oci_client_finds_the_referrers_of_a_pulled_image() {
         .collect();
     expected.sort();
     assert_eq!(listed, expected);
-    let sboms = client.pull_referrers(&pinned, Some(hpn_testkit::fixtures::attachments::SPDX)).await.unwrap();
+    let sboms = client.pull_referrers(&pinned, Some(SPDX)).await.unwrap();
     assert_eq!(sboms.manifests.len(), 1);
     let platform = Reference::with_digest(
         addr.to_string(),
