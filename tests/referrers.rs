@@ -143,3 +143,36 @@ fn no_referrers_and_referrers_type_leave_them_behind() {
         .collect();
     assert_eq!(kinds, ["application/spdx+json"]);
 }
+
+#[test]
+fn what_stays_behind_is_said_and_why() {
+    let signed = signed_registry();
+    let multi = signed.seeded.fixtures.image("multi");
+    let work = Workspace::new();
+    // One platform of the signed index: the store keeps the index, a registry cannot take it
+    // without its other platform, so the platform's manifest goes and the index's attachments stay.
+    work.hpn(["pull", "--platform", "linux/amd64", &multi.reference]).assert_ok();
+    let site = Registry::start().unwrap();
+    let run = work.hpn(["push", "-r", site.addr(), "--push-mode", "2", "--json", &multi.reference]);
+    run.assert_ok();
+    let image = &run.json()["images"][0];
+    let left = image["attachments_left_behind"].as_array().unwrap();
+    assert_eq!(left.len(), 3, "{image:#}");
+    assert!(left.iter().all(|one| one["reason"] == "index-not-copied" && one["subject"] == multi.digest.as_str()));
+    assert!(left[0]["advice"].as_str().unwrap().contains("--all-platforms"));
+    let amd64 = &multi.amd64().manifest.digest;
+    let named = verified_signature(&site, &multi.repository, amd64, &signed.key).unwrap();
+    assert_eq!(&named, amd64);
+    assert_eq!(image["attachments"].as_array().unwrap().len(), 4, "{image:#}");
+
+    // An archive cannot keep them yet: save says so rather than dropping them silently.
+    let app = signed.seeded.fixtures.image("app-b");
+    let run = work.hpn(["save", "-o", "app.tar", "--json", &app.reference]);
+    run.assert_ok();
+    let left = run.json()["images"][0]["attachments_left_behind"].clone();
+    assert_eq!(left.as_array().unwrap().len(), 3, "{left:#}");
+    assert!(left.as_array().unwrap().iter().all(|one| one["reason"] == "destination-cannot-keep"));
+    let human = work.hpn(["save", "-o", "app2.tar", &app.reference]);
+    human.assert_ok();
+    assert!(human.stdout.contains("3 attachment(s) left behind"), "{}", human.stdout);
+}

@@ -122,6 +122,42 @@ pub struct CopiedAttachment {
     pub subject: Digest,
 }
 
+/// Why an attachment did not travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeftReason {
+    /// It is attached to an index that did not go whole: the destination
+    /// needs every platform of an index, and one platform's manifest went
+    /// instead, so nothing there could check it.
+    IndexNotCopied,
+    /// The destination cannot keep attachments (an archive).
+    DestinationCannotKeep,
+}
+
+impl LeftReason {
+    /// A word for `--json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IndexNotCopied => "index-not-copied",
+            Self::DestinationCannotKeep => "destination-cannot-keep",
+        }
+    }
+}
+
+/// An attachment the source has that did not travel, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftAttachment {
+    /// The scheme that ties it to its subject.
+    pub kind: AttachmentKind,
+    /// Its artifact type when the source's listing says.
+    pub artifact_type: Option<String>,
+    /// The attachment manifest's digest.
+    pub digest: Digest,
+    /// The manifest it is attached to.
+    pub subject: Digest,
+    /// Why it stayed behind.
+    pub reason: LeftReason,
+}
+
 /// Which attachments a copy carries: all by default; none with
 /// `--no-referrers`; only some artifact types with `--referrers-type`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Platform, RawManifest, Reference, limits};
 use tokio::sync::Semaphore;
 
-use crate::attachments::{self, Attachment, AttachmentKind, AttachmentPolicy, CopiedAttachment};
+use crate::attachments::{self, Attachment, AttachmentKind, AttachmentPolicy, CopiedAttachment, LeftAttachment, LeftReason};
 use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, PlatformImage, parse_manifest};
 use crate::error::TransferError;
 use crate::report::{BlobOrigin, CopyOutcome, Reporter};
@@ -253,7 +253,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     /// destination's copies); no layer is, and nothing is mounted, uploaded
     /// or stored.
     async fn plan(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
-        let (top, platforms, _) = self.platform_images(job, Configs::ReadOnly).await?;
+        let (top, platforms, _, _) = self.platform_images(job, Configs::ReadOnly).await?;
         let layers = distinct_layers(&platforms);
         let mut outcome = CopyOutcome {
             digest: top.digest,
@@ -264,6 +264,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             blobs_present: 0,
             bytes_present: 0,
             attachments: Vec::new(),
+            attachments_left: Vec::new(),
         };
         // Owned descriptors, for the reason given in `copy_unreported`.
         let present: Vec<bool> = stream::iter(layers.clone())
@@ -285,7 +286,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
 
     async fn copy_unreported(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
         let (image, target) = (&job.source, &job.destination);
-        let (top, platforms, primary) = self.platform_images(job, Configs::Copy).await?;
+        let (top, platforms, primary, index_left_out) = self.platform_images(job, Configs::Copy).await?;
 
         // Owned descriptors: a stream closure over `&Descriptor` would make this
         // future's Send-ness depend on a higher-ranked lifetime that rustc
@@ -322,7 +323,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         let mut subjects = vec![top.digest.clone()];
         subjects.extend(platforms.iter().map(|platform| platform.manifest.digest.clone()));
         subjects.dedup();
-        let attachments = self.copy_attachments(image, target, subjects).await?;
+        let (attachments, attachments_left) = self.copy_attachments(image, target, subjects, index_left_out).await?;
 
         let copied =
             CopiedImage { job_index: job.index, destination: job.destination.clone(), top, platforms, primary };
@@ -338,6 +339,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             blobs_present: layer_count - blobs_transferred,
             bytes_present: planned_bytes - bytes_transferred,
             attachments,
+            attachments_left,
         })
     }
 
@@ -346,16 +348,65 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     /// [`attachments::MAX_PER_IMAGE`] in all. Nothing is looked for when
     /// the options or the destination say no, or the pull policy forbids
     /// asking the source.
+    ///
+    /// Also says which attachments stayed behind: those of `index_left_out`
+    /// (an index the destination got one platform of), and every one when
+    /// the destination cannot keep attachments.
     async fn copy_attachments(
+        &self,
+        image: &Reference,
+        target: &Reference,
+        subjects: Vec<Digest>,
+        index_left_out: Option<Digest>,
+    ) -> Result<(Vec<CopiedAttachment>, Vec<LeftAttachment>), TransferError> {
+        let policy = &self.options.attachments;
+        if !policy.enabled() || self.options.pull == PullPolicy::Never {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        if !self.destination.keeps_attachments() {
+            let subjects: Vec<Digest> = index_left_out.into_iter().chain(subjects).collect();
+            return Ok((Vec::new(), self.left_behind(image, &subjects, LeftReason::DestinationCannotKeep).await?));
+        }
+        let left = match index_left_out {
+            Some(index) => self.left_behind(image, &[index], LeftReason::IndexNotCopied).await?,
+            None => Vec::new(),
+        };
+        Ok((self.carry_attachments(image, target, subjects).await?, left))
+    }
+
+    /// The attachments of `subjects` that the policy wants, as left behind
+    /// for `reason` (their own attachments stay with them, unlisted).
+    async fn left_behind(
+        &self,
+        image: &Reference,
+        subjects: &[Digest],
+        reason: LeftReason,
+    ) -> Result<Vec<LeftAttachment>, TransferError> {
+        let mut left = Vec::new();
+        for subject in subjects {
+            for attachment in self.source.attachments(image, subject).await? {
+                if attachment.artifact_type.is_none() || self.options.attachments.wants(attachment.artifact_type.as_deref()) {
+                    left.push(LeftAttachment {
+                        kind: attachment.kind,
+                        artifact_type: attachment.artifact_type,
+                        digest: attachment.descriptor.digest,
+                        subject: attachment.subject,
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(left)
+    }
+
+    /// Copies the attachments of `subjects` and theirs (see [`Engine::copy_attachments`]).
+    async fn carry_attachments(
         &self,
         image: &Reference,
         target: &Reference,
         subjects: Vec<Digest>,
     ) -> Result<Vec<CopiedAttachment>, TransferError> {
         let policy = &self.options.attachments;
-        if !policy.enabled() || !self.destination.keeps_attachments() || self.options.pull == PullPolicy::Never {
-            return Ok(Vec::new());
-        }
         let mut visited: HashSet<Digest> = subjects.iter().cloned().collect();
         let mut recorded: HashSet<(AttachmentKind, Digest)> = HashSet::new();
         let mut copied = Vec::new();
@@ -451,10 +502,11 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         &self,
         job: &CopyJob,
         configs: Configs,
-    ) -> Result<(RawManifest, Vec<PlatformImage>, usize), TransferError> {
+    ) -> Result<(RawManifest, Vec<PlatformImage>, usize, Option<Digest>), TransferError> {
         let (image, target) = (&job.source, &job.destination);
         let top = self.resolve_top(image).await?;
         let (_, parsed) = parse_manifest(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
+        let mut index_left_out = None;
         let (top, (platform_manifests, primary)) = match parsed {
             ParsedManifest::Image(manifest) => (top.clone(), (vec![(top, manifest, None)], 0)),
             ParsedManifest::Index(index) => {
@@ -466,6 +518,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                     let (mut platforms, primary) = selected;
                     let chosen = platforms.swap_remove(primary);
                     tracing::info!(%image, platform = ?chosen.2, "not every platform is available; writing one platform's manifest");
+                    index_left_out = Some(top.digest.clone());
                     (chosen.0.clone(), (vec![chosen], 0))
                 } else {
                     (top, selected)
@@ -498,7 +551,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 diff_ids: image_config.rootfs.diff_ids,
             });
         }
-        Ok((top, platforms, primary))
+        Ok((top, platforms, primary, index_left_out))
     }
 
     /// Fails when the source (a store or an archive, which keep only the
