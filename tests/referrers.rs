@@ -60,10 +60,14 @@ impl Signed {
                     assert!(site.manifest(&repository, &attached.subject).is_ok(), "the signed manifest is there");
                 }
                 AttachedKind::Sbom | AttachedKind::Attestation => {
-                    let listed = fallback_referrers(site, &repository, &attached.subject)
-                        .unwrap_or_else(|error| panic!("fallback index of {} in {repository}: {error:#}", attached.subject));
+                    let listed = fallback_referrers(site, &repository, &attached.subject).unwrap_or_else(|error| {
+                        panic!("fallback index of {} in {repository}: {error:#}", attached.subject)
+                    });
                     assert!(listed.contains(&attached.digest), "{attached:?} is not listed in {listed:?}");
-                    assert_eq!(site.manifest(&repository, &attached.digest).unwrap().digest.to_string(), attached.digest);
+                    assert_eq!(
+                        site.manifest(&repository, &attached.digest).unwrap().digest.to_string(),
+                        attached.digest
+                    );
                 }
             }
         }
@@ -81,7 +85,8 @@ fn pull_then_push_carries_signatures_sboms_and_attestations() {
     // Each image's own attachments (and the SBOM's signature) are counted, the index's
     // platform manifest's with the index.
     let json = run.json();
-    let counted: usize = json["images"].as_array().unwrap().iter().map(|image| image["attachments"].as_array().unwrap().len()).sum();
+    let counted: usize =
+        json["images"].as_array().unwrap().iter().map(|image| image["attachments"].as_array().unwrap().len()).sum();
     assert_eq!(counted, signed.attached.len(), "{json:#}");
     work.assert_store_verifies();
     // `store ls` lists the images, each with its attachments under it rather than as images.
@@ -99,7 +104,8 @@ fn pull_then_push_carries_signatures_sboms_and_attestations() {
     work.hpn(["store", "gc"]).assert_ok();
 
     let site = Registry::start().unwrap();
-    let mut push = vec!["push".to_owned(), "-r".to_owned(), site.addr().to_owned(), "--push-mode".to_owned(), "2".to_owned()];
+    let mut push =
+        vec!["push".to_owned(), "-r".to_owned(), site.addr().to_owned(), "--push-mode".to_owned(), "2".to_owned()];
     push.extend(signed.references());
     work.hpn(&push).assert_ok();
     signed.assert_carried_to(&site, str::to_owned);
@@ -112,10 +118,14 @@ fn copy_between_registries_carries_them_under_the_new_name() {
     let site = Registry::start().unwrap();
     for name in ["app-b", "multi", "by-digest"] {
         let image = signed.seeded.fixtures.image(name);
-        let destination = format!("docker://{}/copied/{name}{}", site.addr(), match image.tags.first() {
-            Some(tag) => format!(":{tag}"),
-            None => format!("@{}", image.digest),
-        });
+        let destination = format!(
+            "docker://{}/copied/{name}{}",
+            site.addr(),
+            match image.tags.first() {
+                Some(tag) => format!(":{tag}"),
+                None => format!("@{}", image.digest),
+            }
+        );
         work.hpn(["copy", "--all-platforms", &format!("docker://{}", image.reference), &destination]).assert_ok();
     }
     signed.assert_carried_to(&site, |repository| format!("copied/{}", repository.rsplit('/').next().unwrap()));

@@ -93,8 +93,12 @@ impl Summary {
         let ok = self.images.iter().filter(|image| image.result.is_ok()).count();
         let failed = self.images.len() - ok + self.rejected.len() + self.unusable.len();
         let (fetched, reused) = self.totals();
-        let attachments: usize =
-            self.images.iter().filter_map(|image| image.result.as_ref().ok()).map(|outcome| outcome.attachments.len()).sum();
+        let attachments: usize = self
+            .images
+            .iter()
+            .filter_map(|image| image.result.as_ref().ok())
+            .map(|outcome| outcome.attachments.len())
+            .sum();
         let carried = if attachments > 0 {
             format!(", {attachments} attachment(s) carried (signatures, SBOMs, attestations)")
         } else {
@@ -190,7 +194,11 @@ would write {}",
                         bytes_fetched: outcome.bytes_transferred,
                         bytes_reused: outcome.bytes_present,
                         attachments: outcome.attachments.iter().map(JsonAttachment::from).collect(),
-                        attachments_left_behind: outcome.attachments_left.iter().map(JsonLeftAttachment::from).collect(),
+                        attachments_left_behind: outcome
+                            .attachments_left
+                            .iter()
+                            .map(JsonLeftAttachment::from)
+                            .collect(),
                         error: None,
                     },
                     Err(failure) => JsonImage {

@@ -6,13 +6,15 @@
 use std::sync::Arc;
 
 use hpn_oci::{Descriptor, Digest, media_type};
-use hpn_serve::{ServeOptions, Server, Source};
 use hpn_registry::{ClientOptions, RegistryClient};
+use hpn_serve::{ServeOptions, Server, Source};
 use hpn_store::Store;
 use hpn_testkit::Registry;
 use hpn_testkit::fixtures::attachments::{AttachedKind, SPDX, SigningKey, Subject, attach};
 use hpn_testkit::fixtures::{self, Scale};
-use hpn_transfer::{Concurrency, CopyJob, Engine, EngineOptions, NoReport, PlatformChoice, RegistrySource, StoreDestination};
+use hpn_transfer::{
+    Concurrency, CopyJob, Engine, EngineOptions, NoReport, PlatformChoice, RegistrySource, StoreDestination,
+};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -156,11 +158,8 @@ async fn oci_client_finds_the_referrers_of_a_pulled_image() {
     assert_eq!(listed, expected);
     let sboms = client.pull_referrers(&pinned, Some(SPDX)).await.unwrap();
     assert_eq!(sboms.manifests.len(), 1);
-    let platform = Reference::with_digest(
-        addr.to_string(),
-        multi.repository.clone(),
-        multi.platforms[1].manifest.digest.clone(),
-    );
+    let platform =
+        Reference::with_digest(addr.to_string(), multi.repository.clone(), multi.platforms[1].manifest.digest.clone());
     assert!(client.pull_referrers(&platform, None).await.unwrap().manifests.is_empty());
 
     let _ = stop.send(());

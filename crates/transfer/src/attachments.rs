@@ -232,7 +232,8 @@ const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
 /// carry. `None` for bytes that are not a manifest.
 pub fn artifact_type(manifest: &[u8]) -> Option<String> {
     let probe: ManifestProbe = serde_json::from_slice(manifest).ok()?;
-    let generic = |media: &str| media == media_type::OCI_CONFIG || media == media_type::DOCKER_CONFIG || media == EMPTY_CONFIG;
+    let generic =
+        |media: &str| media == media_type::OCI_CONFIG || media == media_type::DOCKER_CONFIG || media == EMPTY_CONFIG;
     probe
         .artifact_type
         .or_else(|| probe.config.map(|config| config.media_type).filter(|media| !generic(media)))
@@ -353,7 +354,10 @@ mod tests {
         let by_config = r#"{"config":{"mediaType":"application/vnd.example.config"},"layers":[]}"#;
         assert_eq!(artifact_type(by_config.as_bytes()).as_deref(), Some("application/vnd.example.config"));
         let cosign = r#"{"config":{"mediaType":"application/vnd.oci.image.config.v1+json"},"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json"}]}"#;
-        assert_eq!(artifact_type(cosign.as_bytes()).as_deref(), Some("application/vnd.dev.cosign.simplesigning.v1+json"));
+        assert_eq!(
+            artifact_type(cosign.as_bytes()).as_deref(),
+            Some("application/vnd.dev.cosign.simplesigning.v1+json")
+        );
         assert_eq!(artifact_type(b"not json"), None);
     }
 

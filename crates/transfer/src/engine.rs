@@ -7,7 +7,9 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Platform, RawManifest, Reference, limits};
 use tokio::sync::Semaphore;
 
-use crate::attachments::{self, Attachment, AttachmentKind, AttachmentPolicy, CopiedAttachment, LeftAttachment, LeftReason};
+use crate::attachments::{
+    self, Attachment, AttachmentKind, AttachmentPolicy, CopiedAttachment, LeftAttachment, LeftReason,
+};
 use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, PlatformImage, parse_manifest};
 use crate::error::TransferError;
 use crate::report::{BlobOrigin, CopyOutcome, Reporter};
@@ -123,6 +125,17 @@ impl Default for EngineOptions {
     fn default() -> Self {
         Self::new(PlatformChoice::One(Platform::host()), &Concurrency::default())
     }
+}
+
+/// How [`Engine::platform_images`] came by an image's top manifest.
+#[derive(Debug, Clone)]
+pub(crate) struct TopOrigin {
+    /// Whether the source was asked about the image (a HEAD or a GET), not
+    /// only the destination's copy: only then are attachments looked for.
+    asked_source: bool,
+    /// The index the image had at the source when the destination got one
+    /// platform's manifest instead (it needs complete indexes).
+    index_left_out: Option<Digest>,
 }
 
 /// Whether [`Engine::platform_images`] hands configs to the destination.
@@ -286,7 +299,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
 
     async fn copy_unreported(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
         let (image, target) = (&job.source, &job.destination);
-        let (top, platforms, primary, index_left_out) = self.platform_images(job, Configs::Copy).await?;
+        let (top, platforms, primary, origin) = self.platform_images(job, Configs::Copy).await?;
 
         // Owned descriptors: a stream closure over `&Descriptor` would make this
         // future's Send-ness depend on a higher-ranked lifetime that rustc
@@ -323,7 +336,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         let mut subjects = vec![top.digest.clone()];
         subjects.extend(platforms.iter().map(|platform| platform.manifest.digest.clone()));
         subjects.dedup();
-        let (attachments, attachments_left) = self.copy_attachments(image, target, subjects, index_left_out).await?;
+        let (attachments, attachments_left) = self.copy_attachments(image, target, subjects, &origin).await?;
 
         let copied =
             CopiedImage { job_index: job.index, destination: job.destination.clone(), top, platforms, primary };
@@ -357,12 +370,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         image: &Reference,
         target: &Reference,
         subjects: Vec<Digest>,
-        index_left_out: Option<Digest>,
+        origin: &TopOrigin,
     ) -> Result<(Vec<CopiedAttachment>, Vec<LeftAttachment>), TransferError> {
-        let policy = &self.options.attachments;
-        if !policy.enabled() || self.options.pull == PullPolicy::Never {
+        // An image the destination's copy answered for (a digest it holds, `--pull missing`)
+        // is taken as it is, attachments too: the source, maybe unreachable, is not asked.
+        if !self.options.attachments.enabled() || !origin.asked_source {
             return Ok((Vec::new(), Vec::new()));
         }
+        let index_left_out = origin.index_left_out.clone();
         if !self.destination.keeps_attachments() {
             let subjects: Vec<Digest> = index_left_out.into_iter().chain(subjects).collect();
             return Ok((Vec::new(), self.left_behind(image, &subjects, LeftReason::DestinationCannotKeep).await?));
@@ -385,7 +400,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         let mut left = Vec::new();
         for subject in subjects {
             for attachment in self.source.attachments(image, subject).await? {
-                if attachment.artifact_type.is_none() || self.options.attachments.wants(attachment.artifact_type.as_deref()) {
+                if attachment.artifact_type.is_none()
+                    || self.options.attachments.wants(attachment.artifact_type.as_deref())
+                {
                     left.push(LeftAttachment {
                         kind: attachment.kind,
                         artifact_type: attachment.artifact_type,
@@ -502,11 +519,11 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         &self,
         job: &CopyJob,
         configs: Configs,
-    ) -> Result<(RawManifest, Vec<PlatformImage>, usize, Option<Digest>), TransferError> {
+    ) -> Result<(RawManifest, Vec<PlatformImage>, usize, TopOrigin), TransferError> {
         let (image, target) = (&job.source, &job.destination);
-        let top = self.resolve_top(image).await?;
+        let (top, asked_source) = self.resolve_top(image).await?;
         let (_, parsed) = parse_manifest(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
-        let mut index_left_out = None;
+        let mut origin = TopOrigin { asked_source, index_left_out: None };
         let (top, (platform_manifests, primary)) = match parsed {
             ParsedManifest::Image(manifest) => (top.clone(), (vec![(top, manifest, None)], 0)),
             ParsedManifest::Index(index) => {
@@ -518,7 +535,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                     let (mut platforms, primary) = selected;
                     let chosen = platforms.swap_remove(primary);
                     tracing::info!(%image, platform = ?chosen.2, "not every platform is available; writing one platform's manifest");
-                    index_left_out = Some(top.digest.clone());
+                    origin.index_left_out = Some(top.digest.clone());
                     (chosen.0.clone(), (vec![chosen], 0))
                 } else {
                     (top, selected)
@@ -551,7 +568,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 diff_ids: image_config.rootfs.diff_ids,
             });
         }
-        Ok((top, platforms, primary, index_left_out))
+        Ok((top, platforms, primary, origin))
     }
 
     /// Fails when the source (a store or an archive, which keep only the
@@ -667,7 +684,8 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     /// has not changed (a tag the destination knows is resolved with a cheap
     /// HEAD first) or the pull policy says not to ask, else fetched. A HEAD
     /// that fails is not fatal: the GET then says why.
-    async fn resolve_top(&self, image: &Reference) -> Result<RawManifest, TransferError> {
+    async fn resolve_top(&self, image: &Reference) -> Result<(RawManifest, bool), TransferError> {
+        let mut asked_source = false;
         let known = match image.digest() {
             Some(digest) => Some((digest.clone(), None)),
             None => match self.destination.recorded_image(image).await? {
@@ -675,7 +693,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 Some(recorded) if self.options.pull != PullPolicy::Always => {
                     Some((recorded.digest, Some(recorded.media_type)))
                 }
-                Some(_) => match self.source(image)?.peek(image).await {
+                Some(_) => match self.source(image)?.peek(image).await.inspect(|_| asked_source = true) {
                     Ok(peeked) => peeked.map(|descriptor| (descriptor.digest, Some(descriptor.media_type))),
                     Err(error) => {
                         tracing::debug!(%image, %error, "HEAD failed; fetching the manifest instead");
@@ -688,9 +706,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             && let Some(bytes) = self.destination.cached(&digest, limits::MANIFEST).await?
         {
             let (manifest, _) = parse_manifest(bytes, media_type.as_deref(), || format!("image {image}"))?;
-            return Ok(manifest);
+            return Ok((manifest, asked_source));
         }
-        self.source(image)?.resolve(image).await
+        Ok((self.source(image)?.resolve(image).await?, true))
     }
 
     /// The source, unless the pull policy forbids asking it about `image`.

@@ -179,7 +179,8 @@ impl RegistryDestination {
     /// pushed referrer is listed by the registry itself).
     async fn lists_referrers(&self, target: &Reference, subject: &Digest) -> Result<bool, TransferError> {
         let repository = target.name();
-        let known = self.lists_referrers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&repository).copied();
+        let known =
+            self.lists_referrers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&repository).copied();
         if let Some(known) = known {
             return Ok(known);
         }
@@ -207,7 +208,9 @@ impl RegistryDestination {
             reason,
         })?;
         if let Some(bytes) = merged {
-            self.client.put_manifest(&tagged(target, &fallback_tag(subject)), bytes.into(), media_type::OCI_INDEX).await?;
+            self.client
+                .put_manifest(&tagged(target, &fallback_tag(subject)), bytes.into(), media_type::OCI_INDEX)
+                .await?;
         }
         Ok(())
     }

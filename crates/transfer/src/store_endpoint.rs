@@ -117,9 +117,11 @@ impl ImageSource for StoreSource {
             let fallback = attachment_ref_name(&image, &fallback_tag(&subject));
             if let Some(index) = store.resolve_ref(&fallback)? {
                 let bytes = store.read_blob(&index.digest, limits::MANIFEST)?;
-                let referrers = attachments::parse_referrers(&bytes, &subject).map_err(|reason| {
-                    TransferError::Referrers { context: format!("{fallback} in the store at {}", store.root().display()), reason }
-                })?;
+                let referrers =
+                    attachments::parse_referrers(&bytes, &subject).map_err(|reason| TransferError::Referrers {
+                        context: format!("{fallback} in the store at {}", store.root().display()),
+                        reason,
+                    })?;
                 found.extend(referrers);
             }
             Ok(found)

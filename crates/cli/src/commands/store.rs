@@ -3,8 +3,8 @@ use std::collections::HashSet;
 use anyhow::anyhow;
 use hpn_oci::{Digest, Reference};
 use hpn_store::{ImageUsage, Store, StoreError};
-use hpn_transfer::attachments::parse_tag;
 use hpn_transfer::AttachmentKind;
+use hpn_transfer::attachments::parse_tag;
 use indicatif::HumanBytes;
 
 use crate::args::StoreCommand;
@@ -55,9 +55,7 @@ impl StoredAttachment {
     fn of(usage: ImageUsage) -> Result<Self, ImageUsage> {
         let parsed = usage.name.rsplit_once(':').and_then(|(repository, tag)| Some((repository, parse_tag(tag)?)));
         match parsed {
-            Some((repository, (subject, kind))) => {
-                Ok(Self { repository: repository.to_owned(), subject, kind, usage })
-            }
+            Some((repository, (subject, kind))) => Ok(Self { repository: repository.to_owned(), subject, kind, usage }),
             None => Err(usage),
         }
     }
