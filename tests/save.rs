@@ -147,9 +147,12 @@ fn pull_fills_a_store_skopeo_can_read_and_never_fetches_a_blob_twice() {
     let work = Workspace::new();
     let list = work.file("images.txt", &image_list(&seeded));
     work.hpn(["pull", "-f", list.to_str().unwrap()]).assert_ok();
-    // A first pull has no manifest it could reuse, so it asks for none with a HEAD first.
+    // A first pull has no manifest it could reuse, so it asks for none with a HEAD first (the
+    // HEADs of cosign's sha256-<hex>.sig/.att/.sbom tags look for attachments, not the image).
     let heads = |log: &[hpn_testkit::AccessLogEntry]| {
-        log.iter().filter(|e| e.method == "HEAD" && e.path.contains("/manifests/")).count()
+        log.iter()
+            .filter(|e| e.method == "HEAD" && e.path.contains("/manifests/") && !e.path.contains("/manifests/sha256-"))
+            .count()
     };
     assert_eq!(heads(&seeded.registry.access_log()), 0);
 
@@ -184,7 +187,10 @@ fn pull_fills_a_store_skopeo_can_read_and_never_fetches_a_blob_twice() {
     let second_run: Vec<_> = seeded.registry.access_log().into_iter().skip(before).collect();
     assert!(heads(&second_run) > 0, "a known tag is checked with a HEAD");
     assert!(
-        !second_run.iter().any(|e| e.method == "GET" && e.path.contains("/manifests/")),
+        // The GETs of sha256-<hex> fallback tags look for referrers (new signatures may have come).
+        !second_run
+            .iter()
+            .any(|e| e.method == "GET" && e.path.contains("/manifests/") && !e.path.contains("/manifests/sha256-")),
         "manifests the store has were fetched again: {second_run:?}"
     );
     work.hpn(["save", "-f", list.to_str().unwrap(), "-o", "again.tar", "--quiet"]).assert_ok();

@@ -373,10 +373,35 @@ pub struct PullArgs {
     pub selection: ImageSelection,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
+    #[command(flatten)]
+    pub referrers: ReferrerArgs,
     /// Print what would be copied (source → destination, blobs new and already there, bytes) and
     /// write nothing: no store directory, no archive, no upload
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReferrerArgs {
+    /// Leave signatures, SBOMs and attestations behind (cosign's sha256-<hex>.sig/.att/.sbom tags
+    /// and OCI referrers, which travel by default)
+    #[arg(long, conflicts_with = "referrers_type")]
+    pub no_referrers: bool,
+    /// Carry only attachments of this artifact type (repeatable), e.g. application/spdx+json or
+    /// application/vnd.dev.cosign.simplesigning.v1+json for cosign signatures
+    #[arg(long = "referrers-type", value_name = "ARTIFACT_TYPE")]
+    pub referrers_type: Vec<String>,
+}
+
+impl ReferrerArgs {
+    /// Which attachments travel.
+    pub fn policy(&self) -> hpn_transfer::AttachmentPolicy {
+        if self.no_referrers {
+            hpn_transfer::AttachmentPolicy::none()
+        } else {
+            hpn_transfer::AttachmentPolicy::only(self.referrers_type.clone())
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -410,6 +435,8 @@ pub struct SaveArgs {
     pub compress: Option<Compression>,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
+    #[command(flatten)]
+    pub referrers: ReferrerArgs,
     /// Print what would be copied (source → destination, blobs new and already there, bytes) and
     /// write nothing: no store directory, no archive, no upload
     #[arg(long)]
@@ -459,6 +486,8 @@ pub struct PushArgs {
     /// Take every platform of multi-platform images
     #[arg(long)]
     pub all_platforms: bool,
+    #[command(flatten)]
+    pub referrers: ReferrerArgs,
     /// Print what would be copied (source → destination, blobs new and already there, bytes) and
     /// write nothing: no store directory, no archive, no upload
     #[arg(long)]
@@ -480,6 +509,8 @@ pub struct CopyArgs {
     /// Compress an archive destination as a whole
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub compress: Option<Compression>,
+    #[command(flatten)]
+    pub referrers: ReferrerArgs,
     /// Print what would be copied (source → destination, blobs new and already there, bytes) and
     /// write nothing: no store directory, no archive, no upload
     #[arg(long)]

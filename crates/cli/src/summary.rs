@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hpn_transfer::CopyOutcome;
+use hpn_transfer::{CopyOutcome, LeftAttachment, LeftReason};
 use indicatif::HumanBytes;
 use serde::Serialize;
 
@@ -93,13 +93,37 @@ impl Summary {
         let ok = self.images.iter().filter(|image| image.result.is_ok()).count();
         let failed = self.images.len() - ok + self.rejected.len() + self.unusable.len();
         let (fetched, reused) = self.totals();
+        let attachments: usize = self
+            .images
+            .iter()
+            .filter_map(|image| image.result.as_ref().ok())
+            .map(|outcome| outcome.attachments.len())
+            .sum();
+        let carried = if attachments > 0 {
+            format!(", {attachments} attachment(s) carried (signatures, SBOMs, attestations)")
+        } else {
+            String::new()
+        };
         let mut text = format!(
-            "{}: {ok} image(s) ok, {failed} failed; {} fetched, {} reused; {:.1}s",
+            "{}: {ok} image(s) ok, {failed} failed{carried}; {} fetched, {} reused; {:.1}s",
             self.command,
             HumanBytes(fetched),
             HumanBytes(reused),
             self.elapsed.as_secs_f64()
         );
+        for image in &self.images {
+            let Ok(outcome) = &image.result else { continue };
+            for reason in [LeftReason::IndexNotCopied, LeftReason::DestinationCannotKeep] {
+                let left = outcome.attachments_left.iter().filter(|left| left.reason == reason).count();
+                if left > 0 {
+                    text.push_str(&format!(
+                        "\n{}: {left} attachment(s) left behind: {}",
+                        image.image,
+                        left_behind_advice(reason)
+                    ));
+                }
+            }
+        }
         for (path, size) in &self.archives {
             text.push_str(&format!("\nwrote {} ({})", path.display(), HumanBytes(*size)));
         }
@@ -169,6 +193,12 @@ would write {}",
                         platforms: outcome.platforms.iter().map(ToString::to_string).collect(),
                         bytes_fetched: outcome.bytes_transferred,
                         bytes_reused: outcome.bytes_present,
+                        attachments: outcome.attachments.iter().map(JsonAttachment::from).collect(),
+                        attachments_left_behind: outcome
+                            .attachments_left
+                            .iter()
+                            .map(JsonLeftAttachment::from)
+                            .collect(),
                         error: None,
                     },
                     Err(failure) => JsonImage {
@@ -181,6 +211,8 @@ would write {}",
                         platforms: Vec::new(),
                         bytes_fetched: 0,
                         bytes_reused: 0,
+                        attachments: Vec::new(),
+                        attachments_left_behind: Vec::new(),
                         error: Some(failure.message.clone()),
                     },
                 })
@@ -240,8 +272,70 @@ struct JsonImage {
     platforms: Vec<String>,
     bytes_fetched: u64,
     bytes_reused: u64,
+    /// Signatures, SBOMs and attestations carried with the image.
+    attachments: Vec<JsonAttachment>,
+    /// Attachments the source has that did not travel, with why.
+    attachments_left_behind: Vec<JsonLeftAttachment>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonLeftAttachment {
+    kind: &'static str,
+    artifact_type: Option<String>,
+    digest: String,
+    subject: String,
+    /// index-not-copied or destination-cannot-keep.
+    reason: &'static str,
+    advice: &'static str,
+}
+
+impl From<&LeftAttachment> for JsonLeftAttachment {
+    fn from(left: &LeftAttachment) -> Self {
+        Self {
+            kind: left.kind.as_str(),
+            artifact_type: left.artifact_type.clone(),
+            digest: left.digest.to_string(),
+            subject: left.subject.to_string(),
+            reason: left.reason.as_str(),
+            advice: left_behind_advice(left.reason),
+        }
+    }
+}
+
+/// Why attachments stayed behind, and what the user can do.
+fn left_behind_advice(reason: LeftReason) -> &'static str {
+    match reason {
+        LeftReason::IndexNotCopied => {
+            "they are attached to the multi-platform index, which went as one platform's manifest; \
+             copy it with --all-platforms to keep them"
+        }
+        LeftReason::DestinationCannotKeep => {
+            "archives do not carry signatures, SBOMs or attestations yet; `hpn pull` them into the store \
+             and `hpn push` from it, or `hpn copy` registry to registry"
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonAttachment {
+    /// signature, attestation, sbom (cosign's tags) or referrer (OCI 1.1 `subject`).
+    kind: &'static str,
+    artifact_type: Option<String>,
+    digest: String,
+    subject: String,
+}
+
+impl From<&hpn_transfer::CopiedAttachment> for JsonAttachment {
+    fn from(attachment: &hpn_transfer::CopiedAttachment) -> Self {
+        Self {
+            kind: attachment.kind.as_str(),
+            artifact_type: attachment.artifact_type.clone(),
+            digest: attachment.digest.to_string(),
+            subject: attachment.subject.to_string(),
+        }
+    }
 }
 
 #[derive(Serialize)]

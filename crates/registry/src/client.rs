@@ -12,7 +12,7 @@ use crate::error::RegistryError;
 use crate::options::ClientOptions;
 use crate::transport::Transport;
 use crate::uploads::{BodyFactory, MountOutcome, Sessions};
-use crate::{blobs, catalog, deletion, manifests, uploads};
+use crate::{blobs, catalog, deletion, manifests, referrers, uploads};
 
 /// A registry client. Cheap to clone; clones share connections, tokens and
 /// the per-host request limits.
@@ -149,6 +149,15 @@ impl RegistryClient {
         body: BodyFactory,
     ) -> Result<(), RegistryError> {
         uploads::upload(&self.transport, &self.sessions, target, descriptor, body).await
+    }
+
+    /// The OCI 1.1 referrers of `subject` in `image`'s repository
+    /// (`GET /v2/NAME/referrers/DIGEST`): the image index the registry
+    /// answers, as bytes (it is generated, so it has no digest to check).
+    /// `Ok(None)` when the registry answers 404: it has no referrers API
+    /// (distribution 2.8), and the `sha256-<hex>` tag is where referrers are.
+    pub async fn referrers(&self, image: &Reference, subject: &Digest) -> Result<Option<Bytes>, RegistryError> {
+        referrers::list(&self.transport, image, subject).await
     }
 
     /// Every tag of `repository` on `registry`, following the `Link`

@@ -51,6 +51,7 @@ mod headers;
 mod manifests;
 mod mutex;
 mod options;
+mod referrers;
 mod transport;
 mod uploads;
 

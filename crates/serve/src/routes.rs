@@ -240,6 +240,9 @@ fn manifest(repository: &Repository, reference: &str, if_none_match: Option<&str
 }
 
 fn referrers(repository: &Repository, digest: &Digest, query: &str) -> Response {
+    // A media type has no spaces but often a `+` (application/spdx+json), which clients
+    // (oci-client among them) send unescaped: it is kept, where form decoding would make it a space.
+    let query = query.replace('+', "%2B");
     let artifact_type = form_urlencoded::parse(query.as_bytes())
         .find(|(key, _)| key == "artifactType")
         .map(|(_, value)| value.into_owned());

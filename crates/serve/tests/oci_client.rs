@@ -1,10 +1,20 @@
 //! The Rust `oci-client` crate, an independent registry client, against `hpn serve` of a real
 //! store: manifest and blob pulls (it checks digests), tags with pagination, referrers.
-//! (oci-client has no catalog call; the CLI tests page through `_catalog` with curl.)
+//! (oci-client has no catalog call; the CLI tests page through `_catalog` with curl.) And the
+//! referrers of images hpn pulled from a real registry, signatures and SBOMs attached.
+
+use std::sync::Arc;
 
 use hpn_oci::{Descriptor, Digest, media_type};
+use hpn_registry::{ClientOptions, RegistryClient};
 use hpn_serve::{ServeOptions, Server, Source};
 use hpn_store::Store;
+use hpn_testkit::Registry;
+use hpn_testkit::fixtures::attachments::{AttachedKind, SPDX, SigningKey, Subject, attach};
+use hpn_testkit::fixtures::{self, Scale};
+use hpn_transfer::{
+    Concurrency, CopyJob, Engine, EngineOptions, NoReport, PlatformChoice, RegistrySource, StoreDestination,
+};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -92,6 +102,65 @@ async fn oci_client_pulls_lists_tags_page_by_page_and_finds_referrers() {
     assert_eq!(signatures.manifests.len(), 1);
     let others = client.pull_referrers(&pinned, Some("application/other")).await.unwrap();
     assert!(others.manifests.is_empty());
+
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+}
+
+/// `hpn serve` of a store that hpn's engine pulled from a registry holding an index with an SBOM
+/// and an attestation (OCI 1.1 referrers, which distribution 2.8 lists only in the fallback
+/// index): oci-client's referrers call finds both, filters them by artifact type, and finds
+/// nothing for a manifest nothing refers to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_client_finds_the_referrers_of_a_pulled_image() {
+    let registry = Registry::start().unwrap();
+    let set = fixtures::build(Scale::Small).unwrap();
+    let pushed = fixtures::push_images_to(&set, &registry, &["multi"]).unwrap();
+    let multi = pushed.image("multi");
+    let key = SigningKey::generate().unwrap();
+    let subject = Subject { media_type: multi.media_type.clone(), digest: multi.digest.clone(), size: multi.size };
+    let attached = attach(&registry, &multi.repository, &subject, &key).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let options = EngineOptions::new(PlatformChoice::All, &Concurrency::default());
+    let engine = Engine::new(
+        Arc::new(RegistrySource::new(client)),
+        Arc::new(StoreDestination::new(Arc::clone(&store))),
+        options,
+        Arc::new(NoReport),
+    );
+    let outcome = engine.copy_all(&CopyJob::same_names([multi.reference.parse().unwrap()])).await;
+    assert_eq!(outcome[0].as_ref().unwrap().attachments.len(), attached.len());
+    drop(engine);
+
+    let server =
+        Server::bind(Source::Store(dir.path().to_owned()), "127.0.0.1:0".parse().unwrap(), ServeOptions::default())
+            .await
+            .unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let client = Client::new(ClientConfig { protocol: ClientProtocol::Http, ..ClientConfig::default() });
+    let pinned = Reference::with_digest(addr.to_string(), multi.repository.clone(), multi.digest.clone());
+    let mut listed: Vec<String> =
+        client.pull_referrers(&pinned, None).await.unwrap().manifests.into_iter().map(|entry| entry.digest).collect();
+    listed.sort();
+    let mut expected: Vec<String> = attached
+        .iter()
+        .filter(|one| matches!(one.kind, AttachedKind::Sbom | AttachedKind::Attestation))
+        .map(|one| one.digest.clone())
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let sboms = client.pull_referrers(&pinned, Some(SPDX)).await.unwrap();
+    assert_eq!(sboms.manifests.len(), 1);
+    let platform =
+        Reference::with_digest(addr.to_string(), multi.repository.clone(), multi.platforms[1].manifest.digest.clone());
+    assert!(client.pull_referrers(&platform, None).await.unwrap().manifests.is_empty());
 
     let _ = stop.send(());
     serving.await.unwrap().unwrap();

@@ -79,6 +79,38 @@ impl Store {
         self.write_index(&index)
     }
 
+    /// Points `name` at what `update` makes of the blob it points at now
+    /// (`None` when there is no such entry), in one locked read and rewrite
+    /// of index.json: two processes adding to one document (a referrers
+    /// fallback index) both land. The blob `update` returns is stored first,
+    /// verified against its descriptor; `None` from `update` changes nothing.
+    /// The current blob is read up to `max_len` bytes.
+    pub fn update_ref(
+        &self,
+        name: &str,
+        max_len: u64,
+        update: impl FnOnce(Option<Vec<u8>>) -> Option<(Descriptor, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        validate_ref_name(name)?;
+        let _lock = self.lock_index()?;
+        let mut index = self.read_index_fresh()?;
+        let current = index_manifests(&index).iter().rev().find(|entry| ref_name(entry) == Some(name)).cloned();
+        let existing = match current {
+            Some(entry) => {
+                let descriptor = serde_json::from_value::<Descriptor>(entry)
+                    .map_err(|error| self.unusable_index(format!("has an entry {name:?} hpn cannot read ({error})")))?;
+                Some(self.read_blob(&descriptor.digest, max_len)?)
+            }
+            None => None,
+        };
+        let Some((descriptor, bytes)) = update(existing) else { return Ok(()) };
+        self.put_blob_bytes(&descriptor, &bytes)?;
+        let manifests = manifests_mut(&mut index);
+        manifests.retain(|existing| ref_name(existing) != Some(name));
+        manifests.push(ref_entry(name, &descriptor));
+        self.write_index(&index)
+    }
+
     /// Removes the entry named `name`. Returns whether there was one. The
     /// blobs stay until [`Store::gc`].
     pub fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {

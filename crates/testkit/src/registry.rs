@@ -301,6 +301,15 @@ impl Registry {
         Ok(RawManifest { bytes: r.body.into(), media_type, digest })
     }
 
+    /// Blob `digest` of `repository`, whole (a small one: a signature payload, an SBOM).
+    pub fn blob(&self, repository: &str, digest: &str) -> Result<Vec<u8>> {
+        let r = self.client().request("GET", &format!("/v2/{repository}/blobs/{digest}"), &[], Body::Empty)?;
+        if r.status != 200 {
+            bail!("GET blob {repository}@{digest}: HTTP {}: {}", r.status, r.body_text());
+        }
+        Ok(r.body)
+    }
+
     /// The tags of `repository`, as the registry lists them.
     pub fn tags(&self, repository: &str) -> Result<Vec<String>> {
         let r = self.client().request("GET", &format!("/v2/{repository}/tags/list"), &[], Body::Empty)?;

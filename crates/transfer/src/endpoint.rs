@@ -5,6 +5,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hpn_oci::{BlobStream, Descriptor, Digest, ImageManifest, ParsedManifest, Platform, RawManifest, Reference};
 
+use crate::attachments::Attachment;
 use crate::error::TransferError;
 
 /// Hashes and parses manifest bytes (see [`RawManifest::parse`]); a document
@@ -152,6 +153,18 @@ pub trait ImageSource: Send + Sync + 'static {
         async { Ok(true) }
     }
 
+    /// The attachments of `subject`, a manifest of `image` (signatures,
+    /// SBOMs, attestations: see [`crate::attachments`]), as the source lists
+    /// them: legacy cosign tags and OCI 1.1 referrers. A source that keeps
+    /// none lists none.
+    fn attachments(
+        &self,
+        _image: &Reference,
+        _subject: &Digest,
+    ) -> impl Future<Output = Result<Vec<Attachment>, TransferError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
     /// A blob's bytes. Streams are verified by whoever consumes them.
     fn blob(
         &self,
@@ -179,6 +192,32 @@ pub trait ImageDestination: Send + Sync + 'static {
     /// later pull.
     fn prefers_compressed_layers(&self) -> bool {
         false
+    }
+
+    /// Whether the destination records attachments
+    /// ([`ImageDestination::put_attachment`]); the engine looks for them
+    /// only then.
+    fn keeps_attachments(&self) -> bool {
+        false
+    }
+
+    /// Records an attachment of an image at `target`, once its blobs are in
+    /// place: a legacy tag as that tag in `target`'s repository, a referrer
+    /// by digest, and where the destination cannot list referrers itself, in
+    /// the `sha256-<hex>` fallback index, merged with what it lists already.
+    fn put_attachment(
+        &self,
+        target: &Reference,
+        attachment: &Attachment,
+        manifest: &RawManifest,
+    ) -> impl Future<Output = Result<(), TransferError>> + Send {
+        async move {
+            let _ = manifest;
+            Err(TransferError::Unsupported(format!(
+                "this destination does not keep attachments ({} {} of {target})",
+                attachment.kind, attachment.descriptor.digest
+            )))
+        }
     }
 
     /// The top manifest or index the destination has recorded under `name`

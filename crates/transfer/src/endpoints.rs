@@ -20,6 +20,7 @@ use hpn_store::Store;
 
 use crate::archive_endpoint::ArchiveDestination;
 use crate::archive_source::ArchiveSource;
+use crate::attachments::Attachment;
 use crate::blob_locations::BlobLocations;
 use crate::empty_endpoint::EmptyDestination;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
@@ -379,6 +380,10 @@ impl ImageSource for AnySource {
         forward!(self, source => source.has_manifest(descriptor).await)
     }
 
+    async fn attachments(&self, image: &Reference, subject: &Digest) -> Result<Vec<Attachment>, TransferError> {
+        forward!(self, source => source.attachments(image, subject).await)
+    }
+
     async fn blob(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {
         forward!(self, source => source.blob(image, descriptor).await)
     }
@@ -391,6 +396,19 @@ impl ImageDestination for AnyDestination {
 
     fn prefers_compressed_layers(&self) -> bool {
         forward!(self, destination => destination.prefers_compressed_layers(), Empty)
+    }
+
+    fn keeps_attachments(&self) -> bool {
+        forward!(self, destination => destination.keeps_attachments(), Empty)
+    }
+
+    async fn put_attachment(
+        &self,
+        target: &Reference,
+        attachment: &Attachment,
+        manifest: &RawManifest,
+    ) -> Result<(), TransferError> {
+        forward!(self, destination => destination.put_attachment(target, attachment, manifest).await, Empty)
     }
 
     async fn recorded_image(&self, name: &Reference) -> Result<Option<Descriptor>, TransferError> {

@@ -7,6 +7,9 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Platform, RawManifest, Reference, limits};
 use tokio::sync::Semaphore;
 
+use crate::attachments::{
+    self, Attachment, AttachmentKind, AttachmentPolicy, CopiedAttachment, LeftAttachment, LeftReason,
+};
 use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, PlatformImage, parse_manifest};
 use crate::error::TransferError;
 use crate::report::{BlobOrigin, CopyOutcome, Reporter};
@@ -56,6 +59,8 @@ pub struct EngineOptions {
     pub pull: PullPolicy,
     /// Only plan: report what would move, write nothing ([`Engine::copy`]).
     pub dry_run: bool,
+    /// Which signatures, SBOMs and attestations travel with their images.
+    pub attachments: AttachmentPolicy,
 }
 
 /// How much runs at once. Every concurrency default of hpn is here.
@@ -96,7 +101,13 @@ impl EngineOptions {
             max_concurrent_images: concurrency.images,
             pull: PullPolicy::default(),
             dry_run: false,
+            attachments: AttachmentPolicy::default(),
         }
+    }
+
+    /// These options carrying the attachments `attachments` allows.
+    pub fn with_attachments(self, attachments: AttachmentPolicy) -> Self {
+        Self { attachments, ..self }
     }
 
     /// These options as a dry run, or not.
@@ -114,6 +125,17 @@ impl Default for EngineOptions {
     fn default() -> Self {
         Self::new(PlatformChoice::One(Platform::host()), &Concurrency::default())
     }
+}
+
+/// How [`Engine::platform_images`] came by an image's top manifest.
+#[derive(Debug, Clone)]
+pub(crate) struct TopOrigin {
+    /// Whether the source was asked about the image (a HEAD or a GET), not
+    /// only the destination's copy: only then are attachments looked for.
+    asked_source: bool,
+    /// The index the image had at the source when the destination got one
+    /// platform's manifest instead (it needs complete indexes).
+    index_left_out: Option<Digest>,
 }
 
 /// Whether [`Engine::platform_images`] hands configs to the destination.
@@ -244,7 +266,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     /// destination's copies); no layer is, and nothing is mounted, uploaded
     /// or stored.
     async fn plan(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
-        let (top, platforms, _) = self.platform_images(job, Configs::ReadOnly).await?;
+        let (top, platforms, _, _) = self.platform_images(job, Configs::ReadOnly).await?;
         let layers = distinct_layers(&platforms);
         let mut outcome = CopyOutcome {
             digest: top.digest,
@@ -254,6 +276,8 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             bytes_transferred: 0,
             blobs_present: 0,
             bytes_present: 0,
+            attachments: Vec::new(),
+            attachments_left: Vec::new(),
         };
         // Owned descriptors, for the reason given in `copy_unreported`.
         let present: Vec<bool> = stream::iter(layers.clone())
@@ -275,7 +299,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
 
     async fn copy_unreported(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
         let (image, target) = (&job.source, &job.destination);
-        let (top, platforms, primary) = self.platform_images(job, Configs::Copy).await?;
+        let (top, platforms, primary, origin) = self.platform_images(job, Configs::Copy).await?;
 
         // Owned descriptors: a stream closure over `&Descriptor` would make this
         // future's Send-ness depend on a higher-ranked lifetime that rustc
@@ -308,6 +332,12 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             }
         }
 
+        // Before the name: a named image has its signatures with it.
+        let mut subjects = vec![top.digest.clone()];
+        subjects.extend(platforms.iter().map(|platform| platform.manifest.digest.clone()));
+        subjects.dedup();
+        let (attachments, attachments_left) = self.copy_attachments(image, target, subjects, &origin).await?;
+
         let copied =
             CopiedImage { job_index: job.index, destination: job.destination.clone(), top, platforms, primary };
         self.destination.commit(&copied).await?;
@@ -321,7 +351,164 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             bytes_transferred,
             blobs_present: layer_count - blobs_transferred,
             bytes_present: planned_bytes - bytes_transferred,
+            attachments,
+            attachments_left,
         })
+    }
+
+    /// Carries the attachments of `subjects` (the manifests just copied),
+    /// and theirs in turn, up to [`attachments::MAX_DEPTH`] levels and
+    /// [`attachments::MAX_PER_IMAGE`] in all. Nothing is looked for when
+    /// the options or the destination say no, or the pull policy forbids
+    /// asking the source.
+    ///
+    /// Also says which attachments stayed behind: those of `index_left_out`
+    /// (an index the destination got one platform of), and every one when
+    /// the destination cannot keep attachments.
+    async fn copy_attachments(
+        &self,
+        image: &Reference,
+        target: &Reference,
+        subjects: Vec<Digest>,
+        origin: &TopOrigin,
+    ) -> Result<(Vec<CopiedAttachment>, Vec<LeftAttachment>), TransferError> {
+        // An image the destination's copy answered for (a digest it holds, `--pull missing`)
+        // is taken as it is, attachments too: the source, maybe unreachable, is not asked.
+        if !self.options.attachments.enabled() || !origin.asked_source {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let index_left_out = origin.index_left_out.clone();
+        if !self.destination.keeps_attachments() {
+            let subjects: Vec<Digest> = index_left_out.into_iter().chain(subjects).collect();
+            return Ok((Vec::new(), self.left_behind(image, &subjects, LeftReason::DestinationCannotKeep).await?));
+        }
+        let left = match index_left_out {
+            Some(index) => self.left_behind(image, &[index], LeftReason::IndexNotCopied).await?,
+            None => Vec::new(),
+        };
+        Ok((self.carry_attachments(image, target, subjects).await?, left))
+    }
+
+    /// The attachments of `subjects` that the policy wants, as left behind
+    /// for `reason` (their own attachments stay with them, unlisted).
+    async fn left_behind(
+        &self,
+        image: &Reference,
+        subjects: &[Digest],
+        reason: LeftReason,
+    ) -> Result<Vec<LeftAttachment>, TransferError> {
+        let mut left = Vec::new();
+        for subject in subjects {
+            for attachment in self.source.attachments(image, subject).await? {
+                if attachment.artifact_type.is_none()
+                    || self.options.attachments.wants(attachment.artifact_type.as_deref())
+                {
+                    left.push(LeftAttachment {
+                        kind: attachment.kind,
+                        artifact_type: attachment.artifact_type,
+                        digest: attachment.descriptor.digest,
+                        subject: attachment.subject,
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(left)
+    }
+
+    /// Copies the attachments of `subjects` and theirs (see [`Engine::copy_attachments`]).
+    async fn carry_attachments(
+        &self,
+        image: &Reference,
+        target: &Reference,
+        subjects: Vec<Digest>,
+    ) -> Result<Vec<CopiedAttachment>, TransferError> {
+        let policy = &self.options.attachments;
+        let mut visited: HashSet<Digest> = subjects.iter().cloned().collect();
+        let mut recorded: HashSet<(AttachmentKind, Digest)> = HashSet::new();
+        let mut copied = Vec::new();
+        let mut level = subjects;
+        for _ in 0..attachments::MAX_DEPTH {
+            let mut next = Vec::new();
+            for subject in &level {
+                for attachment in self.source.attachments(image, subject).await? {
+                    let digest = attachment.descriptor.digest.clone();
+                    if attachment.artifact_type.is_some() && !policy.wants(attachment.artifact_type.as_deref()) {
+                        continue;
+                    }
+                    if !recorded.insert((attachment.kind, digest.clone())) {
+                        continue;
+                    }
+                    if copied.len() >= attachments::MAX_PER_IMAGE {
+                        tracing::warn!(%image, limit = attachments::MAX_PER_IMAGE, "too many attachments; the rest stay behind");
+                        return Ok(copied);
+                    }
+                    if let Some(done) = self.copy_attachment(image, target, &attachment).await? {
+                        if visited.insert(digest.clone()) {
+                            next.push(digest);
+                        }
+                        copied.push(done);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            level = next;
+        }
+        Ok(copied)
+    }
+
+    /// One attachment: its manifest read (the destination's copy if it has
+    /// one), its blobs moved like layers, then recorded by the destination.
+    /// `None` when it is not carried: not of a wanted artifact type, or an
+    /// index (attachments are single manifests; an index is not copied as one).
+    async fn copy_attachment(
+        &self,
+        image: &Reference,
+        target: &Reference,
+        attachment: &Attachment,
+    ) -> Result<Option<CopiedAttachment>, TransferError> {
+        let descriptor = &attachment.descriptor;
+        let manifest = match self.destination.cached(&descriptor.digest, limits::MANIFEST).await? {
+            Some(bytes) => {
+                RawManifest { bytes, media_type: descriptor.media_type.clone(), digest: descriptor.digest.clone() }
+            }
+            None => self.source.manifest(image, descriptor).await?,
+        };
+        if manifest.digest != descriptor.digest {
+            return Err(TransferError::DigestMismatch {
+                what: "attachment manifest",
+                expected: descriptor.digest.clone(),
+                actual: manifest.digest,
+            });
+        }
+        let (_, parsed) = parse_manifest(manifest.bytes.clone(), Some(&descriptor.media_type), || {
+            format!("image {image}, {} {} of {}", attachment.kind, descriptor.digest, attachment.subject)
+        })?;
+        let ParsedManifest::Image(parsed) = parsed else {
+            tracing::warn!(%image, digest = %descriptor.digest, "an attachment that is an index is not carried");
+            return Ok(None);
+        };
+        let artifact_type = attachments::artifact_type(&manifest.bytes);
+        if !self.options.attachments.wants(artifact_type.as_deref()) {
+            return Ok(None);
+        }
+        let mut blobs: Vec<Descriptor> = std::iter::once(parsed.config).chain(parsed.layers).collect();
+        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        blobs.dedup_by(|a, b| a.digest == b.digest);
+        stream::iter(blobs)
+            .map(|blob| async move { self.layer(image, target, &blob).await.map(drop) })
+            .buffer_unordered(self.options.max_concurrent_blobs.max(1))
+            .try_collect::<()>()
+            .await?;
+        self.destination.put_attachment(target, attachment, &manifest).await?;
+        Ok(Some(CopiedAttachment {
+            kind: attachment.kind,
+            artifact_type,
+            digest: manifest.digest,
+            subject: attachment.subject.clone(),
+        }))
     }
 
     /// What `job`'s image is: its top manifest or index (as the destination
@@ -332,10 +519,11 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         &self,
         job: &CopyJob,
         configs: Configs,
-    ) -> Result<(RawManifest, Vec<PlatformImage>, usize), TransferError> {
+    ) -> Result<(RawManifest, Vec<PlatformImage>, usize, TopOrigin), TransferError> {
         let (image, target) = (&job.source, &job.destination);
-        let top = self.resolve_top(image).await?;
+        let (top, asked_source) = self.resolve_top(image).await?;
         let (_, parsed) = parse_manifest(top.bytes.clone(), Some(&top.media_type), || format!("image {image}"))?;
+        let mut origin = TopOrigin { asked_source, index_left_out: None };
         let (top, (platform_manifests, primary)) = match parsed {
             ParsedManifest::Image(manifest) => (top.clone(), (vec![(top, manifest, None)], 0)),
             ParsedManifest::Index(index) => {
@@ -347,6 +535,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                     let (mut platforms, primary) = selected;
                     let chosen = platforms.swap_remove(primary);
                     tracing::info!(%image, platform = ?chosen.2, "not every platform is available; writing one platform's manifest");
+                    origin.index_left_out = Some(top.digest.clone());
                     (chosen.0.clone(), (vec![chosen], 0))
                 } else {
                     (top, selected)
@@ -379,7 +568,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 diff_ids: image_config.rootfs.diff_ids,
             });
         }
-        Ok((top, platforms, primary))
+        Ok((top, platforms, primary, origin))
     }
 
     /// Fails when the source (a store or an archive, which keep only the
@@ -495,7 +684,8 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     /// has not changed (a tag the destination knows is resolved with a cheap
     /// HEAD first) or the pull policy says not to ask, else fetched. A HEAD
     /// that fails is not fatal: the GET then says why.
-    async fn resolve_top(&self, image: &Reference) -> Result<RawManifest, TransferError> {
+    async fn resolve_top(&self, image: &Reference) -> Result<(RawManifest, bool), TransferError> {
+        let mut asked_source = false;
         let known = match image.digest() {
             Some(digest) => Some((digest.clone(), None)),
             None => match self.destination.recorded_image(image).await? {
@@ -503,7 +693,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 Some(recorded) if self.options.pull != PullPolicy::Always => {
                     Some((recorded.digest, Some(recorded.media_type)))
                 }
-                Some(_) => match self.source(image)?.peek(image).await {
+                Some(_) => match self.source(image)?.peek(image).await.inspect(|_| asked_source = true) {
                     Ok(peeked) => peeked.map(|descriptor| (descriptor.digest, Some(descriptor.media_type))),
                     Err(error) => {
                         tracing::debug!(%image, %error, "HEAD failed; fetching the manifest instead");
@@ -516,9 +706,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             && let Some(bytes) = self.destination.cached(&digest, limits::MANIFEST).await?
         {
             let (manifest, _) = parse_manifest(bytes, media_type.as_deref(), || format!("image {image}"))?;
-            return Ok(manifest);
+            return Ok((manifest, asked_source));
         }
-        self.source(image)?.resolve(image).await
+        Ok((self.source(image)?.resolve(image).await?, true))
     }
 
     /// The source, unless the pull policy forbids asking it about `image`.

@@ -31,6 +31,15 @@ pub enum TransferError {
         /// What is wrong with it.
         source: ManifestError,
     },
+    /// A referrers list (the referrers API's answer, a `sha256-<hex>`
+    /// fallback index) that cannot be read or added to.
+    #[error("{context}: the referrers list cannot be read ({reason})")]
+    Referrers {
+        /// Whose list it is (image, registry or store, subject digest).
+        context: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The index has no image for the wanted platform.
     #[error("no {wanted} image in this index (it has: {available})")]
     NoMatchingPlatform {

@@ -44,6 +44,7 @@
 mod archive_endpoint;
 mod archive_source;
 mod archives;
+pub mod attachments;
 mod blob_locations;
 mod empty_endpoint;
 mod endpoint;
@@ -64,6 +65,7 @@ mod store_endpoint;
 pub use archive_endpoint::ArchiveDestination;
 pub use archive_source::{ArchiveSource, ArchivedImageNames};
 pub use archives::{ArchiveRun, copy_from_archives};
+pub use attachments::{Attachment, AttachmentKind, AttachmentPolicy, CopiedAttachment, LeftAttachment, LeftReason};
 pub use blob_locations::BlobLocations;
 pub use empty_endpoint::EmptyDestination;
 pub use endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource, PlatformImage};

@@ -3,9 +3,10 @@ use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
+use hpn_oci::{Descriptor, Digest, RawManifest, Reference, media_type};
 use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, RegistryError, UploadStream, body_from_bytes};
 
+use crate::attachments::{self, Attachment, AttachmentKind, fallback_tag, legacy_tag, tagged};
 use crate::blob_locations::BlobLocations;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::error::TransferError;
@@ -109,6 +110,33 @@ impl ImageSource for RegistrySource {
         Ok(self.read_first(image, read).await?.0)
     }
 
+    /// Per subject: a `HEAD` of each legacy tag (three requests whatever the
+    /// repository holds, where one `tags/list` would page through every tag
+    /// of a large public repository), the referrers API, and on its 404 the
+    /// `sha256-<hex>` fallback tag. Asked where the image's manifest came
+    /// from (a mirror, or its own registry).
+    async fn attachments(&self, image: &Reference, subject: &Digest) -> Result<Vec<Attachment>, TransferError> {
+        let at = self.served_by(image).unwrap_or_else(|| image.clone());
+        let mut found = Vec::new();
+        for kind in AttachmentKind::LEGACY {
+            let tag = legacy_tag(subject, kind).expect("a legacy kind has a tag");
+            if let Some(descriptor) = self.client.head_manifest(&tagged(&at, &tag)).await? {
+                found.push(Attachment { kind, descriptor, artifact_type: None, subject: subject.clone() });
+            }
+        }
+        let listed = match self.client.referrers(&at, subject).await? {
+            Some(list) => Some(list),
+            None => fallback_index(&self.client, &at, subject).await?.map(|index| index.bytes),
+        };
+        if let Some(list) = listed {
+            let referrers = attachments::parse_referrers(&list, subject).map_err(|reason| {
+                TransferError::Referrers { context: format!("referrers of {}@{subject}", at.name()), reason }
+            })?;
+            found.extend(referrers);
+        }
+        Ok(found)
+    }
+
     async fn blob(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {
         let client = &self.client;
         let (stream, _) = self.read_first(image, |at| async move { client.get_blob(&at, descriptor).await }).await?;
@@ -124,6 +152,12 @@ pub struct RegistryDestination {
     client: RegistryClient,
     /// Repositories known to hold a blob: the candidates a mount can borrow it from.
     locations: Arc<BlobLocations>,
+    /// Per repository (`Reference::name`), whether the registry answers the
+    /// referrers API there (asked once).
+    lists_referrers: Mutex<HashMap<String, bool>>,
+    /// Held while a fallback index is read, merged and written back, so two
+    /// images of this run attaching to one subject do not drop each other's entry.
+    fallback_writes: tokio::sync::Mutex<()>,
 }
 
 /// Mounts tried per blob before it is uploaded: each failed one costs a request.
@@ -138,7 +172,47 @@ impl RegistryDestination {
     /// A destination that mounts from, and adds to, `locations` (which may
     /// remember earlier runs).
     pub fn with_locations(client: RegistryClient, locations: Arc<BlobLocations>) -> Self {
-        Self { client, locations }
+        Self { client, locations, lists_referrers: Mutex::default(), fallback_writes: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Whether `target`'s repository answers the referrers API (then a
+    /// pushed referrer is listed by the registry itself).
+    async fn lists_referrers(&self, target: &Reference, subject: &Digest) -> Result<bool, TransferError> {
+        let repository = target.name();
+        let known =
+            self.lists_referrers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&repository).copied();
+        if let Some(known) = known {
+            return Ok(known);
+        }
+        let answers = self.client.referrers(target, subject).await?.is_some();
+        self.lists_referrers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(repository, answers);
+        Ok(answers)
+    }
+
+    /// Adds `manifest` to the `sha256-<hex>` fallback index of its subject,
+    /// keeping every entry it lists already.
+    async fn add_to_fallback_index(
+        &self,
+        target: &Reference,
+        subject: &Digest,
+        manifest: &RawManifest,
+    ) -> Result<(), TransferError> {
+        let _writing = self.fallback_writes.lock().await;
+        let existing = fallback_index(&self.client, target, subject).await?;
+        let merged = attachments::merge_fallback_index(
+            existing.as_ref().map(|index| &index.bytes[..]),
+            attachments::referrer_entry(manifest),
+        )
+        .map_err(|reason| TransferError::Referrers {
+            context: format!("fallback index {} of {}", fallback_tag(subject), target.name()),
+            reason,
+        })?;
+        if let Some(bytes) = merged {
+            self.client
+                .put_manifest(&tagged(target, &fallback_tag(subject)), bytes.into(), media_type::OCI_INDEX)
+                .await?;
+        }
+        Ok(())
     }
 
     fn remember(&self, target: &Reference, digest: &Digest) {
@@ -235,6 +309,27 @@ impl ImageDestination for RegistryDestination {
         Ok(())
     }
 
+    fn keeps_attachments(&self) -> bool {
+        true
+    }
+
+    async fn put_attachment(
+        &self,
+        target: &Reference,
+        attachment: &Attachment,
+        manifest: &RawManifest,
+    ) -> Result<(), TransferError> {
+        if let Some(tag) = legacy_tag(&attachment.subject, attachment.kind) {
+            self.client.put_manifest(&tagged(target, &tag), manifest.bytes.clone(), &manifest.media_type).await?;
+            return Ok(());
+        }
+        self.put_manifest(target, manifest).await?;
+        if self.lists_referrers(target, &attachment.subject).await? {
+            return Ok(());
+        }
+        self.add_to_fallback_index(target, &attachment.subject, manifest).await
+    }
+
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
         let pushed =
             self.client.put_manifest(&image.destination, image.top.bytes.clone(), &image.top.media_type).await?;
@@ -246,5 +341,19 @@ impl ImageDestination for RegistryDestination {
             });
         }
         Ok(())
+    }
+}
+
+/// The `sha256-<hex>` fallback index of `subject` in `image`'s repository,
+/// if there is one.
+async fn fallback_index(
+    client: &RegistryClient,
+    image: &Reference,
+    subject: &Digest,
+) -> Result<Option<RawManifest>, TransferError> {
+    match client.get_manifest(&tagged(image, &fallback_tag(subject))).await {
+        Ok(index) => Ok(Some(index)),
+        Err(error) if error.is_not_found() => Ok(None),
+        Err(error) => Err(error.into()),
     }
 }

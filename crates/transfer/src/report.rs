@@ -1,5 +1,6 @@
 use hpn_oci::{Descriptor, Digest, Platform, Reference};
 
+use crate::attachments::{CopiedAttachment, LeftAttachment};
 use crate::error::TransferError;
 
 /// Where a blob's bytes came from in this run, for progress and the summary.
@@ -29,6 +30,10 @@ pub struct CopyOutcome {
     pub blobs_present: usize,
     /// Their bytes.
     pub bytes_present: u64,
+    /// The signatures, SBOMs and attestations carried with the image.
+    pub attachments: Vec<CopiedAttachment>,
+    /// Attachments the source has that did not travel, with why.
+    pub attachments_left: Vec<LeftAttachment>,
 }
 
 /// Progress events. The engine calls these from many tasks at once; an

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use hpn_oci::{BlobStream, Descriptor, Digest, RawManifest, Reference, limits};
+use hpn_oci::{BlobStream, Descriptor, Digest, RawManifest, Reference, limits, media_type};
 use hpn_store::{BlobCheck, Store, StoreError};
 use tokio::sync::mpsc;
 
+use crate::attachments::{self, Attachment, AttachmentKind, fallback_tag, legacy_tag};
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource, parse_manifest};
 use crate::error::TransferError;
 
@@ -40,6 +41,13 @@ where
 /// The store's name for an image: the full reference, digest refs included.
 fn ref_name(image: &Reference) -> String {
     image.to_string()
+}
+
+/// The store's name for an attachment tag (`sha256-<hex>.sig`, or the
+/// fallback index's `sha256-<hex>`) of an image named `image`: that tag in
+/// the image's repository, as the registry it came from has it.
+fn attachment_ref_name(image: &Reference, tag: &str) -> String {
+    format!("{}:{tag}", image.name())
 }
 
 /// Reads images that an earlier pull put in the store.
@@ -92,6 +100,33 @@ impl ImageSource for StoreSource {
     async fn has_manifest(&self, descriptor: &Descriptor) -> Result<bool, TransferError> {
         let digest = descriptor.digest.clone();
         blocking(&self.store, move |store| Ok(store.has_blob(&digest))).await
+    }
+
+    /// The legacy tags recorded as refs, and the referrers the fallback
+    /// index of `subject` lists (see [`StoreDestination`]).
+    async fn attachments(&self, image: &Reference, subject: &Digest) -> Result<Vec<Attachment>, TransferError> {
+        let (image, subject) = (image.clone(), subject.clone());
+        blocking(&self.store, move |store| {
+            let mut found = Vec::new();
+            for kind in AttachmentKind::LEGACY {
+                let tag = legacy_tag(&subject, kind).expect("a legacy kind has a tag");
+                if let Some(descriptor) = store.resolve_ref(&attachment_ref_name(&image, &tag))? {
+                    found.push(Attachment { kind, descriptor, artifact_type: None, subject: subject.clone() });
+                }
+            }
+            let fallback = attachment_ref_name(&image, &fallback_tag(&subject));
+            if let Some(index) = store.resolve_ref(&fallback)? {
+                let bytes = store.read_blob(&index.digest, limits::MANIFEST)?;
+                let referrers =
+                    attachments::parse_referrers(&bytes, &subject).map_err(|reason| TransferError::Referrers {
+                        context: format!("{fallback} in the store at {}", store.root().display()),
+                        reason,
+                    })?;
+                found.extend(referrers);
+            }
+            Ok(found)
+        })
+        .await
     }
 
     /// The blob's file, once [`Store::check_blob`] found it intact: nothing
@@ -347,6 +382,53 @@ impl ImageDestination for StoreDestination {
     async fn put_manifest(&self, _target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
         let (descriptor, bytes) = (manifest.descriptor(), manifest.bytes.clone());
         blocking(&self.store, move |store| Ok(store.put_blob_bytes(&descriptor, &bytes)?)).await
+    }
+
+    fn keeps_attachments(&self) -> bool {
+        true
+    }
+
+    /// The manifest stored like any; a legacy tag recorded as a ref
+    /// (`REPO:sha256-<hex>.sig`), a referrer added to the fallback index
+    /// `REPO:sha256-<hex>` under the index lock, as regclient keeps them in
+    /// a layout: the subject → referrer relation is read from index.json
+    /// alone, gc keeps what those refs reach, and `hpn serve` lists them.
+    async fn put_attachment(
+        &self,
+        target: &Reference,
+        attachment: &Attachment,
+        manifest: &RawManifest,
+    ) -> Result<(), TransferError> {
+        let (descriptor, bytes) = (manifest.descriptor(), manifest.bytes.clone());
+        let (target, attachment) = (target.clone(), attachment.clone());
+        let entry = attachments::referrer_entry(manifest);
+        blocking(&self.store, move |store| {
+            store.put_blob_bytes(&descriptor, &bytes)?;
+            if let Some(tag) = legacy_tag(&attachment.subject, attachment.kind) {
+                return Ok(store.set_ref(&attachment_ref_name(&target, &tag), &descriptor)?);
+            }
+            let name = attachment_ref_name(&target, &fallback_tag(&attachment.subject));
+            let mut unreadable = None;
+            store.update_ref(&name, limits::MANIFEST, |existing| {
+                match attachments::merge_fallback_index(existing.as_deref(), entry) {
+                    Ok(merged) => merged.map(|bytes| {
+                        (Descriptor::new(media_type::OCI_INDEX, Digest::of(&bytes), bytes.len() as u64), bytes)
+                    }),
+                    Err(reason) => {
+                        unreadable = Some(reason);
+                        None
+                    }
+                }
+            })?;
+            match unreadable {
+                Some(reason) => Err(TransferError::Referrers {
+                    context: format!("{name} in the store at {}", store.root().display()),
+                    reason,
+                }),
+                None => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {

@@ -27,7 +27,8 @@ pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Summary, Failure
         check_stdout_can_take_the_archive(settings)?;
     }
     let context = endpoint_context(settings, uses_registry)?.with_compression(compression);
-    let options = engine_options(platforms, settings).with_dry_run(args.dry_run);
+    let options =
+        engine_options(platforms, settings).with_dry_run(args.dry_run).with_attachments(args.referrers.policy());
     let report = hpn_transfer::copy(&source, &destination, &context, options, reporter(settings))
         .await
         .map_err(|error| Failure::new(ExitStatus::of(&error), error))?;

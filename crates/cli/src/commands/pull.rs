@@ -26,7 +26,10 @@ pub async fn run(args: PullArgs, settings: &Settings) -> Result<Summary, Failure
     let engine = Engine::new(
         Arc::clone(&source),
         Arc::new(store_destination(settings, args.dry_run)?),
-        engine_options(platforms, settings).with_pull(pull_policy(&args.policy)).with_dry_run(args.dry_run),
+        engine_options(platforms, settings)
+            .with_pull(pull_policy(&args.policy))
+            .with_dry_run(args.dry_run)
+            .with_attachments(args.referrers.policy()),
         reporter(settings),
     );
     let jobs = CopyJob::same_names(list.images.iter().map(|image| image.reference.clone()));

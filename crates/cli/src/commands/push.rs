@@ -25,7 +25,8 @@ pub async fn run(args: PushArgs, settings: &Settings) -> Result<Summary, Failure
         target.name_for(source).map_err(|error| format!("cannot name {source} in {}: {error}", target.registry()))
     };
     let platforms = platform_choice(args.platform.as_deref(), args.all_platforms, settings, PlatformChoice::Available)?;
-    let options = engine_options(platforms, settings).with_dry_run(args.dry_run);
+    let options =
+        engine_options(platforms, settings).with_dry_run(args.dry_run).with_attachments(args.referrers.policy());
     let plan = args.dry_run.then(|| format!("registry {registry}"));
     let destination = Arc::new(registry_destination(settings)?);
 

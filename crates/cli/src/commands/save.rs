@@ -99,7 +99,9 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         PlatformChoice::One(Platform::host()),
     )?;
     let jobs = CopyJob::same_names(list.references());
-    let options = engine_options(platforms, settings).with_pull(pull_policy(&args.policy));
+    let options = engine_options(platforms, settings)
+        .with_pull(pull_policy(&args.policy))
+        .with_attachments(args.referrers.policy());
     if args.dry_run {
         // The archive would hold every blob of every image; what the plan can tell is what
         // the store lacks and would fetch first.

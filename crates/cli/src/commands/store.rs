@@ -1,8 +1,10 @@
 use std::collections::HashSet;
 
 use anyhow::anyhow;
-use hpn_oci::Reference;
-use hpn_store::{Store, StoreError};
+use hpn_oci::{Digest, Reference};
+use hpn_store::{ImageUsage, Store, StoreError};
+use hpn_transfer::AttachmentKind;
+use hpn_transfer::attachments::parse_tag;
 use indicatif::HumanBytes;
 
 use crate::args::StoreCommand;
@@ -40,26 +42,102 @@ fn filesystem(error: StoreError) -> Failure {
     Failure::new(ExitStatus::Filesystem, error)
 }
 
+/// A ref the store keeps for an attachment (a cosign tag, a fallback index).
+struct StoredAttachment {
+    usage: ImageUsage,
+    repository: String,
+    subject: Digest,
+    /// `None` for a fallback index, which lists the subject's OCI referrers.
+    kind: Option<AttachmentKind>,
+}
+
+impl StoredAttachment {
+    fn of(usage: ImageUsage) -> Result<Self, ImageUsage> {
+        let parsed = usage.name.rsplit_once(':').and_then(|(repository, tag)| Some((repository, parse_tag(tag)?)));
+        match parsed {
+            Some((repository, (subject, kind))) => Ok(Self { repository: repository.to_owned(), subject, kind, usage }),
+            None => Err(usage),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        self.kind.map_or("referrers", AttachmentKind::as_str)
+    }
+}
+
+/// Images with their attachments under them: each attachment ref goes with
+/// the image of its repository it is attached to, else (attached to a
+/// platform manifest, or to another attachment) with the first image of
+/// its repository; one whose repository holds no image is listed alone.
 fn list(store: &Store, json: bool) -> Result<ExitStatus, Failure> {
-    let images = store.usage().map_err(filesystem)?;
-    if json {
-        let entries: Vec<serde_json::Value> = images
+    let mut images = Vec::new();
+    let mut attachments = Vec::new();
+    for usage in store.usage().map_err(filesystem)? {
+        match StoredAttachment::of(usage) {
+            Ok(attachment) => attachments.push(attachment),
+            Err(image) => images.push((image, Vec::new())),
+        }
+    }
+    let repository_of =
+        |name: &str| name.parse::<Reference>().map(|reference| reference.name()).unwrap_or_else(|_| name.to_owned());
+    let mut orphans = Vec::new();
+    for attachment in attachments {
+        let same_repository: Vec<usize> = (0..images.len())
+            .filter(|position| repository_of(&images[*position].0.name) == attachment.repository)
+            .collect();
+        let owner = same_repository
             .iter()
-            .map(|image| {
+            .copied()
+            .find(|position| images[*position].0.descriptor.digest == attachment.subject)
+            .or_else(|| same_repository.first().copied());
+        match owner {
+            Some(position) => images[position].1.push(attachment),
+            None => orphans.push(attachment),
+        }
+    }
+    if json {
+        let describe = |attachment: &StoredAttachment| {
+            serde_json::json!({"name": attachment.usage.name, "kind": attachment.kind(),
+                               "digest": attachment.usage.descriptor.digest.to_string(),
+                               "subject": attachment.subject.to_string(), "size": attachment.usage.size})
+        };
+        let mut entries: Vec<serde_json::Value> = images
+            .iter()
+            .map(|(image, attached)| {
                 serde_json::json!({"name": image.name, "digest": image.descriptor.digest.to_string(),
                                    "media_type": image.descriptor.media_type, "size": image.size,
-                                   "unique_size": image.unique})
+                                   "unique_size": image.unique,
+                                   "attachments": attached.iter().map(describe).collect::<Vec<_>>()})
             })
             .collect();
+        entries.extend(orphans.iter().map(describe));
         crate::print_line(serde_json::Value::from(entries));
     } else {
-        for image in images {
+        for (image, attached) in &images {
             out!(
                 "{}\t{}\t{}\t{} unique",
                 image.name,
                 image.descriptor.digest,
                 HumanBytes(image.size),
                 HumanBytes(image.unique)
+            );
+            for attachment in attached {
+                out!(
+                    "  {} of {}\t{}\t{}",
+                    attachment.kind(),
+                    attachment.subject.short(),
+                    attachment.usage.descriptor.digest,
+                    HumanBytes(attachment.usage.size)
+                );
+            }
+        }
+        for attachment in &orphans {
+            out!(
+                "{}\t{}\t{}\t{} of a manifest no image here names",
+                attachment.usage.name,
+                attachment.usage.descriptor.digest,
+                HumanBytes(attachment.usage.size),
+                attachment.kind()
             );
         }
     }

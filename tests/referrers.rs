@@ -1,0 +1,188 @@
+//! Signatures, SBOMs and attestations travel with their images: cosign-format signatures (legacy
+//! `.sig` tags, signed with openssl), an SPDX SBOM and an in-toto attestation (OCI 1.1 referrers
+//! in the fallback index, since distribution 2.8 has no referrers API) and a signature of the
+//! SBOM, on a single-platform image, an index, one platform manifest of it and an image pulled
+//! by digest. At the destination every signature verifies against the fixture key and names the
+//! destination's digest, and every artifact is listed in the destination's fallback index.
+
+mod common;
+
+use common::{Seeded, Workspace, seeded_registry_with};
+use hpn_testkit::Registry;
+use hpn_testkit::fixtures::attachments::{
+    Attached, AttachedKind, SigningKey, Subject, attach, fallback_referrers, verified_signature,
+};
+
+/// The seeded source, its attachments (with the repository each lives in) and the key.
+struct Signed {
+    seeded: Seeded,
+    key: SigningKey,
+    attached: Vec<(String, Attached)>,
+}
+
+/// app-b (one platform), multi (the index and its amd64 manifest) and by-digest, each with a
+/// signature, an SBOM, an attestation and a signature of the SBOM.
+fn signed_registry() -> Signed {
+    let seeded = seeded_registry_with(&["app-b", "multi", "by-digest"]);
+    let key = SigningKey::generate().expect("an openssl key");
+    let mut attached = Vec::new();
+    let mut sign = |name: &str, subject: Subject| {
+        let repository = seeded.fixtures.image(name).repository.clone();
+        for one in attach(&seeded.registry, &repository, &subject, &key).expect("attach") {
+            attached.push((repository.clone(), one));
+        }
+    };
+    for name in ["app-b", "multi", "by-digest"] {
+        let image = seeded.fixtures.image(name);
+        sign(name, Subject { media_type: image.media_type.clone(), digest: image.digest.clone(), size: image.size });
+    }
+    let amd64 = seeded.fixtures.image("multi").amd64().manifest.clone();
+    sign("multi", Subject { media_type: amd64.media_type, digest: amd64.digest, size: amd64.size });
+    Signed { seeded, key, attached }
+}
+
+impl Signed {
+    fn references(&self) -> Vec<String> {
+        ["app-b", "multi", "by-digest"].iter().map(|name| self.seeded.fixtures.image(name).reference.clone()).collect()
+    }
+
+    /// Every attachment is at `site` under `repository_at(source repository)`: signatures
+    /// verify and name their subject's digest, referrers are in the subject's fallback index.
+    #[track_caller]
+    fn assert_carried_to(&self, site: &Registry, repository_at: impl Fn(&str) -> String) {
+        for (repository, attached) in &self.attached {
+            let repository = repository_at(repository);
+            match attached.kind {
+                AttachedKind::Signature => {
+                    let named = verified_signature(site, &repository, &attached.subject, &self.key)
+                        .unwrap_or_else(|error| panic!("signature of {} in {repository}: {error:#}", attached.subject));
+                    assert_eq!(named, attached.subject, "the signature names another digest");
+                    assert!(site.manifest(&repository, &attached.subject).is_ok(), "the signed manifest is there");
+                }
+                AttachedKind::Sbom | AttachedKind::Attestation => {
+                    let listed = fallback_referrers(site, &repository, &attached.subject).unwrap_or_else(|error| {
+                        panic!("fallback index of {} in {repository}: {error:#}", attached.subject)
+                    });
+                    assert!(listed.contains(&attached.digest), "{attached:?} is not listed in {listed:?}");
+                    assert_eq!(
+                        site.manifest(&repository, &attached.digest).unwrap().digest.to_string(),
+                        attached.digest
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn pull_then_push_carries_signatures_sboms_and_attestations() {
+    let signed = signed_registry();
+    let work = Workspace::new();
+    let mut pull = vec!["pull".to_owned(), "--all-platforms".to_owned(), "--json".to_owned()];
+    pull.extend(signed.references());
+    let run = work.hpn(&pull);
+    run.assert_ok();
+    // Each image's own attachments (and the SBOM's signature) are counted, the index's
+    // platform manifest's with the index.
+    let json = run.json();
+    let counted: usize =
+        json["images"].as_array().unwrap().iter().map(|image| image["attachments"].as_array().unwrap().len()).sum();
+    assert_eq!(counted, signed.attached.len(), "{json:#}");
+    work.assert_store_verifies();
+    // `store ls` lists the images, each with its attachments under it rather than as images.
+    let listed = work.hpn(["store", "ls", "--json"]);
+    listed.assert_ok();
+    let listed = listed.json();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{listed:#?}");
+    for image in listed {
+        let kinds: Vec<&str> =
+            image["attachments"].as_array().unwrap().iter().map(|one| one["kind"].as_str().unwrap()).collect();
+        assert!(kinds.contains(&"signature") && kinds.contains(&"referrers"), "{image:#}");
+    }
+    // gc keeps every attachment: pushing afterwards needs all of them.
+    work.hpn(["store", "gc"]).assert_ok();
+
+    let site = Registry::start().unwrap();
+    let mut push =
+        vec!["push".to_owned(), "-r".to_owned(), site.addr().to_owned(), "--push-mode".to_owned(), "2".to_owned()];
+    push.extend(signed.references());
+    work.hpn(&push).assert_ok();
+    signed.assert_carried_to(&site, str::to_owned);
+}
+
+#[test]
+fn copy_between_registries_carries_them_under_the_new_name() {
+    let signed = signed_registry();
+    let work = Workspace::new();
+    let site = Registry::start().unwrap();
+    for name in ["app-b", "multi", "by-digest"] {
+        let image = signed.seeded.fixtures.image(name);
+        let destination = format!(
+            "docker://{}/copied/{name}{}",
+            site.addr(),
+            match image.tags.first() {
+                Some(tag) => format!(":{tag}"),
+                None => format!("@{}", image.digest),
+            }
+        );
+        work.hpn(["copy", "--all-platforms", &format!("docker://{}", image.reference), &destination]).assert_ok();
+    }
+    signed.assert_carried_to(&site, |repository| format!("copied/{}", repository.rsplit('/').next().unwrap()));
+}
+
+#[test]
+fn no_referrers_and_referrers_type_leave_them_behind() {
+    let signed = signed_registry();
+    let app = signed.seeded.fixtures.image("app-b");
+    let work = Workspace::new();
+    let run = work.hpn(["pull", "--no-referrers", "--json", &app.reference]);
+    run.assert_ok();
+    assert!(run.json()["images"][0]["attachments"].as_array().unwrap().is_empty());
+    let refs = work.store_refs();
+    assert!(refs.iter().all(|name| !name.contains("sha256-")), "{refs:?}");
+
+    let other = Workspace::new();
+    let run = other.hpn(["pull", "--referrers-type", "application/spdx+json", "--json", &app.reference]);
+    run.assert_ok();
+    let kinds: Vec<String> = run.json()["images"][0]["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|attachment| attachment["artifact_type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kinds, ["application/spdx+json"]);
+}
+
+#[test]
+fn what_stays_behind_is_said_and_why() {
+    let signed = signed_registry();
+    let multi = signed.seeded.fixtures.image("multi");
+    let work = Workspace::new();
+    // One platform of the signed index: the store keeps the index, a registry cannot take it
+    // without its other platform, so the platform's manifest goes and the index's attachments stay.
+    work.hpn(["pull", "--platform", "linux/amd64", &multi.reference]).assert_ok();
+    let site = Registry::start().unwrap();
+    let run = work.hpn(["push", "-r", site.addr(), "--push-mode", "2", "--json", &multi.reference]);
+    run.assert_ok();
+    let image = &run.json()["images"][0];
+    let left = image["attachments_left_behind"].as_array().unwrap();
+    assert_eq!(left.len(), 3, "{image:#}");
+    assert!(left.iter().all(|one| one["reason"] == "index-not-copied" && one["subject"] == multi.digest.as_str()));
+    assert!(left[0]["advice"].as_str().unwrap().contains("--all-platforms"));
+    let amd64 = &multi.amd64().manifest.digest;
+    let named = verified_signature(&site, &multi.repository, amd64, &signed.key).unwrap();
+    assert_eq!(&named, amd64);
+    assert_eq!(image["attachments"].as_array().unwrap().len(), 4, "{image:#}");
+
+    // An archive cannot keep them yet: save says so rather than dropping them silently.
+    let app = signed.seeded.fixtures.image("app-b");
+    let run = work.hpn(["save", "-o", "app.tar", "--json", &app.reference]);
+    run.assert_ok();
+    let left = run.json()["images"][0]["attachments_left_behind"].clone();
+    assert_eq!(left.as_array().unwrap().len(), 3, "{left:#}");
+    assert!(left.as_array().unwrap().iter().all(|one| one["reason"] == "destination-cannot-keep"));
+    let human = work.hpn(["save", "-o", "app2.tar", &app.reference]);
+    human.assert_ok();
+    assert!(human.stdout.contains("3 attachment(s) left behind"), "{}", human.stdout);
+}
