@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::corpus::Corpus;
+use super::perf::{Profile, perf_report, perf_works, profile_summary};
 use super::sampling::{Cmd, Sample, median};
 use super::{Bench, CURL_PARALLEL, MB, Store, curl_all};
 
@@ -37,6 +38,8 @@ pub(super) struct Serving {
     pub(super) rss_clients_kb: u64,
     pub(super) clients_wall: f64,
     pub(super) largest_blob: u64,
+    /// `perf record` of hpn serve while it answers the parallel curls.
+    pub(super) profile: Option<Profile>,
 }
 
 impl Serving {
@@ -100,6 +103,18 @@ impl Serving {
             self.largest_blob as f64 / MB,
             self.clients_wall
         );
+        if let Some(profile) = &self.profile {
+            let _ = writeln!(
+                md,
+                "Where hpn serve's CPU goes while it answers the parallel curls (`perf record -F 999 -g -p`): {}.\n",
+                profile_summary(profile)
+            );
+            let _ = writeln!(md, "| self | where |\n|---:|---|");
+            for (pct, what) in &profile.top {
+                let _ = writeln!(md, "| {pct:.1}% | `{}` |", what.replace('`', "'").replace('|', "\\|"));
+            }
+            let _ = writeln!(md);
+        }
         md
     }
 }
@@ -200,6 +215,7 @@ impl Bench {
             rss_clients_kb: 0,
             clients_wall: 0.0,
             largest_blob: 0,
+            profile: None,
         };
         for run in 0..self.runs {
             println!("serve run {}/{}", run + 1, self.runs);
@@ -212,6 +228,10 @@ impl Bench {
             serving
                 .pull_hpn
                 .push(self.hpn_run(Store::Fresh("serve-pull-store"), &[&"pull", &"-f", &served_list]).time()?);
+        }
+
+        if perf_works() {
+            serving.profile = self.profile_server(&server, &served_urls)?;
         }
 
         let (largest, (repo, size)) =
@@ -238,6 +258,30 @@ impl Bench {
 }
 
 impl Bench {
+    /// `perf record` attached to the running server while the parallel curls fetch every blob
+    /// from it; None if perf failed.
+    fn profile_server(&self, server: &ServeProcess, urls: &Path) -> Result<Option<Profile>> {
+        let data = self.path("serve-perf.data");
+        let mut perf = Command::new("perf")
+            .args(["record", "-q", "-F", "999", "-g", "-p", &server.child.id().to_string(), "-o"])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf record")?;
+        // perf needs a moment to attach before the clients start.
+        std::thread::sleep(Duration::from_millis(300));
+        let fetched = self.timer.time(&curl_all(urls));
+        // perf writes its data when interrupted, as on Ctrl-C.
+        crate::status(Command::new("kill").args(["-INT", &perf.id().to_string()]))?;
+        let recorded = perf.wait()?.success() || data.exists();
+        fetched?;
+        let profile = if recorded { perf_report("hpn serve", &data)? } else { None };
+        super::remove(&data)?;
+        Ok(profile)
+    }
+
     /// A throwaway certificate for 127.0.0.1, by openssl.
     fn self_signed(&self) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
         let (cert, key) = (self.path("serve-cert.pem"), self.path("serve-key.pem"));
