@@ -57,6 +57,10 @@ pub(crate) struct BenchArgs {
     /// Where to write the report [default: BENCHMARKS.md at the workspace root]
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Measure this hpn binary instead of building one (`cargo build --release`), e.g. to compare
+    /// two builds
+    #[arg(long, value_name = "FILE")]
+    hpn: Option<PathBuf>,
 }
 
 /// Runs of each job in the gate: the median of five is steady on a loaded machine.
@@ -104,9 +108,14 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         }
     }
 
-    step("building hpn (cargo build --release --bin hpn)");
-    status(cargo().args(["build", "--release", "--bin", "hpn"]))?;
-    let hpn = target_dir().join("release").join("hpn");
+    let hpn = match args.hpn {
+        Some(hpn) => fs::canonicalize(&hpn).with_context(|| format!("the hpn to measure, {}", hpn.display()))?,
+        None => {
+            step("building hpn (cargo build --release --bin hpn)");
+            status(cargo().args(["build", "--release", "--bin", "hpn"]))?;
+            target_dir().join("release").join("hpn")
+        }
+    };
     let started = Instant::now();
 
     let work = tempfile::Builder::new().prefix("hpn-bench-").tempdir()?;
@@ -260,7 +269,7 @@ impl Key {
             Key::CurlSha => "raw: parallel curl | sha256sum of every unique blob",
             Key::CatFloor => "floor: cat of the warm save's archive → a new file",
             Key::WarmRehash => "hpn save (warm, verified-stat records removed: all re-hashed)",
-            Key::PutFloor => "floor: parallel curl monolithic PUT of every unique blob → B",
+            Key::PutFloor => "floor: parallel curl PUT of every unique blob → B",
             Key::Verify => "hpn verify one.tar (warm page cache)",
             Key::ShaSum => "floor: sha256sum one.tar (one core)",
             Key::SaveSynced => "diagnostic: hpn save cold with --sync (fsync everything)",

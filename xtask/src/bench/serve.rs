@@ -133,8 +133,9 @@ impl Drop for ServeProcess {
 }
 
 impl ServeProcess {
-    fn start(hpn: &Path, store: &Path, log: &Path, extra: &[&Path]) -> Result<ServeProcess> {
-        let child = Command::new(hpn)
+    /// `hpn serve` of `store`, run by `runner` (the hpn binary, or perf with hpn's command line).
+    fn start(mut runner: Command, store: &Path, log: &Path, extra: &[&Path]) -> Result<ServeProcess> {
+        let child = runner
             .args(["--quiet", "serve", "--addr", "127.0.0.1:0", "--max-connections", "1024", "--store"])
             .arg(store)
             .args(extra)
@@ -177,10 +178,10 @@ impl Bench {
         let store = self.path("serve-store");
         super::fresh_dir(&store)?;
         self.timer.time(&self.hpn(&[&"pull", &"-f", &self.list, &"--store", &store]))?;
-        let server = ServeProcess::start(&self.hpn, &store, &self.path("serve.log"), &[])?;
+        let server = ServeProcess::start(Command::new(&self.hpn), &store, &self.path("serve.log"), &[])?;
         let (cert, key) = self.self_signed()?;
         let tls_server = ServeProcess::start(
-            &self.hpn,
+            Command::new(&self.hpn),
             &store,
             &self.path("serve-tls.log"),
             &[Path::new("--tls-cert"), &cert, Path::new("--tls-key"), &key],
@@ -231,7 +232,7 @@ impl Bench {
         }
 
         if perf_works() {
-            serving.profile = self.profile_server(&server, &served_urls)?;
+            serving.profile = self.profile_server(&store, &registry)?;
         }
 
         let (largest, (repo, size)) =
@@ -258,26 +259,27 @@ impl Bench {
 }
 
 impl Bench {
-    /// `perf record` attached to the running server while the parallel curls fetch every blob
-    /// from it; None if perf failed.
-    fn profile_server(&self, server: &ServeProcess, urls: &Path) -> Result<Option<Profile>> {
+    /// hpn serve run under `perf record` while the parallel curls fetch every blob from it (their
+    /// URLs are registry A's, `registry`, moved to this server), then
+    /// stopped as Ctrl-C stops it (perf writes its data when its command exits); None if perf failed.
+    fn profile_server(&self, store: &Path, registry: &str) -> Result<Option<Profile>> {
         let data = self.path("serve-perf.data");
-        let mut perf = Command::new("perf")
-            .args(["record", "-q", "-F", "999", "-g", "-p", &server.child.id().to_string(), "-o"])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting perf record")?;
-        // perf needs a moment to attach before the clients start.
-        std::thread::sleep(Duration::from_millis(300));
-        let fetched = self.timer.time(&curl_all(urls));
-        // perf writes its data when interrupted, as on Ctrl-C.
-        crate::status(Command::new("kill").args(["-INT", &perf.id().to_string()]))?;
-        let recorded = perf.wait()?.success() || data.exists();
+        let mut perf = Command::new("perf");
+        perf.args(["record", "-q", "-F", "999", "-g", "-o"]).arg(&data).arg("--").arg(&self.hpn);
+        let mut server = ServeProcess::start(perf, store, &self.path("serve-perf.log"), &[])?;
+        // The same curls, at this server's address.
+        let urls = self.path("served-perf-blob-urls.txt");
+        fs::write(
+            &urls,
+            fs::read_to_string(&self.urls)?
+                .replace(&format!("http://{registry}/"), &format!("http://{}/", server.addr)),
+        )?;
+        let fetched = self.timer.time(&curl_all(&urls));
+        crate::status(Command::new("kill").args(["-INT", &server.child.id().to_string()]))?;
+        // perf exits as its command did, interrupted: whether it recorded is whether it wrote data.
+        server.child.wait()?;
         fetched?;
-        let profile = if recorded { perf_report("hpn serve", &data)? } else { None };
+        let profile = if data.exists() { perf_report("hpn serve", &data)?.filter(|p| p.samples > 0) } else { None };
         super::remove(&data)?;
         Ok(profile)
     }
