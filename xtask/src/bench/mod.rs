@@ -27,6 +27,7 @@ use hpn_testkit::{Registry, have_binary};
 use crate::{cargo, human_size, status, workspace_root};
 
 mod corpus;
+mod gate;
 mod machine;
 mod perf;
 mod report;
@@ -43,17 +44,27 @@ use sampling::{Cmd, Sample, Timer, median};
 /// `cargo xtask bench` options.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
-    /// Runs of each job; the median is reported
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=50))]
-    runs: u16,
-    /// One run of each job, 50 scaling images, no 2 GiB image and no profiles; the report goes
-    /// to target/bench/BENCHMARKS.quick.md unless --out says otherwise
-    #[arg(long)]
+    /// Runs of each job; the median is reported [default: 3, or 5 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=50))]
+    runs: Option<u16>,
+    /// The regression gate: a small generated corpus, the jobs behind each gate ratio, checked
+    /// against xtask/bench-thresholds.toml (or --thresholds); exits non-zero when one is worse
+    #[arg(long, conflicts_with = "out")]
     quick: bool,
+    /// The gate's thresholds file [default: xtask/bench-thresholds.toml]
+    #[arg(long, value_name = "FILE", requires = "quick")]
+    thresholds: Option<PathBuf>,
     /// Where to write the report [default: BENCHMARKS.md at the workspace root]
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Measure this hpn binary instead of building one (`cargo build --release`), e.g. to compare
+    /// two builds
+    #[arg(long, value_name = "FILE")]
+    hpn: Option<PathBuf>,
 }
+
+/// Runs of each job in the gate: the median of five is steady on a loaded machine.
+const GATE_RUNS: u16 = 5;
 
 /// Parallel curls for the raw-fetch limit.
 const CURL_PARALLEL: usize = 8;
@@ -68,23 +79,27 @@ const LARGE_LAYER_BYTES: u64 = 2 << 30;
 const TARGET_SAVE_VS_ARCHIVE_LOOP: f64 = 10.0;
 const TARGET_SAVE_VS_OCI_LOOP: f64 = 0.6;
 const TARGET_SAVE_VS_RAW: f64 = 1.3;
-const TARGET_PUSH_VS_SKOPEO: f64 = 5.0;
 const TARGET_WARM_SECONDS: f64 = 0.5;
+/// Wave 2 (issue 14): each job against its floor.
+const TARGET_WARM_VS_CAT: f64 = 1.5;
+const TARGET_PUSH_VS_PUT: f64 = 1.1;
+const TARGET_LARGE_SAVE_VS_PULL: f64 = 0.8;
+/// `hpn verify` close to every core hashing (issue 12): sha256sum's throughput × cores.
+const TARGET_VERIFY_VS_SHA256SUM: f64 = 0.8;
 const TARGET_RSS_MB: f64 = 100.0;
 /// Requests per registry host tried by the concurrency sweep (`parallel.requests_per_host`).
 /// Blobs in flight are capped at 8 elsewhere, so more than 8 would measure nothing new.
 const CONCURRENCY_SWEEP: [usize; 6] = [1, 2, 3, 4, 6, 8];
 const MB: f64 = 1_000_000.0;
+/// The store the warm jobs read, filled once; and the archive the warm save writes there.
+const WARM_STORE: &str = "warm-store";
+const WARM_ARCHIVE: &str = "warm.tar";
+/// The store's verified-stat records (crates/store/README.md): removed, every blob is re-hashed.
+const VERIFIED_RECORDS: &str = ".hpn-verified";
 
 pub(crate) fn run(args: BenchArgs) -> Result<()> {
-    let runs = if args.quick { 1 } else { usize::from(args.runs) };
-    let out = args.out.clone().unwrap_or_else(|| {
-        if args.quick {
-            target_dir().join("bench").join("BENCHMARKS.quick.md")
-        } else {
-            workspace_root().join("BENCHMARKS.md")
-        }
-    });
+    let runs = usize::from(args.runs.unwrap_or(if args.quick { GATE_RUNS } else { 3 }));
+    let out = args.out.clone().unwrap_or_else(|| workspace_root().join("BENCHMARKS.md"));
     for program in ["docker-registry", "skopeo", "curl", "/usr/bin/time", "sha256sum", "xargs", "sync", "openssl"] {
         if !have_binary(program) {
             bail!(
@@ -93,15 +108,30 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         }
     }
 
-    step("building hpn (cargo build --release --bin hpn)");
-    status(cargo().args(["build", "--release", "--bin", "hpn"]))?;
-    let hpn = target_dir().join("release").join("hpn");
+    let hpn = match args.hpn {
+        Some(hpn) => fs::canonicalize(&hpn).with_context(|| format!("the hpn to measure, {}", hpn.display()))?,
+        None => {
+            step("building hpn (cargo build --release --bin hpn)");
+            status(cargo().args(["build", "--release", "--bin", "hpn"]))?;
+            target_dir().join("release").join("hpn")
+        }
+    };
     let started = Instant::now();
 
     let work = tempfile::Builder::new().prefix("hpn-bench-").tempdir()?;
     let mut bench = Bench::new(hpn, work.path().to_owned(), runs)?;
     let machine = Machine::probe(work.path());
     println!("{}", machine.summary());
+    if args.quick {
+        let thresholds = args.thresholds.unwrap_or_else(|| workspace_root().join(gate::THRESHOLDS_FILE));
+        let result = bench.gate(&thresholds);
+        println!(
+            "bench gate took {:.0} s after the build (load average {})",
+            started.elapsed().as_secs_f64(),
+            load_average()
+        );
+        return result;
+    }
 
     step("registry A and the bench corpus (fixtures at Scale::Bench)");
     let registry_a = Registry::start()?;
@@ -123,23 +153,15 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     let jobs = bench.main_jobs(&corpus);
     let mut results = bench.measure(jobs)?;
 
-    let profiles = if args.quick || !perf_works() {
+    let profiles = if !perf_works() {
         Vec::new()
     } else {
         step("profiles (perf record)");
         bench.profiles()?
     };
 
-    step(&format!(
-        "scaling: {} and {} small images",
-        if args.quick { SCALING_IMAGES_SMALL / 2 } else { SCALING_IMAGES_SMALL },
-        if args.quick { SCALING_IMAGES_SMALL } else { SCALING_IMAGES }
-    ));
-    let scaling = if args.quick {
-        bench.scaling(SCALING_IMAGES_SMALL / 2, SCALING_IMAGES_SMALL)?
-    } else {
-        bench.scaling(SCALING_IMAGES_SMALL, SCALING_IMAGES)?
-    };
+    step(&format!("scaling: {SCALING_IMAGES_SMALL} and {SCALING_IMAGES} small images"));
+    let scaling = bench.scaling(SCALING_IMAGES_SMALL, SCALING_IMAGES)?;
 
     step(&format!("concurrency: requests per registry host {CONCURRENCY_SWEEP:?}"));
     let concurrency = bench.concurrency()?;
@@ -147,12 +169,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     step("serve: hpn serve against docker-registry, the same blobs to the same clients");
     let serving = Some(bench.serving(&corpus)?);
 
-    let large = if args.quick {
-        None
-    } else {
-        step(&format!("large: one image with a single {} layer", human_size(LARGE_LAYER_BYTES)));
-        Some(bench.large()?)
-    };
+    step(&format!("large: one image with a single {} layer", human_size(LARGE_LAYER_BYTES)));
+    let large = Some(bench.large()?);
 
     step("disk: fsync'd write rate");
     let disk = bench.disk_rate()?;
@@ -168,7 +186,6 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         serving,
         large,
         runs,
-        quick: args.quick,
         total: started.elapsed(),
         load_end: load_average(),
     };
@@ -226,6 +243,11 @@ enum Key {
     SkopeoCopy,
     Curl,
     CurlSha,
+    CatFloor,
+    WarmRehash,
+    PutFloor,
+    Verify,
+    ShaSum,
     SaveSynced,
     WarmSynced,
 }
@@ -245,6 +267,11 @@ impl Key {
             Key::SkopeoCopy => "skopeo copy docker://A/… docker://B/…, per image",
             Key::Curl => "raw: parallel curl of every unique blob → /dev/null",
             Key::CurlSha => "raw: parallel curl | sha256sum of every unique blob",
+            Key::CatFloor => "floor: cat of the warm save's archive → a new file",
+            Key::WarmRehash => "hpn save (warm, verified-stat records removed: all re-hashed)",
+            Key::PutFloor => "floor: parallel curl PUT of every unique blob → B",
+            Key::Verify => "hpn verify one.tar (warm page cache)",
+            Key::ShaSum => "floor: sha256sum one.tar (one core)",
             Key::SaveSynced => "diagnostic: hpn save cold with --sync (fsync everything)",
             Key::WarmSynced => "diagnostic: hpn save warm with --sync",
         }
@@ -253,7 +280,16 @@ impl Key {
     fn is_hpn(self) -> bool {
         matches!(
             self,
-            Key::Save | Key::Pull | Key::Warm | Key::Load | Key::Push | Key::Copy | Key::SaveSynced | Key::WarmSynced
+            Key::Save
+                | Key::Pull
+                | Key::Warm
+                | Key::WarmRehash
+                | Key::Load
+                | Key::Push
+                | Key::Copy
+                | Key::Verify
+                | Key::SaveSynced
+                | Key::WarmSynced
         )
     }
 
@@ -327,6 +363,9 @@ struct Bench {
     list: PathBuf,
     urls: PathBuf,
     fetch_sha: PathBuf,
+    /// `REPOSITORY DIGEST FILE` a line: every unique blob, as the warm store holds it, for the PUT floor.
+    put_list: PathBuf,
+    put_script: PathBuf,
     expected_hex: BTreeSet<String>,
 }
 
@@ -428,6 +467,8 @@ impl Bench {
             list: work.join("images.txt"),
             urls: work.join("blob-urls.txt"),
             fetch_sha: work.join("fetch-sha256.sh"),
+            put_list: work.join("put-blobs.txt"),
+            put_script: work.join("put-blobs.sh"),
             work,
             runs,
             timer,
@@ -494,6 +535,27 @@ impl Bench {
             self.expected_hex.insert(digest.trim_start_matches("sha256:").to_owned());
         }
         fs::write(&self.urls, urls)?;
+        // The PUT floor uploads the files the warm store holds (filled before the floor first runs).
+        let blob_dir = self.path(WARM_STORE).join("blobs").join("sha256");
+        let mut put = String::new();
+        for (digest, (repo, _)) in &corpus.blobs {
+            let file = blob_dir.join(digest.trim_start_matches("sha256:"));
+            writeln!(put, "{repo} {digest} {}", file.display())?;
+        }
+        fs::write(&self.put_list, put)?;
+        // Each blob a monolithic upload, as docker and hpn push one that fits in a request: a POST
+        // for a session, then one PUT of the whole file with its digest, which the registry checks.
+        fs::write(
+            &self.put_script,
+            format!(
+                "#!/bin/sh\n# $1: the registry, $2: the list\nexport registry=\"$1\"\n\
+                 xargs -P {CURL_PARALLEL} -n 3 sh -c '\n\
+                 loc=$(curl -sf -X POST -o /dev/null -w \"%header{{location}}\" \"http://$registry/v2/$0/blobs/uploads/\") || exit 1\n\
+                 case $loc in /*) loc=\"http://$registry$loc\";; esac\n\
+                 case $loc in *\\?*) sep=\"&\";; *) sep=\"?\";; esac\n\
+                 curl -sf -T \"$2\" -H \"Content-Type: application/octet-stream\" -o /dev/null \"$loc${{sep}}digest=$1\"' < \"$2\"\n"
+            ),
+        )?;
         fs::write(
             &self.fetch_sha,
             format!("#!/bin/sh\nxargs -P {CURL_PARALLEL} -n 1 sh -c 'curl -sf \"$0\" | sha256sum' < \"$1\"\n"),
@@ -554,11 +616,39 @@ impl Bench {
             key: Key::Warm,
             run: Box::new(move |run| {
                 if run == 0 {
-                    let warm_store = self.path("warm-store");
+                    let warm_store = self.path(WARM_STORE);
                     fresh_dir(&warm_store)?;
                     self.timer.time(&self.hpn(&[&"pull", &"-f", &self.list, &"--store", &warm_store]))?;
                 }
-                Ok((self.save_list(Store::Filled("warm-store"), "warm.tar").time()?, Vec::new()))
+                Ok((self.save_list(Store::Filled(WARM_STORE), WARM_ARCHIVE).keep_out().time()?, Vec::new()))
+            }),
+        });
+        // The same warm save with the store's verified-stat records gone: every blob is re-hashed
+        // on its way out, which is what the records save (crates/store/README.md, "Verified reads").
+        jobs.push(Job {
+            key: Key::WarmRehash,
+            run: Box::new(move |_| {
+                remove(&self.path(WARM_STORE).join(VERIFIED_RECORDS))?;
+                Ok((self.save_list(Store::Filled(WARM_STORE), "warm-rehash.tar").time()?, Vec::new()))
+            }),
+        });
+        // The copy floor of a warm save: `cat` of the archive it wrote into a new file.
+        jobs.push(Job {
+            key: Key::CatFloor,
+            run: Box::new(move |_| {
+                let copy = self.path("cat-copy.tar");
+                remove(&copy)?;
+                sync_disk()?;
+                let cmd = Cmd::new([
+                    OsStr::new("sh"),
+                    OsStr::new("-c"),
+                    OsStr::new("cat \"$0\" > \"$1\""),
+                    self.path(WARM_ARCHIVE).as_os_str(),
+                    copy.as_os_str(),
+                ]);
+                let sample = self.timer.time(&cmd)?;
+                remove(&copy)?;
+                Ok((sample, Vec::new()))
             }),
         });
         // hpn load of the cold save's archive.
@@ -568,6 +658,28 @@ impl Bench {
                 self.hpn_job(Key::Load, move || self.hpn_run(Store::Fresh("load-store"), &[&"load", &"-i", &one_tar])),
             );
         }
+        // hpn verify of the cold save's archive, and the hashing floor on the same bytes.
+        {
+            let one_tar = one_tar.clone();
+            jobs.push(Job {
+                key: Key::Verify,
+                run: Box::new(move |_| {
+                    sync_disk()?;
+                    Ok((self.timer.time(&self.hpn(&[&"verify", &one_tar]))?, Vec::new()))
+                }),
+            });
+        }
+        {
+            let one_tar = one_tar.clone();
+            jobs.push(Job {
+                key: Key::ShaSum,
+                run: Box::new(move |_| {
+                    sync_disk()?;
+                    let cmd = Cmd::new([OsStr::new("sha256sum"), one_tar.as_os_str()]);
+                    Ok((self.timer.time(&cmd)?, Vec::new()))
+                }),
+            });
+        }
         // hpn push -i into a fresh registry B.
         jobs.push(Job {
             key: Key::Push,
@@ -576,6 +688,21 @@ impl Bench {
                 let push =
                     self.hpn_run(Store::Fresh("push-store"), &[&"push", &"-i", &one_tar, &"-r", &registry_b.addr()]);
                 Ok((push.time()?, Vec::new()))
+            }),
+        });
+        // The push floor: every unique blob uploaded by curl into a fresh registry B.
+        jobs.push(Job {
+            key: Key::PutFloor,
+            run: Box::new(move |_| {
+                let registry_b = Registry::start()?;
+                sync_disk()?;
+                let cmd = Cmd::new([
+                    OsStr::new("sh"),
+                    self.put_script.as_os_str(),
+                    OsStr::new(registry_b.addr()),
+                    self.put_list.as_os_str(),
+                ]);
+                Ok((self.timer.time(&cmd)?, Vec::new()))
             }),
         });
         // skopeo pushing the docker-archives it wrote, into a fresh registry B.
@@ -660,7 +787,7 @@ impl Bench {
         }));
         jobs.push(
             self.hpn_job(Key::WarmSynced, move || {
-                self.save_list(Store::Filled("warm-store"), "warm-synced.tar").synced()
+                self.save_list(Store::Filled(WARM_STORE), "warm-synced.tar").synced()
             }),
         );
         jobs
@@ -696,7 +823,7 @@ impl Bench {
         let mut profiles = Vec::new();
         let one_tar = self.path("hpn-one.tar");
         profiles.extend(self.profile("hpn save (cold)", self.save_list(Store::Fresh("perf-store"), "perf.tar"))?);
-        profiles.extend(self.profile("hpn save (warm)", self.save_list(Store::Filled("warm-store"), "perf.tar"))?);
+        profiles.extend(self.profile("hpn save (warm)", self.save_list(Store::Filled(WARM_STORE), "perf.tar"))?);
         // push -i: the registry's side is another process, so this shows hpn's own share.
         if one_tar.exists() {
             let registry_b = Registry::start()?;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::corpus::Corpus;
+use super::perf::{Profile, perf_report, perf_works, profile_summary};
 use super::sampling::{Cmd, Sample, median};
 use super::{Bench, CURL_PARALLEL, MB, Store, curl_all};
 
@@ -37,6 +38,8 @@ pub(super) struct Serving {
     pub(super) rss_clients_kb: u64,
     pub(super) clients_wall: f64,
     pub(super) largest_blob: u64,
+    /// `perf record` of hpn serve while it answers the parallel curls.
+    pub(super) profile: Option<Profile>,
 }
 
 impl Serving {
@@ -100,6 +103,18 @@ impl Serving {
             self.largest_blob as f64 / MB,
             self.clients_wall
         );
+        if let Some(profile) = &self.profile {
+            let _ = writeln!(
+                md,
+                "Where hpn serve's CPU goes while it answers the parallel curls (`perf record -F 999 -g -p`): {}.\n",
+                profile_summary(profile)
+            );
+            let _ = writeln!(md, "| self | where |\n|---:|---|");
+            for (pct, what) in &profile.top {
+                let _ = writeln!(md, "| {pct:.1}% | `{}` |", what.replace('`', "'").replace('|', "\\|"));
+            }
+            let _ = writeln!(md);
+        }
         md
     }
 }
@@ -118,8 +133,9 @@ impl Drop for ServeProcess {
 }
 
 impl ServeProcess {
-    fn start(hpn: &Path, store: &Path, log: &Path, extra: &[&Path]) -> Result<ServeProcess> {
-        let child = Command::new(hpn)
+    /// `hpn serve` of `store`, run by `runner` (the hpn binary, or perf with hpn's command line).
+    fn start(mut runner: Command, store: &Path, log: &Path, extra: &[&Path]) -> Result<ServeProcess> {
+        let child = runner
             .args(["--quiet", "serve", "--addr", "127.0.0.1:0", "--max-connections", "1024", "--store"])
             .arg(store)
             .args(extra)
@@ -162,10 +178,10 @@ impl Bench {
         let store = self.path("serve-store");
         super::fresh_dir(&store)?;
         self.timer.time(&self.hpn(&[&"pull", &"-f", &self.list, &"--store", &store]))?;
-        let server = ServeProcess::start(&self.hpn, &store, &self.path("serve.log"), &[])?;
+        let server = ServeProcess::start(Command::new(&self.hpn), &store, &self.path("serve.log"), &[])?;
         let (cert, key) = self.self_signed()?;
         let tls_server = ServeProcess::start(
-            &self.hpn,
+            Command::new(&self.hpn),
             &store,
             &self.path("serve-tls.log"),
             &[Path::new("--tls-cert"), &cert, Path::new("--tls-key"), &key],
@@ -200,6 +216,7 @@ impl Bench {
             rss_clients_kb: 0,
             clients_wall: 0.0,
             largest_blob: 0,
+            profile: None,
         };
         for run in 0..self.runs {
             println!("serve run {}/{}", run + 1, self.runs);
@@ -212,6 +229,10 @@ impl Bench {
             serving
                 .pull_hpn
                 .push(self.hpn_run(Store::Fresh("serve-pull-store"), &[&"pull", &"-f", &served_list]).time()?);
+        }
+
+        if perf_works() {
+            serving.profile = self.profile_server(&store, &registry)?;
         }
 
         let (largest, (repo, size)) =
@@ -238,6 +259,31 @@ impl Bench {
 }
 
 impl Bench {
+    /// hpn serve run under `perf record` while the parallel curls fetch every blob from it (their
+    /// URLs are registry A's, `registry`, moved to this server), then
+    /// stopped as Ctrl-C stops it (perf writes its data when its command exits); None if perf failed.
+    fn profile_server(&self, store: &Path, registry: &str) -> Result<Option<Profile>> {
+        let data = self.path("serve-perf.data");
+        let mut perf = Command::new("perf");
+        perf.args(["record", "-q", "-F", "999", "-g", "-o"]).arg(&data).arg("--").arg(&self.hpn);
+        let mut server = ServeProcess::start(perf, store, &self.path("serve-perf.log"), &[])?;
+        // The same curls, at this server's address.
+        let urls = self.path("served-perf-blob-urls.txt");
+        fs::write(
+            &urls,
+            fs::read_to_string(&self.urls)?
+                .replace(&format!("http://{registry}/"), &format!("http://{}/", server.addr)),
+        )?;
+        let fetched = self.timer.time(&curl_all(&urls));
+        crate::status(Command::new("kill").args(["-INT", &server.child.id().to_string()]))?;
+        // perf exits as its command did, interrupted: whether it recorded is whether it wrote data.
+        server.child.wait()?;
+        fetched?;
+        let profile = if data.exists() { perf_report("hpn serve", &data)?.filter(|p| p.samples > 0) } else { None };
+        super::remove(&data)?;
+        Ok(profile)
+    }
+
     /// A throwaway certificate for 127.0.0.1, by openssl.
     fn self_signed(&self) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
         let (cert, key) = (self.path("serve-cert.pem"), self.path("serve-key.pem"));
