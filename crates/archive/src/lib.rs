@@ -58,8 +58,6 @@ mod writer;
 
 pub use error::ArchiveError;
 pub use format::{BILL_OF_CONTENTS, BillBlob, BillImage, BillOfContents, BillPart};
-pub use reader::{
-    ArchiveReader, ArchivedImage, BlobReader, IncompleteImage, METADATA_LIMIT, Problem, Verification,
-};
+pub use reader::{ArchiveReader, ArchivedImage, BlobReader, IncompleteImage, METADATA_LIMIT, Problem, Verification};
 pub use volumes::volume_path;
 pub use writer::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};

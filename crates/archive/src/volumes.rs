@@ -117,7 +117,8 @@ impl WrittenSet<'_> {
     pub fn write_volumes(&self, split: Split, durability: Durability) -> Result<Vec<(PathBuf, u64)>, ArchiveError> {
         let mut order: Vec<usize> = (0..self.images.len()).collect();
         order.sort_by(|a, b| self.images[*a].name.cmp(&self.images[*b].name));
-        let closures = order.iter().map(|position| self.closure(&self.images[*position])).collect::<Result<Vec<_>, _>>()?;
+        let closures =
+            order.iter().map(|position| self.closure(&self.images[*position])).collect::<Result<Vec<_>, _>>()?;
         let budget = split.volume_size.saturating_sub(compression_slack(split.compression, split.volume_size));
         let (volumes, bills) = self.plan(&order, &closures, budget, split.volume_size)?;
         let count = volumes.len() as u32;
@@ -152,9 +153,12 @@ impl WrittenSet<'_> {
             }
             let Some(media_type) = media_type else { continue };
             let bytes = self.read_small(&digest)?;
-            let parsed = ParsedManifest::parse(&bytes, Some(&media_type)).map_err(|error| {
-                ArchiveError::InvalidMetadata { path: self.path.to_owned(), entry: format::blob_path(digest.hex()), reason: error.to_string() }
-            })?;
+            let parsed =
+                ParsedManifest::parse(&bytes, Some(&media_type)).map_err(|error| ArchiveError::InvalidMetadata {
+                    path: self.path.to_owned(),
+                    entry: format::blob_path(digest.hex()),
+                    reason: error.to_string(),
+                })?;
             match parsed.0 {
                 ParsedManifest::Index(index) if depth < MAX_INDEX_DEPTH => pending
                     .extend(index.manifests.into_iter().map(|child| (child.digest, Some(child.media_type), depth + 1))),
@@ -184,9 +188,9 @@ impl WrittenSet<'_> {
             });
         }
         let mut bytes = vec![0; size as usize];
-        self.tar
-            .read_exact_at(&mut bytes, self.offsets[digest])
-            .map_err(|error| ArchiveError::io(format!("read blob {digest} from the temp archive of"), self.path, error))?;
+        self.tar.read_exact_at(&mut bytes, self.offsets[digest]).map_err(|error| {
+            ArchiveError::io(format!("read blob {digest} from the temp archive of"), self.path, error)
+        })?;
         Ok(bytes)
     }
 
@@ -218,19 +222,19 @@ impl WrittenSet<'_> {
             let volumes = self.pack(order, closures, capacity);
             // Part digests are all the same length: placeholders size the bills exactly.
             let bills = self.bills(order, closures, &volumes, |_| Ok(Digest::of(b"")))?;
-            let needed = volumes
-                .iter()
-                .zip(&bills)
-                .map(|(volume, bill)| self.lists_cost(volume, bill))
-                .max()
-                .unwrap_or(0);
+            let needed =
+                volumes.iter().zip(&bills).map(|(volume, bill)| self.lists_cost(volume, bill)).max().unwrap_or(0);
             if needed <= reserve {
                 let bills = self.bills(order, closures, &volumes, |part| self.hash_part(part))?;
                 return Ok((volumes, bills));
             }
             reserve = needed;
         }
-        Err(ArchiveError::VolumeSizeTooSmall { path: self.path.to_owned(), limit: volume_size, needed: volume_size + 1 })
+        Err(ArchiveError::VolumeSizeTooSmall {
+            path: self.path.to_owned(),
+            limit: volume_size,
+            needed: volume_size + 1,
+        })
     }
 
     /// Packs images and blobs into volumes of `capacity` bytes of blob entries.
@@ -244,8 +248,11 @@ impl WrittenSet<'_> {
                 continue;
             }
             let current = volumes.last().expect("there is always a volume");
-            let extra: u64 =
-                closure.iter().filter(|digest| !current.blobs.contains(*digest)).map(|digest| self.blob_cost(digest)).sum();
+            let extra: u64 = closure
+                .iter()
+                .filter(|digest| !current.blobs.contains(*digest))
+                .map(|digest| self.blob_cost(digest))
+                .sum();
             if current.used + extra > capacity {
                 volumes.push(PlannedVolume::default());
             }
@@ -343,7 +350,8 @@ impl WrittenSet<'_> {
             }
         }
         blobs.sort_by(|a, b| {
-            let key = |blob: &BillBlob| (blob.digest.clone(), blob.part.as_ref().map_or(0, |part| part.number), blob.volume);
+            let key =
+                |blob: &BillBlob| (blob.digest.clone(), blob.part.as_ref().map_or(0, |part| part.number), blob.volume);
             key(a).cmp(&key(b))
         });
         let images: Vec<BillImage> = order
@@ -356,9 +364,7 @@ impl WrittenSet<'_> {
             .collect();
         let count = volumes.len() as u32;
         let bill = BillOfContents::new(images, blobs, 1, count);
-        Ok((1..=count)
-            .map(|volume| BillOfContents { volume, ..bill.clone() }.to_json())
-            .collect())
+        Ok((1..=count).map(|volume| BillOfContents { volume, ..bill.clone() }.to_json()).collect())
     }
 
     /// The tar bytes of a volume's bill, index.json, manifest.json and repositories.
@@ -422,7 +428,10 @@ fn volumes_holding(closure: &BTreeSet<Digest>, volumes: &[PlannedVolume]) -> Vec
                 needed.insert(number);
             }
             None => needed.extend(
-                (1..).zip(volumes).filter(|(_, volume)| volume.parts.iter().any(|part| &part.blob == digest)).map(|(number, _)| number),
+                (1..)
+                    .zip(volumes)
+                    .filter(|(_, volume)| volume.parts.iter().any(|part| &part.blob == digest))
+                    .map(|(number, _)| number),
             ),
         }
     }

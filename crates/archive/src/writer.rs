@@ -461,7 +461,8 @@ impl ArchiveWriter {
         let file = File::open(path).map_err(|error| source_error("open", error))?;
         let size = file.metadata().map_err(|error| source_error("read the size of", error))?.len();
         self.begin_blob(digest, size)?;
-        let copied = self.copy_in(&mut file.take(size), || format!("copy blob {digest} from {} into archive", path.display()))?;
+        let copied =
+            self.copy_in(&mut file.take(size), || format!("copy blob {digest} from {} into archive", path.display()))?;
         if copied != size {
             // The file shrank while we copied it.
             return Err(ArchiveError::SizeMismatch { digest: digest.clone(), expected: size, actual: copied });
@@ -489,7 +490,8 @@ impl ArchiveWriter {
     /// blobs were verified as it was written) into the current entry.
     fn copy_range(&mut self, tar: &File, offset: u64, size: u64) -> Result<(), ArchiveError> {
         use std::io::{Seek, SeekFrom};
-        let read_error = |error| ArchiveError::io(format!("read {size} bytes at offset {offset} of"), &self.path, error);
+        let read_error =
+            |error| ArchiveError::io(format!("read {size} bytes at offset {offset} of"), &self.path, error);
         let mut source = tar.try_clone().map_err(read_error)?;
         source.seek(SeekFrom::Start(offset)).map_err(read_error)?;
         let copied = self.copy_in(&mut source.take(size), || format!("copy {size} bytes into volume"))?;
@@ -896,8 +898,8 @@ pub(crate) fn docker_json(images: &[ArchiveImage]) -> (Vec<u8>, Option<Vec<u8>>)
         }
     }
     let manifest = serde_json::to_vec(&items).expect("manifest.json always serializes");
-    let repositories = (!repositories.is_empty())
-        .then(|| serde_json::to_vec(&repositories).expect("repositories always serializes"));
+    let repositories =
+        (!repositories.is_empty()).then(|| serde_json::to_vec(&repositories).expect("repositories always serializes"));
     (manifest, repositories)
 }
 

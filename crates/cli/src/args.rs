@@ -426,7 +426,8 @@ fn parse_volume_size(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(digits_end);
-    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size: give bytes, or a number with K, M or G"))?;
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a size: give bytes, or a number with K, M or G"))?;
     let shift = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,
         "K" | "KB" | "KIB" => 10,

@@ -86,7 +86,9 @@ impl ArchiveSource {
             out
         })
         .await;
-        opened.unwrap_or_else(|join| vec![("archives".to_owned(), Err(TransferError::task_failed("archive indexing", join)))])
+        opened.unwrap_or_else(|join| {
+            vec![("archives".to_owned(), Err(TransferError::task_failed("archive indexing", join)))]
+        })
     }
 
     fn around(reader: ArchiveReader, diff_ids: HashMap<Digest, Vec<Digest>>) -> Self {

@@ -127,8 +127,8 @@ async fn create_archive(path: &Path, options: ArchiveOptions) -> Result<ArchiveD
         }
         None => ArchiveDestination::create(&path, options.compression, options.durability),
     })
-        .await
-        .map_err(|join| TransferError::task_failed("archive", join))?
+    .await
+    .map_err(|join| TransferError::task_failed("archive", join))?
 }
 
 /// How committed images leave the store.

@@ -303,11 +303,19 @@ pub struct BlobReader {
 }
 
 enum BlobSource {
-    Tar { file: Arc<File>, offset: u64 },
+    Tar {
+        file: Arc<File>,
+        offset: u64,
+    },
     File(File),
     Memory(Arc<[u8]>),
     /// Parts across volumes, each hashed as it is read.
-    Spans { spans: Arc<[Span]>, current: usize, within: u64, hasher: Sha256Hasher },
+    Spans {
+        spans: Arc<[Span]>,
+        current: usize,
+        within: u64,
+        hasher: Sha256Hasher,
+    },
 }
 
 impl fmt::Debug for BlobReader {

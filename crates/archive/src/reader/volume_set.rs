@@ -84,7 +84,10 @@ impl ArchiveReader {
                 out.push(Ok(reader));
                 continue;
             }
-            if BillOfContents::set_id(&bill.images, &bill.blobs) != bill.set || bill.volume == 0 || bill.volume > bill.volumes {
+            if BillOfContents::set_id(&bill.images, &bill.blobs) != bill.set
+                || bill.volume == 0
+                || bill.volume > bill.volumes
+            {
                 out.push(Err(ArchiveError::InvalidMetadata {
                     path: reader.path.clone(),
                     entry: BILL_OF_CONTENTS.to_owned(),
@@ -133,11 +136,7 @@ fn sibling_path(given: &Path, given_number: u32, number: u32, count: u32) -> Pat
     let name = given.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let marker = format!(".{given_number:0digits$}");
     match name.rfind(&marker) {
-        Some(at) => given.with_file_name(format!(
-            "{}.{number:0digits$}{}",
-            &name[..at],
-            &name[at + marker.len()..]
-        )),
+        Some(at) => given.with_file_name(format!("{}.{number:0digits$}{}", &name[..at], &name[at + marker.len()..])),
         None => PathBuf::from(format!("volume {number}")),
     }
 }
@@ -162,7 +161,8 @@ fn join(bill: BillOfContents, volumes: BTreeMap<u32, ArchiveReader>) -> Result<A
             continue;
         };
         let span = |entry: &super::index::FileEntry| -> Result<Span, String> {
-            let (Storage::Tar(file), super::index::Location::Tar { offset }) = (&volume.storage, &entry.location) else {
+            let (Storage::Tar(file), super::index::Location::Tar { offset }) = (&volume.storage, &entry.location)
+            else {
                 return Err("volumes are tar files; this one is a directory".to_owned());
             };
             Ok(Span {
@@ -185,10 +185,9 @@ fn join(bill: BillOfContents, volumes: BTreeMap<u32, ArchiveReader>) -> Result<A
                     }
                     Err(reason) => problem(&volume.path, reason),
                 },
-                Some(blob) => problem(
-                    &volume.path,
-                    format!("is {} bytes, but the bill lists {}", blob.size(), listed.size),
-                ),
+                Some(blob) => {
+                    problem(&volume.path, format!("is {} bytes, but the bill lists {}", blob.size(), listed.size))
+                }
                 None => problem(&volume.path, "is listed in the bill but not in this volume".to_owned()),
             },
             Some(part) => {
@@ -202,7 +201,10 @@ fn join(bill: BillOfContents, volumes: BTreeMap<u32, ArchiveReader>) -> Result<A
                         }
                     },
                     Some(entry) => {
-                        problem(&volume.path, format!("part {name} is {} bytes, but the bill lists {}", entry.size, part.size));
+                        problem(
+                            &volume.path,
+                            format!("part {name} is {} bytes, but the bill lists {}", entry.size, part.size),
+                        );
                         None
                     }
                     None => {
@@ -252,7 +254,11 @@ fn join(bill: BillOfContents, volumes: BTreeMap<u32, ArchiveReader>) -> Result<A
             .map(|number| sibling_path(&first.path, first_number, *number, bill.volumes))
             .collect();
         if !lacking.is_empty() {
-            incomplete.push(IncompleteImage { name: image.name.clone(), digest: image.digest.clone(), missing: lacking });
+            incomplete.push(IncompleteImage {
+                name: image.name.clone(),
+                digest: image.digest.clone(),
+                missing: lacking,
+            });
             continue;
         }
         let Some(blob) = blobs.get(&image.digest) else {
@@ -290,9 +296,6 @@ fn join(bill: BillOfContents, volumes: BTreeMap<u32, ArchiveReader>) -> Result<A
         images,
         bill: bill_bytes,
         parts: HashMap::new(),
-        set: Some(Box::new(JoinedSet {
-            incomplete,
-            problems,
-        })),
+        set: Some(Box::new(JoinedSet { incomplete, problems })),
     })
 }
