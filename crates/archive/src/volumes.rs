@@ -437,3 +437,117 @@ fn volumes_holding(closure: &BTreeSet<Digest>, volumes: &[PlannedVolume]) -> Vec
     }
     needed.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use hpn_oci::{Descriptor, media_type};
+
+    use super::*;
+    use crate::{ArchiveReader, DockerImageEntry};
+
+    #[test]
+    fn volume_numbers_go_before_the_archive_extension() {
+        let path = |name: &str, number, count| volume_path(Path::new(name), number, count);
+        assert_eq!(path("out/set.tar", 1, 3), Path::new("out/set.001.tar"));
+        assert_eq!(path("set.tar.zst", 12, 40), Path::new("set.012.tar.zst"));
+        assert_eq!(path("SET.TGZ", 2, 2), Path::new("SET.002.TGZ"));
+        assert_eq!(path("bundle", 7, 1000), Path::new("bundle.0007"));
+    }
+
+    /// A one-layer image whose layer is `layer`, added to `writer`.
+    fn add_image(writer: &mut ArchiveWriter, name: &str, layer: &[u8]) {
+        let layer_digest = Digest::of(layer);
+        let config = format!(
+            r#"{{"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}},"os":"linux","architecture":"amd64"}}"#
+        );
+        let config_digest = Digest::of(config.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{}]}}"#,
+            media_type::OCI_MANIFEST,
+            serde_json::to_string(&Descriptor::new(media_type::OCI_CONFIG, config_digest.clone(), config.len() as u64))
+                .unwrap(),
+            serde_json::to_string(&Descriptor::new(media_type::OCI_LAYER, layer_digest.clone(), layer.len() as u64))
+                .unwrap(),
+        );
+        let manifest_digest = Digest::of(manifest.as_bytes());
+        writer.add_blob_bytes(&layer_digest, layer).unwrap();
+        writer.add_blob_bytes(&config_digest, config.as_bytes()).unwrap();
+        writer.add_blob_bytes(&manifest_digest, manifest.as_bytes()).unwrap();
+        writer.add_image(ArchiveImage {
+            descriptor: Descriptor::new(media_type::OCI_MANIFEST, manifest_digest, manifest.len() as u64),
+            name: format!("example.com/{name}:1"),
+            tag: Some("1".to_owned()),
+            docker: Some(DockerImageEntry {
+                config: config_digest,
+                repo_tags: vec![format!("example.com/{name}:1")],
+                layers: vec![layer_digest],
+            }),
+        });
+    }
+
+    fn write_set(dir: &Path, big: &[u8], small: &[u8]) -> Vec<(PathBuf, u64)> {
+        let mut writer =
+            ArchiveWriter::create_volumes(&dir.join("set.tar"), ArchiveCompression::None, 64 * 1024).unwrap();
+        // Added big first: the plan does not depend on the order blobs arrive in.
+        add_image(&mut writer, "big", big);
+        add_image(&mut writer, "small", small);
+        writer.finish_volumes().unwrap()
+    }
+
+    #[test]
+    fn a_blob_larger_than_a_volume_is_cut_into_parts_and_joined_back_whole() {
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let small = vec![3u8; 5000];
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = write_set(dir.path(), &big, &small);
+        assert!(volumes.len() >= 5, "{volumes:?}");
+        assert!(
+            volumes.iter().all(|(path, size)| *size <= 64 * 1024 && std::fs::metadata(path).unwrap().len() == *size)
+        );
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|name| !name.starts_with('.')), "a temp file was left: {names:?}");
+
+        // The small image is whole in one volume, which lists only it.
+        let whole: Vec<ArchiveReader> = volumes
+            .iter()
+            .map(|(path, _)| ArchiveReader::open(path).unwrap())
+            .filter(|reader| !reader.images().is_empty())
+            .collect();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].images()[0].names[0], "example.com/small:1");
+
+        // Joined in reverse order, the big layer reads back whole.
+        let readers = volumes.iter().rev().map(|(path, _)| ArchiveReader::open(path).unwrap()).collect();
+        let mut joined = ArchiveReader::join_volumes(readers);
+        assert_eq!(joined.len(), 1);
+        let reader = joined.remove(0).unwrap();
+        assert_eq!(reader.images().len(), 2);
+        let mut read = Vec::new();
+        reader.open_blob(&Digest::of(&big)).unwrap().unwrap().read_to_end(&mut read).unwrap();
+        assert!(read == big, "the joined blob differs");
+        assert!(reader.verify().is_ok(), "{:?}", reader.verify().problems);
+
+        // Same content, same bytes.
+        let again = tempfile::tempdir().unwrap();
+        let second = write_set(again.path(), &big, &small);
+        for ((first, _), (second, _)) in volumes.iter().zip(&second) {
+            assert!(std::fs::read(first).unwrap() == std::fs::read(second).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_volume_size_too_small_for_the_lists_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer =
+            ArchiveWriter::create_volumes(&dir.path().join("set.tar"), ArchiveCompression::None, 4096).unwrap();
+        add_image(&mut writer, "small", &[1u8; 100]);
+        let error = writer.finish_volumes().unwrap_err();
+        assert!(matches!(error, ArchiveError::VolumeSizeTooSmall { .. }), "{error}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "something was left behind");
+    }
+}
