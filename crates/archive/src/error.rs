@@ -93,6 +93,64 @@ pub enum ArchiveError {
         path: PathBuf,
     },
 
+    /// A volume size too small for even one volume's fixed entries (the
+    /// bill of contents, index.json, manifest.json) and a block of data.
+    #[error(
+        "cannot split {} into volumes of {limit} bytes: each volume needs {needed} bytes for its tar headers and its lists of contents alone; choose a larger volume size",
+        .path.display()
+    )]
+    VolumeSizeTooSmall {
+        /// The archive asked for.
+        path: PathBuf,
+        /// The volume size asked for.
+        limit: u64,
+        /// What one volume needs at least.
+        needed: u64,
+    },
+
+    /// A compressed volume came out larger than the volume size (its content
+    /// grew under compression beyond the room the plan leaves for that).
+    #[error(
+        "volume {} is {size} bytes, over the volume size of {limit}: its content does not compress; write the volumes uncompressed or choose a larger size",
+        .path.display()
+    )]
+    VolumeTooLarge {
+        /// The volume.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The volume size asked for.
+        limit: u64,
+    },
+
+    /// The same volume of a set was given twice.
+    #[error("{} is volume {volume} of set {set} again, as {} is; it was left out", .path.display(), .first.display())]
+    DuplicateVolume {
+        /// The volume left out.
+        path: PathBuf,
+        /// The file of the same volume read first.
+        first: PathBuf,
+        /// Its number.
+        volume: u32,
+        /// The set.
+        set: String,
+    },
+
+    /// An image of a set of volumes needs volumes that were not given.
+    #[error(
+        "image {image} of {} needs volumes that were not given: {}; give every volume it needs in the same run (nothing of it was loaded)",
+        .archive.display(),
+        .missing.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    MissingVolumes {
+        /// The volumes given.
+        archive: PathBuf,
+        /// The image.
+        image: String,
+        /// The missing volumes' file names.
+        missing: Vec<PathBuf>,
+    },
+
     /// The input is not a tar, nor a compressed tar, nor a layout directory,
     /// or holds no image.
 
@@ -246,6 +304,8 @@ impl ArchiveError {
                 | Self::TooLarge { .. }
                 | Self::CorruptBlob { .. }
                 | Self::DiffIdMismatch { .. }
+                | Self::DuplicateVolume { .. }
+                | Self::MissingVolumes { .. }
         )
     }
 

@@ -14,6 +14,9 @@ pub(crate) const BLOBS_DIR: &str = "blobs/";
 pub(crate) const BLOBS_SHA256_DIR: &str = "blobs/sha256/";
 /// The bill of contents of an archive hpn writes ([`BillOfContents`]).
 pub const BILL_OF_CONTENTS: &str = "hpn-contents.json";
+/// Where the parts of blobs cut across volumes lie ([`BillPart`]): outside
+/// `blobs/`, where docker, podman and OCI tools never look.
+pub(crate) const PARTS_DIR: &str = "hpn-parts/";
 
 /// What an archive hpn writes holds, listed in the archive itself
 /// ([`BILL_OF_CONTENTS`], a small JSON file beside `index.json`) so that it
@@ -42,6 +45,32 @@ pub struct BillOfContents {
 impl BillOfContents {
     /// The `schema` this version writes and reads.
     pub const SCHEMA: &'static str = "hpn.contents.v1";
+
+    /// The bill of volume `volume` of `volumes`, its set id derived from
+    /// the lists alone: the same content always gets the same id, and any
+    /// edit to the lists shows as a set id that no longer matches.
+    pub(crate) fn new(images: Vec<BillImage>, blobs: Vec<BillBlob>, volume: u32, volumes: u32) -> Self {
+        Self {
+            schema: Self::SCHEMA.to_owned(),
+            hpn_version: env!("CARGO_PKG_VERSION").to_owned(),
+            set: Self::set_id(&images, &blobs),
+            volume,
+            volumes,
+            images,
+            blobs,
+        }
+    }
+
+    /// The set id of these lists: the sha256 of their compact JSON.
+    pub fn set_id(images: &[BillImage], blobs: &[BillBlob]) -> String {
+        let listing = serde_json::to_vec(&(images, blobs)).expect("the bill's lists always serialize");
+        Digest::of(&listing).to_string()
+    }
+
+    /// The bill as written into an archive.
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("the bill of contents always serializes")
+    }
 }
 
 /// An image in a [`BillOfContents`].
@@ -53,6 +82,14 @@ pub struct BillImage {
     pub digest: Digest,
     /// That document's media type.
     pub media_type: String,
+    /// The volumes its blobs lie in: one for an image whole in one volume
+    /// (which then lists it in its index.json), several for one that is not.
+    #[serde(default = "first_volume")]
+    pub volumes: Vec<u32>,
+}
+
+fn first_volume() -> Vec<u32> {
+    vec![1]
 }
 
 /// A blob in a [`BillOfContents`].
@@ -62,8 +99,40 @@ pub struct BillBlob {
     pub digest: Digest,
     /// Its size in bytes.
     pub size: u64,
-    /// The volume that holds it.
+    /// The volume that holds it (or, with `part`, that part of it). A blob
+    /// several images of different volumes share is listed once per volume.
     pub volume: u32,
+    /// Set when the blob is larger than a volume and cut into parts: which
+    /// part this volume holds, at [`BillPart::entry_name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<BillPart>,
+}
+
+/// One part of a blob cut across volumes ([`BillBlob::part`]); hpn joins
+/// the parts in order and checks each part's digest and the whole blob's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillPart {
+    /// Its number among the blob's parts, from 1.
+    pub number: u32,
+    /// How many parts the blob has.
+    pub count: u32,
+    /// Where in the blob it starts.
+    pub offset: u64,
+    /// Its length in bytes.
+    pub size: u64,
+    /// The sha256 of its bytes.
+    pub digest: Digest,
+}
+
+impl BillPart {
+    /// The tar entry holding the part of blob `blob`: `hpn-parts/<hex>.<number>`.
+    pub fn entry_name(&self, blob: &Digest) -> String {
+        part_entry_name(blob, self.number)
+    }
+}
+
+pub(crate) fn part_entry_name(blob: &Digest, number: u32) -> String {
+    format!("{PARTS_DIR}{}.{number:03}", blob.hex())
 }
 
 /// One element of `manifest.json`: what `docker load` reads.

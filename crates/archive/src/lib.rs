@@ -53,9 +53,11 @@ mod error;
 mod format;
 mod reader;
 mod tar_format;
+mod volumes;
 mod writer;
 
 pub use error::ArchiveError;
-pub use format::{BILL_OF_CONTENTS, BillBlob, BillImage, BillOfContents};
-pub use reader::{ArchiveReader, ArchivedImage, BlobReader, METADATA_LIMIT, Problem, Verification};
+pub use format::{BILL_OF_CONTENTS, BillBlob, BillImage, BillOfContents, BillPart};
+pub use reader::{ArchiveReader, ArchivedImage, BlobReader, IncompleteImage, METADATA_LIMIT, Problem, Verification};
+pub use volumes::volume_path;
 pub use writer::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};

@@ -211,6 +211,17 @@ pub struct ArchiveWriter {
     broken: bool,
     /// Reused for copies that cannot go file to file.
     buffer: Vec<u8>,
+    /// Bytes of tar written so far (before any compression): where the
+    /// next entry starts.
+    tar_offset: u64,
+    /// Set by [`ArchiveWriter::create_volumes`]: this archive is the whole
+    /// set, cut into volumes on finish.
+    split: Option<crate::volumes::Split>,
+    /// Where each blob's data starts in the tar, for cutting it into volumes.
+    offsets: BTreeMap<Digest, u64>,
+    /// The bill of contents of a volume of a set, written instead of this
+    /// archive's own.
+    volume_bill: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for ArchiveWriter {
@@ -383,8 +394,36 @@ impl ArchiveWriter {
             blob_dirs_written: false,
             broken: false,
             buffer: Vec::new(),
+            tar_offset: 0,
+            split: None,
+            offsets: BTreeMap::new(),
+            volume_bill: None,
         };
         writer.write_entry(format::OCI_LAYOUT, format::OCI_LAYOUT_CONTENT)?;
+        Ok(writer)
+    }
+
+    /// Starts a set of volumes of at most `volume_size` bytes each, written
+    /// by [`ArchiveWriter::finish_volumes`] beside `path` as `NAME.001.tar`,
+    /// `NAME.002.tar`, … (see [`crate::volume_path`]). The blobs first go
+    /// into one hidden uncompressed temp archive beside `path` (room for the
+    /// whole set is needed twice until the volumes are written), which is
+    /// then cut: each image whose blobs fit in a volume lies whole in one,
+    /// which lists it in its index.json and manifest.json, and a blob larger
+    /// than a volume is cut into parts. Volumes need a file name, not a stream.
+    pub fn create_volumes(
+        path: &Path,
+        compression: ArchiveCompression,
+        volume_size: u64,
+    ) -> Result<Self, ArchiveError> {
+        if !matches!(OutputTarget::of(path)?, OutputTarget::Replace(_)) {
+            return Err(ArchiveError::InvalidPath {
+                path: path.to_owned(),
+                reason: "volumes are files named after it; name a file, not a stream or a device",
+            });
+        }
+        let mut writer = Self::create(path, ArchiveCompression::None)?;
+        writer.split = Some(crate::volumes::Split { compression, volume_size });
         Ok(writer)
     }
 
@@ -393,6 +432,12 @@ impl ArchiveWriter {
     pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
         self
+    }
+
+    /// Whether this writer was started by [`ArchiveWriter::create_volumes`]
+    /// (finish it with [`ArchiveWriter::finish_volumes`]).
+    pub fn is_volume_set(&self) -> bool {
+        self.split.is_some()
     }
 
     /// The file the archive will be renamed to.
@@ -416,29 +461,93 @@ impl ArchiveWriter {
         let file = File::open(path).map_err(|error| source_error("open", error))?;
         let size = file.metadata().map_err(|error| source_error("read the size of", error))?.len();
         self.begin_blob(digest, size)?;
-        let archive_path = self.path.clone();
-        let buffer = &mut self.buffer;
-        let sink = self.sink.as_mut().expect("the sink lives until finish()");
-        let copied = (|| -> io::Result<u64> {
-            let mut source = file.take(size);
-            match sink.plain_file()? {
-                Some(target) => target.copy_from(&mut source),
-                None => copy_buffered(&mut source, sink, buffer),
-            }
-        })()
-        .map_err(|error| {
-            let action = format!("copy blob {digest} from {} into archive", path.display());
-            if self.streamed {
-                ArchiveError::StreamCut { action, path: archive_path, error }
-            } else {
-                ArchiveError::io(action, archive_path, error)
-            }
-        })?;
+        let copied =
+            self.copy_in(&mut file.take(size), || format!("copy blob {digest} from {} into archive", path.display()))?;
         if copied != size {
             // The file shrank while we copied it.
             return Err(ArchiveError::SizeMismatch { digest: digest.clone(), expected: size, actual: copied });
         }
         self.end_blob(digest, size)
+    }
+
+    /// Copies `source` into the current entry: file to file in the kernel
+    /// when nothing compresses, else through the reused buffer.
+    fn copy_in(&mut self, source: &mut io::Take<File>, action: impl FnOnce() -> String) -> Result<u64, ArchiveError> {
+        let buffer = &mut self.buffer;
+        let sink = self.sink.as_mut().expect("the sink lives until finish()");
+        let copied = (|| -> io::Result<u64> {
+            match sink.plain_file()? {
+                Some(target) => target.copy_from(source),
+                None => copy_buffered(source, sink, buffer),
+            }
+        })()
+        .map_err(|error| self.write_error(&action(), error))?;
+        self.tar_offset += copied;
+        Ok(copied)
+    }
+
+    /// Copies `size` bytes at `offset` of `tar` (another archive, whose
+    /// blobs were verified as it was written) into the current entry.
+    fn copy_range(&mut self, tar: &File, offset: u64, size: u64) -> Result<(), ArchiveError> {
+        use std::io::{Seek, SeekFrom};
+        let read_error =
+            |error| ArchiveError::io(format!("read {size} bytes at offset {offset} of"), &self.path, error);
+        let mut source = tar.try_clone().map_err(read_error)?;
+        source.seek(SeekFrom::Start(offset)).map_err(read_error)?;
+        let copied = self.copy_in(&mut source.take(size), || format!("copy {size} bytes into volume"))?;
+        if copied != size {
+            return Err(ArchiveError::Truncated {
+                path: self.path.clone(),
+                detail: format!("the set's temp archive ended {copied} bytes into an entry of {size}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds blob `digest` of `size` bytes from `tar` at `offset`.
+    pub(crate) fn add_blob_from_range(
+        &mut self,
+        digest: &Digest,
+        tar: &File,
+        offset: u64,
+        size: u64,
+    ) -> Result<(), ArchiveError> {
+        if self.blobs.contains_key(digest) {
+            return Ok(());
+        }
+        self.begin_blob(digest, size)?;
+        self.copy_range(tar, offset, size)?;
+        self.end_blob(digest, size)
+    }
+
+    /// Adds an entry `name` (a part of a blob cut across volumes) of `size`
+    /// bytes from `tar` at `offset`.
+    pub(crate) fn add_part_from_range(
+        &mut self,
+        name: &str,
+        tar: &File,
+        offset: u64,
+        size: u64,
+    ) -> Result<(), ArchiveError> {
+        if self.broken {
+            return Err(ArchiveError::Broken { path: self.path.clone() });
+        }
+        if !self.blob_dirs_written {
+            self.write_blob_dirs()?;
+        }
+        let header = tar_format::entry_header(name, size, Kind::File);
+        self.broken = true;
+        self.write_raw(&header)?;
+        self.copy_range(tar, offset, size)?;
+        self.write_raw(&ZEROS[..tar_format::padding(size)])?;
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Sets the bill of contents this archive writes: a volume's, which
+    /// describes its whole set.
+    pub(crate) fn set_volume_bill(&mut self, bill: Vec<u8>) {
+        self.volume_bill = Some(bill);
     }
 
     /// Adds a blob held in memory (manifests, configs).
@@ -494,6 +603,12 @@ impl ArchiveWriter {
     /// the compression, fsyncs if the writer is synced, and renames the archive into place. Returns
     /// its size in bytes.
     pub fn finish(mut self) -> Result<u64, ArchiveError> {
+        if self.split.is_some() {
+            return Err(ArchiveError::InvalidPath {
+                path: self.path.clone(),
+                reason: "it was started as a set of volumes; finish it with finish_volumes",
+            });
+        }
         if self.broken {
             return Err(ArchiveError::Broken { path: self.path.clone() });
         }
@@ -501,11 +616,14 @@ impl ArchiveWriter {
         if !self.blob_dirs_written {
             self.write_blob_dirs()?;
         }
-        let bill = self.bill_of_contents();
+        let bill = match self.volume_bill.take() {
+            Some(bill) => bill,
+            None => self.bill_of_contents(),
+        };
         self.write_entry(format::BILL_OF_CONTENTS, &bill)?;
-        let index = self.index_json();
+        let index = index_json(&self.images);
         self.write_entry(format::INDEX_JSON, &index)?;
-        let (manifest, repositories) = self.docker_json();
+        let (manifest, repositories) = docker_json(&self.images);
         self.write_entry(format::MANIFEST_JSON, &manifest)?;
         if let Some(repositories) = repositories {
             self.write_entry(format::REPOSITORIES, &repositories)?;
@@ -535,6 +653,35 @@ impl ArchiveWriter {
         let dir = parent_dir(&self.rename_to);
         self.durability.sync_dir(dir).map_err(|error| ArchiveError::io("sync directory", dir, error))?;
         Ok(size)
+    }
+
+    /// Cuts the set started by [`ArchiveWriter::create_volumes`] into its
+    /// volumes, each written to a temp name and renamed when complete, and
+    /// removes the temp archive. Returns each volume's path and size, in
+    /// volume order. On an error no volume of the set is left behind.
+    pub fn finish_volumes(mut self) -> Result<Vec<(PathBuf, u64)>, ArchiveError> {
+        let Some(split) = self.split.take() else {
+            return Err(ArchiveError::InvalidPath {
+                path: self.path.clone(),
+                reason: "it was not started as a set of volumes; finish it with finish",
+            });
+        };
+        if self.broken {
+            return Err(ArchiveError::Broken { path: self.path.clone() });
+        }
+        self.check_images_complete()?;
+        let sink = self.sink.take().expect("the sink lives until finish()");
+        sink.finish().map_err(|error| ArchiveError::io("write the set's temp archive", &self.temp_path, error))?;
+        let tar = File::open(&self.temp_path)
+            .map_err(|error| ArchiveError::io("read the set's temp archive", &self.temp_path, error))?;
+        let set = crate::volumes::WrittenSet {
+            path: &self.path,
+            tar: &tar,
+            blobs: &self.blobs,
+            offsets: &self.offsets,
+            images: &self.images,
+        };
+        set.write_volumes(split, self.durability)
     }
 
     fn copy_hashed(
@@ -597,7 +744,11 @@ impl ArchiveWriter {
         }
         let header = tar_format::entry_header(&format::blob_path(digest.hex()), size, Kind::File);
         self.broken = true;
-        self.write_raw(&header)
+        self.write_raw(&header)?;
+        if self.split.is_some() {
+            self.offsets.insert(digest.clone(), self.tar_offset);
+        }
+        Ok(())
     }
 
     fn end_blob(&mut self, digest: &Digest, size: u64) -> Result<(), ArchiveError> {
@@ -633,6 +784,7 @@ impl ArchiveWriter {
             self.broken = true;
             return Err(self.write_error("write archive", error));
         }
+        self.tar_offset += bytes.len() as u64;
         Ok(())
     }
 
@@ -675,88 +827,80 @@ impl ArchiveWriter {
 
     /// The archive's [`BillOfContents`], as JSON: one volume of one.
     fn bill_of_contents(&self) -> Vec<u8> {
-        let images: Vec<BillImage> = self
-            .images
-            .iter()
-            .map(|image| BillImage {
-                name: image.name.clone(),
-                digest: image.descriptor.digest.clone(),
-                media_type: image.descriptor.media_type.clone(),
-            })
-            .collect();
-        let blobs: Vec<BillBlob> = self
+        let images = self.images.iter().map(|image| bill_image(image, vec![1])).collect();
+        let blobs = self
             .blobs
             .iter()
-            .map(|(digest, size)| BillBlob { digest: digest.clone(), size: *size, volume: 1 })
+            .map(|(digest, size)| BillBlob { digest: digest.clone(), size: *size, volume: 1, part: None })
             .collect();
-        let listing = serde_json::to_vec(&(&images, &blobs)).expect("the bill's lists always serialize");
-        let bill = BillOfContents {
-            schema: BillOfContents::SCHEMA.to_owned(),
-            hpn_version: env!("CARGO_PKG_VERSION").to_owned(),
-            set: Digest::of(&listing).to_string(),
-            volume: 1,
-            volumes: 1,
-            images,
-            blobs,
-        };
-        serde_json::to_vec_pretty(&bill).expect("the bill of contents always serializes")
+        BillOfContents::new(images, blobs, 1, 1).to_json()
     }
+}
 
-    fn index_json(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Index<'a> {
-            schema_version: u32,
-            media_type: &'a str,
-            manifests: Vec<Descriptor>,
-        }
-        let manifests = self
-            .images
-            .iter()
-            .map(|image| {
-                let mut descriptor = image.descriptor.clone();
-                descriptor.annotations.insert(annotation::CONTAINERD_IMAGE_NAME.to_owned(), image.name.clone());
-                match &image.tag {
-                    Some(tag) => descriptor.annotations.insert(annotation::REF_NAME.to_owned(), tag.clone()),
-                    None => descriptor.annotations.remove(annotation::REF_NAME),
-                };
-                descriptor
-            })
-            .collect();
-        let index = Index { schema_version: 2, media_type: media_type::OCI_INDEX, manifests };
-        serde_json::to_vec(&index).expect("index.json always serializes")
+/// An image's entry in a bill of contents, its blobs in `volumes`.
+pub(crate) fn bill_image(image: &ArchiveImage, volumes: Vec<u32>) -> BillImage {
+    BillImage {
+        name: image.name.clone(),
+        digest: image.descriptor.digest.clone(),
+        media_type: image.descriptor.media_type.clone(),
+        volumes,
     }
+}
 
-    /// manifest.json and, if any image is tagged, repositories.
-    fn docker_json(&self) -> (Vec<u8>, Option<Vec<u8>>) {
-        let mut items: Vec<ManifestItem> = Vec::new();
-        let mut repositories = Repositories::new();
-        for docker in self.images.iter().filter_map(|image| image.docker.as_ref()) {
-            let config = format::blob_path(docker.config.hex());
-            let layers: Vec<String> = docker.layers.iter().map(|layer| format::blob_path(layer.hex())).collect();
-            // Docker writes one entry per image and lists all its tags there.
-            let item = match items.iter_mut().find(|item| item.config == config && item.layers == layers) {
-                Some(item) => item,
-                None => {
-                    items.push(ManifestItem { config, repo_tags: Vec::new(), layers });
-                    items.last_mut().expect("just pushed")
-                }
+/// index.json: one entry per image, annotated with its name and tag.
+pub(crate) fn index_json(images: &[ArchiveImage]) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Index<'a> {
+        schema_version: u32,
+        media_type: &'a str,
+        manifests: Vec<Descriptor>,
+    }
+    let manifests = images
+        .iter()
+        .map(|image| {
+            let mut descriptor = image.descriptor.clone();
+            descriptor.annotations.insert(annotation::CONTAINERD_IMAGE_NAME.to_owned(), image.name.clone());
+            match &image.tag {
+                Some(tag) => descriptor.annotations.insert(annotation::REF_NAME.to_owned(), tag.clone()),
+                None => descriptor.annotations.remove(annotation::REF_NAME),
             };
-            for repo_tag in &docker.repo_tags {
-                if !item.repo_tags.contains(repo_tag) {
-                    item.repo_tags.push(repo_tag.clone());
-                }
+            descriptor
+        })
+        .collect();
+    let index = Index { schema_version: 2, media_type: media_type::OCI_INDEX, manifests };
+    serde_json::to_vec(&index).expect("index.json always serializes")
+}
+
+/// manifest.json and, if any image is tagged, repositories.
+pub(crate) fn docker_json(images: &[ArchiveImage]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut items: Vec<ManifestItem> = Vec::new();
+    let mut repositories = Repositories::new();
+    for docker in images.iter().filter_map(|image| image.docker.as_ref()) {
+        let config = format::blob_path(docker.config.hex());
+        let layers: Vec<String> = docker.layers.iter().map(|layer| format::blob_path(layer.hex())).collect();
+        // Docker writes one entry per image and lists all its tags there.
+        let item = match items.iter_mut().find(|item| item.config == config && item.layers == layers) {
+            Some(item) => item,
+            None => {
+                items.push(ManifestItem { config, repo_tags: Vec::new(), layers });
+                items.last_mut().expect("just pushed")
             }
-            let Some(top_layer) = docker.layers.last() else { continue };
-            for (name, tag) in docker.repo_tags.iter().filter_map(|repo_tag| format::split_repo_tag(repo_tag)) {
-                repositories.entry(name.to_owned()).or_default().insert(tag.to_owned(), top_layer.hex().to_owned());
+        };
+        for repo_tag in &docker.repo_tags {
+            if !item.repo_tags.contains(repo_tag) {
+                item.repo_tags.push(repo_tag.clone());
             }
         }
-        let manifest = serde_json::to_vec(&items).expect("manifest.json always serializes");
-        let repositories = (!repositories.is_empty())
-            .then(|| serde_json::to_vec(&repositories).expect("repositories always serializes"));
-        (manifest, repositories)
+        let Some(top_layer) = docker.layers.last() else { continue };
+        for (name, tag) in docker.repo_tags.iter().filter_map(|repo_tag| format::split_repo_tag(repo_tag)) {
+            repositories.entry(name.to_owned()).or_default().insert(tag.to_owned(), top_layer.hex().to_owned());
+        }
     }
+    let manifest = serde_json::to_vec(&items).expect("manifest.json always serializes");
+    let repositories =
+        (!repositories.is_empty()).then(|| serde_json::to_vec(&repositories).expect("repositories always serializes"));
+    (manifest, repositories)
 }
 
 impl Drop for ArchiveWriter {

@@ -433,6 +433,10 @@ pub struct SaveArgs {
     /// Compress the whole archive
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub compress: Option<Compression>,
+    /// Cut the -o archive into volumes NAME.001.tar, NAME.002.tar, … of at most SIZE bytes each
+    /// (K, M, G: powers of 1024); an image that fits in one volume lies whole in one, which loads alone
+    #[arg(long, value_name = "SIZE", requires = "output", value_parser = parse_volume_size)]
+    pub split: Option<u64>,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
     #[command(flatten)]
@@ -441,6 +445,28 @@ pub struct SaveArgs {
     /// write nothing: no store directory, no archive, no upload
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// A volume size: bytes, or a number with K, M or G (powers of 1024; `KiB`,
+/// `MB` and the like read the same).
+fn parse_volume_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(digits_end);
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a size: give bytes, or a number with K, M or G"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("{text:?} has an unknown unit: use K, M or G (powers of 1024)")),
+    };
+    let size = number.checked_mul(1 << shift).ok_or_else(|| format!("{text:?} is too large"))?;
+    if size == 0 {
+        return Err("a volume size of 0 holds nothing".to_owned());
+    }
+    Ok(size)
 }
 
 #[derive(Debug, Args)]
@@ -570,6 +596,20 @@ mod tests {
         assert_eq!(parsed.unwrap_err().kind(), clap::error::ErrorKind::ArgumentConflict);
         let parsed = Cli::try_parse_from(["hpn", "save", "--save-mode", "4", "nginx"]);
         assert!(parsed.is_err());
+    }
+
+    #[test]
+    fn volume_sizes_take_bytes_or_powers_of_1024_and_need_an_output() {
+        assert_eq!(parse_volume_size("4096"), Ok(4096));
+        assert_eq!(parse_volume_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_volume_size("3m"), Ok(3 << 20));
+        assert_eq!(parse_volume_size("4GiB"), Ok(4 << 30));
+        assert!(parse_volume_size("0").is_err());
+        assert!(parse_volume_size("1.5G").is_err());
+        assert!(parse_volume_size("2T").unwrap_err().contains("unknown unit"));
+        assert!(parse_volume_size("99999999999999G").is_err());
+        let parsed = Cli::try_parse_from(["hpn", "save", "nginx", "--split", "1G"]);
+        assert_eq!(parsed.unwrap_err().kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 
     #[test]

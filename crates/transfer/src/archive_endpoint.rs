@@ -10,6 +10,7 @@ use hpn_oci::media_type::{LayerCompression, layer_compression};
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference, Sha256Hasher};
 
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination};
+use crate::endpoints::WrittenArchive;
 use crate::error::TransferError;
 use crate::hashing::HashingWriter;
 use crate::store_endpoint::drain_on_blocking_thread;
@@ -70,20 +71,56 @@ impl ArchiveDestination {
     /// Starts the archive at `path` (under a temp name until [`Self::finish`]),
     /// compressed as a whole with `compression`.
     pub fn create(path: &Path, compression: ArchiveCompression, durability: Durability) -> Result<Self, TransferError> {
-        let writer = ArchiveWriter::create(path, compression)?.with_durability(durability);
-        Ok(Self {
+        Ok(Self::around(path, ArchiveWriter::create(path, compression)?.with_durability(durability)))
+    }
+
+    /// Starts a set of volumes of at most `volume_size` bytes each, named
+    /// after `path` ([`hpn_archive::volume_path`]), written by [`Self::finish_all`].
+    pub fn create_volumes(
+        path: &Path,
+        compression: ArchiveCompression,
+        durability: Durability,
+        volume_size: u64,
+    ) -> Result<Self, TransferError> {
+        let writer = ArchiveWriter::create_volumes(path, compression, volume_size)?.with_durability(durability);
+        Ok(Self::around(path, writer))
+    }
+
+    fn around(path: &Path, writer: ArchiveWriter) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(Some(writer)),
                 images: Mutex::new(Vec::new()),
                 uncompressed_copies: Mutex::new(HashMap::new()),
             }),
-        })
+        }
     }
 
     /// Writes the archive's indexes in request order and moves the finished
     /// file to its final name. Returns its size in bytes.
     pub async fn finish(&self) -> Result<u64, TransferError> {
+        self.finish_with(|writer| Ok(writer.finish()?)).await
+    }
+
+    /// [`Self::finish`], for an archive or a set of volumes
+    /// ([`Self::create_volumes`]): every file written, in order.
+    pub async fn finish_all(&self) -> Result<Vec<WrittenArchive>, TransferError> {
+        let path = self.inner.path.clone();
+        self.finish_with(move |writer| {
+            if !writer.is_volume_set() {
+                return Ok(vec![WrittenArchive { size: writer.finish()?, path }]);
+            }
+            let volumes = writer.finish_volumes()?;
+            Ok(volumes.into_iter().map(|(path, size)| WrittenArchive { path, size }).collect())
+        })
+        .await
+    }
+
+    async fn finish_with<T: Send + 'static>(
+        &self,
+        finish: impl FnOnce(ArchiveWriter) -> Result<T, TransferError> + Send + 'static,
+    ) -> Result<T, TransferError> {
         let inner = Arc::clone(&self.inner);
         run_blocking(move || {
             let mut writer = lock(&inner.writer).take().ok_or_else(|| {
@@ -94,7 +131,7 @@ impl ArchiveDestination {
             for (_, image) in images {
                 writer.add_image(image);
             }
-            Ok(writer.finish()?)
+            finish(writer)
         })
         .await
     }

@@ -50,12 +50,48 @@ impl ArchiveSource {
     pub async fn open(path: &Path) -> Result<Self, TransferError> {
         let path = path.to_owned();
         let (reader, diff_ids) = tokio::task::spawn_blocking(move || {
-            let reader = if path == Path::new("-") { ArchiveReader::open_stdin() } else { ArchiveReader::open(&path) }?;
+            let reader = open_reader(&path)?;
             let diff_ids = expected_diff_ids(&reader);
             Ok::<_, TransferError>((reader, diff_ids))
         })
         .await
         .map_err(|join| TransferError::task_failed("archive indexing", join))??;
+        Ok(Self::around(reader, diff_ids))
+    }
+
+    /// Opens every archive of `paths`, joining the volumes of a set
+    /// (`hpn save --split`, in any order) into one source
+    /// ([`ArchiveReader::join_volumes`]). Each result is labelled with what it
+    /// was opened from, for messages.
+    pub async fn open_all(paths: &[PathBuf]) -> Vec<(String, Result<Self, TransferError>)> {
+        let paths = paths.to_vec();
+        let opened = tokio::task::spawn_blocking(move || {
+            let mut out: Vec<(String, Result<Self, TransferError>)> = Vec::new();
+            let mut readers = Vec::new();
+            for path in &paths {
+                match open_reader(path) {
+                    Ok(reader) => readers.push(reader),
+                    Err(error) => out.push((path.display().to_string(), Err(error.into()))),
+                }
+            }
+            for joined in ArchiveReader::join_volumes(readers) {
+                out.push(match joined {
+                    Ok(reader) => {
+                        let diff_ids = expected_diff_ids(&reader);
+                        (reader.path().display().to_string(), Ok(Self::around(reader, diff_ids)))
+                    }
+                    Err(error) => ("volume set".to_owned(), Err(error.into())),
+                });
+            }
+            out
+        })
+        .await;
+        opened.unwrap_or_else(|join| {
+            vec![("archives".to_owned(), Err(TransferError::task_failed("archive indexing", join)))]
+        })
+    }
+
+    fn around(reader: ArchiveReader, diff_ids: HashMap<Digest, Vec<Digest>>) -> Self {
         let mut by_name = HashMap::new();
         let mut images = Vec::new();
         for (position, image) in reader.images().iter().enumerate() {
@@ -65,7 +101,24 @@ impl ArchiveSource {
             }
             images.push(ArchivedImageNames { names, digest: image.manifest.digest.clone() });
         }
-        Ok(Self { reader: Arc::new(reader), by_name, images, diff_ids: Arc::new(diff_ids), compressor: None })
+        Self { reader: Arc::new(reader), by_name, images, diff_ids: Arc::new(diff_ids), compressor: None }
+    }
+
+    /// Images of a set of volumes that need volumes not given (see
+    /// [`ArchiveReader::incomplete_images`]), as errors naming them.
+    pub fn incomplete_images(&self) -> Vec<(String, TransferError)> {
+        self.reader
+            .incomplete_images()
+            .iter()
+            .map(|image| {
+                let error = hpn_archive::ArchiveError::MissingVolumes {
+                    archive: self.reader.path().to_owned(),
+                    image: image.name.clone(),
+                    missing: image.missing.clone(),
+                };
+                (image.name.clone(), error.into())
+            })
+            .collect()
     }
 
     /// This source, giving the plain-tar layers of images the archive has no
@@ -110,6 +163,10 @@ impl ArchiveSource {
             if names.is_empty() { "no named images".to_owned() } else { names.join(", ") }
         ))
     }
+}
+
+fn open_reader(path: &Path) -> Result<ArchiveReader, hpn_archive::ArchiveError> {
+    if path == Path::new("-") { ArchiveReader::open_stdin() } else { ArchiveReader::open(path) }
 }
 
 /// What each layer in the archive must decompress to, from the config of

@@ -39,8 +39,8 @@ pub async fn copy_from_archives<D: ImageDestination>(
 ) -> ArchiveRun {
     let mut run = ArchiveRun::default();
     let mut held: Vec<Reference> = Vec::new();
-    for input in inputs {
-        let opened = ArchiveSource::open(input).await.and_then(|source| {
+    for (label, opened) in ArchiveSource::open_all(inputs).await {
+        let opened = opened.and_then(|source| {
             // A dry run plans with the plain sizes rather than compress every layer to learn its size.
             if destination.prefers_compressed_layers() && !options.dry_run {
                 source.compressing_plain_layers()
@@ -51,10 +51,20 @@ pub async fn copy_from_archives<D: ImageDestination>(
         let source = match opened {
             Ok(source) => source,
             Err(error) => {
-                run.unusable.push((input.display().to_string(), error));
+                run.unusable.push((label, error));
                 continue;
             }
         };
+        // Named images of a set that need volumes not given: held, not copied.
+        for (name, error) in source.incomplete_images() {
+            let reference = name.parse::<Reference>().ok();
+            if wanted.is_some_and(|wanted| reference.as_ref().is_none_or(|reference| !wanted.contains(reference))) {
+                continue;
+            }
+            held.extend(reference);
+            run.unusable.push((name, error));
+        }
+        let input = source.path();
         let mut jobs = Vec::new();
         for image in source.images() {
             if image.names.is_empty() && wanted.is_none() {

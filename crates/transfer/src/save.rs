@@ -41,12 +41,20 @@ pub struct ArchiveOptions {
     pub compression: ArchiveCompression,
     /// Whether archives are fsynced before they count as written.
     pub durability: Durability,
+    /// Set to cut the one archive into volumes of at most this many bytes.
+    pub volume_size: Option<u64>,
 }
 
 impl ArchiveOptions {
     /// Archives compressed with `compression`, written with `durability`.
     pub fn new(compression: ArchiveCompression, durability: Durability) -> Self {
-        Self { compression, durability }
+        Self { compression, durability, volume_size: None }
+    }
+
+    /// These options, cutting the one archive into volumes of at most
+    /// `volume_size` bytes ([`hpn_archive::ArchiveWriter::create_volumes`]).
+    pub fn with_volume_size(self, volume_size: Option<u64>) -> Self {
+        Self { volume_size, ..self }
     }
 }
 
@@ -101,7 +109,7 @@ pub async fn save<S: ImageSource>(
     let mut archives: Vec<WrittenArchive> = written.into_iter().map(|(_, archive)| archive).collect();
     if let (Export::One { archive, .. }, Some(path)) = (&destination.export, single) {
         if results.iter().any(Result::is_ok) {
-            archives.push(WrittenArchive { path, size: archive.finish().await? });
+            archives.extend(archive.finish_all().await?);
         } else {
             // Dropped unfinished, the archive's temp file goes with it.
             tracing::info!(path = %path.display(), "no image could be saved; no archive written");
@@ -113,9 +121,14 @@ pub async fn save<S: ImageSource>(
 /// Starts an archive on the blocking pool: opening a FIFO waits for its reader.
 async fn create_archive(path: &Path, options: ArchiveOptions) -> Result<ArchiveDestination, TransferError> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || ArchiveDestination::create(&path, options.compression, options.durability))
-        .await
-        .map_err(|join| TransferError::task_failed("archive", join))?
+    tokio::task::spawn_blocking(move || match options.volume_size {
+        Some(volume_size) => {
+            ArchiveDestination::create_volumes(&path, options.compression, options.durability, volume_size)
+        }
+        None => ArchiveDestination::create(&path, options.compression, options.durability),
+    })
+    .await
+    .map_err(|join| TransferError::task_failed("archive", join))?
 }
 
 /// How committed images leave the store.
@@ -169,7 +182,7 @@ impl SaveDestination {
                         .await
                         .map_err(|error| TransferError::io(format!("creating directory {}", dir.display()), error))?;
                 }
-                let archive = Arc::new(create_archive(path, self.archive_options).await?);
+                let archive = Arc::new(create_archive(path, self.archive_options.with_volume_size(None)).await?);
                 Engine::new(Arc::clone(&self.store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport))
                     .copy(&job)
                     .await?;

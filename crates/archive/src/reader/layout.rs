@@ -35,6 +35,8 @@ pub(crate) struct Contents {
     pub blobs: HashMap<Digest, Blob>,
     /// The bill of contents, as stored, when the archive has one.
     pub bill: Option<Vec<u8>>,
+    /// Parts of blobs cut across volumes (`hpn-parts/…`), by entry name.
+    pub parts: HashMap<String, FileEntry>,
 }
 
 pub(crate) fn read_contents(archive: &Path, storage: &Storage, index: &Index) -> Result<Contents, ArchiveError> {
@@ -61,7 +63,17 @@ pub(crate) fn read_contents(archive: &Path, storage: &Storage, index: &Index) ->
         Lookup::Missing => None,
         Lookup::Unusable(reason) => return Err(builder.bad_entry(format::BILL_OF_CONTENTS, reason)),
     };
-    Ok(Contents { images: found.into_iter().map(|found| found.image).collect(), blobs: builder.blobs, bill })
+    let mut parts = HashMap::new();
+    for name in index.names().filter(|name| name.starts_with(format::PARTS_DIR)) {
+        match index.lookup(name) {
+            Lookup::Found(entry) => {
+                parts.insert(name.to_owned(), entry.clone());
+            }
+            Lookup::Missing => {}
+            Lookup::Unusable(reason) => return Err(builder.bad_entry(name, reason)),
+        }
+    }
+    Ok(Contents { images: found.into_iter().map(|found| found.image).collect(), blobs: builder.blobs, bill, parts })
 }
 
 /// The manifests of indexes already checked, by everything the check depends on (digest,

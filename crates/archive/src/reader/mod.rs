@@ -16,6 +16,7 @@ mod layout;
 mod source;
 mod tar_index;
 mod verify;
+mod volume_set;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,7 +26,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hpn_oci::{Digest, RawManifest};
+use hpn_oci::{Digest, RawManifest, Sha256Hasher};
 
 use crate::error::ArchiveError;
 use crate::format::BillOfContents;
@@ -33,6 +34,8 @@ use crate::writer::ArchiveCompression;
 use index::{FileEntry, Location};
 use source::Storage;
 pub use verify::{Problem, Verification};
+pub use volume_set::IncompleteImage;
+use volume_set::{JoinedSet, Span};
 
 /// The largest manifest.json, index.json, repositories, manifest or config
 /// the reader takes into memory ([`hpn_oci::limits::ARCHIVE_METADATA`]).
@@ -53,6 +56,10 @@ pub struct ArchiveReader {
     images: Vec<ArchivedImage>,
     /// The bill of contents as stored, when there is one.
     bill: Option<Vec<u8>>,
+    /// Parts of blobs cut across volumes, by entry name.
+    parts: HashMap<String, FileEntry>,
+    /// Set when this reader joins the volumes of a set.
+    set: Option<Box<JoinedSet>>,
 }
 
 /// One image of an archive.
@@ -87,6 +94,8 @@ enum Blob {
     Entry(FileEntry),
     /// A synthesized manifest.
     Memory(Arc<[u8]>),
+    /// In the volumes of a set: the whole blob in one, or its parts in order.
+    Spans(Arc<[Span]>),
 }
 
 impl fmt::Debug for ArchiveReader {
@@ -159,6 +168,8 @@ impl ArchiveReader {
             blobs: contents.blobs,
             images: contents.images,
             bill: contents.bill,
+            parts: contents.parts,
+            set: None,
         })
     }
 
@@ -231,6 +242,7 @@ impl Blob {
         match self {
             Self::Entry(entry) => entry.size,
             Self::Memory(bytes) => bytes.len() as u64,
+            Self::Spans(spans) => spans.iter().map(|span| span.size).sum(),
         }
     }
 
@@ -238,6 +250,10 @@ impl Blob {
         match self {
             Self::Entry(entry) => entry.name.clone(),
             Self::Memory(_) => format!("synthesized manifest {digest}"),
+            Self::Spans(spans) => match &spans[..] {
+                [span] => format!("{} of {}", span.entry, span.archive.display()),
+                spans => format!("blob {digest} in {} parts", spans.len()),
+            },
         }
     }
 }
@@ -287,9 +303,19 @@ pub struct BlobReader {
 }
 
 enum BlobSource {
-    Tar { file: Arc<File>, offset: u64 },
+    Tar {
+        file: Arc<File>,
+        offset: u64,
+    },
     File(File),
     Memory(Arc<[u8]>),
+    /// Parts across volumes, each hashed as it is read.
+    Spans {
+        spans: Arc<[Span]>,
+        current: usize,
+        within: u64,
+        hasher: Sha256Hasher,
+    },
 }
 
 impl fmt::Debug for BlobReader {
@@ -310,6 +336,23 @@ impl BlobReader {
                 (BlobSource::Memory(bytes.clone()), bytes.len() as u64, "synthesized manifest".into())
             }
             Blob::Entry(entry) => (open_entry(archive, storage, entry)?, entry.size, entry.name.clone()),
+            Blob::Spans(spans) => match &spans[..] {
+                // A whole blob in one volume is read like any entry.
+                [Span { file, offset, size, part_digest: None, archive, entry }] => {
+                    return Ok(Self {
+                        source: BlobSource::Tar { file: Arc::clone(file), offset: *offset },
+                        size: *size,
+                        position: 0,
+                        archive: archive.clone(),
+                        entry: entry.clone(),
+                    });
+                }
+                _ => (
+                    BlobSource::Spans { spans: Arc::clone(spans), current: 0, within: 0, hasher: Sha256Hasher::new() },
+                    blob.size(),
+                    format!("a blob in {} parts", spans.len()),
+                ),
+            },
         };
         Ok(Self { source, size, position: 0, archive: archive.to_owned(), entry })
     }
@@ -332,7 +375,7 @@ impl BlobReader {
         match &self.source {
             BlobSource::Tar { file, offset } => Some((file, *offset)),
             BlobSource::File(file) => Some((file, 0)),
-            BlobSource::Memory(_) => None,
+            BlobSource::Memory(_) | BlobSource::Spans { .. } => None,
         }
     }
 
@@ -380,6 +423,7 @@ impl Read for BlobReader {
                 buf.copy_from_slice(&bytes[start..start + want]);
                 want
             }
+            BlobSource::Spans { spans, current, within, hasher } => read_spans(spans, current, within, hasher, buf)?,
         };
         if read == 0 {
             return Err(io::Error::new(
@@ -390,6 +434,42 @@ impl Read for BlobReader {
         self.position += read as u64;
         Ok(read)
     }
+}
+
+/// Reads the next bytes of a blob in parts, checking each part's sha256
+/// once its last byte is read: a corrupt part fails there, naming its
+/// volume and entry, before a byte of the next part goes out.
+fn read_spans(
+    spans: &[Span],
+    current: &mut usize,
+    within: &mut u64,
+    hasher: &mut Sha256Hasher,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    let Some(span) = spans.get(*current) else { return Ok(0) };
+    let want = buf.len().min(usize::try_from(span.size - *within).unwrap_or(usize::MAX));
+    let read = span.file.read_at(&mut buf[..want], span.offset + *within)?;
+    if read == 0 {
+        return Ok(0);
+    }
+    hasher.update(&buf[..read]);
+    *within += read as u64;
+    if *within == span.size {
+        let actual = std::mem::take(hasher).finish();
+        if let Some(expected) = span.part_digest.as_ref().filter(|expected| **expected != actual) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} of {} should have digest {expected} but its content has {actual}: the volume is corrupt",
+                    span.entry,
+                    span.archive.display()
+                ),
+            ));
+        }
+        *current += 1;
+        *within = 0;
+    }
+    Ok(read)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use hpn_oci::media_type::{LayerCompression, layer_compression};
-use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest};
+use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Sha256Hasher};
 use rayon::prelude::*;
 
 use super::layout::{HASH_BUFFER, hash_entry};
@@ -58,29 +58,23 @@ impl ArchiveReader {
     /// whole archive; nothing is written.
     pub fn verify(&self) -> Verification {
         let mut verification = Verification { images: self.images.len(), ..Verification::default() };
-        let entries: Vec<(&Digest, &super::index::FileEntry)> = self
-            .blobs
-            .iter()
-            .filter_map(|(digest, blob)| match blob {
-                Blob::Entry(entry) => Some((digest, entry)),
-                Blob::Memory(_) => None,
-            })
-            .collect();
+        let entries: Vec<(&Digest, &Blob)> =
+            self.blobs.iter().filter(|(_, blob)| !matches!(blob, Blob::Memory(_))).collect();
         verification.blobs = entries.len();
-        verification.bytes = entries.iter().map(|(_, entry)| entry.size).sum();
+        verification.bytes = entries.iter().map(|(_, blob)| blob.size()).sum();
         let hashed: Vec<Problem> = entries
             .par_iter()
             .map_init(
                 || vec![0; HASH_BUFFER],
-                |buffer, (digest, entry)| match hash_entry(&self.path, &self.storage, entry, buffer) {
+                |buffer, (digest, blob)| match self.hash_blob(blob, buffer) {
                     Ok(actual) if actual == **digest => None,
                     Ok(actual) => Some(Problem {
-                        place: entry.name.clone(),
+                        place: blob.name(digest),
                         digest: Some((*digest).clone()),
                         reason: format!("its content hashes to {actual}: the blob is corrupt"),
                     }),
                     Err(error) => Some(Problem {
-                        place: entry.name.clone(),
+                        place: blob.name(digest),
                         digest: Some((*digest).clone()),
                         reason: format!("cannot be read: {error}"),
                     }),
@@ -91,8 +85,14 @@ impl ArchiveReader {
         let corrupt: HashSet<Digest> = hashed.iter().filter_map(|problem| problem.digest.clone()).collect();
         verification.problems = hashed;
 
-        if let Some(bill) = self.bill_of_contents() {
-            self.check_bill(bill, &mut verification);
+        match &self.set {
+            // The volumes were checked against their bill as they were joined.
+            Some(set) => verification.problems.extend(set.problems.iter().cloned()),
+            None => {
+                if let Some(bill) = self.bill_of_contents() {
+                    self.check_bill(bill, &mut verification);
+                }
+            }
         }
         let mut checked = HashSet::new();
         for image in &self.images {
@@ -106,6 +106,27 @@ impl ArchiveReader {
             self.check_manifest(&label, &descriptor, 0, &corrupt, &mut checked, &mut verification);
         }
         verification
+    }
+
+    /// A blob's sha256: an entry hashed where it lies, a blob of a set of
+    /// volumes through its reader (which checks each part's own digest too).
+    fn hash_blob(&self, blob: &Blob, buffer: &mut [u8]) -> Result<Digest, ArchiveError> {
+        match blob {
+            Blob::Entry(entry) => hash_entry(&self.path, &self.storage, entry, buffer),
+            Blob::Memory(bytes) => Ok(Digest::of(bytes)),
+            Blob::Spans(_) => {
+                let mut reader = super::BlobReader::open(&self.path, &self.storage, blob)?;
+                let mut hasher = Sha256Hasher::new();
+                loop {
+                    match std::io::Read::read(&mut reader, buffer) {
+                        Ok(0) => return Ok(hasher.finish()),
+                        Ok(read) => hasher.update(&buffer[..read]),
+                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(error) => return Err(reader.error(error)),
+                    }
+                }
+            }
+        }
     }
 
     /// Checks the bill of contents against what the archive holds: the same

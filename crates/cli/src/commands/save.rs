@@ -128,7 +128,7 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         open_store(settings)?,
         &jobs,
         output,
-        ArchiveOptions::new(compression, settings.durability),
+        ArchiveOptions::new(compression, settings.durability).with_volume_size(args.split),
         options,
         reporter(settings),
     )

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use hpn_archive::{ArchiveError, ArchiveReader, Verification};
@@ -21,27 +21,38 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> Result<ExitStatus, Fa
 fn verify_all(files: &[PathBuf], quiet: bool, json: bool) -> ExitStatus {
     let mut statuses = Vec::with_capacity(files.len());
     let mut reports = Vec::with_capacity(files.len());
+    let failed = |label: &Path, error: ArchiveError, statuses: &mut Vec<ExitStatus>| {
+        eprintln!("hpn: verify {}: {error}", label.display());
+        // A file that is no archive at all is bad input; one that is damaged (a blob
+        // missing or cut short) fails as damage does below.
+        let not_an_archive = matches!(error, ArchiveError::NotAnArchive { .. });
+        statuses.push(if not_an_archive { ExitStatus::Runtime } else { ExitStatus::Filesystem });
+        report(label, Err(&error.to_string()), quiet, json)
+    };
+    let mut readers = Vec::with_capacity(files.len());
     for file in files {
-        let opened = if file.as_os_str() == "-" { ArchiveReader::open_stdin() } else { ArchiveReader::open(file) };
-        match opened {
-            Ok(reader) => {
-                let verification = reader.verify();
-                for problem in &verification.problems {
-                    let digest = problem.digest.as_ref().map(|digest| format!(" ({digest})")).unwrap_or_default();
-                    eprintln!("hpn: verify {}: {}{digest}: {}", file.display(), problem.place, problem.reason);
-                }
-                statuses.push(if verification.is_ok() { ExitStatus::Ok } else { ExitStatus::Filesystem });
-                reports.push(report(file, Ok(&verification), quiet, json));
-            }
-            Err(error) => {
-                eprintln!("hpn: verify {}: {error}", file.display());
-                // A file that is no archive at all is bad input; one that is damaged (a blob
-                // missing or cut short) fails as damage does below.
-                let not_an_archive = matches!(error, ArchiveError::NotAnArchive { .. });
-                statuses.push(if not_an_archive { ExitStatus::Runtime } else { ExitStatus::Filesystem });
-                reports.push(report(file, Err(&error.to_string()), quiet, json));
-            }
+        match if file.as_os_str() == "-" { ArchiveReader::open_stdin() } else { ArchiveReader::open(file) } {
+            Ok(reader) => readers.push(reader),
+            Err(error) => reports.push(failed(file, error, &mut statuses)),
         }
+    }
+    // The volumes of a set are checked together, all present.
+    for joined in ArchiveReader::join_volumes(readers) {
+        let reader = match joined {
+            Ok(reader) => reader,
+            Err(error) => {
+                reports.push(failed(Path::new("volume set"), error, &mut statuses));
+                continue;
+            }
+        };
+        let file = reader.path();
+        let verification = reader.verify();
+        for problem in &verification.problems {
+            let digest = problem.digest.as_ref().map(|digest| format!(" ({digest})")).unwrap_or_default();
+            eprintln!("hpn: verify {}: {}{digest}: {}", file.display(), problem.place, problem.reason);
+        }
+        statuses.push(if verification.is_ok() { ExitStatus::Ok } else { ExitStatus::Filesystem });
+        reports.push(report(file, Ok(&verification), quiet, json));
     }
     if json {
         crate::print_line(serde_json::Value::from(reports));
@@ -50,7 +61,7 @@ fn verify_all(files: &[PathBuf], quiet: bool, json: bool) -> ExitStatus {
 }
 
 /// One archive's line (printed unless quiet or JSON) and its JSON entry.
-fn report(file: &std::path::Path, result: Result<&Verification, &str>, quiet: bool, json: bool) -> serde_json::Value {
+fn report(file: &Path, result: Result<&Verification, &str>, quiet: bool, json: bool) -> serde_json::Value {
     let archive = file.display().to_string();
     match result {
         Ok(verification) => {
