@@ -37,6 +37,12 @@ pub struct BillOfContents {
     pub images: Vec<BillImage>,
     /// Every blob, in digest order.
     pub blobs: Vec<BillBlob>,
+    /// What a differential bundle (`hpn save --since`) does not carry but its
+    /// images need: layers expected at the far side, each with the bundle or
+    /// inventory that had it, in digest order. Empty (and left out of the
+    /// JSON) for a bundle that holds all it needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_blobs: Vec<BaseBlob>,
 }
 
 impl BillOfContents {
@@ -64,6 +70,20 @@ pub struct BillBlob {
     pub size: u64,
     /// The volume that holds it.
     pub volume: u32,
+}
+
+/// A blob a differential bundle expects at the far side (see
+/// [`BillOfContents::base_blobs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseBlob {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The set id of the bundle, or the id of the inventory, that had it.
+    pub set: String,
+    /// The file that was read as that base (`hpn save --since FILE`).
+    pub file: String,
 }
 
 /// One element of `manifest.json`: what `docker load` reads.

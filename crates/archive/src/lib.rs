@@ -56,6 +56,6 @@ mod tar_format;
 mod writer;
 
 pub use error::ArchiveError;
-pub use format::{BILL_OF_CONTENTS, BillBlob, BillImage, BillOfContents};
+pub use format::{BILL_OF_CONTENTS, BaseBlob, BillBlob, BillImage, BillOfContents};
 pub use reader::{ArchiveReader, ArchivedImage, BlobReader, METADATA_LIMIT, Problem, Verification};
 pub use writer::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};

@@ -24,7 +24,7 @@ use hpn_oci::{Descriptor, Digest, Sha256Hasher, annotation, media_type};
 use serde::Serialize;
 
 use crate::error::ArchiveError;
-use crate::format::{self, BillBlob, BillImage, BillOfContents, ManifestItem, Repositories};
+use crate::format::{self, BaseBlob, BillBlob, BillImage, BillOfContents, ManifestItem, Repositories};
 use crate::tar_format::{self, Kind, ZEROS};
 
 /// Fewer syscalls for the many small header and JSON writes, and a good
@@ -206,6 +206,8 @@ pub struct ArchiveWriter {
     /// Every blob written, with its size.
     blobs: BTreeMap<Digest, u64>,
     images: Vec<ArchiveImage>,
+    /// What the images need but the archive leaves to the far side.
+    base_blobs: BTreeMap<Digest, BaseBlob>,
     blob_dirs_written: bool,
     /// An entry was left half-written: the tar stream is unusable.
     broken: bool,
@@ -380,6 +382,7 @@ impl ArchiveWriter {
             durability: Durability::default(),
             blobs: BTreeMap::new(),
             images: Vec::new(),
+            base_blobs: BTreeMap::new(),
             blob_dirs_written: false,
             broken: false,
             buffer: Vec::new(),
@@ -479,6 +482,14 @@ impl ArchiveWriter {
             return Err(ArchiveError::DigestMismatch { expected: digest.clone(), actual });
         }
         self.end_blob(digest, size)
+    }
+
+    /// Records a blob the archive's images need but that it does not carry,
+    /// for the bill's `base_blobs`: a differential bundle's layers left to
+    /// the bundle or store at the far side. Only a manifest.json entry must
+    /// not name one (docker would fail on it), which `finish` checks.
+    pub fn add_base_blob(&mut self, blob: BaseBlob) {
+        self.base_blobs.entry(blob.digest.clone()).or_insert(blob);
     }
 
     /// Records an image for index.json / manifest.json / repositories. A
@@ -689,7 +700,14 @@ impl ArchiveWriter {
             .iter()
             .map(|(digest, size)| BillBlob { digest: digest.clone(), size: *size, volume: 1 })
             .collect();
-        let listing = serde_json::to_vec(&(&images, &blobs)).expect("the bill's lists always serialize");
+        let base_blobs: Vec<BaseBlob> = self.base_blobs.values().cloned().collect();
+        // A differential bundle's base is part of what it is; a whole one hashes as before.
+        let listing = if base_blobs.is_empty() {
+            serde_json::to_vec(&(&images, &blobs))
+        } else {
+            serde_json::to_vec(&(&images, &blobs, &base_blobs))
+        }
+        .expect("the bill's lists always serialize");
         let bill = BillOfContents {
             schema: BillOfContents::SCHEMA.to_owned(),
             hpn_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -698,6 +716,7 @@ impl ArchiveWriter {
             volumes: 1,
             images,
             blobs,
+            base_blobs,
         };
         serde_json::to_vec_pretty(&bill).expect("the bill of contents always serializes")
     }

@@ -349,6 +349,12 @@ pub enum StoreCommand {
     Verify,
     /// Remove blobs no image needs (refused while another hpn process uses the store)
     Gc,
+    /// Write what the store holds (images, intact blobs) for `hpn save --since` to ship only the rest
+    Inventory {
+        /// Where to write it (replaced whole, never left half-written); stdout without it or with `-`
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -408,6 +414,10 @@ pub struct SaveArgs {
     /// Compress the whole archive
     #[arg(long, value_enum, value_name = "ALGORITHM")]
     pub compress: Option<Compression>,
+    /// A differential bundle: leave out what these earlier bundles (any volume, any archive format) or
+    /// `hpn store inventory` files say the far side holds (repeatable; needs -o)
+    #[arg(long, value_name = "PREVIOUS", requires = "output")]
+    pub since: Vec<PathBuf>,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
     /// Print what would be copied (source → destination, blobs new and already there, bytes) and

@@ -44,6 +44,7 @@
 mod archive_endpoint;
 mod archive_source;
 mod archives;
+mod base;
 mod blob_locations;
 mod empty_endpoint;
 mod endpoint;
@@ -61,9 +62,10 @@ mod save;
 mod single_flight;
 mod store_endpoint;
 
-pub use archive_endpoint::ArchiveDestination;
+pub use archive_endpoint::{ArchiveDestination, LeftToBase};
 pub use archive_source::{ArchiveSource, ArchivedImageNames};
 pub use archives::{ArchiveRun, copy_from_archives};
+pub use base::Base;
 pub use blob_locations::BlobLocations;
 pub use empty_endpoint::EmptyDestination;
 pub use endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource, PlatformImage};
@@ -77,5 +79,5 @@ pub use mirrors::{MirrorError, MirrorLocation, Mirrors, PullFromMirror};
 pub use naming::{LoadMode, PushMode, PushTarget, SaveMode, own_project};
 pub use registry_endpoint::{RegistryDestination, RegistrySource};
 pub use report::{BlobOrigin, CopyOutcome, NoReport, Reporter};
-pub use save::{ArchiveOptions, SaveOutput, SaveReport, save};
+pub use save::{ArchiveOptions, Differential, SaveOutput, SaveReport, save};
 pub use store_endpoint::{StoreDestination, StoreSource};

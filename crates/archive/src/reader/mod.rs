@@ -203,6 +203,16 @@ impl ArchiveReader {
         }
     }
 
+    /// Every blob the archive carries as a file, with its size, in no
+    /// particular order (synthesized manifests, which are only in memory,
+    /// are left out): what a bundle without a bill of contents holds.
+    pub fn stored_blobs(&self) -> impl Iterator<Item = (&Digest, u64)> {
+        self.blobs.iter().filter_map(|(digest, blob)| match blob {
+            Blob::Entry(entry) => Some((digest, entry.size)),
+            Blob::Memory(_) => None,
+        })
+    }
+
     /// The size of a blob, if the archive has it.
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
         self.blobs.get(digest).map(Blob::size)

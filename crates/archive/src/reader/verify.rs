@@ -15,6 +15,14 @@ use crate::format::{BILL_OF_CONTENTS, BillOfContents};
 /// Index nesting followed; deeper ones are reported, not followed.
 const MAX_INDEX_DEPTH: usize = 4;
 
+/// What the closure walk knows before it starts.
+struct Known {
+    /// Blobs found corrupt by the re-hash: reported once, not again per image.
+    corrupt: HashSet<Digest>,
+    /// Blobs the bill says are expected at the far side.
+    base: HashSet<Digest>,
+}
+
 /// What [`ArchiveReader::verify`] found.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -28,6 +36,9 @@ pub struct Verification {
     /// Platforms an index lists that the archive does not hold (a save of
     /// some platforms only): not a fault, said so the reader knows.
     pub platforms_absent: usize,
+    /// Layers a differential bundle leaves to its base (its bill's
+    /// `base_blobs`): expected elsewhere, so not missing.
+    pub expected_elsewhere: usize,
     /// Everything that does not hold, each naming where.
     pub problems: Vec<Problem>,
 }
@@ -91,9 +102,16 @@ impl ArchiveReader {
         let corrupt: HashSet<Digest> = hashed.iter().filter_map(|problem| problem.digest.clone()).collect();
         verification.problems = hashed;
 
-        if let Some(bill) = self.bill_of_contents() {
+        let bill = self.bill_of_contents();
+        let base: HashSet<Digest> = match &bill {
+            Some(Ok(bill)) => bill.base_blobs.iter().map(|blob| blob.digest.clone()).collect(),
+            _ => HashSet::new(),
+        };
+        verification.expected_elsewhere = base.len();
+        if let Some(bill) = bill {
             self.check_bill(bill, &mut verification);
         }
+        let known = Known { corrupt, base };
         let mut checked = HashSet::new();
         for image in &self.images {
             let label =
@@ -103,7 +121,7 @@ impl ArchiveReader {
                 image.manifest.digest.clone(),
                 image.manifest.bytes.len() as u64,
             );
-            self.check_manifest(&label, &descriptor, 0, &corrupt, &mut checked, &mut verification);
+            self.check_manifest(&label, &descriptor, 0, &known, &mut checked, &mut verification);
         }
         verification
     }
@@ -154,11 +172,11 @@ impl ArchiveReader {
         image: &str,
         descriptor: &Descriptor,
         depth: usize,
-        corrupt: &HashSet<Digest>,
+        known: &Known,
         checked: &mut HashSet<Digest>,
         verification: &mut Verification,
     ) {
-        if !checked.insert(descriptor.digest.clone()) || corrupt.contains(&descriptor.digest) {
+        if !checked.insert(descriptor.digest.clone()) || known.corrupt.contains(&descriptor.digest) {
             return;
         }
         let mut problem = |what: &str, digest: &Digest, reason: String| {
@@ -185,13 +203,13 @@ impl ArchiveReader {
                 }
                 verification.platforms_absent += index.manifests.len() - present.len();
                 for child in present {
-                    self.check_manifest(image, child, depth + 1, corrupt, checked, verification);
+                    self.check_manifest(image, child, depth + 1, known, checked, verification);
                 }
             }
             Ok((ParsedManifest::Image(manifest), _)) => {
                 let config = match self.read_blob(&manifest.config.digest, METADATA_LIMIT) {
                     Ok(config) => config,
-                    Err(_) if corrupt.contains(&manifest.config.digest) => return,
+                    Err(_) if known.corrupt.contains(&manifest.config.digest) => return,
                     Err(error) => return problem("config", &manifest.config.digest, error.to_string()),
                 };
                 let diff_ids = match ImageConfig::parse(&config) {
@@ -211,6 +229,7 @@ impl ArchiveReader {
                     manifest.layers.iter().zip(diff_ids.iter().map(Some).chain(std::iter::repeat(None)))
                 {
                     match self.blob_size(&layer.digest) {
+                        None if known.base.contains(&layer.digest) => {}
                         None => problem("layer", &layer.digest, "is missing from the archive".into()),
                         Some(size) if size != layer.size => problem(
                             "layer",

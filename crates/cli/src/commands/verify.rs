@@ -59,8 +59,12 @@ fn report(file: &std::path::Path, result: Result<&Verification, &str>, quiet: bo
                     0 => String::new(),
                     absent => format!(" ({absent} platform(s) an index lists were not saved)"),
                 };
+                let elsewhere = match verification.expected_elsewhere {
+                    0 => String::new(),
+                    count => format!(" (differential: {count} layer(s) expected from its base, not carried)"),
+                };
                 out!(
-                    "{archive}: {} image(s), {} blob(s), {} verified{absent}; {}",
+                    "{archive}: {} image(s), {} blob(s), {} verified{absent}{elsewhere}; {}",
                     verification.images,
                     verification.blobs,
                     HumanBytes(verification.bytes),
@@ -80,7 +84,8 @@ fn report(file: &std::path::Path, result: Result<&Verification, &str>, quiet: bo
                 .collect();
             serde_json::json!({"archive": archive, "ok": verification.is_ok(), "images": verification.images,
                                "blobs": verification.blobs, "bytes": verification.bytes,
-                               "platforms_absent": verification.platforms_absent, "problems": problems})
+                               "platforms_absent": verification.platforms_absent,
+                               "expected_elsewhere": verification.expected_elsewhere, "problems": problems})
         }
         Err(error) => serde_json::json!({"archive": archive, "ok": false, "error": error}),
     }
