@@ -52,16 +52,6 @@ impl Base {
         self.images.contains(&(name.clone(), digest.clone()))
     }
 
-    /// How many blobs the base holds.
-    pub fn len(&self) -> usize {
-        self.blobs.len()
-    }
-
-    /// Whether the base holds no blob.
-    pub fn is_empty(&self) -> bool {
-        self.blobs.is_empty()
-    }
-
     fn add_blob(&mut self, blob: BaseBlob) {
         self.blobs.entry(blob.digest.clone()).or_insert(blob);
     }
