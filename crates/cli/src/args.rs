@@ -178,7 +178,8 @@ const SAVE_EXAMPLES: &str = "Examples:
   hpn save nginx:1.25 -o nginx.tar.zst   (compressed as the name says)
   hpn save -f images.txt --save-mode 2   (one archive per image in ./images/)
   hpn save nginx:1.25 -o - | docker load
-  hpn save --dry-run -f images.txt -o images.tar";
+  hpn save --dry-run -f images.txt -o images.tar
+  hpn save -f images.txt -o update.tar --since site-inventory.json   (only what the site lacks)";
 const LOAD_EXAMPLES: &str = "Examples:
   hpn load -i images.tar
   hpn load -i docker-save.tar -i skopeo.tar
@@ -194,7 +195,8 @@ const COPY_EXAMPLES: &str = "Examples:
 const STORE_EXAMPLES: &str = "Examples:
   hpn store ls
   hpn store rm nginx:1.25 && hpn store gc
-  hpn store verify";
+  hpn store verify
+  hpn store inventory -o site-inventory.json   (carry it back for hpn save --since)";
 const VERIFY_EXAMPLES: &str = "Examples:
   hpn verify images.tar
   hpn --json verify bundle.tar docker-save.tar";
