@@ -174,6 +174,12 @@ fn a_differential_without_its_base_records_no_ref_and_names_the_missing_layers()
     run.assert_code(4);
     assert!(run.stderr.contains(shared_layer) && run.stderr.contains("base.tar"), "{}", run.stderr);
 
+    // Into a registry that holds the base, the bundle pushes straight, digest intact.
+    far.hpn(["push", "-i", path_str(&work.path().join("base.tar")), "-r", site.addr(), "--push-mode", "2"]).assert_ok();
+    far.hpn(["push", "-i", path_str(&work.path().join("app.tar")), "-r", site.addr(), "--push-mode", "2"]).assert_ok();
+    let pushed = site.manifest(&app.repository, &app.tags[0]).expect("pushed manifest");
+    assert_eq!(pushed.digest.to_string(), app.digest);
+
     // With the base loaded first, the same bundle records its image.
     far.hpn(["load", "-i", path_str(&work.path().join("base.tar"))]).assert_ok();
     far.hpn(["load", "-i", path_str(&work.path().join("app.tar"))]).assert_ok();
