@@ -40,6 +40,12 @@ pub struct BillOfContents {
     pub images: Vec<BillImage>,
     /// Every blob, in digest order.
     pub blobs: Vec<BillBlob>,
+    /// What a differential bundle (`hpn save --since`) does not carry but its
+    /// images need: layers expected at the far side, each with the bundle or
+    /// inventory that had it, in digest order. Empty (and left out of the
+    /// JSON) for a bundle that holds all it needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_blobs: Vec<BaseBlob>,
 }
 
 impl BillOfContents {
@@ -49,21 +55,35 @@ impl BillOfContents {
     /// The bill of volume `volume` of `volumes`, its set id derived from
     /// the lists alone: the same content always gets the same id, and any
     /// edit to the lists shows as a set id that no longer matches.
-    pub(crate) fn new(images: Vec<BillImage>, blobs: Vec<BillBlob>, volume: u32, volumes: u32) -> Self {
+    pub(crate) fn new(
+        images: Vec<BillImage>,
+        blobs: Vec<BillBlob>,
+        base_blobs: Vec<BaseBlob>,
+        volume: u32,
+        volumes: u32,
+    ) -> Self {
         Self {
             schema: Self::SCHEMA.to_owned(),
             hpn_version: env!("CARGO_PKG_VERSION").to_owned(),
-            set: Self::set_id(&images, &blobs),
+            set: Self::set_id(&images, &blobs, &base_blobs),
             volume,
             volumes,
             images,
             blobs,
+            base_blobs,
         }
     }
 
-    /// The set id of these lists: the sha256 of their compact JSON.
-    pub fn set_id(images: &[BillImage], blobs: &[BillBlob]) -> String {
-        let listing = serde_json::to_vec(&(images, blobs)).expect("the bill's lists always serialize");
+    /// The set id of these lists: the sha256 of their compact JSON. A
+    /// differential bundle's base is part of what it is; a whole bundle's
+    /// id covers its images and blobs alone.
+    pub fn set_id(images: &[BillImage], blobs: &[BillBlob], base_blobs: &[BaseBlob]) -> String {
+        let listing = if base_blobs.is_empty() {
+            serde_json::to_vec(&(images, blobs))
+        } else {
+            serde_json::to_vec(&(images, blobs, base_blobs))
+        }
+        .expect("the bill's lists always serialize");
         Digest::of(&listing).to_string()
     }
 
@@ -133,6 +153,20 @@ impl BillPart {
 
 pub(crate) fn part_entry_name(blob: &Digest, number: u32) -> String {
     format!("{PARTS_DIR}{}.{number:03}", blob.hex())
+}
+
+/// A blob a differential bundle expects at the far side (see
+/// [`BillOfContents::base_blobs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseBlob {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The set id of the bundle, or the id of the inventory, that had it.
+    pub set: String,
+    /// The file that was read as that base (`hpn save --since FILE`).
+    pub file: String,
 }
 
 /// One element of `manifest.json`: what `docker load` reads.

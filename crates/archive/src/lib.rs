@@ -57,7 +57,7 @@ mod volumes;
 mod writer;
 
 pub use error::ArchiveError;
-pub use format::{BILL_OF_CONTENTS, BillBlob, BillImage, BillOfContents, BillPart};
+pub use format::{BILL_OF_CONTENTS, BaseBlob, BillBlob, BillImage, BillOfContents, BillPart};
 pub use reader::{ArchiveReader, ArchivedImage, BlobReader, IncompleteImage, METADATA_LIMIT, Problem, Verification};
 pub use volumes::volume_path;
 pub use writer::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};

@@ -23,7 +23,7 @@ use hpn_fs::Durability;
 use hpn_oci::{Digest, ParsedManifest, Sha256Hasher};
 
 use crate::error::ArchiveError;
-use crate::format::{self, BillBlob, BillImage, BillOfContents, BillPart};
+use crate::format::{self, BaseBlob, BillBlob, BillImage, BillOfContents, BillPart};
 use crate::reader::METADATA_LIMIT;
 use crate::tar_format::{self, BLOCK, Kind};
 use crate::writer::{self, ArchiveCompression, ArchiveImage, ArchiveWriter};
@@ -109,6 +109,9 @@ pub(crate) struct WrittenSet<'a> {
     /// Where each blob's data starts in `tar`.
     pub offsets: &'a BTreeMap<Digest, u64>,
     pub images: &'a [ArchiveImage],
+    /// What the images need but the set leaves to the far side (a
+    /// differential bundle), listed in every volume's bill.
+    pub base_blobs: &'a BTreeMap<Digest, BaseBlob>,
 }
 
 impl WrittenSet<'_> {
@@ -363,7 +366,8 @@ impl WrittenSet<'_> {
             })
             .collect();
         let count = volumes.len() as u32;
-        let bill = BillOfContents::new(images, blobs, 1, count);
+        let base_blobs = self.base_blobs.values().cloned().collect();
+        let bill = BillOfContents::new(images, blobs, base_blobs, 1, count);
         Ok((1..=count).map(|volume| BillOfContents { volume, ..bill.clone() }.to_json()).collect())
     }
 

@@ -24,7 +24,7 @@ use hpn_oci::{Descriptor, Digest, Sha256Hasher, annotation, media_type};
 use serde::Serialize;
 
 use crate::error::ArchiveError;
-use crate::format::{self, BillBlob, BillImage, BillOfContents, ManifestItem, Repositories};
+use crate::format::{self, BaseBlob, BillBlob, BillImage, BillOfContents, ManifestItem, Repositories};
 use crate::tar_format::{self, Kind, ZEROS};
 
 /// Fewer syscalls for the many small header and JSON writes, and a good
@@ -206,6 +206,8 @@ pub struct ArchiveWriter {
     /// Every blob written, with its size.
     blobs: BTreeMap<Digest, u64>,
     images: Vec<ArchiveImage>,
+    /// What the images need but the archive leaves to the far side.
+    base_blobs: BTreeMap<Digest, BaseBlob>,
     blob_dirs_written: bool,
     /// An entry was left half-written: the tar stream is unusable.
     broken: bool,
@@ -391,6 +393,7 @@ impl ArchiveWriter {
             durability: Durability::default(),
             blobs: BTreeMap::new(),
             images: Vec::new(),
+            base_blobs: BTreeMap::new(),
             blob_dirs_written: false,
             broken: false,
             buffer: Vec::new(),
@@ -590,6 +593,14 @@ impl ArchiveWriter {
         self.end_blob(digest, size)
     }
 
+    /// Records a blob the archive's images need but that it does not carry,
+    /// for the bill's `base_blobs`: a differential bundle's layers left to
+    /// the bundle or store at the far side. Only a manifest.json entry must
+    /// not name one (docker would fail on it), which `finish` checks.
+    pub fn add_base_blob(&mut self, blob: BaseBlob) {
+        self.base_blobs.entry(blob.digest.clone()).or_insert(blob);
+    }
+
     /// Records an image for index.json / manifest.json / repositories. A
     /// second image of the same name replaces the first.
     pub fn add_image(&mut self, image: ArchiveImage) {
@@ -680,6 +691,7 @@ impl ArchiveWriter {
             blobs: &self.blobs,
             offsets: &self.offsets,
             images: &self.images,
+            base_blobs: &self.base_blobs,
         };
         set.write_volumes(split, self.durability)
     }
@@ -833,7 +845,8 @@ impl ArchiveWriter {
             .iter()
             .map(|(digest, size)| BillBlob { digest: digest.clone(), size: *size, volume: 1, part: None })
             .collect();
-        BillOfContents::new(images, blobs, 1, 1).to_json()
+        let base_blobs = self.base_blobs.values().cloned().collect();
+        BillOfContents::new(images, blobs, base_blobs, 1, 1).to_json()
     }
 }
 

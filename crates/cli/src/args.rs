@@ -178,7 +178,8 @@ const SAVE_EXAMPLES: &str = "Examples:
   hpn save nginx:1.25 -o nginx.tar.zst   (compressed as the name says)
   hpn save -f images.txt --save-mode 2   (one archive per image in ./images/)
   hpn save nginx:1.25 -o - | docker load
-  hpn save --dry-run -f images.txt -o images.tar";
+  hpn save --dry-run -f images.txt -o images.tar
+  hpn save -f images.txt -o update.tar --since site-inventory.json   (only what the site lacks)";
 const LOAD_EXAMPLES: &str = "Examples:
   hpn load -i images.tar
   hpn load -i docker-save.tar -i skopeo.tar
@@ -194,7 +195,8 @@ const COPY_EXAMPLES: &str = "Examples:
 const STORE_EXAMPLES: &str = "Examples:
   hpn store ls
   hpn store rm nginx:1.25 && hpn store gc
-  hpn store verify";
+  hpn store verify
+  hpn store inventory -o site-inventory.json   (carry it back for hpn save --since)";
 const VERIFY_EXAMPLES: &str = "Examples:
   hpn verify images.tar
   hpn --json verify bundle.tar docker-save.tar";
@@ -349,6 +351,12 @@ pub enum StoreCommand {
     Verify,
     /// Remove blobs no image needs (refused while another hpn process uses the store)
     Gc,
+    /// Write what the store holds (images, intact blobs) for `hpn save --since` to ship only the rest
+    Inventory {
+        /// Where to write it (replaced whole, never left half-written); stdout without it or with `-`
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -437,6 +445,10 @@ pub struct SaveArgs {
     /// (K, M, G: powers of 1024); an image that fits in one volume lies whole in one, which loads alone
     #[arg(long, value_name = "SIZE", requires = "output", value_parser = parse_volume_size)]
     pub split: Option<u64>,
+    /// A differential bundle: leave out what these earlier bundles (any volume, any archive format) or
+    /// `hpn store inventory` files say the far side holds (repeatable; needs -o)
+    #[arg(long, value_name = "PREVIOUS", requires = "output")]
+    pub since: Vec<PathBuf>,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
     #[command(flatten)]

@@ -89,6 +89,10 @@ fn advice(error: &TransferError) -> Option<String> {
         TransferError::NotInStore { .. } => fixed("run `hpn pull` for it first"),
         TransferError::NotLocal { .. } => fixed("pull it where its registry is reachable, or drop --pull never"),
         TransferError::BlobMissing { .. } => fixed("run `hpn pull` again or `hpn store verify`"),
+        TransferError::BaseBlobMissing { base_file, .. } => Some(format!(
+            "bring its base to the destination first (`hpn load -i {base_file}` into the store, or `hpn push -i` of \
+             it to the registry), or ship a bundle saved without --since"
+        )),
         TransferError::PlatformNotHeld { image, missing, .. } => {
             let platform = missing.split(", ").next().unwrap_or(missing);
             Some(format!(

@@ -42,6 +42,8 @@ pub struct Summary {
     pub served_from: Vec<Option<hpn_oci::Reference>>,
     /// The archive went to stdout (`-o -`), so the summary goes to stderr.
     pub stdout_is_output: bool,
+    /// `hpn save --since`: what the bundle leaves to its base.
+    pub differential: Option<hpn_transfer::Differential>,
 }
 
 impl Summary {
@@ -126,6 +128,10 @@ impl Summary {
         }
         for (path, size) in &self.archives {
             text.push_str(&format!("\nwrote {} ({})", path.display(), HumanBytes(*size)));
+        }
+        if let Some(differential) = &self.differential {
+            text.push('\n');
+            text.push_str(&differential_text(differential));
         }
         text
     }
@@ -236,6 +242,13 @@ would write {}",
                 .iter()
                 .map(|(path, size)| JsonArchive { path: path.display().to_string(), bytes: *size })
                 .collect(),
+            differential: self.differential.as_ref().map(|differential| JsonDifferential {
+                base_blobs: differential.left_to_base.blobs,
+                bytes_saved: differential.left_to_base.bytes,
+                unchanged: differential.unchanged.iter().map(ToString::to_string).collect(),
+                need_base: differential.left_to_base.images.clone(),
+                docker_loadable: differential.left_to_base.images.is_empty(),
+            }),
         }
     }
 }
@@ -255,6 +268,44 @@ struct JsonSummary<'a> {
     rejected: Vec<JsonRejected<'a>>,
     unusable: Vec<JsonRejected<'a>>,
     archives: Vec<JsonArchive>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    differential: Option<JsonDifferential>,
+}
+
+/// What a differential bundle leaves to its base.
+#[derive(Serialize)]
+struct JsonDifferential {
+    /// Layers not carried: expected at the far side.
+    base_blobs: usize,
+    /// Their bytes.
+    bytes_saved: u64,
+    /// Images the base has under the same name: not shipped.
+    unchanged: Vec<String>,
+    /// Images that need base layers: left out of manifest.json, so not loadable by docker alone.
+    need_base: Vec<String>,
+    /// Whether `docker load` of the bundle alone loads every image it names.
+    docker_loadable: bool,
+}
+
+/// The human lines about a differential bundle: what it saved, and that
+/// docker cannot load alone what needs its base.
+fn differential_text(differential: &hpn_transfer::Differential) -> String {
+    let left = &differential.left_to_base;
+    let mut text = format!(
+        "differential: {} layer(s) ({}) left to the base, {} image(s) unchanged there and not shipped",
+        left.blobs,
+        HumanBytes(left.bytes),
+        differential.unchanged.len()
+    );
+    if !left.images.is_empty() {
+        text.push_str(&format!(
+            "\nnot loadable alone: {} need(s) layers of the base, so docker load and podman load of this bundle \
+             skip them (manifest.json leaves them out); hpn load it into a store that holds the base, or hpn push \
+             it to a registry that does",
+            left.images.join(", ")
+        ));
+    }
+    text
 }
 
 #[derive(Serialize)]

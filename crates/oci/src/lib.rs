@@ -29,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub mod closure;
 mod digest;
 pub mod limits;
 mod manifest;

@@ -6,35 +6,14 @@ use std::fs::TryLockError;
 use std::io;
 use std::path::PathBuf;
 
-use hpn_oci::{Descriptor, Digest, ParsedManifest, media_type};
+use hpn_oci::closure::{BlobHolder, ClosureFault, ClosureProblem, KnownBlobs, check_closure};
+use hpn_oci::{Descriptor, Digest};
 
 use crate::error::StoreError;
 use crate::verified::hash_open_file;
 use crate::{Store, USAGE_LOCK_FILE, temp};
 
-/// What a blob is to the image that references it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlobRole {
-    /// The manifest or index an index.json entry points at.
-    Manifest,
-    /// A manifest listed by an index (only the selected platforms may be present).
-    ChildManifest,
-    /// An image config.
-    Config,
-    /// A layer.
-    Layer,
-}
-
-impl fmt::Display for BlobRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Manifest => "manifest",
-            Self::ChildManifest => "platform manifest",
-            Self::Config => "config",
-            Self::Layer => "layer",
-        })
-    }
-}
+pub use hpn_oci::closure::BlobRole;
 
 /// One thing [`Store::verify`] found wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +70,10 @@ pub enum Problem {
         /// The file.
         path: PathBuf,
     },
+    /// An image whose parts do not agree: a config that cannot be read, or
+    /// whose DiffIDs do not match the manifest's layers; an index with none
+    /// of its manifests; indexes nested too deep.
+    Inconsistent(ClosureProblem),
 }
 
 impl fmt::Display for Problem {
@@ -108,6 +91,7 @@ impl fmt::Display for Problem {
             }
             Self::NotRegular { digest, reason } => write!(f, "blob {digest} is unusable: {reason}"),
             Self::StrayFile { path } => write!(f, "{} is not a blob (its name is not a sha256 digest)", path.display()),
+            Self::Inconsistent(problem) => problem.fmt(f),
         }
     }
 }
@@ -192,11 +176,8 @@ impl Store {
         }
         let entries = self.all_entries()?;
         report.refs_checked = entries.len();
-        let walk = self.walk(entries);
-        // A corrupt manifest is already reported once, as CorruptBlob.
-        report.problems.extend(walk.problems.into_iter().filter(
-            |problem| !matches!(problem, Problem::UnreadableManifest { digest, .. } if corrupt.contains(digest)),
-        ));
+        // A corrupt blob is reported once, as CorruptBlob, not again by every image that needs it.
+        report.problems.extend(self.walk(entries, KnownBlobs { corrupt, ..KnownBlobs::default() }).problems);
         Ok(report)
     }
 
@@ -211,7 +192,7 @@ impl Store {
     pub fn gc(&self) -> Result<GcReport, StoreError> {
         let _exclusive = self.lock_exclusively()?;
         let _index = self.lock_index()?;
-        let walk = self.walk(self.all_entries()?);
+        let walk = self.walk(self.all_entries()?, KnownBlobs::default());
         if let Some(Problem::UnreadableManifest { digest, reason, .. }) =
             walk.problems.into_iter().find(|problem| matches!(problem, Problem::UnreadableManifest { .. }))
         {
@@ -280,72 +261,40 @@ impl Store {
         Ok(files)
     }
 
-    pub(crate) fn walk(&self, roots: Vec<(Option<String>, Descriptor)>) -> Walk {
-        let mut walk = Walk { reachable: HashSet::new(), problems: Vec::new() };
-        let mut parsed = HashSet::new();
-        let mut stack: Vec<(String, Descriptor, BlobRole)> = roots
+    /// Every blob the entries reach, and what is wrong on the way: the same
+    /// closure check `hpn verify` makes of an archive ([`check_closure`]).
+    pub(crate) fn walk(&self, roots: Vec<(Option<String>, Descriptor)>, known: KnownBlobs) -> Walk {
+        let images: Vec<(String, Descriptor)> = roots
             .into_iter()
-            .map(|(name, descriptor)| {
-                (name.unwrap_or_else(|| descriptor.digest.to_string()), descriptor, BlobRole::Manifest)
-            })
+            .map(|(name, descriptor)| (name.unwrap_or_else(|| descriptor.digest.to_string()), descriptor))
             .collect();
-        stack.reverse();
-        while let Some((image, descriptor, role)) = stack.pop() {
-            walk.reachable.insert(descriptor.digest.clone());
-            let digest = descriptor.digest.clone();
-            match self.blob_size(&digest) {
-                Ok(Some(actual)) if actual != descriptor.size => {
-                    walk.problems.push(Problem::WrongSize {
-                        image: image.clone(),
-                        digest: digest.clone(),
-                        role,
-                        expected: descriptor.size,
-                        actual,
-                    });
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    // An index may list platforms that were not pulled, and a
-                    // layer with `urls` is non-distributable: neither is an error.
-                    let optional =
-                        role == BlobRole::ChildManifest || (role == BlobRole::Layer && !descriptor.urls.is_empty());
-                    if !optional {
-                        walk.problems.push(Problem::MissingBlob { image, digest, role });
-                    }
-                    continue;
-                }
-                Err(error) => {
-                    walk.problems.push(Problem::UnreadableManifest { image, digest, reason: error.to_string() });
-                    continue;
-                }
+        let closure = check_closure(&images, self, &known);
+        Walk { reachable: closure.reachable, problems: closure.problems.into_iter().map(Problem::from).collect() }
+    }
+}
+
+impl BlobHolder for Store {
+    fn held_size(&self, digest: &Digest) -> Result<Option<u64>, String> {
+        self.blob_size(digest).map_err(|error| error.to_string())
+    }
+
+    fn read_small(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, String> {
+        self.read_blob(digest, limit).map_err(|error| error.to_string())
+    }
+}
+
+impl From<ClosureProblem> for Problem {
+    fn from(problem: ClosureProblem) -> Self {
+        let ClosureProblem { image, role, digest, fault } = problem;
+        match fault {
+            ClosureFault::Missing => Self::MissingBlob { image, digest, role },
+            ClosureFault::WrongSize { expected, actual } => Self::WrongSize { image, digest, role, expected, actual },
+            // What gc must not guess past: a manifest whose references are unknown.
+            ClosureFault::Unreadable(reason) if matches!(role, BlobRole::Manifest | BlobRole::ChildManifest) => {
+                Self::UnreadableManifest { image, digest, reason }
             }
-            let is_manifest =
-                media_type::is_index(&descriptor.media_type) || media_type::is_image_manifest(&descriptor.media_type);
-            if !is_manifest || !parsed.insert(digest.clone()) {
-                continue;
-            }
-            let manifest = self
-                .read_blob(&digest, hpn_oci::limits::MANIFEST)
-                .map_err(|error| error.to_string())
-                .and_then(|bytes| {
-                    ParsedManifest::parse(&bytes, Some(&descriptor.media_type)).map_err(|error| error.to_string())
-                });
-            match manifest {
-                Ok((ParsedManifest::Index(index), _)) => {
-                    for child in index.manifests.into_iter().rev() {
-                        stack.push((image.clone(), child, BlobRole::ChildManifest));
-                    }
-                }
-                Ok((ParsedManifest::Image(manifest), _)) => {
-                    for layer in manifest.layers.into_iter().rev() {
-                        stack.push((image.clone(), layer, BlobRole::Layer));
-                    }
-                    stack.push((image, manifest.config, BlobRole::Config));
-                }
-                Err(reason) => walk.problems.push(Problem::UnreadableManifest { image, digest, reason }),
-            }
+            fault => Self::Inconsistent(ClosureProblem { image, role, digest, fault }),
         }
-        walk
     }
 }
 

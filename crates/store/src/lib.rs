@@ -73,6 +73,7 @@
 mod check;
 mod error;
 mod index;
+mod inventory;
 mod temp;
 mod usage;
 mod verified;
@@ -88,6 +89,7 @@ use hpn_oci::{Descriptor, Digest};
 
 pub use check::{BlobRole, GcReport, Problem, VerifyReport};
 pub use error::StoreError;
+pub use inventory::{Inventory, InventoryBlob, InventoryImage};
 pub use usage::ImageUsage;
 pub use verified::{BlobCheck, BlobDamage};
 pub use writer::BlobWriter;

@@ -32,7 +32,7 @@ impl Store {
         let reached: Vec<Vec<Digest>> = entries
             .iter()
             .map(|(name, descriptor)| {
-                let walk = self.walk(vec![(name.clone(), descriptor.clone())]);
+                let walk = self.walk(vec![(name.clone(), descriptor.clone())], Default::default());
                 walk.reachable.into_iter().collect()
             })
             .collect();

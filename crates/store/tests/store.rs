@@ -6,8 +6,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use hpn_fs::Durability;
+use hpn_oci::closure::ClosureFault;
 use hpn_oci::{Descriptor, Digest, annotation, media_type};
-use hpn_store::{BlobRole, Problem, Store, StoreError};
+use hpn_store::{BlobRole, Inventory, Problem, Store, StoreError};
 
 fn descriptor_of(media_type: &str, bytes: &[u8]) -> Descriptor {
     Descriptor::new(media_type, Digest::of(bytes), bytes.len() as u64)
@@ -800,5 +801,75 @@ fn usage_counts_shared_blobs_toward_each_image_but_not_as_unique() {
             ("example.com/b:1", total(&image), 0),
             ("example.com/c:1", total(&other), total(&other))
         ]
+    );
+}
+
+/// The closure check `hpn verify` makes of archives: a config whose DiffIDs
+/// do not match its manifest's layers is found in the store too.
+#[test]
+fn verify_checks_configs_against_their_layers_as_archive_verify_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = TestImage::new(b"one layer, two DiffIDs\n");
+    let config = String::from_utf8(image.config.clone()).unwrap();
+    let diff_id = config.split("\"diff_ids\":[").nth(1).unwrap().split(']').next().unwrap().to_owned();
+    let config = config.replace(&format!("[{diff_id}]"), &format!("[{diff_id},{diff_id}]")).into_bytes();
+    let config_descriptor = descriptor_of(media_type::OCI_CONFIG, &config);
+    let layer_descriptor = descriptor_of(media_type::OCI_LAYER_GZIP, &image.layer);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{}]}}"#,
+        media_type::OCI_MANIFEST,
+        serde_json::to_string(&config_descriptor).unwrap(),
+        serde_json::to_string(&layer_descriptor).unwrap()
+    );
+    let manifest_descriptor = descriptor_of(media_type::OCI_MANIFEST, manifest.as_bytes());
+    store.put_blob_bytes(&layer_descriptor, &image.layer).unwrap();
+    store.put_blob_bytes(&config_descriptor, &config).unwrap();
+    store.put_blob_bytes(&manifest_descriptor, manifest.as_bytes()).unwrap();
+    store.set_ref("example.com/odd:1", &manifest_descriptor).unwrap();
+
+    let report = store.verify().unwrap();
+    let [Problem::Inconsistent(problem)] = report.problems.as_slice() else { panic!("{:?}", report.problems) };
+    assert_eq!(problem.fault, ClosureFault::DiffIdCount { diff_ids: 2, layers: 1 });
+    assert_eq!((problem.role, &problem.digest), (BlobRole::Config, &config_descriptor.digest));
+    assert!(problem.to_string().contains("example.com/odd:1"), "{problem}");
+}
+
+#[test]
+fn an_inventory_lists_the_images_and_only_the_intact_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = TestImage::new(b"inventoried\n");
+    let manifest = image.store_into(&store, "example.com/app:1");
+    let inventory = store.inventory().unwrap();
+    assert_eq!(inventory.schema, Inventory::SCHEMA);
+    assert_eq!(inventory.images.len(), 1);
+    assert_eq!(
+        (inventory.images[0].name.as_str(), &inventory.images[0].digest),
+        ("example.com/app:1", &manifest.digest)
+    );
+    let listed: BTreeSet<(Digest, u64)> = inventory.blobs.iter().map(|blob| (blob.digest.clone(), blob.size)).collect();
+    let stored: BTreeSet<(Digest, u64)> = [&image.manifest, &image.config, &image.layer]
+        .into_iter()
+        .map(|bytes| (Digest::of(bytes), bytes.len() as u64))
+        .collect();
+    assert_eq!(listed, stored);
+    // Read back as written; the same content gives the same id.
+    assert_eq!(Inventory::parse(&inventory.to_json()).unwrap(), inventory);
+    assert!(Inventory::looks_like(&inventory.to_json()));
+    assert_eq!(store.inventory().unwrap().id, inventory.id);
+
+    // A damaged blob is not acknowledged: the next delivery carries it again.
+    let layer_path = store.blob_path(&Digest::of(&image.layer));
+    let mut layer = fs::read(&layer_path).unwrap();
+    layer[10] ^= 0xff;
+    fs::write(&layer_path, &layer).unwrap();
+    let damaged = store.inventory().unwrap();
+    assert!(damaged.blobs.iter().all(|blob| blob.digest != Digest::of(&image.layer)), "{damaged:?}");
+    assert_ne!(damaged.id, inventory.id);
+    assert!(
+        Inventory::parse(br#"{"schema":"hpn.inventory.v0","id":"","hpn_version":"","images":[],"blobs":[]}"#)
+            .unwrap_err()
+            .contains("hpn.inventory.v0")
     );
 }

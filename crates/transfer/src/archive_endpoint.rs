@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};
 use hpn_fs::Durability;
+use hpn_oci::media_type;
 use hpn_oci::media_type::{LayerCompression, layer_compression};
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference, Sha256Hasher};
 
+use crate::base::Base;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination};
 use crate::endpoints::WrittenArchive;
 use crate::error::TransferError;
@@ -32,6 +34,25 @@ struct Inner {
     images: Mutex<Vec<(usize, ArchiveImage)>>,
     /// zstd layer digest → digest of its uncompressed copy in the archive.
     uncompressed_copies: Mutex<HashMap<Digest, Digest>>,
+    /// For a differential bundle: what the far side holds already.
+    base: Option<Arc<Base>>,
+    /// Layers left to the base, with their sizes.
+    left_to_base: Mutex<HashMap<Digest, u64>>,
+    /// Images left out of manifest.json because they need base layers.
+    need_base: Mutex<Vec<String>>,
+}
+
+/// What a differential bundle left to its base ([`ArchiveDestination::left_to_base`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LeftToBase {
+    /// Layers the bundle does not carry.
+    pub blobs: usize,
+    /// Their bytes: what the bundle saved.
+    pub bytes: u64,
+    /// The images that need some of them (and so are not in manifest.json:
+    /// `docker load` of the bundle alone cannot load them).
+    pub images: Vec<String>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -39,6 +60,29 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
+    /// Whether the blob is a layer the base holds: then it is recorded in
+    /// the bill as expected at the far side and not written. Manifests and
+    /// configs (kilobytes) always go in, so that every reader can walk and
+    /// check the closure of each image the bundle names, and push it to a
+    /// registry that holds only the layers.
+    fn leave_to_base(&self, descriptor: &Descriptor) -> Result<bool, TransferError> {
+        let Some(blob) = self.base.as_ref().and_then(|base| base.blob(&descriptor.digest)) else { return Ok(false) };
+        let media_type = descriptor.media_type.as_str();
+        let metadata = media_type::is_index(media_type)
+            || media_type::is_image_manifest(media_type)
+            || media_type == media_type::OCI_CONFIG
+            || media_type == media_type::DOCKER_CONFIG;
+        if metadata {
+            return Ok(false);
+        }
+        self.with_writer(|writer| {
+            writer.add_base_blob(blob.clone());
+            Ok(())
+        })?;
+        lock(&self.left_to_base).insert(descriptor.digest.clone(), blob.size);
+        Ok(true)
+    }
+
     fn with_writer<T>(
         &self,
         work: impl FnOnce(&mut ArchiveWriter) -> Result<T, TransferError>,
@@ -71,30 +115,44 @@ impl ArchiveDestination {
     /// Starts the archive at `path` (under a temp name until [`Self::finish`]),
     /// compressed as a whole with `compression`.
     pub fn create(path: &Path, compression: ArchiveCompression, durability: Durability) -> Result<Self, TransferError> {
-        Ok(Self::around(path, ArchiveWriter::create(path, compression)?.with_durability(durability)))
+        Self::create_bundle(path, compression, durability, None, None)
     }
 
-    /// Starts a set of volumes of at most `volume_size` bytes each, named
-    /// after `path` ([`hpn_archive::volume_path`]), written by [`Self::finish_all`].
-    pub fn create_volumes(
+    /// [`Self::create`] for a bundle: cut into volumes of at most
+    /// `volume_size` bytes each when set, named after `path`
+    /// ([`hpn_archive::volume_path`]) and written by [`Self::finish_all`];
+    /// leaving out the layers `base` holds when set (a differential bundle):
+    /// each is listed in the bill of contents as expected at the far side,
+    /// and an image that needs one is left out of manifest.json.
+    pub fn create_bundle(
         path: &Path,
         compression: ArchiveCompression,
         durability: Durability,
-        volume_size: u64,
+        volume_size: Option<u64>,
+        base: Option<Arc<Base>>,
     ) -> Result<Self, TransferError> {
-        let writer = ArchiveWriter::create_volumes(path, compression, volume_size)?.with_durability(durability);
-        Ok(Self::around(path, writer))
-    }
-
-    fn around(path: &Path, writer: ArchiveWriter) -> Self {
-        Self {
+        let writer = match volume_size {
+            Some(volume_size) => ArchiveWriter::create_volumes(path, compression, volume_size)?,
+            None => ArchiveWriter::create(path, compression)?,
+        }
+        .with_durability(durability);
+        Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(Some(writer)),
                 images: Mutex::new(Vec::new()),
                 uncompressed_copies: Mutex::new(HashMap::new()),
+                base,
+                left_to_base: Mutex::new(HashMap::new()),
+                need_base: Mutex::new(Vec::new()),
             }),
-        }
+        })
+    }
+
+    /// What this archive left to its base so far.
+    pub fn left_to_base(&self) -> LeftToBase {
+        let left = lock(&self.inner.left_to_base);
+        LeftToBase { blobs: left.len(), bytes: left.values().sum(), images: lock(&self.inner.need_base).clone() }
     }
 
     /// Writes the archive's indexes in request order and moves the finished
@@ -104,7 +162,7 @@ impl ArchiveDestination {
     }
 
     /// [`Self::finish`], for an archive or a set of volumes
-    /// ([`Self::create_volumes`]): every file written, in order.
+    /// ([`Self::create_bundle`] with a volume size): every file written, in order.
     pub async fn finish_all(&self) -> Result<Vec<WrittenArchive>, TransferError> {
         let path = self.inner.path.clone();
         self.finish_with(move |writer| {
@@ -144,7 +202,9 @@ impl ArchiveDestination {
         let inner = Arc::clone(&self.inner);
         let descriptor = descriptor.clone();
         run_blocking(move || {
-            if inner.with_writer(|writer| Ok(writer.contains_blob(&descriptor.digest)))? {
+            if inner.with_writer(|writer| Ok(writer.contains_blob(&descriptor.digest)))?
+                || inner.leave_to_base(&descriptor)?
+            {
                 return Ok(());
             }
             if layer_compression(&descriptor.media_type) == Some(LayerCompression::Zstd) {
@@ -178,8 +238,12 @@ impl ImageDestination for ArchiveDestination {
         // On the blocking pool: a streamed blob holds the writer's lock while it
         // waits for chunks that an async worker feeds it, so an async worker
         // waiting here for that lock could leave no worker to feed it.
-        let (inner, digest) = (Arc::clone(&self.inner), descriptor.digest.clone());
-        let present = run_blocking(move || inner.with_writer(|writer| Ok(writer.contains_blob(&digest)))).await?;
+        let (inner, descriptor) = (Arc::clone(&self.inner), descriptor.clone());
+        let present = run_blocking(move || {
+            Ok(inner.with_writer(|writer| Ok(writer.contains_blob(&descriptor.digest)))?
+                || inner.leave_to_base(&descriptor)?)
+        })
+        .await?;
         Ok(if present { BlobReuse::Present } else { BlobReuse::Absent })
     }
 
@@ -243,11 +307,20 @@ impl ImageDestination for ArchiveDestination {
                 None => layers.push(layer.digest.clone()),
             }
         }
+        // docker load reads only this archive: an image it cannot load whole is not offered to it.
+        let needs_base = self
+            .inner
+            .base
+            .as_ref()
+            .is_some_and(|base| primary.parsed.layers.iter().any(|layer| base.blob(&layer.digest).is_some()));
+        if needs_base {
+            lock(&self.inner.need_base).push(image.destination.to_string());
+        }
         let archive_image = ArchiveImage {
             descriptor: image.top.descriptor(),
             name: image.destination.to_string(),
             tag: image.destination.tag().map(str::to_owned),
-            docker: Some(DockerImageEntry {
+            docker: (!needs_base).then(|| DockerImageEntry {
                 config: primary.parsed.config.digest.clone(),
                 repo_tags: image.destination.familiar_tagged().into_iter().collect(),
                 layers,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hpn_archive::ArchiveReader;
+use hpn_archive::{ArchiveReader, BaseBlob};
 use hpn_oci::{BlobStream, Descriptor, Digest, ImageConfig, ParsedManifest, RawManifest, Reference, limits};
 
 use crate::endpoint::{BlobContent, ImageSource, parse_manifest};
@@ -41,6 +41,9 @@ pub struct ArchiveSource {
     /// Set for a registry destination: plain-tar layers of synthesized
     /// manifests go out gzip-compressed.
     compressor: Option<Arc<LayerCompressor>>,
+    /// For a differential bundle: the layers its bill says are left to the
+    /// base, so that one the destination lacks is named as such.
+    base_blobs: Arc<HashMap<Digest, BaseBlob>>,
 }
 
 impl ArchiveSource {
@@ -101,7 +104,19 @@ impl ArchiveSource {
             }
             images.push(ArchivedImageNames { names, digest: image.manifest.digest.clone() });
         }
-        Self { reader: Arc::new(reader), by_name, images, diff_ids: Arc::new(diff_ids), compressor: None }
+        // An unreadable bill only loses the naming of base layers; `hpn verify` reports it.
+        let base_blobs = match reader.bill_of_contents() {
+            Some(Ok(bill)) => bill.base_blobs.into_iter().map(|blob| (blob.digest.clone(), blob)).collect(),
+            _ => HashMap::new(),
+        };
+        Self {
+            reader: Arc::new(reader),
+            by_name,
+            images,
+            diff_ids: Arc::new(diff_ids),
+            compressor: None,
+            base_blobs: Arc::new(base_blobs),
+        }
     }
 
     /// Images of a set of volumes that need volumes not given (see
@@ -284,12 +299,19 @@ impl ImageSource for ArchiveSource {
         let opened = tokio::task::spawn_blocking(move || reader.open_blob(&digest))
             .await
             .map_err(|join| TransferError::task_failed("archive read", join))??;
-        let blob = opened.ok_or_else(|| {
-            TransferError::Unsupported(format!(
+        let blob = opened.ok_or_else(|| match self.base_blobs.get(&descriptor.digest) {
+            Some(base) => TransferError::BaseBlobMissing {
+                image: image.to_string(),
+                digest: descriptor.digest.clone(),
+                archive: self.reader.path().to_owned(),
+                base_file: base.file.clone(),
+                base_set: base.set.clone(),
+            },
+            None => TransferError::Unsupported(format!(
                 "archive {} lacks blob {} of image {image}; the archive is incomplete",
                 self.reader.path().display(),
                 descriptor.digest
-            ))
+            )),
         })?;
         let check = match self.diff_ids.get(&descriptor.digest) {
             Some(expected) => {

@@ -138,6 +138,25 @@ pub enum TransferError {
         /// The store's directory.
         store: PathBuf,
     },
+    /// A differential bundle leaves a layer to its base, and the destination
+    /// does not hold it: the image is not recorded.
+    #[error(
+        "image {image} needs layer {digest}, which the differential bundle {} does not carry: it expects it from \
+         {base_file} (set {base_set}), and the destination does not hold it",
+        .archive.display()
+    )]
+    BaseBlobMissing {
+        /// The image, as named in the bundle.
+        image: String,
+        /// The layer.
+        digest: Digest,
+        /// The differential bundle.
+        archive: PathBuf,
+        /// The bundle or inventory that had the layer, as `--since` named it.
+        base_file: String,
+        /// Its set id (or inventory id).
+        base_set: String,
+    },
     /// An archive of several images, read without naming one.
     #[error("{} holds {count} images; name one as FILE:REF ({})", .archive.display(), .names.join(", "))]
     ImageNameRequired {

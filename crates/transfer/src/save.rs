@@ -16,7 +16,8 @@ use hpn_fs::Durability;
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
 use hpn_store::Store;
 
-use crate::archive_endpoint::ArchiveDestination;
+use crate::archive_endpoint::{ArchiveDestination, LeftToBase};
+use crate::base::Base;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::endpoints::WrittenArchive;
 use crate::engine::{CopyJob, Engine, EngineOptions, PullPolicy};
@@ -34,7 +35,7 @@ pub enum SaveOutput {
 }
 
 /// How [`save`] writes archives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ArchiveOptions {
     /// Compression of each archive as a whole.
@@ -43,12 +44,15 @@ pub struct ArchiveOptions {
     pub durability: Durability,
     /// Set to cut the one archive into volumes of at most this many bytes.
     pub volume_size: Option<u64>,
+    /// What the far side holds (`--since`): a differential bundle leaves
+    /// those layers out, and images the far side has under the same name.
+    pub base: Option<Arc<Base>>,
 }
 
 impl ArchiveOptions {
     /// Archives compressed with `compression`, written with `durability`.
     pub fn new(compression: ArchiveCompression, durability: Durability) -> Self {
-        Self { compression, durability, volume_size: None }
+        Self { compression, durability, volume_size: None, base: None }
     }
 
     /// These options, cutting the one archive into volumes of at most
@@ -56,6 +60,21 @@ impl ArchiveOptions {
     pub fn with_volume_size(self, volume_size: Option<u64>) -> Self {
         Self { volume_size, ..self }
     }
+
+    /// Differential archives over `base`.
+    pub fn with_base(self, base: Arc<Base>) -> Self {
+        Self { base: Some(base), ..self }
+    }
+}
+
+/// What a differential save left to its base.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Differential {
+    /// Layers, their bytes, and the images needing them, over every archive written.
+    pub left_to_base: LeftToBase,
+    /// Images the far side has already under the same name: not shipped.
+    pub unchanged: Vec<Reference>,
 }
 
 /// What [`save`] did.
@@ -66,6 +85,8 @@ pub struct SaveReport {
     pub results: Vec<Result<CopyOutcome, TransferError>>,
     /// The archives written, complete under their final names.
     pub archives: Vec<WrittenArchive>,
+    /// For a save with a base: what the archives leave to it.
+    pub differential: Option<Differential>,
 }
 
 /// Copies every job from `source` into `store` and exports it into the
@@ -87,7 +108,7 @@ pub async fn save<S: ImageSource>(
     let export_options = options.clone().with_pull(PullPolicy::Always);
     let (export, single) = match output {
         SaveOutput::OneArchive(path) => {
-            let archive = Arc::new(create_archive(&path, archive_options).await?);
+            let archive = Arc::new(create_archive(&path, &archive_options).await?);
             let exporter =
                 Engine::new(Arc::clone(&store_source), Arc::clone(&archive), export_options, Arc::new(NoReport));
             (Export::One { archive, exporter: Box::new(exporter) }, Some(path))
@@ -101,13 +122,16 @@ pub async fn save<S: ImageSource>(
         export,
         archive_options,
         written: Mutex::new(Vec::new()),
+        unchanged: Mutex::new(Vec::new()),
+        left_to_base: Mutex::new(LeftToBase::default()),
     });
     let results = Engine::new(Arc::new(source), Arc::clone(&destination), options, reporter).copy_all(jobs).await;
 
-    let mut written = std::mem::take(&mut *destination.written.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    let mut written = std::mem::take(&mut *lock(&destination.written));
     written.sort_by_key(|(index, _)| *index);
     let mut archives: Vec<WrittenArchive> = written.into_iter().map(|(_, archive)| archive).collect();
     if let (Export::One { archive, .. }, Some(path)) = (&destination.export, single) {
+        destination.tally_left_to_base(archive);
         if results.iter().any(Result::is_ok) {
             archives.extend(archive.finish_all().await?);
         } else {
@@ -115,17 +139,32 @@ pub async fn save<S: ImageSource>(
             tracing::info!(path = %path.display(), "no image could be saved; no archive written");
         }
     }
-    Ok(SaveReport { results, archives })
+    let differential = destination.archive_options.base.is_some().then(|| {
+        let mut unchanged = std::mem::take(&mut *lock(&destination.unchanged));
+        unchanged.sort_by_key(|(index, _)| *index);
+        Differential {
+            left_to_base: std::mem::take(&mut *lock(&destination.left_to_base)),
+            unchanged: unchanged.into_iter().map(|(_, name)| name).collect(),
+        }
+    });
+    Ok(SaveReport { results, archives, differential })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Starts an archive on the blocking pool: opening a FIFO waits for its reader.
-async fn create_archive(path: &Path, options: ArchiveOptions) -> Result<ArchiveDestination, TransferError> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || match options.volume_size {
-        Some(volume_size) => {
-            ArchiveDestination::create_volumes(&path, options.compression, options.durability, volume_size)
-        }
-        None => ArchiveDestination::create(&path, options.compression, options.durability),
+async fn create_archive(path: &Path, options: &ArchiveOptions) -> Result<ArchiveDestination, TransferError> {
+    let (path, options) = (path.to_owned(), options.clone());
+    tokio::task::spawn_blocking(move || {
+        ArchiveDestination::create_bundle(
+            &path,
+            options.compression,
+            options.durability,
+            options.volume_size,
+            options.base,
+        )
     })
     .await
     .map_err(|join| TransferError::task_failed("archive", join))?
@@ -151,12 +190,28 @@ struct SaveDestination {
     archive_options: ArchiveOptions,
     /// Per-image archives written so far, with their job index.
     written: Mutex<Vec<(usize, WrittenArchive)>>,
+    /// Images the base has under the same name, with their job index.
+    unchanged: Mutex<Vec<(usize, Reference)>>,
+    /// Summed over the archives written.
+    left_to_base: Mutex<LeftToBase>,
 }
 
 impl SaveDestination {
+    fn tally_left_to_base(&self, archive: &ArchiveDestination) {
+        let left = archive.left_to_base();
+        let mut total = lock(&self.left_to_base);
+        total.blobs += left.blobs;
+        total.bytes += left.bytes;
+        total.images.extend(left.images);
+    }
+
     /// Puts a blob the store now holds into the one archive, ahead of its
     /// image; a failure here (a full disk) fails the image with its cause.
     async fn add_early(&self, descriptor: &Descriptor) -> Result<(), TransferError> {
+        // What the base holds waits for the export, which knows whether its image ships at all.
+        if self.archive_options.base.as_ref().is_some_and(|base| base.blob(&descriptor.digest).is_some()) {
+            return Ok(());
+        }
         match &self.export {
             Export::One { archive, .. } => {
                 archive.add_local_blob(descriptor, self.blobs.blob_path(&descriptor.digest)).await
@@ -166,6 +221,13 @@ impl SaveDestination {
     }
 
     async fn export(&self, image: &CopiedImage) -> Result<(), TransferError> {
+        // The far side has this very image under this name: nothing of it to ship.
+        if let Some(base) = &self.archive_options.base
+            && base.has_image(&image.destination, &image.top.digest)
+        {
+            lock(&self.unchanged).push((image.job_index, image.destination.clone()));
+            return Ok(());
+        }
         let job = CopyJob {
             index: image.job_index,
             source: image.destination.clone(),
@@ -182,15 +244,14 @@ impl SaveDestination {
                         .await
                         .map_err(|error| TransferError::io(format!("creating directory {}", dir.display()), error))?;
                 }
-                let archive = Arc::new(create_archive(path, self.archive_options.with_volume_size(None)).await?);
+                let per_image = self.archive_options.clone().with_volume_size(None);
+                let archive = Arc::new(create_archive(path, &per_image).await?);
                 Engine::new(Arc::clone(&self.store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport))
                     .copy(&job)
                     .await?;
+                self.tally_left_to_base(&archive);
                 let size = archive.finish().await?;
-                self.written
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push((image.job_index, WrittenArchive { path: path.clone(), size }));
+                lock(&self.written).push((image.job_index, WrittenArchive { path: path.clone(), size }));
                 Ok(())
             }
         }

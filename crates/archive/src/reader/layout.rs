@@ -22,7 +22,7 @@ use super::index::{self, FileEntry, Index, Location, Lookup};
 use super::source::Storage;
 use super::{ArchivedImage, Blob, BlobReader, METADATA_LIMIT, read_verified, read_whole};
 use crate::error::ArchiveError;
-use crate::format::{self, ManifestItem, Repositories};
+use crate::format::{self, BillOfContents, ManifestItem, Repositories};
 
 /// hpn-oci has no constant for it: registries never serve it, only archives hold such layers.
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
@@ -48,8 +48,24 @@ pub(crate) fn read_contents(archive: &Path, storage: &Storage, index: &Index) ->
             reason: "it has neither index.json (an OCI layout) nor manifest.json (a docker save archive)".to_owned(),
         });
     }
-    let mut builder = Builder { archive, storage, index, blobs: HashMap::new(), hashed: HashMap::new() };
+    let mut builder = Builder {
+        archive,
+        storage,
+        index,
+        blobs: HashMap::new(),
+        hashed: HashMap::new(),
+        expected_elsewhere: HashSet::new(),
+    };
     builder.register_oci_blobs()?;
+    let bill = match index.lookup(format::BILL_OF_CONTENTS) {
+        Lookup::Found(entry) => Some(builder.read_entry(&entry.clone())?),
+        Lookup::Missing => None,
+        Lookup::Unusable(reason) => return Err(builder.bad_entry(format::BILL_OF_CONTENTS, reason)),
+    };
+    // A bill that does not parse names no base: `verify` reports it, and the layers count as missing.
+    if let Some(Ok(bill)) = bill.as_deref().map(serde_json::from_slice::<BillOfContents>) {
+        builder.expected_elsewhere = bill.base_blobs.into_iter().map(|blob| blob.digest).collect();
+    }
     let mut found = Vec::new();
     if has_oci_index {
         builder.read_oci_index(&mut found)?;
@@ -58,11 +74,6 @@ pub(crate) fn read_contents(archive: &Path, storage: &Storage, index: &Index) ->
         let tops = builder.read_docker_manifest(&mut found)?;
         builder.read_repositories(&mut found, &tops)?;
     }
-    let bill = match index.lookup(format::BILL_OF_CONTENTS) {
-        Lookup::Found(entry) => Some(builder.read_entry(&entry.clone())?),
-        Lookup::Missing => None,
-        Lookup::Unusable(reason) => return Err(builder.bad_entry(format::BILL_OF_CONTENTS, reason)),
-    };
     let mut parts = HashMap::new();
     for name in index.names().filter(|name| name.starts_with(format::PARTS_DIR)) {
         match index.lookup(name) {
@@ -138,6 +149,8 @@ struct Builder<'a> {
     blobs: HashMap<Digest, Blob>,
     /// Digests of files hashed at open, so a file listed many times is hashed once.
     hashed: HashMap<Location, Digest>,
+    /// Layers a differential bundle's bill says it leaves to its base.
+    expected_elsewhere: HashSet<Digest>,
 }
 
 impl Builder<'_> {
@@ -226,8 +239,9 @@ impl Builder<'_> {
             ParsedManifest::Image(manifest) => {
                 self.require_blob(&manifest.config.digest, || format!("the config of manifest {digest}"))?;
                 for layer in &manifest.layers {
-                    // Foreign (non-distributable) layers live at their URLs, not in archives.
-                    if layer.urls.is_empty() {
+                    // Foreign (non-distributable) layers live at their URLs, not in archives;
+                    // a differential bundle's base layers at the far side.
+                    if layer.urls.is_empty() && !self.expected_elsewhere.contains(&layer.digest) {
                         self.require_blob(&layer.digest, || format!("a layer of manifest {digest}"))?;
                     }
                 }

@@ -214,6 +214,17 @@ impl ArchiveReader {
         }
     }
 
+    /// Every blob the archive carries as a file (or, for a set of volumes,
+    /// in parts across them), with its size, in no particular order
+    /// (synthesized manifests, which are only in memory, are left out): what
+    /// a bundle without a bill of contents holds.
+    pub fn stored_blobs(&self) -> impl Iterator<Item = (&Digest, u64)> {
+        self.blobs.iter().filter_map(|(digest, blob)| match blob {
+            Blob::Memory(_) => None,
+            Blob::Entry(_) | Blob::Spans(_) => Some((digest, blob.size())),
+        })
+    }
+
     /// The size of a blob, if the archive has it.
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
         self.blobs.get(digest).map(Blob::size)

@@ -3,17 +3,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use hpn_oci::media_type::{LayerCompression, layer_compression};
-use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Sha256Hasher};
+use hpn_oci::closure::{BlobHolder, ClosureFault, ClosureProblem, KnownBlobs, check_closure};
+use hpn_oci::{Descriptor, Digest, Sha256Hasher};
 use rayon::prelude::*;
 
 use super::layout::{HASH_BUFFER, hash_entry};
-use super::{ArchiveReader, Blob, METADATA_LIMIT};
+use super::{ArchiveReader, Blob};
 use crate::error::ArchiveError;
 use crate::format::{BILL_OF_CONTENTS, BillOfContents};
-
-/// Index nesting followed; deeper ones are reported, not followed.
-const MAX_INDEX_DEPTH: usize = 4;
 
 /// What [`ArchiveReader::verify`] found.
 #[derive(Debug, Clone, Default)]
@@ -28,6 +25,9 @@ pub struct Verification {
     /// Platforms an index lists that the archive does not hold (a save of
     /// some platforms only): not a fault, said so the reader knows.
     pub platforms_absent: usize,
+    /// Layers a differential bundle leaves to its base (its bill's
+    /// `base_blobs`): expected elsewhere, so not missing.
+    pub expected_elsewhere: usize,
     /// Everything that does not hold, each naming where.
     pub problems: Vec<Problem>,
 }
@@ -85,26 +85,39 @@ impl ArchiveReader {
         let corrupt: HashSet<Digest> = hashed.iter().filter_map(|problem| problem.digest.clone()).collect();
         verification.problems = hashed;
 
+        let bill = self.bill_of_contents();
+        let base: HashSet<Digest> = match &bill {
+            Some(Ok(bill)) => bill.base_blobs.iter().map(|blob| blob.digest.clone()).collect(),
+            _ => HashSet::new(),
+        };
+        verification.expected_elsewhere = base.len();
         match &self.set {
             // The volumes were checked against their bill as they were joined.
             Some(set) => verification.problems.extend(set.problems.iter().cloned()),
             None => {
-                if let Some(bill) = self.bill_of_contents() {
+                if let Some(bill) = bill {
                     self.check_bill(bill, &mut verification);
                 }
             }
         }
-        let mut checked = HashSet::new();
-        for image in &self.images {
-            let label =
-                image.names.first().cloned().unwrap_or_else(|| format!("unnamed image {}", image.manifest.digest));
-            let descriptor = Descriptor::new(
-                &image.manifest.media_type,
-                image.manifest.digest.clone(),
-                image.manifest.bytes.len() as u64,
-            );
-            self.check_manifest(&label, &descriptor, 0, &corrupt, &mut checked, &mut verification);
-        }
+        let images: Vec<(String, Descriptor)> = self
+            .images
+            .iter()
+            .map(|image| {
+                let label =
+                    image.names.first().cloned().unwrap_or_else(|| format!("unnamed image {}", image.manifest.digest));
+                let descriptor = Descriptor::new(
+                    &image.manifest.media_type,
+                    image.manifest.digest.clone(),
+                    image.manifest.bytes.len() as u64,
+                );
+                (label, descriptor)
+            })
+            .collect();
+        // Corrupt blobs were reported by the re-hash, once; not again by every image that needs them.
+        let closure = check_closure(&images, self, &KnownBlobs { corrupt, elsewhere: base });
+        verification.platforms_absent = closure.platforms_absent;
+        verification.problems.extend(closure.problems.into_iter().map(closure_problem));
         verification
     }
 
@@ -168,84 +181,23 @@ impl ArchiveReader {
             }
         }
     }
+}
 
-    /// Checks one manifest or index and what it points to, once per digest.
-    fn check_manifest(
-        &self,
-        image: &str,
-        descriptor: &Descriptor,
-        depth: usize,
-        corrupt: &HashSet<Digest>,
-        checked: &mut HashSet<Digest>,
-        verification: &mut Verification,
-    ) {
-        if !checked.insert(descriptor.digest.clone()) || corrupt.contains(&descriptor.digest) {
-            return;
-        }
-        let mut problem = |what: &str, digest: &Digest, reason: String| {
-            verification.problems.push(Problem {
-                place: format!("{image}: {what}"),
-                digest: Some(digest.clone()),
-                reason,
-            });
-        };
-        let bytes = match self.read_blob(&descriptor.digest, METADATA_LIMIT) {
-            Ok(bytes) => bytes,
-            Err(error) => return problem("manifest", &descriptor.digest, error.to_string()),
-        };
-        match ParsedManifest::parse(&bytes, Some(&descriptor.media_type)) {
-            Err(error) => problem("manifest", &descriptor.digest, format!("does not parse: {error}")),
-            Ok((ParsedManifest::Index(_), _)) if depth >= MAX_INDEX_DEPTH => {
-                problem("index", &descriptor.digest, format!("nested more than {MAX_INDEX_DEPTH} deep"))
-            }
-            Ok((ParsedManifest::Index(index), _)) => {
-                let present: Vec<&Descriptor> =
-                    index.manifests.iter().filter(|child| self.contains_blob(&child.digest)).collect();
-                if present.is_empty() {
-                    return problem("index", &descriptor.digest, "the archive holds none of its manifests".into());
-                }
-                verification.platforms_absent += index.manifests.len() - present.len();
-                for child in present {
-                    self.check_manifest(image, child, depth + 1, corrupt, checked, verification);
-                }
-            }
-            Ok((ParsedManifest::Image(manifest), _)) => {
-                let config = match self.read_blob(&manifest.config.digest, METADATA_LIMIT) {
-                    Ok(config) => config,
-                    Err(_) if corrupt.contains(&manifest.config.digest) => return,
-                    Err(error) => return problem("config", &manifest.config.digest, error.to_string()),
-                };
-                let diff_ids = match ImageConfig::parse(&config) {
-                    Ok(config) => config.rootfs.diff_ids,
-                    Err(error) => {
-                        return problem("config", &manifest.config.digest, format!("does not parse: {error}"));
-                    }
-                };
-                if diff_ids.len() != manifest.layers.len() {
-                    problem(
-                        "config",
-                        &manifest.config.digest,
-                        format!("lists {} DiffIDs for {} layers", diff_ids.len(), manifest.layers.len()),
-                    );
-                }
-                for (layer, diff_id) in
-                    manifest.layers.iter().zip(diff_ids.iter().map(Some).chain(std::iter::repeat(None)))
-                {
-                    match self.blob_size(&layer.digest) {
-                        None => problem("layer", &layer.digest, "is missing from the archive".into()),
-                        Some(size) if size != layer.size => problem(
-                            "layer",
-                            &layer.digest,
-                            format!("is {size} bytes, but the manifest says {}", layer.size),
-                        ),
-                        Some(_) => {}
-                    }
-                    let uncompressed = layer_compression(&layer.media_type) == Some(LayerCompression::None);
-                    if let Some(diff_id) = diff_id.filter(|diff_id| uncompressed && **diff_id != layer.digest) {
-                        problem("layer", &layer.digest, format!("is uncompressed, but its DiffID is {diff_id}"));
-                    }
-                }
-            }
-        }
+impl BlobHolder for ArchiveReader {
+    fn held_size(&self, digest: &Digest) -> Result<Option<u64>, String> {
+        Ok(self.blob_size(digest))
     }
+
+    fn read_small(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, String> {
+        self.read_blob(digest, limit).map_err(|error| error.to_string())
+    }
+}
+
+/// A closure problem as `hpn verify` names it: the image and the part of it.
+fn closure_problem(problem: ClosureProblem) -> Problem {
+    let reason = match &problem.fault {
+        ClosureFault::Missing => "is missing from the archive".to_owned(),
+        fault => fault.to_string(),
+    };
+    Problem { place: format!("{}: {}", problem.image, problem.role), digest: Some(problem.digest), reason }
 }

@@ -84,7 +84,7 @@ impl ArchiveReader {
                 out.push(Ok(reader));
                 continue;
             }
-            if BillOfContents::set_id(&bill.images, &bill.blobs) != bill.set
+            if BillOfContents::set_id(&bill.images, &bill.blobs, &bill.base_blobs) != bill.set
                 || bill.volume == 0
                 || bill.volume > bill.volumes
             {

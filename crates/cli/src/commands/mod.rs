@@ -261,6 +261,7 @@ fn summary(
         destinations: Vec::new(),
         served_from: Vec::new(),
         stdout_is_output: false,
+        differential: None,
     }
 }
 

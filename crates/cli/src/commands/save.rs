@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use hpn_archive::ArchiveCompression;
 use hpn_oci::Platform;
 
-use hpn_transfer::{ArchiveOptions, CopyJob, Engine, PlatformChoice, SaveMode, SaveOutput};
+use hpn_transfer::{ArchiveOptions, Base, CopyJob, Engine, PlatformChoice, SaveMode, SaveOutput};
 
 use super::{
     engine_options, mode, open_store, platform_choice, pull_policy, registry_source, reporter, served_from,
@@ -122,13 +122,17 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         };
         return Ok(summary);
     }
+    let mut archive_options = ArchiveOptions::new(compression, settings.durability).with_volume_size(args.split);
+    if !args.since.is_empty() {
+        archive_options = archive_options.with_base(read_base(args.since).await?);
+    }
     let source = registry_source(settings)?;
     let report = hpn_transfer::save(
         source.clone(),
         open_store(settings)?,
         &jobs,
         output,
-        ArchiveOptions::new(compression, settings.durability).with_volume_size(args.split),
+        archive_options,
         options,
         reporter(settings),
     )
@@ -138,7 +142,20 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
     summary.archives = report.archives.into_iter().map(|archive| (archive.path, archive.size)).collect();
     summary.served_from = served_from(&source, &summary);
     summary.stdout_is_output = stdout_is_output;
+    summary.differential = report.differential;
     Ok(summary)
+}
+
+/// The `--since` files, read before anything is fetched: a base that cannot
+/// be read would make a bundle that ships the wrong things.
+async fn read_base(files: Vec<std::path::PathBuf>) -> Result<Arc<Base>, Failure> {
+    tokio::task::spawn_blocking(move || Base::read(&files))
+        .await
+        .map_err(|join| Failure::new(ExitStatus::General, anyhow::anyhow!("reading --since failed: {join}")))?
+        .map(Arc::new)
+        .map_err(|error| {
+            Failure::new(ExitStatus::of(&error), anyhow::anyhow!("--since: {}", crate::exit::describe(&error)))
+        })
 }
 
 /// Whether `path` names this process's stdout: `-`, or a path that opens the

@@ -1,4 +1,6 @@
 use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
 
 use anyhow::anyhow;
 use hpn_oci::{Digest, Reference};
@@ -11,7 +13,7 @@ use crate::args::StoreCommand;
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
 
-/// `hpn store ls | rm | verify | gc`: file I/O and hashing, so on the
+/// `hpn store ls | rm | verify | gc | inventory`: file I/O and hashing, so on the
 /// blocking pool. The store must exist: looking at a mistyped `--store`
 /// must not create one there.
 pub async fn run(command: StoreCommand, settings: &Settings) -> Result<ExitStatus, Failure> {
@@ -32,6 +34,7 @@ pub async fn run(command: StoreCommand, settings: &Settings) -> Result<ExitStatu
             StoreCommand::Rm { refs } => remove(&store, &refs, quiet, json),
             StoreCommand::Verify => verify(&store, quiet, json),
             StoreCommand::Gc => collect_garbage(&store, quiet, json),
+            StoreCommand::Inventory { output } => inventory(&store, output.as_deref(), quiet, json),
         }
     })
     .await
@@ -215,4 +218,54 @@ fn collect_garbage(store: &Store, quiet: bool, json: bool) -> Result<ExitStatus,
         );
     }
     Ok(ExitStatus::Ok)
+}
+
+/// The inventory to a file (temp beside it, then rename: a file carried off
+/// the site is whole or absent) or, without one, to stdout, where then
+/// nothing else is printed.
+fn inventory(store: &Store, output: Option<&Path>, quiet: bool, json: bool) -> Result<ExitStatus, Failure> {
+    let inventory = store.inventory().map_err(filesystem)?;
+    let bytes = inventory.to_json();
+    let Some(path) = output.filter(|path| *path != Path::new("-")) else {
+        if json {
+            return Err(Failure::new(
+                ExitStatus::BadArguments,
+                anyhow!("the inventory goes to stdout, where --json would print too; name a file with -o"),
+            ));
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&bytes).and_then(|()| stdout.write_all(b"\n")).and_then(|()| stdout.flush()).map_err(
+            |error| Failure::new(ExitStatus::Filesystem, anyhow!("writing the inventory to stdout: {error}")),
+        )?;
+        return Ok(ExitStatus::Ok);
+    };
+    write_replacing(path, &bytes).map_err(|error| {
+        Failure::new(ExitStatus::Filesystem, anyhow!("writing the inventory to {}: {error}", path.display()))
+    })?;
+    let bytes_held: u64 = inventory.blobs.iter().map(|blob| blob.size).sum();
+    if json {
+        crate::print_line(serde_json::json!({"store": store.root().display().to_string(), "inventory": inventory.id,
+            "file": path.display().to_string(), "images": inventory.images.len(), "blobs": inventory.blobs.len(),
+            "bytes": bytes_held}));
+    } else if !quiet {
+        out!(
+            "store {}: inventory {} ({} image(s), {} blob(s), {}) written to {}",
+            store.root().display(),
+            inventory.id,
+            inventory.images.len(),
+            inventory.blobs.len(),
+            HumanBytes(bytes_held),
+            path.display()
+        );
+    }
+    Ok(ExitStatus::Ok)
+}
+
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|error| error.error)?;
+    Ok(())
 }

@@ -70,8 +70,12 @@ fn report(file: &Path, result: Result<&Verification, &str>, quiet: bool, json: b
                     0 => String::new(),
                     absent => format!(" ({absent} platform(s) an index lists were not saved)"),
                 };
+                let elsewhere = match verification.expected_elsewhere {
+                    0 => String::new(),
+                    count => format!(" (differential: {count} layer(s) expected from its base, not carried)"),
+                };
                 out!(
-                    "{archive}: {} image(s), {} blob(s), {} verified{absent}; {}",
+                    "{archive}: {} image(s), {} blob(s), {} verified{absent}{elsewhere}; {}",
                     verification.images,
                     verification.blobs,
                     HumanBytes(verification.bytes),
@@ -91,7 +95,8 @@ fn report(file: &Path, result: Result<&Verification, &str>, quiet: bool, json: b
                 .collect();
             serde_json::json!({"archive": archive, "ok": verification.is_ok(), "images": verification.images,
                                "blobs": verification.blobs, "bytes": verification.bytes,
-                               "platforms_absent": verification.platforms_absent, "problems": problems})
+                               "platforms_absent": verification.platforms_absent,
+                               "expected_elsewhere": verification.expected_elsewhere, "problems": problems})
         }
         Err(error) => serde_json::json!({"archive": archive, "ok": false, "error": error}),
     }
