@@ -55,12 +55,11 @@ struct StoredAttachment {
 }
 
 impl StoredAttachment {
-    fn of(usage: ImageUsage) -> Result<Self, ImageUsage> {
-        let parsed = usage.name.rsplit_once(':').and_then(|(repository, tag)| Some((repository, parse_tag(tag)?)));
-        match parsed {
-            Some((repository, (subject, kind))) => Ok(Self { repository: repository.to_owned(), subject, kind, usage }),
-            None => Err(usage),
-        }
+    /// The ref `usage` as an attachment's, if its tag is one (`sha256-<hex>[.sig|.att|.sbom]`).
+    fn of(usage: &ImageUsage) -> Option<Self> {
+        let (repository, tag) = usage.name.rsplit_once(':')?;
+        let (subject, kind) = parse_tag(tag)?;
+        Some(Self { repository: repository.to_owned(), subject, kind, usage: usage.clone() })
     }
 
     fn kind(&self) -> &'static str {
@@ -76,9 +75,9 @@ fn list(store: &Store, json: bool) -> Result<ExitStatus, Failure> {
     let mut images = Vec::new();
     let mut attachments = Vec::new();
     for usage in store.usage().map_err(filesystem)? {
-        match StoredAttachment::of(usage) {
-            Ok(attachment) => attachments.push(attachment),
-            Err(image) => images.push((image, Vec::new())),
+        match StoredAttachment::of(&usage) {
+            Some(attachment) => attachments.push(attachment),
+            None => images.push((usage, Vec::new())),
         }
     }
     let repository_of =
