@@ -333,6 +333,10 @@ pub struct VerifyArgs {
     /// Archives to check (docker save, hpn save, skopeo, OCI; `-` reads one from stdin)
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
+    /// Also check each bill of contents' signature with this P-256 public key (PEM); a missing or
+    /// wrong signature fails
+    #[arg(long, value_name = "PUB.pem")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -412,6 +416,10 @@ pub struct SaveArgs {
     /// (K, M, G: powers of 1024); an image that fits in one volume lies whole in one, which loads alone
     #[arg(long, value_name = "SIZE", requires = "output", value_parser = parse_volume_size)]
     pub split: Option<u64>,
+    /// Sign each bill of contents with this ECDSA P-256 private key (unencrypted PEM, PKCS#8 or
+    /// SEC1); the signature goes beside it, as hpn-contents.json.sig
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign_key: Option<PathBuf>,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
     /// Print what would be copied (source → destination, blobs new and already there, bytes) and

@@ -71,22 +71,12 @@ impl ArchiveDestination {
     /// Starts the archive at `path` (under a temp name until [`Self::finish`]),
     /// compressed as a whole with `compression`.
     pub fn create(path: &Path, compression: ArchiveCompression, durability: Durability) -> Result<Self, TransferError> {
-        Ok(Self::around(path, ArchiveWriter::create(path, compression)?.with_durability(durability)))
+        Ok(Self::from_writer(path, ArchiveWriter::create(path, compression)?.with_durability(durability)))
     }
 
-    /// Starts a set of volumes of at most `volume_size` bytes each, named
-    /// after `path` ([`hpn_archive::volume_path`]), written by [`Self::finish_all`].
-    pub fn create_volumes(
-        path: &Path,
-        compression: ArchiveCompression,
-        durability: Durability,
-        volume_size: u64,
-    ) -> Result<Self, TransferError> {
-        let writer = ArchiveWriter::create_volumes(path, compression, volume_size)?.with_durability(durability);
-        Ok(Self::around(path, writer))
-    }
-
-    fn around(path: &Path, writer: ArchiveWriter) -> Self {
+    /// The archive (or set of volumes, [`ArchiveWriter::create_volumes`],
+    /// finished by [`Self::finish_all`]) `writer` has started at `path`.
+    pub fn from_writer(path: &Path, writer: ArchiveWriter) -> Self {
         Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use hpn_archive::ArchiveCompression;
+use hpn_archive::{ArchiveCompression, ArchiveWriter, BillSigner};
 use hpn_fs::Durability;
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
 use hpn_store::Store;
@@ -34,7 +34,7 @@ pub enum SaveOutput {
 }
 
 /// How [`save`] writes archives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ArchiveOptions {
     /// Compression of each archive as a whole.
@@ -43,12 +43,19 @@ pub struct ArchiveOptions {
     pub durability: Durability,
     /// Set to cut the one archive into volumes of at most this many bytes.
     pub volume_size: Option<u64>,
+    /// Signs each archive's (each volume's) bill of contents.
+    pub signer: Option<BillSigner>,
 }
 
 impl ArchiveOptions {
     /// Archives compressed with `compression`, written with `durability`.
     pub fn new(compression: ArchiveCompression, durability: Durability) -> Self {
-        Self { compression, durability, volume_size: None }
+        Self { compression, durability, volume_size: None, signer: None }
+    }
+
+    /// These options, signing every bill of contents with `signer`.
+    pub fn with_bill_signer(self, signer: Option<BillSigner>) -> Self {
+        Self { signer, ..self }
     }
 
     /// These options, cutting the one archive into volumes of at most
@@ -87,7 +94,7 @@ pub async fn save<S: ImageSource>(
     let export_options = options.clone().with_pull(PullPolicy::Always);
     let (export, single) = match output {
         SaveOutput::OneArchive(path) => {
-            let archive = Arc::new(create_archive(&path, archive_options).await?);
+            let archive = Arc::new(create_archive(&path, archive_options.clone()).await?);
             let exporter =
                 Engine::new(Arc::clone(&store_source), Arc::clone(&archive), export_options, Arc::new(NoReport));
             (Export::One { archive, exporter: Box::new(exporter) }, Some(path))
@@ -121,11 +128,13 @@ pub async fn save<S: ImageSource>(
 /// Starts an archive on the blocking pool: opening a FIFO waits for its reader.
 async fn create_archive(path: &Path, options: ArchiveOptions) -> Result<ArchiveDestination, TransferError> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || match options.volume_size {
-        Some(volume_size) => {
-            ArchiveDestination::create_volumes(&path, options.compression, options.durability, volume_size)
-        }
-        None => ArchiveDestination::create(&path, options.compression, options.durability),
+    tokio::task::spawn_blocking(move || {
+        let writer = match options.volume_size {
+            Some(volume_size) => ArchiveWriter::create_volumes(&path, options.compression, volume_size),
+            None => ArchiveWriter::create(&path, options.compression),
+        }?;
+        let writer = writer.with_durability(options.durability).with_bill_signer(options.signer);
+        Ok(ArchiveDestination::from_writer(&path, writer))
     })
     .await
     .map_err(|join| TransferError::task_failed("archive", join))?
@@ -182,7 +191,8 @@ impl SaveDestination {
                         .await
                         .map_err(|error| TransferError::io(format!("creating directory {}", dir.display()), error))?;
                 }
-                let archive = Arc::new(create_archive(path, self.archive_options.with_volume_size(None)).await?);
+                let archive =
+                    Arc::new(create_archive(path, self.archive_options.clone().with_volume_size(None)).await?);
                 Engine::new(Arc::clone(&self.store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport))
                     .copy(&job)
                     .await?;

@@ -3,7 +3,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::ValueEnum;
-use hpn_archive::ArchiveCompression;
+use hpn_archive::{ArchiveCompression, BillSigner};
 use hpn_oci::Platform;
 
 use hpn_transfer::{ArchiveOptions, CopyJob, Engine, PlatformChoice, SaveMode, SaveOutput};
@@ -120,13 +120,14 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         };
         return Ok(summary);
     }
+    let signer = args.sign_key.as_deref().map(read_key(BillSigner::from_pem)).transpose()?;
     let source = registry_source(settings)?;
     let report = hpn_transfer::save(
         source.clone(),
         open_store(settings)?,
         &jobs,
         output,
-        ArchiveOptions::new(compression, settings.durability).with_volume_size(args.split),
+        ArchiveOptions::new(compression, settings.durability).with_volume_size(args.split).with_bill_signer(signer),
         options,
         reporter(settings),
     )
@@ -137,6 +138,17 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
     summary.served_from = served_from(&source, &summary);
     summary.stdout_is_output = stdout_is_output;
     Ok(summary)
+}
+
+/// Reads a PEM key file with `parse`; a key that cannot be used is a bad argument, named.
+pub fn read_key<K>(parse: fn(&str) -> Result<K, String>) -> impl Fn(&Path) -> Result<K, Failure> {
+    move |path| {
+        let bad = |reason: String| {
+            Failure::new(ExitStatus::BadArguments, anyhow::anyhow!("cannot use key {}: {reason}", path.display()))
+        };
+        let text = std::fs::read_to_string(path).map_err(|error| bad(error.to_string()))?;
+        parse(&text).map_err(bad)
+    }
 }
 
 /// Whether `path` names this process's stdout: `-`, or a path that opens the
