@@ -52,6 +52,7 @@
 mod error;
 mod format;
 mod reader;
+mod signing;
 mod tar_format;
 mod volumes;
 mod writer;
@@ -59,5 +60,6 @@ mod writer;
 pub use error::ArchiveError;
 pub use format::{BILL_OF_CONTENTS, BaseBlob, BillBlob, BillImage, BillOfContents, BillPart};
 pub use reader::{ArchiveReader, ArchivedImage, BlobReader, IncompleteImage, METADATA_LIMIT, Problem, Verification};
+pub use signing::{BILL_SIGNATURE, BillSigner, BillVerifier};
 pub use volumes::volume_path;
 pub use writer::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};

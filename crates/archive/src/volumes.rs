@@ -25,11 +25,14 @@ use hpn_oci::{Digest, ParsedManifest, Sha256Hasher};
 use crate::error::ArchiveError;
 use crate::format::{self, BaseBlob, BillBlob, BillImage, BillOfContents, BillPart};
 use crate::reader::METADATA_LIMIT;
+use crate::signing::BillSigner;
 use crate::tar_format::{self, BLOCK, Kind};
 use crate::writer::{self, ArchiveCompression, ArchiveImage, ArchiveWriter};
 
 /// Index nesting followed to find an image's blobs (the reader refuses deeper).
 const MAX_INDEX_DEPTH: usize = 4;
+/// The longest DER encoding of a P-256 ECDSA signature.
+const MAX_SIGNATURE_LEN: u64 = 72;
 /// Re-plans with a larger reserve for the lists of contents before giving up.
 const MAX_PLAN_ROUNDS: usize = 32;
 
@@ -117,18 +120,24 @@ pub(crate) struct WrittenSet<'a> {
 impl WrittenSet<'_> {
     /// Plans the volumes and writes them. On an error, the volumes already
     /// written are removed: a set is only useful whole.
-    pub fn write_volumes(&self, split: Split, durability: Durability) -> Result<Vec<(PathBuf, u64)>, ArchiveError> {
+    pub fn write_volumes(
+        &self,
+        split: Split,
+        durability: Durability,
+        signer: Option<&BillSigner>,
+    ) -> Result<Vec<(PathBuf, u64)>, ArchiveError> {
         let mut order: Vec<usize> = (0..self.images.len()).collect();
         order.sort_by(|a, b| self.images[*a].name.cmp(&self.images[*b].name));
         let closures =
             order.iter().map(|position| self.closure(&self.images[*position])).collect::<Result<Vec<_>, _>>()?;
         let budget = split.volume_size.saturating_sub(compression_slack(split.compression, split.volume_size));
-        let (volumes, bills) = self.plan(&order, &closures, budget, split.volume_size)?;
+        let signature_cost = signer.map_or(0, |_| entry_cost(crate::BILL_SIGNATURE, MAX_SIGNATURE_LEN));
+        let (volumes, bills) = self.plan(&order, &closures, budget - budget.min(signature_cost), split.volume_size)?;
         let count = volumes.len() as u32;
         let mut written: Vec<(PathBuf, u64)> = Vec::new();
         let result = volumes.iter().zip(bills).enumerate().try_for_each(|(position, (volume, bill))| {
             let path = volume_path(self.path, position as u32 + 1, count);
-            let size = self.write_volume(&path, volume, bill, split.compression, durability)?;
+            let size = self.write_volume(&path, volume, bill, split.compression, durability, signer)?;
             written.push((path.clone(), size));
             if size > split.volume_size {
                 return Err(ArchiveError::VolumeTooLarge { path, size, limit: split.volume_size });
@@ -405,8 +414,10 @@ impl WrittenSet<'_> {
         bill: Vec<u8>,
         compression: ArchiveCompression,
         durability: Durability,
+        signer: Option<&BillSigner>,
     ) -> Result<u64, ArchiveError> {
-        let mut writer = ArchiveWriter::create(path, compression)?.with_durability(durability);
+        let mut writer =
+            ArchiveWriter::create(path, compression)?.with_durability(durability).with_bill_signer(signer.cloned());
         for digest in &volume.blobs {
             writer.add_blob_from_range(digest, self.tar, self.offsets[digest], self.blobs[digest])?;
         }

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::error::ArchiveError;
 use crate::format::{self, BaseBlob, BillBlob, BillImage, BillOfContents, ManifestItem, Repositories};
+use crate::signing::BillSigner;
 use crate::tar_format::{self, Kind, ZEROS};
 
 /// Fewer syscalls for the many small header and JSON writes, and a good
@@ -224,6 +225,8 @@ pub struct ArchiveWriter {
     /// The bill of contents of a volume of a set, written instead of this
     /// archive's own.
     volume_bill: Option<Vec<u8>>,
+    /// Signs the bill, the signature written beside it.
+    signer: Option<BillSigner>,
 }
 
 impl fmt::Debug for ArchiveWriter {
@@ -401,6 +404,7 @@ impl ArchiveWriter {
             split: None,
             offsets: BTreeMap::new(),
             volume_bill: None,
+            signer: None,
         };
         writer.write_entry(format::OCI_LAYOUT, format::OCI_LAYOUT_CONTENT)?;
         Ok(writer)
@@ -434,6 +438,13 @@ impl ArchiveWriter {
     /// disk before it renames it into place; [`Durability::Buffered`] unless set.
     pub fn with_durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Signs the bill of contents with `signer` ([`crate::BILL_SIGNATURE`]
+    /// beside it; in every volume of a set, each volume's own bill).
+    pub fn with_bill_signer(mut self, signer: Option<BillSigner>) -> Self {
+        self.signer = signer;
         self
     }
 
@@ -632,6 +643,10 @@ impl ArchiveWriter {
             None => self.bill_of_contents(),
         };
         self.write_entry(format::BILL_OF_CONTENTS, &bill)?;
+        if let Some(signer) = &self.signer {
+            let signature = signer.sign(&bill);
+            self.write_entry(crate::BILL_SIGNATURE, &signature)?;
+        }
         let index = index_json(&self.images);
         self.write_entry(format::INDEX_JSON, &index)?;
         let (manifest, repositories) = docker_json(&self.images);
@@ -693,7 +708,7 @@ impl ArchiveWriter {
             images: &self.images,
             base_blobs: &self.base_blobs,
         };
-        set.write_volumes(split, self.durability)
+        set.write_volumes(split, self.durability, self.signer.as_ref())
     }
 
     fn copy_hashed(

@@ -335,6 +335,10 @@ pub struct VerifyArgs {
     /// Archives to check (docker save, hpn save, skopeo, OCI; `-` reads one from stdin)
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
+    /// Also check each bill of contents' signature with this P-256 public key (PEM); a missing or
+    /// wrong signature fails
+    #[arg(long, value_name = "PUB.pem")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -449,6 +453,10 @@ pub struct SaveArgs {
     /// `hpn store inventory` files say the far side holds (repeatable; needs -o)
     #[arg(long, value_name = "PREVIOUS", requires = "output")]
     pub since: Vec<PathBuf>,
+    /// Sign each bill of contents with this ECDSA P-256 private key (unencrypted PEM, PKCS#8 or
+    /// SEC1); the signature goes beside it, as hpn-contents.json.sig
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign_key: Option<PathBuf>,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
     #[command(flatten)]

@@ -115,28 +115,16 @@ impl ArchiveDestination {
     /// Starts the archive at `path` (under a temp name until [`Self::finish`]),
     /// compressed as a whole with `compression`.
     pub fn create(path: &Path, compression: ArchiveCompression, durability: Durability) -> Result<Self, TransferError> {
-        Self::create_bundle(path, compression, durability, None, None)
+        Ok(Self::from_writer(path, ArchiveWriter::create(path, compression)?.with_durability(durability), None))
     }
 
-    /// [`Self::create`] for a bundle: cut into volumes of at most
-    /// `volume_size` bytes each when set, named after `path`
-    /// ([`hpn_archive::volume_path`]) and written by [`Self::finish_all`];
-    /// leaving out the layers `base` holds when set (a differential bundle):
-    /// each is listed in the bill of contents as expected at the far side,
+    /// The archive (or set of volumes, [`ArchiveWriter::create_volumes`],
+    /// finished by [`Self::finish_all`]) `writer` has started at `path`;
+    /// with a `base`, a differential bundle: the layers `base` holds are left
+    /// out, each listed in the bill of contents as expected at the far side,
     /// and an image that needs one is left out of manifest.json.
-    pub fn create_bundle(
-        path: &Path,
-        compression: ArchiveCompression,
-        durability: Durability,
-        volume_size: Option<u64>,
-        base: Option<Arc<Base>>,
-    ) -> Result<Self, TransferError> {
-        let writer = match volume_size {
-            Some(volume_size) => ArchiveWriter::create_volumes(path, compression, volume_size)?,
-            None => ArchiveWriter::create(path, compression)?,
-        }
-        .with_durability(durability);
-        Ok(Self {
+    pub fn from_writer(path: &Path, writer: ArchiveWriter, base: Option<Arc<Base>>) -> Self {
+        Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(Some(writer)),
@@ -146,7 +134,7 @@ impl ArchiveDestination {
                 left_to_base: Mutex::new(HashMap::new()),
                 need_base: Mutex::new(Vec::new()),
             }),
-        })
+        }
     }
 
     /// What this archive left to its base so far.
@@ -162,7 +150,7 @@ impl ArchiveDestination {
     }
 
     /// [`Self::finish`], for an archive or a set of volumes
-    /// ([`Self::create_bundle`] with a volume size): every file written, in order.
+    /// ([`ArchiveWriter::create_volumes`]): every file written, in order.
     pub async fn finish_all(&self) -> Result<Vec<WrittenArchive>, TransferError> {
         let path = self.inner.path.clone();
         self.finish_with(move |writer| {

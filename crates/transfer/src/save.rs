@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use hpn_archive::ArchiveCompression;
+use hpn_archive::{ArchiveCompression, ArchiveWriter, BillSigner};
 use hpn_fs::Durability;
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
 use hpn_store::Store;
@@ -47,12 +47,19 @@ pub struct ArchiveOptions {
     /// What the far side holds (`--since`): a differential bundle leaves
     /// those layers out, and images the far side has under the same name.
     pub base: Option<Arc<Base>>,
+    /// Signs each archive's (each volume's) bill of contents.
+    pub signer: Option<BillSigner>,
 }
 
 impl ArchiveOptions {
     /// Archives compressed with `compression`, written with `durability`.
     pub fn new(compression: ArchiveCompression, durability: Durability) -> Self {
-        Self { compression, durability, volume_size: None, base: None }
+        Self { compression, durability, volume_size: None, base: None, signer: None }
+    }
+
+    /// These options, signing every bill of contents with `signer`.
+    pub fn with_bill_signer(self, signer: Option<BillSigner>) -> Self {
+        Self { signer, ..self }
     }
 
     /// These options, cutting the one archive into volumes of at most
@@ -158,13 +165,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn create_archive(path: &Path, options: &ArchiveOptions) -> Result<ArchiveDestination, TransferError> {
     let (path, options) = (path.to_owned(), options.clone());
     tokio::task::spawn_blocking(move || {
-        ArchiveDestination::create_bundle(
-            &path,
-            options.compression,
-            options.durability,
-            options.volume_size,
-            options.base,
-        )
+        let writer = match options.volume_size {
+            Some(volume_size) => ArchiveWriter::create_volumes(&path, options.compression, volume_size),
+            None => ArchiveWriter::create(&path, options.compression),
+        }?;
+        let writer = writer.with_durability(options.durability).with_bill_signer(options.signer);
+        Ok(ArchiveDestination::from_writer(&path, writer, options.base))
     })
     .await
     .map_err(|join| TransferError::task_failed("archive", join))?

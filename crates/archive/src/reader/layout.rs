@@ -35,6 +35,8 @@ pub(crate) struct Contents {
     pub blobs: HashMap<Digest, Blob>,
     /// The bill of contents, as stored, when the archive has one.
     pub bill: Option<Vec<u8>>,
+    /// The bill's signature, as stored, when the archive has one.
+    pub bill_signature: Option<Vec<u8>>,
     /// Parts of blobs cut across volumes (`hpn-parts/…`), by entry name.
     pub parts: HashMap<String, FileEntry>,
 }
@@ -74,6 +76,18 @@ pub(crate) fn read_contents(archive: &Path, storage: &Storage, index: &Index) ->
         let tops = builder.read_docker_manifest(&mut found)?;
         builder.read_repositories(&mut found, &tops)?;
     }
+    let bill = match index.lookup(format::BILL_OF_CONTENTS) {
+        Lookup::Found(entry) => Some(builder.read_entry(&entry.clone())?),
+        Lookup::Missing => None,
+        Lookup::Unusable(reason) => return Err(builder.bad_entry(format::BILL_OF_CONTENTS, reason)),
+    };
+    let bill_signature = match index.lookup(crate::BILL_SIGNATURE) {
+        Lookup::Found(entry) if entry.size <= METADATA_LIMIT => Some(builder.read_entry(&entry.clone())?),
+        Lookup::Found(_) | Lookup::Unusable(_) => {
+            return Err(builder.bad_entry(crate::BILL_SIGNATURE, "it is not a small regular file".to_owned()));
+        }
+        Lookup::Missing => None,
+    };
     let mut parts = HashMap::new();
     for name in index.names().filter(|name| name.starts_with(format::PARTS_DIR)) {
         match index.lookup(name) {
@@ -84,7 +98,13 @@ pub(crate) fn read_contents(archive: &Path, storage: &Storage, index: &Index) ->
             Lookup::Unusable(reason) => return Err(builder.bad_entry(name, reason)),
         }
     }
-    Ok(Contents { images: found.into_iter().map(|found| found.image).collect(), blobs: builder.blobs, bill, parts })
+    Ok(Contents {
+        images: found.into_iter().map(|found| found.image).collect(),
+        blobs: builder.blobs,
+        bill,
+        bill_signature,
+        parts,
+    })
 }
 
 /// The manifests of indexes already checked, by everything the check depends on (digest,

@@ -56,6 +56,8 @@ pub struct ArchiveReader {
     images: Vec<ArchivedImage>,
     /// The bill of contents as stored, when there is one.
     bill: Option<Vec<u8>>,
+    /// The bill's signature as stored, when there is one.
+    bill_signature: Option<Vec<u8>>,
     /// Parts of blobs cut across volumes, by entry name.
     parts: HashMap<String, FileEntry>,
     /// Set when this reader joins the volumes of a set.
@@ -168,6 +170,7 @@ impl ArchiveReader {
             blobs: contents.blobs,
             images: contents.images,
             bill: contents.bill,
+            bill_signature: contents.bill_signature,
             parts: contents.parts,
             set: None,
         })
@@ -199,6 +202,19 @@ impl ArchiveReader {
                 reason: error.to_string(),
             })
         })
+    }
+
+    /// Checks the signature beside the bill of contents
+    /// ([`crate::BILL_SIGNATURE`]) with `key`: an archive without a bill or
+    /// without a signature fails too, saying which.
+    pub fn check_bill_signature(&self, key: &crate::BillVerifier) -> Result<(), String> {
+        let Some(bill) = &self.bill else {
+            return Err(format!("has no bill of contents ({}) to check", crate::BILL_OF_CONTENTS));
+        };
+        let Some(signature) = &self.bill_signature else {
+            return Err(format!("its bill of contents is not signed (no {})", crate::BILL_SIGNATURE));
+        };
+        key.verify(bill, signature)
     }
 
     /// A blob's bytes as a stream over the archive entry; `None` if the

@@ -295,6 +295,7 @@ fn join(bill: BillOfContents, volumes: BTreeMap<u32, ArchiveReader>) -> Result<A
         blobs,
         images,
         bill: bill_bytes,
+        bill_signature: first.bill_signature.clone(),
         parts: HashMap::new(),
         set: Some(Box::new(JoinedSet { incomplete, problems })),
     })

@@ -3,7 +3,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clap::ValueEnum;
-use hpn_archive::ArchiveCompression;
+use hpn_archive::{ArchiveCompression, BillSigner};
 use hpn_oci::Platform;
 
 use hpn_transfer::{ArchiveOptions, Base, CopyJob, Engine, PlatformChoice, SaveMode, SaveOutput};
@@ -122,7 +122,9 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         };
         return Ok(summary);
     }
-    let mut archive_options = ArchiveOptions::new(compression, settings.durability).with_volume_size(args.split);
+    let signer = args.sign_key.as_deref().map(read_key(BillSigner::from_pem)).transpose()?;
+    let mut archive_options =
+        ArchiveOptions::new(compression, settings.durability).with_volume_size(args.split).with_bill_signer(signer);
     if !args.since.is_empty() {
         archive_options = archive_options.with_base(read_base(args.since).await?);
     }
@@ -156,6 +158,17 @@ async fn read_base(files: Vec<std::path::PathBuf>) -> Result<Arc<Base>, Failure>
         .map_err(|error| {
             Failure::new(ExitStatus::of(&error), anyhow::anyhow!("--since: {}", crate::exit::describe(&error)))
         })
+}
+
+/// Reads a PEM key file with `parse`; a key that cannot be used is a bad argument, named.
+pub fn read_key<K>(parse: fn(&str) -> Result<K, String>) -> impl Fn(&Path) -> Result<K, Failure> {
+    move |path| {
+        let bad = |reason: String| {
+            Failure::new(ExitStatus::BadArguments, anyhow::anyhow!("cannot use key {}: {reason}", path.display()))
+        };
+        let text = std::fs::read_to_string(path).map_err(|error| bad(error.to_string()))?;
+        parse(&text).map_err(bad)
+    }
 }
 
 /// Whether `path` names this process's stdout: `-`, or a path that opens the

@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
-use hpn_archive::{ArchiveError, ArchiveReader, Verification};
+use hpn_archive::{ArchiveError, ArchiveReader, BILL_SIGNATURE, BillVerifier, Verification};
 use indicatif::HumanBytes;
 
 use crate::args::VerifyArgs;
@@ -13,12 +13,13 @@ use crate::exit::{ExitStatus, Failure};
 /// damaged, as `hpn store verify`.
 pub async fn run(args: VerifyArgs, settings: &Settings) -> Result<ExitStatus, Failure> {
     let (quiet, json) = (settings.quiet, settings.json);
-    tokio::task::spawn_blocking(move || verify_all(&args.files, quiet, json))
+    let key = args.key.as_deref().map(super::save::read_key(BillVerifier::from_pem)).transpose()?;
+    tokio::task::spawn_blocking(move || verify_all(&args.files, key.as_ref(), quiet, json))
         .await
         .map_err(|join| Failure::new(ExitStatus::General, anyhow!("verify task failed: {join}")))
 }
 
-fn verify_all(files: &[PathBuf], quiet: bool, json: bool) -> ExitStatus {
+fn verify_all(files: &[PathBuf], key: Option<&BillVerifier>, quiet: bool, json: bool) -> ExitStatus {
     let mut statuses = Vec::with_capacity(files.len());
     let mut reports = Vec::with_capacity(files.len());
     let failed = |label: &Path, error: ArchiveError, statuses: &mut Vec<ExitStatus>| {
@@ -32,7 +33,16 @@ fn verify_all(files: &[PathBuf], quiet: bool, json: bool) -> ExitStatus {
     let mut readers = Vec::with_capacity(files.len());
     for file in files {
         match if file.as_os_str() == "-" { ArchiveReader::open_stdin() } else { ArchiveReader::open(file) } {
-            Ok(reader) => readers.push(reader),
+            Ok(reader) => {
+                // Each volume's own bill is signed: checked before the set is joined.
+                if let Some(Err(reason)) = key.map(|key| reader.check_bill_signature(key)) {
+                    eprintln!("hpn: verify {}: {}: {reason}", file.display(), BILL_SIGNATURE);
+                    statuses.push(ExitStatus::Filesystem);
+                    reports.push(serde_json::json!({"archive": file.display().to_string(), "ok": false,
+                                                     "error": format!("{BILL_SIGNATURE}: {reason}")}));
+                }
+                readers.push(reader);
+            }
             Err(error) => reports.push(failed(file, error, &mut statuses)),
         }
     }
