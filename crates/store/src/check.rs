@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use hpn_oci::closure::{BlobHolder, ClosureFault, ClosureProblem, KnownBlobs, check_closure};
 use hpn_oci::{Descriptor, Digest};
+use rayon::prelude::*;
 
 use crate::error::StoreError;
 use crate::verified::hash_open_file;
@@ -131,6 +132,24 @@ pub struct GcReport {
     pub temp_files_removed: usize,
 }
 
+/// What [`Store::verify`] found of one blob file.
+enum BlobVerdict {
+    /// Removed while verify ran.
+    Gone,
+    /// It hashes to its name.
+    Intact {
+        /// Its size.
+        bytes: u64,
+    },
+    /// It does not, or is no regular file.
+    Damaged {
+        /// Its size, when it was hashed.
+        hashed_bytes: Option<u64>,
+        problem: Problem,
+        digest: Digest,
+    },
+}
+
 /// Everything reachable from index.json, and what was wrong on the way.
 pub(crate) struct Walk {
     pub(crate) reachable: HashSet<Digest>,
@@ -145,33 +164,31 @@ impl Store {
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport::default();
         let mut corrupt = HashSet::new();
+        let mut blobs = Vec::new();
         for (name, digest) in self.list_blob_files()? {
-            let Some(digest) = digest else {
-                report.problems.push(Problem::StrayFile { path: self.blobs_dir.join(&name) });
-                continue;
-            };
-            let path = self.blobs_dir.join(&name);
-            let file = match self.blobs_dir.open_regular(&name) {
-                Ok(file) => file,
-                // Removed meanwhile (a gc elsewhere).
-                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-                Err(error) if hpn_fs::dir::is_not_regular(&error) => {
-                    self.verified.forget(&digest);
-                    corrupt.insert(digest.clone());
-                    report.problems.push(Problem::NotRegular { digest, reason: error.to_string() });
-                    continue;
+            match digest {
+                Some(digest) => blobs.push((name, digest)),
+                None => report.problems.push(Problem::StrayFile { path: self.blobs_dir.join(&name) }),
+            }
+        }
+        // Hashing is the cost: on rayon's pool, one blob per core, as `hpn verify` hashes an archive.
+        let verdicts: Vec<Result<BlobVerdict, StoreError>> =
+            blobs.into_par_iter().map(|(name, digest)| self.reverify_blob(&name, digest)).collect();
+        for verdict in verdicts {
+            match verdict? {
+                BlobVerdict::Gone => {}
+                BlobVerdict::Intact { bytes } => {
+                    report.blobs_checked += 1;
+                    report.bytes_checked += bytes;
                 }
-                Err(error) => return Err(StoreError::io("open blob", path, error)),
-            };
-            let actual = hash_open_file(&file).map_err(|error| StoreError::io("read blob", &path, error))?;
-            report.blobs_checked += 1;
-            report.bytes_checked += file.metadata().map_or(0, |metadata| metadata.len());
-            if actual == digest {
-                self.verified.record(&digest, &file);
-            } else {
-                self.verified.forget(&digest);
-                corrupt.insert(digest.clone());
-                report.problems.push(Problem::CorruptBlob { digest, actual });
+                BlobVerdict::Damaged { hashed_bytes, problem, digest } => {
+                    if let Some(bytes) = hashed_bytes {
+                        report.blobs_checked += 1;
+                        report.bytes_checked += bytes;
+                    }
+                    corrupt.insert(digest);
+                    report.problems.push(problem);
+                }
             }
         }
         let entries = self.all_entries()?;
@@ -179,6 +196,32 @@ impl Store {
         // A corrupt blob is reported once, as CorruptBlob, not again by every image that needs it.
         report.problems.extend(self.walk(entries, KnownBlobs { corrupt, ..KnownBlobs::default() }).problems);
         Ok(report)
+    }
+
+    /// Re-hashes one blob whatever its verified-stat record says, and renews
+    /// or drops the record.
+    fn reverify_blob(&self, name: &str, digest: Digest) -> Result<BlobVerdict, StoreError> {
+        let path = self.blobs_dir.join(name);
+        let file = match self.blobs_dir.open_regular(name) {
+            Ok(file) => file,
+            // Removed meanwhile (a gc elsewhere).
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(BlobVerdict::Gone),
+            Err(error) if hpn_fs::dir::is_not_regular(&error) => {
+                self.verified.forget(&digest);
+                let problem = Problem::NotRegular { digest: digest.clone(), reason: error.to_string() };
+                return Ok(BlobVerdict::Damaged { hashed_bytes: None, problem, digest });
+            }
+            Err(error) => return Err(StoreError::io("open blob", path, error)),
+        };
+        let actual = hash_open_file(&file).map_err(|error| StoreError::io("read blob", &path, error))?;
+        let bytes = file.metadata().map_or(0, |metadata| metadata.len());
+        if actual == digest {
+            self.verified.record(&digest, &file);
+            return Ok(BlobVerdict::Intact { bytes });
+        }
+        self.verified.forget(&digest);
+        let problem = Problem::CorruptBlob { digest: digest.clone(), actual };
+        Ok(BlobVerdict::Damaged { hashed_bytes: Some(bytes), problem, digest })
     }
 
     /// Removes every blob no index.json entry reaches. Needs the store to

@@ -47,7 +47,12 @@
 //! writer.commit().unwrap();
 //!
 //! // A small one in one call, read back verified.
-//! let config_bytes = br#"{"os":"linux","architecture":"amd64","rootfs":{"type":"layers","diff_ids":[]}}"#;
+//! // (The layer is a plain tar, so its DiffID is its own digest.)
+//! let config_bytes = format!(
+//!     r#"{{"os":"linux","architecture":"amd64","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+//!     layer.digest
+//! );
+//! let config_bytes = config_bytes.as_bytes();
 //! let config = Descriptor::new(media_type::OCI_CONFIG, Digest::of(config_bytes), config_bytes.len() as u64);
 //! store.put_blob_bytes(&config, config_bytes).unwrap();
 //! let manifest = format!(
