@@ -112,7 +112,16 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         Some(hpn) => fs::canonicalize(&hpn).with_context(|| format!("the hpn to measure, {}", hpn.display()))?,
         None => {
             step("building hpn (cargo build --release --bin hpn)");
-            status(cargo().args(["build", "--release", "--bin", "hpn"]))?;
+            let mut build = cargo();
+            // `cargo xtask` runs under `cargo run`, which sets xtask's own CARGO_PKG_* and
+            // CARGO_MANIFEST_* variables; build scripts that watch them (ring's) would rebuild
+            // what a plain `cargo build --release` already built.
+            for (key, _) in std::env::vars_os() {
+                if key.to_str().is_some_and(|k| k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_")) {
+                    build.env_remove(key);
+                }
+            }
+            status(build.args(["build", "--release", "--bin", "hpn"]))?;
             target_dir().join("release").join("hpn")
         }
     };
