@@ -872,4 +872,43 @@ fn an_inventory_lists_the_images_and_only_the_intact_blobs() {
             .unwrap_err()
             .contains("hpn.inventory.v0")
     );
+
+#[test]
+fn update_ref_rewrites_what_a_name_points_at_under_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let append = |store: &Store, item: &str| {
+        store
+            .update_ref("r/app:sha256-x", 1024, |current| {
+                let mut list: Vec<String> =
+                    current.map(|bytes| serde_json::from_slice(&bytes).unwrap()).unwrap_or_default();
+                if list.iter().any(|listed| listed == item) {
+                    return None;
+                }
+                list.push(item.to_owned());
+                let bytes = serde_json::to_vec(&list).unwrap();
+                Some((descriptor_of(media_type::OCI_INDEX, &bytes), bytes))
+            })
+            .unwrap();
+    };
+    // Updates from many threads all land: each reads what the last one wrote.
+    std::thread::scope(|scope| {
+        for item in ["a", "b", "c", "d"] {
+            let store = Arc::clone(&store);
+            scope.spawn(move || append(&store, item));
+        }
+    });
+    let read = |store: &Store| {
+        let descriptor = store.resolve_ref("r/app:sha256-x").unwrap().unwrap();
+        let mut list: Vec<String> =
+            serde_json::from_slice(&store.read_blob(&descriptor.digest, 1024).unwrap()).unwrap();
+        list.sort();
+        (descriptor, list)
+    };
+    let (before, list) = read(&store);
+    assert_eq!(list, ["a", "b", "c", "d"]);
+    // `None` changes nothing.
+    append(&store, "a");
+    assert_eq!(read(&store).0, before);
+    assert_eq!(store.refs().unwrap().len(), 1);
 }
