@@ -106,7 +106,7 @@ impl Serving {
         if let Some(profile) = &self.profile {
             let _ = writeln!(
                 md,
-                "Where hpn serve's CPU goes while it answers the parallel curls (`perf record -F 999 -g -p`): {}.\n",
+                "Where hpn serve's CPU goes while it answers the parallel curls (hpn serve run under `perf record -F 999 -g`; the kernel's sendfile work is counted too): {}.\n",
                 profile_summary(profile)
             );
             let _ = writeln!(md, "| self | where |\n|---:|---|");
