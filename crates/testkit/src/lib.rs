@@ -57,6 +57,10 @@ pub const PEERS: &[(&str, &str)] = &[
     ("podman", "podman"),
     // Not a peer itself: it makes the key and certificate of a token-auth registry (TokenSigner).
     ("openssl", "openssl"),
+    // A client of `hpn serve` in the tests, and the raw-fetch and PUT floors of the bench gate.
+    ("curl", "curl"),
+    // The bench gate's peak RSS and CPU time of each job.
+    ("/usr/bin/time", "time"),
 ];
 
 /// The Debian packages the tests and the demo need: `.ci/packages`, which `.ci/run` installs.
