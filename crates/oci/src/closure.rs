@@ -219,6 +219,8 @@ pub fn check_closure(images: &[(String, Descriptor)], holder: &impl BlobHolder, 
 
 /// The config's DiffIDs against the manifest's layers. A config that is
 /// missing, corrupt or the wrong size is reported when the walk reaches it.
+/// An artifact's config (an SBOM's or attestation's: the OCI empty
+/// descriptor, or a type of its own) is no image config and lists no DiffIDs.
 fn check_diff_ids(
     image: &str,
     config: &Descriptor,
@@ -227,7 +229,8 @@ fn check_diff_ids(
     known: &KnownBlobs,
     problems: &mut Vec<ClosureProblem>,
 ) {
-    if known.corrupt.contains(&config.digest)
+    if !matches!(config.media_type.as_str(), media_type::OCI_CONFIG | media_type::DOCKER_CONFIG)
+        || known.corrupt.contains(&config.digest)
         || !matches!(holder.held_size(&config.digest), Ok(Some(size)) if size == config.size)
     {
         return;
