@@ -872,6 +872,7 @@ fn an_inventory_lists_the_images_and_only_the_intact_blobs() {
             .unwrap_err()
             .contains("hpn.inventory.v0")
     );
+}
 
 #[test]
 fn update_ref_rewrites_what_a_name_points_at_under_the_lock() {
