@@ -645,7 +645,18 @@ pub(crate) fn hash_entry(
     entry: &FileEntry,
     buffer: &mut [u8],
 ) -> Result<Digest, ArchiveError> {
-    let mut reader = BlobReader::open(archive, storage, &Blob::Entry(entry.clone()))?;
+    hash_stored_blob(archive, storage, &Blob::Entry(entry.clone()), buffer)
+}
+
+/// The sha256 of a blob read through its [`BlobReader`] (an entry where it
+/// lies, or the parts of a blob across volumes, each part checked on the way).
+pub(crate) fn hash_stored_blob(
+    archive: &Path,
+    storage: &Storage,
+    blob: &Blob,
+    buffer: &mut [u8],
+) -> Result<Digest, ArchiveError> {
+    let mut reader = BlobReader::open(archive, storage, blob)?;
     let mut hasher = Sha256Hasher::new();
     loop {
         match std::io::Read::read(&mut reader, buffer) {

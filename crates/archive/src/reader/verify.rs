@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use hpn_oci::closure::{BlobHolder, ClosureFault, ClosureProblem, KnownBlobs, check_closure};
-use hpn_oci::{Descriptor, Digest, Sha256Hasher};
+use hpn_oci::{Descriptor, Digest};
 use rayon::prelude::*;
 
-use super::layout::{HASH_BUFFER, hash_entry};
+use super::layout::{HASH_BUFFER, hash_stored_blob};
 use super::{ArchiveReader, Blob};
 use crate::error::ArchiveError;
 use crate::format::{BILL_OF_CONTENTS, BillOfContents};
@@ -125,20 +125,8 @@ impl ArchiveReader {
     /// volumes through its reader (which checks each part's own digest too).
     fn hash_blob(&self, blob: &Blob, buffer: &mut [u8]) -> Result<Digest, ArchiveError> {
         match blob {
-            Blob::Entry(entry) => hash_entry(&self.path, &self.storage, entry, buffer),
             Blob::Memory(bytes) => Ok(Digest::of(bytes)),
-            Blob::Spans(_) => {
-                let mut reader = super::BlobReader::open(&self.path, &self.storage, blob)?;
-                let mut hasher = Sha256Hasher::new();
-                loop {
-                    match std::io::Read::read(&mut reader, buffer) {
-                        Ok(0) => return Ok(hasher.finish()),
-                        Ok(read) => hasher.update(&buffer[..read]),
-                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(error) => return Err(reader.error(error)),
-                    }
-                }
-            }
+            Blob::Entry(_) | Blob::Spans(_) => hash_stored_blob(&self.path, &self.storage, blob, buffer),
         }
     }
 
