@@ -27,6 +27,7 @@ use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, Ima
 use crate::engine::{CopyJob, Engine, EngineOptions};
 use crate::error::TransferError;
 use crate::mirrors::Mirrors;
+use crate::mutex::lock;
 use crate::registry_endpoint::{RegistryDestination, RegistrySource};
 use crate::report::{CopyOutcome, Reporter};
 use crate::store_endpoint::{StoreDestination, StoreSource};
@@ -182,7 +183,7 @@ impl EndpointContext {
 
     /// The store, opened on first use and shared after.
     pub fn store(&self) -> Result<Arc<Store>, TransferError> {
-        let mut opened = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut opened = lock(&self.store);
         if let Some(store) = &*opened {
             return Ok(Arc::clone(store));
         }

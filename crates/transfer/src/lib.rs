@@ -56,6 +56,7 @@ mod hashing;
 mod inspect;
 mod layer_compression;
 mod mirrors;
+mod mutex;
 mod naming;
 mod registry_endpoint;
 mod report;
