@@ -72,3 +72,20 @@ fn mirrors_serve_reads_in_order_and_the_origin_comes_last() {
     run.assert_ok();
     assert!(run.json()["images"][0]["source_location"].as_str().is_some_and(|at| at.starts_with(mirror.addr())));
 }
+
+#[test]
+fn a_mirror_that_cannot_be_reached_is_tried_once_per_run_not_once_per_image() {
+    let Seeded { registry: origin, fixtures, .. } = seeded_registry_with(&["app-a", "app-b", "base"]);
+    // A port nothing listens on: connections are refused.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let work = Workspace::new();
+    let mirror = format!("{}=127.0.0.1:{}", origin.addr(), dead.port());
+    let mut args = vec!["--json", "-j", "1", "--retries", "1", "--mirror", mirror.as_str(), "pull"];
+    args.extend(["app-a", "app-b", "base"].map(|name| fixtures.image(name).reference.as_str()));
+    let run = work.hpn(&args);
+    run.assert_ok();
+    assert_eq!(run.json()["ok"], 3, "{}", run.stdout);
+    let warnings: Vec<&str> = run.stderr.lines().filter(|line| line.contains("mirror")).collect();
+    assert_eq!(warnings.len(), 1, "the dead mirror was tried more than once: {warnings:#?}");
+    assert!(warnings[0].contains("not tried again in this run"), "{warnings:#?}");
+}

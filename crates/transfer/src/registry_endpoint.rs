@@ -12,6 +12,10 @@ use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, Ima
 use crate::error::TransferError;
 use crate::mirrors::Mirrors;
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Read size for uploads from local files.
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
@@ -24,6 +28,10 @@ pub struct RegistrySource {
     /// Per image (by its own name), the mirror location its top manifest came
     /// from: its other reads go there first.
     served: Arc<Mutex<HashMap<Reference, Reference>>>,
+    /// Mirror hosts that could not be reached in this run (connection refused,
+    /// DNS, timeouts, after the retry policy): not tried again, so a dead
+    /// mirror costs its retries once, not once per image.
+    unreachable: Arc<Mutex<HashSet<String>>>,
 }
 
 impl RegistrySource {
@@ -35,7 +43,7 @@ impl RegistrySource {
     /// A source reading through `client`, trying `mirrors` before each
     /// image's own registry.
     pub fn with_mirrors(client: RegistryClient, mirrors: Arc<Mirrors>) -> Self {
-        Self { client, mirrors, served: Arc::default() }
+        Self { client, mirrors, served: Arc::default(), unreachable: Arc::default() }
     }
 
     /// The mirror location that served `image`, if a mirror did.
@@ -45,13 +53,16 @@ impl RegistrySource {
 
     /// Where `image`'s top manifest came from: a mirror or its own registry.
     fn served_by(&self, image: &Reference) -> Option<Reference> {
-        self.served.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(image).cloned()
+        lock(&self.served).get(image).cloned()
     }
 
     /// Where to read `image` from, in order: the location that served its
     /// manifest so far, then the mirrors, then its own registry.
     fn candidates(&self, image: &Reference) -> Vec<Reference> {
+        let unreachable = lock(&self.unreachable);
         let mut candidates = self.mirrors.locations(image);
+        candidates.retain(|location| !unreachable.contains(location.registry()));
+        drop(unreachable);
         candidates.push(image.clone());
         if let Some(served) = self.served_by(image)
             && let Some(position) = candidates.iter().position(|candidate| *candidate == served)
@@ -75,6 +86,12 @@ impl RegistrySource {
             match read(location.clone()).await {
                 Ok(value) => return Ok((value, location)),
                 Err(error) if location == *image => origin_error = Some(error),
+                Err(error) if error.is_network() => {
+                    if lock(&self.unreachable).insert(location.registry().to_owned()) {
+                        tracing::warn!(%image, mirror = %location, %error,
+                            "mirror unreachable; not tried again in this run, trying the next location");
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%image, mirror = %location, %error, "mirror failed; trying the next location")
                 }
@@ -84,7 +101,7 @@ impl RegistrySource {
     }
 
     fn record(&self, image: &Reference, location: Reference) {
-        self.served.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(image.clone(), location);
+        lock(&self.served).insert(image.clone(), location);
     }
 }
 
