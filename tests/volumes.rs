@@ -402,9 +402,18 @@ fn a_dry_run_plans_the_volumes_split_writes_and_writes_nothing() {
         .flat_map(|volume| tar_list(volume))
         .filter(|name| name.starts_with("hpn-parts/") && name.len() > 10);
     assert_eq!(written_parts.count(), planned_parts);
-    for volume in &volumes {
-        fs::remove_file(volume).unwrap();
-    }
+
+    // Kept aside, as the base of a differential set below.
+    let first = work.path().join("first");
+    fs::create_dir(&first).unwrap();
+    let first_volumes: Vec<PathBuf> = volumes
+        .iter()
+        .map(|volume| {
+            let kept = first.join(volume.file_name().unwrap());
+            fs::rename(volume, &kept).unwrap();
+            kept
+        })
+        .collect();
 
     // A zstd layer's uncompressed copy has no size in any descriptor: the plan says it estimates it.
     let zstd = seeded.fixtures.image("zstd");
@@ -429,4 +438,26 @@ fn a_dry_run_plans_the_volumes_split_writes_and_writes_nothing() {
     assert_eq!(plan["volume_plan"]["estimated"], serde_json::json!([]), "{plan:#}");
     assert_eq!(written_volumes(&volumes), planned_volumes(&plan), "the plan differs from the volumes written");
     work.assert_store_verifies();
+
+    // A differential set over the first volumes, the copy's size known: planned as it is written,
+    // the base's layers and unchanged images left out.
+    let mut delta = vec!["save".to_owned()];
+    delta.extend(["app-a", "multi", "zstd"].map(|name| seeded.fixtures.image(name).reference.clone()));
+    for volume in &first_volumes {
+        delta.extend(["--since".to_owned(), volume.to_str().unwrap().to_owned()]);
+    }
+    delta.extend(["-o", "delta.tar", "--split", "256K"].map(String::from));
+    let mut planned_delta = vec!["--json".to_owned()];
+    planned_delta.extend(delta.iter().cloned());
+    planned_delta.insert(2, "--dry-run".to_owned());
+    let plan = work.hpn(&planned_delta);
+    plan.assert_ok();
+    work.hpn(&delta).assert_ok();
+    let delta_volumes = volumes_of(work.path(), "delta");
+    assert_eq!(written_volumes(&delta_volumes), planned_volumes(&plan.json()), "the differential plan differs");
+    assert!(
+        plan.json()["volume_plan"]["volumes"][0]["images"] == serde_json::json!([zstd.reference]),
+        "{}",
+        plan.stdout
+    );
 }
