@@ -78,8 +78,9 @@ fn an_unreachable_mirror_is_given_up_for_the_rest_of_the_run() {
     let names = ["base", "app-a", "app-b", "multi"];
     let Seeded { registry: origin, fixtures, .. } = seeded_registry_with(&names);
     let work = Workspace::new();
-    // Port 9 (discard) has no listener here: every connection is refused.
-    let dead = format!("{}=127.0.0.1:9", origin.addr());
+    // A port bound and let go again: nothing listens there, connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("{}=127.0.0.1:{port}", origin.addr());
     let mut args = vec!["--retries", "2", "--mirror", dead.as_str(), "pull"];
     args.extend(names.iter().map(|name| fixtures.image(name).reference.as_str()));
     let run = work.hpn(args);
