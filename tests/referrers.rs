@@ -7,11 +7,13 @@
 
 mod common;
 
-use common::{Seeded, Workspace, seeded_registry_with};
-use hpn_testkit::Registry;
+use std::path::Path;
+
+use common::{Seeded, Workspace, seeded_registry_with, tar_entry};
 use hpn_testkit::fixtures::attachments::{
     Attached, AttachedKind, SigningKey, Subject, attach, fallback_referrers, verified_signature,
 };
+use hpn_testkit::{Dockerd, Podman, Registry};
 
 /// The seeded source, its attachments (with the repository each lives in) and the key.
 struct Signed {
@@ -175,14 +177,128 @@ fn what_stays_behind_is_said_and_why() {
     assert_eq!(&named, amd64);
     assert_eq!(image["attachments"].as_array().unwrap().len(), 4, "{image:#}");
 
-    // An archive cannot keep them yet: save says so rather than dropping them silently.
-    let app = signed.seeded.fixtures.image("app-b");
-    let run = work.hpn(["save", "-o", "app.tar", "--json", &app.reference]);
+    // A save of that one platform likewise: the archive has the index, but its far side gets the
+    // platform's manifest, so the index's attachments stay behind and the platform's travel.
+    let saved = Workspace::new();
+    let run = saved.hpn(["save", "--platform", "linux/amd64", "-o", "one.tar", "--json", &multi.reference]);
     run.assert_ok();
-    let left = run.json()["images"][0]["attachments_left_behind"].clone();
-    assert_eq!(left.as_array().unwrap().len(), 3, "{left:#}");
-    assert!(left.as_array().unwrap().iter().all(|one| one["reason"] == "destination-cannot-keep"));
-    let human = work.hpn(["save", "-o", "app2.tar", &app.reference]);
+    let image = &run.json()["images"][0];
+    let left = image["attachments_left_behind"].as_array().unwrap();
+    assert_eq!(left.len(), 3, "{image:#}");
+    assert!(left.iter().all(|one| one["reason"] == "index-not-copied" && one["subject"] == multi.digest.as_str()));
+    assert!(left[0]["advice"].as_str().unwrap().contains("--all-platforms"));
+    assert_eq!(image["attachments"].as_array().unwrap().len(), 4, "{image:#}");
+    let entries = attachment_entries(&saved.path().join("one.tar"));
+    // The amd64 manifest's .sig and fallback index, and the .sig of the SBOM that index lists.
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    assert_eq!(entries.iter().filter(|(_, subject)| subject == amd64).count(), 2, "{entries:?}");
+    assert!(entries.iter().all(|(_, subject)| subject != multi.digest.as_str()), "{entries:?}");
+    let human = saved.hpn(["save", "--platform", "linux/amd64", "-o", "two.tar", &multi.reference]);
     human.assert_ok();
     assert!(human.stdout.contains("3 attachment(s) left behind"), "{}", human.stdout);
+}
+
+/// The attachment entries of an archive's index.json (names with a `sha256-` tag), each with the
+/// subject the bill of contents gives it.
+fn attachment_entries(archive: &Path) -> Vec<(String, String)> {
+    let index: serde_json::Value = serde_json::from_slice(&tar_entry(archive, "index.json")).unwrap();
+    let bill: serde_json::Value = serde_json::from_slice(&tar_entry(archive, "hpn-contents.json")).unwrap();
+    let mut entries = Vec::new();
+    for entry in index["manifests"].as_array().unwrap() {
+        let name = entry["annotations"]["io.containerd.image.name"].as_str().unwrap();
+        if !name.rsplit(':').next().unwrap().starts_with("sha256-") {
+            continue;
+        }
+        let billed = bill["images"].as_array().unwrap().iter().find(|image| image["name"] == name);
+        let subject = billed.and_then(|image| image["subject"].as_str()).unwrap_or_else(|| panic!("{name}: {bill:#}"));
+        entries.push((name.to_owned(), subject.to_owned()));
+    }
+    entries
+}
+
+/// The image names manifest.json gives docker.
+fn docker_names(archive: &Path) -> Vec<String> {
+    let manifest: serde_json::Value = serde_json::from_slice(&tar_entry(archive, "manifest.json")).unwrap();
+    manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|item| item["RepoTags"].as_array().cloned().unwrap_or_default())
+        .map(|tag| tag.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn archives_carry_them_and_docker_and_podman_load_no_extra_images() {
+    let signed = signed_registry();
+    let work = Workspace::new();
+    let mut save = vec!["save", "--all-platforms", "-o", "signed.tar", "--json"];
+    let references = signed.references();
+    save.extend(references.iter().map(String::as_str));
+    let run = work.hpn(&save);
+    run.assert_ok();
+    let json = run.json();
+    let counted: usize =
+        json["images"].as_array().unwrap().iter().map(|image| image["attachments"].as_array().unwrap().len()).sum();
+    assert_eq!(counted, signed.attached.len(), "{json:#}");
+    let archive = work.path().join("signed.tar");
+
+    // The OCI side lists each legacy tag and fallback index with its subject; docker's never.
+    let entries = attachment_entries(&archive);
+    for (repository, attached) in &signed.attached {
+        let hex = attached.subject.trim_start_matches("sha256:");
+        let wanted = match attached.kind {
+            AttachedKind::Signature => format!("/{repository}:sha256-{hex}.sig"),
+            AttachedKind::Sbom | AttachedKind::Attestation => format!("/{repository}:sha256-{hex}"),
+        };
+        assert!(
+            entries.iter().any(|(name, subject)| name.ends_with(&wanted) && *subject == attached.subject),
+            "{wanted} not in {entries:?}"
+        );
+    }
+    let docker_names = docker_names(&archive);
+    assert!(docker_names.iter().all(|name| !name.contains("sha256-")), "{docker_names:?}");
+    let repositories = String::from_utf8(tar_entry(&archive, "repositories")).unwrap();
+    assert!(!repositories.contains("sha256-"), "{repositories}");
+    work.hpn(["verify", archive.to_str().unwrap()]).assert_ok();
+
+    // docker and podman load it and get the images manifest.json lists, nothing more.
+    let dockerd = Dockerd::start().expect("start dockerd");
+    assert!(dockerd.images().unwrap().is_empty());
+    dockerd.load(&archive).unwrap_or_else(|error| panic!("docker load: {error:#}\n{}", dockerd.log_tail(20)));
+    let loaded = dockerd.images().unwrap();
+    assert!(loaded.iter().all(|image| !image["Tag"].as_str().unwrap_or_default().contains("sha256-")), "{loaded:#?}");
+    let tagged = loaded.iter().filter(|image| image["Tag"] != "<none>").count();
+    assert_eq!(tagged, docker_names.len(), "{loaded:#?}");
+    let podman = Podman::new();
+    assert!(podman.images().unwrap().is_empty());
+    podman.load(&archive).unwrap_or_else(|error| panic!("podman load: {error:#}"));
+    let loaded = podman.images().unwrap();
+    assert!(!format!("{loaded:?}").contains("sha256-"), "{loaded:#?}");
+    let ids: std::collections::HashSet<&str> = loaded.iter().map(|image| image["Id"].as_str().unwrap()).collect();
+    let manifest: serde_json::Value = serde_json::from_slice(&tar_entry(&archive, "manifest.json")).unwrap();
+    assert_eq!(ids.len(), manifest.as_array().unwrap().len(), "{loaded:#?}");
+
+    // save → push -i, under new names: legacy tags go with the new name, referrers by digest and
+    // in the fallback index of the destination.
+    let site = Registry::start().unwrap();
+    let mut push = vec!["push", "-r", site.addr(), "--push-mode", "2", "-p", "moved"];
+    push.extend(["-i", archive.to_str().unwrap()]);
+    let pushed = work.hpn(&push);
+    pushed.assert_ok();
+    signed.assert_carried_to(&site, |repository| format!("moved/{}", repository.rsplit('/').next().unwrap()));
+
+    // save → hpn load → push from the store of another machine.
+    let far = Workspace::new();
+    far.hpn(["load", "-i", archive.to_str().unwrap()]).assert_ok();
+    far.assert_store_verifies();
+    let listed = far.store_refs();
+    assert!(listed.iter().any(|line| line.contains("signature of")), "{listed:?}");
+    assert!(listed.iter().any(|line| line.contains("referrers of")), "{listed:?}");
+    let other = Registry::start().unwrap();
+    let mut push = vec!["push".to_owned(), "-r".to_owned(), other.addr().to_owned()];
+    push.extend(["--push-mode".to_owned(), "2".to_owned()]);
+    push.extend(references);
+    far.hpn(&push).assert_ok();
+    signed.assert_carried_to(&other, str::to_owned);
 }

@@ -112,6 +112,8 @@ pub(crate) struct WrittenSet<'a> {
     /// Where each blob's data starts in `tar`.
     pub offsets: &'a BTreeMap<Digest, u64>,
     pub images: &'a [ArchiveImage],
+    /// The entries of `images` that are attachments, with their subjects.
+    pub attachment_subjects: &'a BTreeMap<String, Digest>,
     /// What the images need but the set leaves to the far side (a
     /// differential bundle), listed in every volume's bill.
     pub base_blobs: &'a BTreeMap<Digest, BaseBlob>,
@@ -126,10 +128,7 @@ impl WrittenSet<'_> {
         durability: Durability,
         signer: Option<&BillSigner>,
     ) -> Result<Vec<(PathBuf, u64)>, ArchiveError> {
-        let mut order: Vec<usize> = (0..self.images.len()).collect();
-        order.sort_by(|a, b| self.images[*a].name.cmp(&self.images[*b].name));
-        let closures =
-            order.iter().map(|position| self.closure(&self.images[*position])).collect::<Result<Vec<_>, _>>()?;
+        let (order, closures) = self.packing_order()?;
         let budget = split.volume_size.saturating_sub(compression_slack(split.compression, split.volume_size));
         let signature_cost = signer.map_or(0, |_| entry_cost(crate::BILL_SIGNATURE, MAX_SIGNATURE_LEN));
         let (volumes, bills) = self.plan(&order, &closures, budget - budget.min(signature_cost), split.volume_size)?;
@@ -151,6 +150,40 @@ impl WrittenSet<'_> {
             return Err(error);
         }
         Ok(written)
+    }
+
+    /// The images in name order, each followed by its attachments (and
+    /// theirs) in name order, so that an attachment goes into its image's
+    /// volume when it fits there; with the closure of each. An attachment
+    /// whose subject no image of the set reaches comes last.
+    fn packing_order(&self) -> Result<(Vec<usize>, Vec<BTreeSet<Digest>>), ArchiveError> {
+        let mut by_name: Vec<usize> = (0..self.images.len()).collect();
+        by_name.sort_by(|a, b| self.images[*a].name.cmp(&self.images[*b].name));
+        let closures: BTreeMap<usize, BTreeSet<Digest>> = by_name
+            .iter()
+            .map(|position| Ok((*position, self.closure(&self.images[*position])?)))
+            .collect::<Result<_, ArchiveError>>()?;
+        let subject_of = |position: usize| self.attachment_subjects.get(&self.images[position].name);
+        let (images, mut attachments): (Vec<usize>, Vec<usize>) =
+            by_name.into_iter().partition(|position| subject_of(*position).is_none());
+        let mut order = Vec::with_capacity(self.images.len());
+        for image in images {
+            order.push(image);
+            // Attachments of what is placed so far for this image, level by level.
+            let mut next = order.len() - 1;
+            while next < order.len() {
+                let holder = &closures[&order[next]];
+                let (attached, rest): (Vec<usize>, Vec<usize>) = attachments
+                    .into_iter()
+                    .partition(|position| subject_of(*position).is_some_and(|subject| holder.contains(subject)));
+                order.extend(attached);
+                attachments = rest;
+                next += 1;
+            }
+        }
+        order.extend(attachments);
+        let closures = order.iter().map(|position| closures[position].clone()).collect();
+        Ok((order, closures))
     }
 
     /// Every blob of the set `image` needs: its manifest or index, the
@@ -371,7 +404,7 @@ impl WrittenSet<'_> {
             .zip(closures)
             .map(|(position, closure)| {
                 let needed = volumes_holding(closure, volumes);
-                writer::bill_image(&self.images[*position], needed)
+                writer::bill_image(&self.images[*position], needed, self.attachment_subjects)
             })
             .collect();
         let count = volumes.len() as u32;

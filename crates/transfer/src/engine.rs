@@ -134,7 +134,9 @@ pub(crate) struct TopOrigin {
     /// only the destination's copy: only then are attachments looked for.
     asked_source: bool,
     /// The index the image had at the source when the destination got one
-    /// platform's manifest instead (it needs complete indexes).
+    /// platform's manifest instead (it needs complete indexes), or got the
+    /// index without all its platforms and does not keep the attachments of
+    /// such an index ([`ImageDestination::keeps_attachments_of_partial_indexes`]).
     index_left_out: Option<Digest>,
 }
 
@@ -378,6 +380,10 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             return Ok((Vec::new(), Vec::new()));
         }
         let index_left_out = origin.index_left_out.clone();
+        // An index that went without all its platforms is still among `subjects`
+        // where the destination keeps it; its attachments stay behind all the same.
+        let subjects: Vec<Digest> =
+            subjects.into_iter().filter(|subject| Some(subject) != index_left_out.as_ref()).collect();
         if !self.destination.keeps_attachments() {
             let subjects: Vec<Digest> = index_left_out.into_iter().chain(subjects).collect();
             return Ok((Vec::new(), self.left_behind(image, &subjects, LeftReason::DestinationCannotKeep).await?));
@@ -538,6 +544,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                     origin.index_left_out = Some(top.digest.clone());
                     (chosen.0.clone(), (vec![chosen], 0))
                 } else {
+                    if selected.0.len() < distinct.len() && !self.destination.keeps_attachments_of_partial_indexes() {
+                        origin.index_left_out = Some(top.digest.clone());
+                    }
                     (top, selected)
                 }
             }

@@ -41,6 +41,7 @@
 
 #![warn(missing_docs)]
 
+mod archive_attachments;
 mod archive_endpoint;
 mod archive_source;
 mod archives;

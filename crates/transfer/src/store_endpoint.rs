@@ -8,7 +8,7 @@ use hpn_oci::{BlobStream, Descriptor, Digest, RawManifest, Reference, limits, me
 use hpn_store::{BlobCheck, Store, StoreError};
 use tokio::sync::mpsc;
 
-use crate::attachments::{self, Attachment, AttachmentKind, fallback_tag, legacy_tag};
+use crate::attachments::{self, Attachment, fallback_tag, legacy_tag};
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource, parse_manifest};
 use crate::error::TransferError;
 
@@ -107,24 +107,12 @@ impl ImageSource for StoreSource {
     async fn attachments(&self, image: &Reference, subject: &Digest) -> Result<Vec<Attachment>, TransferError> {
         let (image, subject) = (image.clone(), subject.clone());
         blocking(&self.store, move |store| {
-            let mut found = Vec::new();
-            for kind in AttachmentKind::LEGACY {
-                let tag = legacy_tag(&subject, kind).expect("a legacy kind has a tag");
-                if let Some(descriptor) = store.resolve_ref(&attachment_ref_name(&image, &tag))? {
-                    found.push(Attachment { kind, descriptor, artifact_type: None, subject: subject.clone() });
-                }
-            }
-            let fallback = attachment_ref_name(&image, &fallback_tag(&subject));
-            if let Some(index) = store.resolve_ref(&fallback)? {
-                let bytes = store.read_blob(&index.digest, limits::MANIFEST)?;
-                let referrers =
-                    attachments::parse_referrers(&bytes, &subject).map_err(|reason| TransferError::Referrers {
-                        context: format!("{fallback} in the store at {}", store.root().display()),
-                        reason,
-                    })?;
-                found.extend(referrers);
-            }
-            Ok(found)
+            attachments::listed_under_tags(
+                &subject,
+                |tag| Ok(store.resolve_ref(&attachment_ref_name(&image, tag))?),
+                |index| Ok(store.read_blob(&index.digest, limits::MANIFEST)?),
+                |tag| format!("{} in the store at {}", attachment_ref_name(&image, tag), store.root().display()),
+            )
         })
         .await
     }
