@@ -52,7 +52,25 @@ impl Signed {
     /// verify and name their subject's digest, referrers are in the subject's fallback index.
     #[track_caller]
     fn assert_carried_to(&self, site: &Registry, repository_at: impl Fn(&str) -> String) {
-        for (repository, attached) in &self.attached {
+        self.assert_some_carried_to(site, repository_at, |_| true);
+    }
+
+    /// [`Signed::assert_carried_to`] for the attachments of the fixtures `names` alone.
+    #[track_caller]
+    fn assert_carried_to_only(&self, site: &Registry, names: &[&str]) {
+        let repositories: Vec<&str> =
+            names.iter().map(|name| self.seeded.fixtures.image(name).repository.as_str()).collect();
+        self.assert_some_carried_to(site, str::to_owned, |repository| repositories.contains(&repository));
+    }
+
+    #[track_caller]
+    fn assert_some_carried_to(
+        &self,
+        site: &Registry,
+        repository_at: impl Fn(&str) -> String,
+        wanted: impl Fn(&str) -> bool,
+    ) {
+        for (repository, attached) in self.attached.iter().filter(|(repository, _)| wanted(repository)) {
             let repository = repository_at(repository);
             match attached.kind {
                 AttachedKind::Signature => {
@@ -216,6 +234,14 @@ fn attachment_entries(archive: &Path) -> Vec<(String, String)> {
     entries
 }
 
+/// `HOST/REPO` of `HOST/REPO:TAG` or `HOST/REPO@DIGEST`.
+fn repository_of(name: &str) -> &str {
+    match name.split_once('@') {
+        Some((repository, _)) => repository,
+        None => name.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')).map_or(name, |(repository, _)| repository),
+    }
+}
+
 /// The image names manifest.json gives docker.
 fn docker_names(archive: &Path) -> Vec<String> {
     let manifest: serde_json::Value = serde_json::from_slice(&tar_entry(archive, "manifest.json")).unwrap();
@@ -301,4 +327,75 @@ fn archives_carry_them_and_docker_and_podman_load_no_extra_images() {
     push.extend(references);
     far.hpn(&push).assert_ok();
     signed.assert_carried_to(&other, str::to_owned);
+}
+
+#[test]
+fn volumes_put_attachments_with_their_images() {
+    let signed = signed_registry();
+    let work = Workspace::new();
+    let references: Vec<String> =
+        ["app-b", "by-digest"].iter().map(|name| signed.seeded.fixtures.image(name).reference.clone()).collect();
+    // Room for either image with its attachments (and the lists of contents), not for both.
+    let mut largest = 0;
+    for (position, reference) in references.iter().enumerate() {
+        let output = format!("alone{position}.tar");
+        work.hpn(["save", "-o", &output, reference]).assert_ok();
+        largest = largest.max(std::fs::metadata(work.path().join(output)).unwrap().len());
+    }
+    let volume_size = (largest + 64 * 1024).to_string();
+    let mut split = vec!["save", "--split", &volume_size, "-o", "set.tar"];
+    split.extend(references.iter().map(String::as_str));
+    work.hpn(&split).assert_ok();
+    let volumes: Vec<std::path::PathBuf> =
+        (1..=9).map(|number| work.path().join(format!("set.{number:03}.tar"))).filter(|path| path.exists()).collect();
+    assert_eq!(volumes.len(), 2, "{volumes:?}");
+
+    let bill: serde_json::Value = serde_json::from_slice(&tar_entry(&volumes[0], "hpn-contents.json")).unwrap();
+    let listed = bill["images"].as_array().unwrap();
+    let mut attachments = 0;
+    let images: Vec<&serde_json::Value> = listed.iter().filter(|image| image.get("subject").is_none()).collect();
+    assert!(images.iter().all(|image| image["volumes"].as_array().unwrap().len() == 1), "{bill:#}");
+    for image in images {
+        let name = image["name"].as_str().unwrap();
+        let repository = repository_of(name);
+        for attachment in listed.iter().filter(|one| one.get("subject").is_some()) {
+            let attached_name = attachment["name"].as_str().unwrap();
+            if repository_of(attached_name) == repository {
+                assert_eq!(attachment["volumes"], image["volumes"], "{attached_name} is not with {name}: {bill:#}");
+                attachments += 1;
+            }
+        }
+    }
+    assert_eq!(attachments, listed.iter().filter(|one| one.get("subject").is_some()).count(), "{bill:#}");
+    work.hpn(std::iter::once("verify".to_owned()).chain(volumes.iter().map(|path| path.display().to_string())))
+        .assert_ok();
+
+    // Each volume's index.json lists its image and that image's attachments, nothing else.
+    for volume in &volumes {
+        let index: serde_json::Value = serde_json::from_slice(&tar_entry(volume, "index.json")).unwrap();
+        let names: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["annotations"]["io.containerd.image.name"].as_str().unwrap())
+            .collect();
+        let images: Vec<&&str> = names.iter().filter(|name| !name.contains(":sha256-")).collect();
+        assert_eq!(images.len(), 1, "{names:?}");
+        let repository = repository_of(images[0]);
+        assert!(names.iter().all(|name| repository_of(name) == repository), "{names:?}");
+        assert!(names.len() >= 4, "the image, two signatures and a fallback index: {names:?}");
+    }
+    // Loaded together, the set gives every image its attachments; pushed, they all arrive.
+    let far = Workspace::new();
+    let mut load = vec!["load".to_owned()];
+    for volume in &volumes {
+        load.extend(["-i".to_owned(), volume.display().to_string()]);
+    }
+    far.hpn(&load).assert_ok();
+    let site = Registry::start().unwrap();
+    let mut push = vec!["push".to_owned(), "-r".to_owned(), site.addr().to_owned()];
+    push.extend(["--push-mode".to_owned(), "2".to_owned()]);
+    push.extend(references);
+    far.hpn(&push).assert_ok();
+    signed.assert_carried_to_only(&site, &["app-b", "by-digest"]);
 }

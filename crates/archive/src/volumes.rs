@@ -403,7 +403,12 @@ impl WrittenSet<'_> {
             .iter()
             .zip(closures)
             .map(|(position, closure)| {
-                let needed = volumes_holding(closure, volumes);
+                // Whole in a volume, it needs that one alone, even where a blob it shares
+                // with an image of an earlier volume lies there too.
+                let needed = match volumes.iter().position(|volume| volume.images.contains(position)) {
+                    Some(whole_in) => vec![whole_in as u32 + 1],
+                    None => volumes_holding(closure, volumes),
+                };
                 writer::bill_image(&self.images[*position], needed, self.attachment_subjects)
             })
             .collect();
