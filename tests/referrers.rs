@@ -9,6 +9,7 @@ mod common;
 
 use std::path::Path;
 
+use common::served::Served;
 use common::{Seeded, Workspace, seeded_registry_with, tar_entry};
 use hpn_testkit::fixtures::attachments::{
     Attached, AttachedKind, SigningKey, Subject, attach, fallback_referrers, verified_signature,
@@ -398,4 +399,63 @@ fn volumes_put_attachments_with_their_images() {
     push.extend(references);
     far.hpn(&push).assert_ok();
     signed.assert_carried_to_only(&site, &["app-b", "by-digest"]);
+}
+
+/// Whether python3 can import `oras` (pip's oras-py, which .ci/run installs). Under `CI=true` its
+/// absence fails the test; elsewhere the test is skipped, saying why.
+fn oras_available() -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import oras.client"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but python3 cannot import oras (pip install oras)"
+        );
+        eprintln!("skipped: python3 cannot import oras (pip install oras to run this test)");
+    }
+    found
+}
+
+/// Runs tests/clients/oras_read.py against `host` for every attachment of `signed`.
+#[track_caller]
+fn oras_reads(work: &Workspace, host: &str, signed: &Signed) {
+    let expected: Vec<serde_json::Value> = signed
+        .attached
+        .iter()
+        .map(|(repository, attached)| {
+            let kind = if attached.kind == AttachedKind::Signature { "signature" } else { "referrer" };
+            serde_json::json!({"repository": repository, "kind": kind, "subject": attached.subject,
+                               "digest": attached.digest})
+        })
+        .collect();
+    let list = work.file("oras-expected.json", &serde_json::to_string(&expected).unwrap());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/oras_read.py");
+    let output = std::process::Command::new("python3").arg(script).arg(host).arg(list).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "oras-py at {host}:\n{stdout}\n{stderr}");
+    assert_eq!(stdout.lines().count(), expected.len(), "{stdout}");
+}
+
+#[test]
+fn an_independent_client_reads_what_hpn_pushed_and_serves() {
+    if !oras_available() {
+        return;
+    }
+    let signed = signed_registry();
+    let work = Workspace::new();
+    let mut pull = vec!["pull".to_owned(), "--all-platforms".to_owned()];
+    pull.extend(signed.references());
+    work.hpn(&pull).assert_ok();
+    // Pushed to a registry without the referrers API: found through the fallback index.
+    let site = Registry::start().unwrap();
+    let mut push =
+        vec!["push".to_owned(), "-r".to_owned(), site.addr().to_owned(), "--push-mode".to_owned(), "2".to_owned()];
+    push.extend(signed.references());
+    work.hpn(&push).assert_ok();
+    oras_reads(&work, site.addr(), &signed);
+    // Served from the store: hpn serve answers the referrers API itself.
+    let served = Served::start(&work, &[]);
+    oras_reads(&work, &served.addr, &signed);
 }
