@@ -4,18 +4,16 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::served::Served;
 use common::{Seeded, Workspace, digest_of, seeded_registry, seeded_registry_with};
 use hpn_testkit::{Dockerd, Podman, htpasswd_line, skopeo, skopeo_inspect_raw};
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::process::Signal;
 
 /// An HTTP answer as curl saw it.
 struct Reply {
