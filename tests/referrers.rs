@@ -459,3 +459,19 @@ fn an_independent_client_reads_what_hpn_pushed_and_serves() {
     let served = Served::start(&work, &[]);
     oras_reads(&work, &served.addr, &signed);
 }
+
+#[test]
+fn a_failed_discovery_names_the_image_and_registry_and_suggests_no_referrers() {
+    let proxied = common::proxied_registry(&["app-b"]);
+    proxied.proxy.add(hpn_testkit::Rule::new("/referrers/", hpn_testkit::Fault::Status(500)));
+    let reference = proxied.reference("app-b");
+    let work = Workspace::new();
+    let run = work.hpn(["pull", &reference]);
+    assert_eq!(run.code, 4, "a runtime failure: {}", run.stderr);
+    assert!(run.stderr.contains(&format!("attestations of image {reference}")), "{}", run.stderr);
+    assert!(run.stderr.contains(proxied.proxy.addr()) && run.stderr.contains("500"), "{}", run.stderr);
+    assert!(run.stderr.contains("--no-referrers"), "{}", run.stderr);
+    // Not named: the image travels with its attachments or not at all.
+    assert!(work.store_refs().is_empty(), "{:?}", work.store_refs());
+    work.hpn(["pull", "--no-referrers", &reference]).assert_ok();
+}

@@ -405,7 +405,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     ) -> Result<Vec<LeftAttachment>, TransferError> {
         let mut left = Vec::new();
         for subject in subjects {
-            for attachment in self.source.attachments(image, subject).await? {
+            for attachment in self.attachments_of(image, subject).await? {
                 if attachment.artifact_type.is_none()
                     || self.options.attachments.wants(attachment.artifact_type.as_deref())
                 {
@@ -420,6 +420,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             }
         }
         Ok(left)
+    }
+
+    /// What the source lists as attached to `subject`, a failure named as discovery's.
+    async fn attachments_of(&self, image: &Reference, subject: &Digest) -> Result<Vec<Attachment>, TransferError> {
+        self.source
+            .attachments(image, subject)
+            .await
+            .map_err(|source| TransferError::Discovery { image: image.to_string(), source: Box::new(source) })
     }
 
     /// Copies the attachments of `subjects` and theirs (see [`Engine::copy_attachments`]).
@@ -437,7 +445,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         for _ in 0..attachments::MAX_DEPTH {
             let mut next = Vec::new();
             for subject in &level {
-                for attachment in self.source.attachments(image, subject).await? {
+                for attachment in self.attachments_of(image, subject).await? {
                     let digest = attachment.descriptor.digest.clone();
                     if attachment.artifact_type.is_some() && !policy.wants(attachment.artifact_type.as_deref()) {
                         continue;
