@@ -475,3 +475,29 @@ fn a_failed_discovery_names_the_image_and_registry_and_suggests_no_referrers() {
     assert!(work.store_refs().is_empty(), "{:?}", work.store_refs());
     work.hpn(["pull", "--no-referrers", &reference]).assert_ok();
 }
+
+#[test]
+fn discovery_costs_a_bounded_number_of_requests_and_each_manifest_is_fetched_once() {
+    let proxied = common::proxied_registry(&["app-b"]);
+    let key = SigningKey::generate().unwrap();
+    let image = proxied.image("app-b");
+    let subject = Subject { media_type: image.media_type.clone(), digest: image.digest.clone(), size: image.size };
+    let attached = attach(&proxied.seeded.registry, &image.repository, &subject, &key).unwrap();
+    let work = Workspace::new();
+    proxied.proxy.clear_log();
+    work.hpn(["pull", &proxied.reference("app-b")]).assert_ok();
+    let requests = proxied.proxy.requests();
+    let log: Vec<String> = requests.iter().map(|request| format!("{} {}", request.method, request.path())).collect();
+    for one in &attached {
+        let gets = log
+            .iter()
+            .filter(|line| line.starts_with("GET") && line.ends_with(&format!("/manifests/{}", one.digest)))
+            .count();
+        assert_eq!(gets, 1, "{} fetched {gets} times: {log:#?}", one.digest);
+    }
+    // Per subject (the image and each of its 4 attachments): 3 legacy-tag HEADs, the referrers
+    // API and, on its 404, the fallback tag.
+    let discovery =
+        log.iter().filter(|line| line.contains("/referrers/") || line.contains("/manifests/sha256-")).count();
+    assert_eq!(discovery, 5 * 5, "{log:#?}");
+}
