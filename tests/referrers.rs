@@ -501,3 +501,49 @@ fn discovery_costs_a_bounded_number_of_requests_and_each_manifest_is_fetched_onc
         log.iter().filter(|line| line.contains("/referrers/") || line.contains("/manifests/sha256-")).count();
     assert_eq!(discovery, 5 * 5, "{log:#?}");
 }
+
+#[test]
+fn store_rm_takes_the_attachments_of_what_it_removes_and_gc_their_blobs() {
+    let signed = signed_registry();
+    let work = Workspace::new();
+    let mut pull = vec!["pull".to_owned(), "--all-platforms".to_owned()];
+    pull.extend(signed.references());
+    work.hpn(&pull).assert_ok();
+    let multi = signed.seeded.fixtures.image("multi");
+    // Superseded versions of fallback indexes go first: what gc frees after rm is the image's.
+    work.hpn(["store", "gc"]).assert_ok();
+    let run = work.hpn(["store", "rm", "--json", &multi.reference]);
+    run.assert_ok();
+    let removed = run.json()["removed"].as_array().unwrap().clone();
+    // The image; for the index and for its amd64 manifest, the .sig, the fallback index and the
+    // .sig of the SBOM that lists.
+    assert_eq!(removed.len(), 1 + 3 + 3, "{removed:#?}");
+    let refs: Vec<String> = work
+        .hpn(["store", "ls", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|image| {
+            let mut names = vec![image["name"].as_str().unwrap().to_owned()];
+            names.extend(
+                image["attachments"].as_array().unwrap().iter().map(|one| one["name"].as_str().unwrap().to_owned()),
+            );
+            names
+        })
+        .collect();
+    assert!(refs.iter().all(|name| !name.contains("/multi")), "{refs:?}");
+    assert_eq!(refs.len(), 2 * 4, "app-b and by-digest, each with its .sig, fallback index and SBOM .sig: {refs:?}");
+    let gc = work.hpn(["store", "gc", "--json"]);
+    gc.assert_ok();
+    assert!(gc.json()["blobs_removed"].as_u64().unwrap() > 0, "{:#}", gc.json());
+    work.assert_store_verifies();
+    let site = Registry::start().unwrap();
+    let kept: Vec<String> =
+        ["app-b", "by-digest"].iter().map(|name| signed.seeded.fixtures.image(name).reference.clone()).collect();
+    let mut push =
+        vec!["push".to_owned(), "-r".to_owned(), site.addr().to_owned(), "--push-mode".to_owned(), "2".to_owned()];
+    push.extend(kept);
+    work.hpn(&push).assert_ok();
+    signed.assert_carried_to_only(&site, &["app-b", "by-digest"]);
+}

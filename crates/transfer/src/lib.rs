@@ -83,4 +83,4 @@ pub use naming::{LoadMode, PushMode, PushTarget, SaveMode, own_project};
 pub use registry_endpoint::{RegistryDestination, RegistrySource};
 pub use report::{BlobOrigin, CopyOutcome, NoReport, Reporter};
 pub use save::{ArchiveOptions, Differential, SaveOutput, SaveReport, save};
-pub use store_endpoint::{StoreDestination, StoreSource};
+pub use store_endpoint::{StoreDestination, StoreSource, orphaned_attachment_refs};
