@@ -547,3 +547,27 @@ fn store_rm_takes_the_attachments_of_what_it_removes_and_gc_their_blobs() {
     work.hpn(&push).assert_ok();
     signed.assert_carried_to_only(&site, &["app-b", "by-digest"]);
 }
+
+#[test]
+fn an_attachment_that_is_an_index_travels_with_the_manifests_it_lists() {
+    let seeded = seeded_registry_with(&["app-b"]);
+    let image = seeded.fixtures.image("app-b");
+    let subject = Subject { media_type: image.media_type.clone(), digest: image.digest.clone(), size: image.size };
+    let (index, parts) =
+        hpn_testkit::fixtures::attachments::attach_index(&seeded.registry, &image.repository, &subject).unwrap();
+    let work = Workspace::new();
+    // Through an archive: save, then push -i to a registry.
+    let run = work.hpn(["save", "-o", "bundle.tar", "--json", &image.reference]);
+    run.assert_ok();
+    let carried = run.json()["images"][0]["attachments"].clone();
+    assert!(carried.as_array().unwrap().iter().any(|one| one["digest"] == index.digest.as_str()), "{carried:#}");
+    work.hpn(["verify", "bundle.tar"]).assert_ok();
+    let site = Registry::start().unwrap();
+    work.hpn(["push", "-r", site.addr(), "--push-mode", "2", "-i", "bundle.tar"]).assert_ok();
+    let listed = fallback_referrers(&site, &image.repository, &image.digest).unwrap();
+    assert!(listed.contains(&index.digest), "{listed:?}");
+    assert_eq!(site.manifest(&image.repository, &index.digest).unwrap().digest.to_string(), index.digest);
+    for part in &parts {
+        assert_eq!(site.manifest(&image.repository, &part.digest).unwrap().digest.to_string(), part.digest);
+    }
+}

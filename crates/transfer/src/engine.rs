@@ -475,8 +475,10 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
 
     /// One attachment: its manifest read (the destination's copy if it has
     /// one), its blobs moved like layers, then recorded by the destination.
+    /// An attachment that is an index (an artifact of several manifests)
+    /// goes with the manifests it lists and their blobs, those first.
     /// `None` when it is not carried: not of a wanted artifact type, or an
-    /// index (attachments are single manifests; an index is not copied as one).
+    /// index listing an index (attachments nest no deeper).
     async fn copy_attachment(
         &self,
         image: &Reference,
@@ -484,6 +486,56 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         attachment: &Attachment,
     ) -> Result<Option<CopiedAttachment>, TransferError> {
         let descriptor = &attachment.descriptor;
+        let context = || format!("image {image}, {} {} of {}", attachment.kind, descriptor.digest, attachment.subject);
+        let manifest = self.attachment_manifest(image, descriptor).await?;
+        let (_, parsed) = parse_manifest(manifest.bytes.clone(), Some(&descriptor.media_type), context)?;
+        let artifact_type = attachments::artifact_type(&manifest.bytes);
+        if !self.options.attachments.wants(artifact_type.as_deref()) {
+            return Ok(None);
+        }
+        let (mut blobs, mut listed) = (Vec::new(), Vec::new());
+        match parsed {
+            ParsedManifest::Image(parsed) => blobs.extend(std::iter::once(parsed.config).chain(parsed.layers)),
+            ParsedManifest::Index(index) => {
+                for child in &index.manifests {
+                    let child_manifest = self.attachment_manifest(image, child).await?;
+                    let (_, child_parsed) =
+                        parse_manifest(child_manifest.bytes.clone(), Some(&child.media_type), context)?;
+                    let ParsedManifest::Image(child_parsed) = child_parsed else {
+                        tracing::warn!(%image, digest = %descriptor.digest, "an attachment index listing an index is not carried");
+                        return Ok(None);
+                    };
+                    blobs.extend(std::iter::once(child_parsed.config).chain(child_parsed.layers));
+                    listed.push(child_manifest);
+                }
+            }
+        }
+        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        blobs.dedup_by(|a, b| a.digest == b.digest);
+        stream::iter(blobs)
+            .map(|blob| async move { self.layer(image, target, &blob).await.map(drop) })
+            .buffer_unordered(self.options.max_concurrent_blobs.max(1))
+            .try_collect::<()>()
+            .await?;
+        for child in &listed {
+            self.destination.put_manifest(target, child).await?;
+        }
+        self.destination.put_attachment(target, attachment, &manifest).await?;
+        Ok(Some(CopiedAttachment {
+            kind: attachment.kind,
+            artifact_type,
+            digest: manifest.digest,
+            subject: attachment.subject.clone(),
+        }))
+    }
+
+    /// An attachment's manifest (or one its index lists): the destination's
+    /// copy if it has one, else the source's, checked against its digest.
+    async fn attachment_manifest(
+        &self,
+        image: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<RawManifest, TransferError> {
         let manifest = match self.destination.cached(&descriptor.digest, limits::MANIFEST).await? {
             Some(bytes) => {
                 RawManifest { bytes, media_type: descriptor.media_type.clone(), digest: descriptor.digest.clone() }
@@ -497,32 +549,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 actual: manifest.digest,
             });
         }
-        let (_, parsed) = parse_manifest(manifest.bytes.clone(), Some(&descriptor.media_type), || {
-            format!("image {image}, {} {} of {}", attachment.kind, descriptor.digest, attachment.subject)
-        })?;
-        let ParsedManifest::Image(parsed) = parsed else {
-            tracing::warn!(%image, digest = %descriptor.digest, "an attachment that is an index is not carried");
-            return Ok(None);
-        };
-        let artifact_type = attachments::artifact_type(&manifest.bytes);
-        if !self.options.attachments.wants(artifact_type.as_deref()) {
-            return Ok(None);
-        }
-        let mut blobs: Vec<Descriptor> = std::iter::once(parsed.config).chain(parsed.layers).collect();
-        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
-        blobs.dedup_by(|a, b| a.digest == b.digest);
-        stream::iter(blobs)
-            .map(|blob| async move { self.layer(image, target, &blob).await.map(drop) })
-            .buffer_unordered(self.options.max_concurrent_blobs.max(1))
-            .try_collect::<()>()
-            .await?;
-        self.destination.put_attachment(target, attachment, &manifest).await?;
-        Ok(Some(CopiedAttachment {
-            kind: attachment.kind,
-            artifact_type,
-            digest: manifest.digest,
-            subject: attachment.subject.clone(),
-        }))
+        Ok(manifest)
     }
 
     /// What `job`'s image is: its top manifest or index (as the destination
