@@ -291,7 +291,9 @@ impl ImageDestination for ArchiveDestination {
     }
 
     /// The manifest goes in like any; its entry in index.json (never in
-    /// manifest.json) is written on finish (see [`ArchiveAttachments`]).
+    /// manifest.json) is written on finish, as the store records them: a
+    /// legacy tag as `REPO:sha256-<hex>.sig`, referrers in the fallback
+    /// index `REPO:sha256-<hex>`.
     async fn put_attachment(
         &self,
         target: &Reference,
