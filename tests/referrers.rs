@@ -458,6 +458,13 @@ fn an_independent_client_reads_what_hpn_pushed_and_serves() {
     // Served from the store: hpn serve answers the referrers API itself.
     let served = Served::start(&work, &[]);
     oras_reads(&work, &served.addr, &signed);
+    drop(served);
+    // Served from an archive hpn saved: the attachments its index.json lists.
+    let mut save = vec!["save".to_owned(), "--all-platforms".to_owned(), "-o".to_owned(), "signed.tar".to_owned()];
+    save.extend(signed.references());
+    work.hpn(&save).assert_ok();
+    let served = Served::start(&work, &["-i", "signed.tar"]);
+    oras_reads(&work, &served.addr, &signed);
 }
 
 #[test]
