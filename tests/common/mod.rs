@@ -396,6 +396,7 @@ impl Proxied {
 }
 
 pub mod fixture_server;
+pub mod served;
 
 /// An auth.json (`REGISTRY_AUTH_FILE`) with `user:password` for `registry`.
 pub fn auth_file(work: &Workspace, registry: &str, user: &str, password: &str) -> PathBuf {

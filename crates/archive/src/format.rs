@@ -106,6 +106,11 @@ pub struct BillImage {
     /// (which then lists it in its index.json), several for one that is not.
     #[serde(default = "first_volume")]
     pub volumes: Vec<u32>,
+    /// Set for an attachment (a cosign `sha256-<hex>.sig`/`.att`/`.sbom`
+    /// tag, or the `sha256-<hex>` fallback index of OCI referrers): the
+    /// manifest it is attached to. Left out of the JSON for an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
 }
 
 fn first_volume() -> Vec<u32> {

@@ -117,6 +117,8 @@ pub struct SetOutline<'a> {
     pub manifests: &'a BTreeMap<Digest, Vec<u8>>,
     /// The images, as the archive would list them.
     pub images: &'a [ArchiveImage],
+    /// The entries of `images` that are attachments, with their subjects.
+    pub attachment_subjects: &'a BTreeMap<String, Digest>,
     /// What the set leaves to the far side (a differential bundle).
     pub base_blobs: &'a BTreeMap<Digest, BaseBlob>,
 }
@@ -169,7 +171,13 @@ pub fn plan_volumes(
     volume_size: u64,
     signed: bool,
 ) -> Result<Vec<VolumeOutline>, ArchiveError> {
-    let contents = SetContents { path: set.path, blobs: set.blobs, images: set.images, base_blobs: set.base_blobs };
+    let contents = SetContents {
+        path: set.path,
+        blobs: set.blobs,
+        images: set.images,
+        attachment_subjects: set.attachment_subjects,
+        base_blobs: set.base_blobs,
+    };
     let read = |digest: &Digest| {
         set.manifests.get(digest).cloned().ok_or_else(|| ArchiveError::InvalidMetadata {
             path: set.path.to_owned(),
@@ -219,12 +227,13 @@ struct SetContents<'a> {
     path: &'a Path,
     blobs: &'a BTreeMap<Digest, u64>,
     images: &'a [ArchiveImage],
+    attachment_subjects: &'a BTreeMap<String, Digest>,
     base_blobs: &'a BTreeMap<Digest, BaseBlob>,
 }
 
 /// A set's volumes as planned, with what their bills are made from.
 struct Plan {
-    /// Image positions, in name order.
+    /// Image positions, in packing order ([`SetContents::packing_order`]).
     order: Vec<usize>,
     /// Each image's blobs, in `order`.
     closures: Vec<BTreeSet<Digest>>,
@@ -240,10 +249,7 @@ impl SetContents<'_> {
     /// Plans the volumes, growing the room reserved for each volume's lists
     /// of contents until every volume fits in the volume size with its own.
     fn plan(&self, split: Split, signed: bool, read: &ReadManifest<'_>) -> Result<Plan, ArchiveError> {
-        let mut order: Vec<usize> = (0..self.images.len()).collect();
-        order.sort_by(|a, b| self.images[*a].name.cmp(&self.images[*b].name));
-        let closures =
-            order.iter().map(|position| self.closure(&self.images[*position], read)).collect::<Result<Vec<_>, _>>()?;
+        let (order, closures) = self.packing_order(read)?;
         let volume_size = split.volume_size;
         let budget = volume_size.saturating_sub(compression_slack(split.compression, volume_size));
         let signature_cost = if signed { entry_cost(crate::BILL_SIGNATURE, MAX_SIGNATURE_LEN) } else { 0 };
@@ -274,6 +280,40 @@ impl SetContents<'_> {
             limit: volume_size,
             needed: volume_size + 1,
         })
+    }
+
+    /// The images in name order, each followed by its attachments (and
+    /// theirs) in name order, so that an attachment goes into its image's
+    /// volume when it fits there; with the closure of each. An attachment
+    /// whose subject no image of the set reaches comes last.
+    fn packing_order(&self, read: &ReadManifest<'_>) -> Result<(Vec<usize>, Vec<BTreeSet<Digest>>), ArchiveError> {
+        let mut by_name: Vec<usize> = (0..self.images.len()).collect();
+        by_name.sort_by(|a, b| self.images[*a].name.cmp(&self.images[*b].name));
+        let closures: BTreeMap<usize, BTreeSet<Digest>> = by_name
+            .iter()
+            .map(|position| Ok((*position, self.closure(&self.images[*position], read)?)))
+            .collect::<Result<_, ArchiveError>>()?;
+        let subject_of = |position: usize| self.attachment_subjects.get(&self.images[position].name);
+        let (images, mut attachments): (Vec<usize>, Vec<usize>) =
+            by_name.into_iter().partition(|position| subject_of(*position).is_none());
+        let mut order = Vec::with_capacity(self.images.len());
+        for image in images {
+            order.push(image);
+            // Attachments of what is placed so far for this image, level by level.
+            let mut next = order.len() - 1;
+            while next < order.len() {
+                let holder = &closures[&order[next]];
+                let (attached, rest): (Vec<usize>, Vec<usize>) = attachments
+                    .into_iter()
+                    .partition(|position| subject_of(*position).is_some_and(|subject| holder.contains(subject)));
+                order.extend(attached);
+                attachments = rest;
+                next += 1;
+            }
+        }
+        order.extend(attachments);
+        let closures = order.iter().map(|position| closures[position].clone()).collect();
+        Ok((order, closures))
     }
 
     /// Every blob of the set `image` needs: its manifest or index, the
@@ -440,8 +480,13 @@ impl SetContents<'_> {
             .iter()
             .zip(closures)
             .map(|(position, closure)| {
-                let needed = volumes_holding(closure, volumes);
-                writer::bill_image(&self.images[*position], needed)
+                // Whole in a volume, it needs that one alone, even where a blob it shares
+                // with an image of an earlier volume lies there too.
+                let needed = match volumes.iter().position(|volume| volume.images.contains(position)) {
+                    Some(whole_in) => vec![whole_in as u32 + 1],
+                    None => volumes_holding(closure, volumes),
+                };
+                writer::bill_image(&self.images[*position], needed, self.attachment_subjects)
             })
             .collect();
         let count = volumes.len() as u32;
@@ -472,6 +517,8 @@ pub(crate) struct WrittenSet<'a> {
     /// Where each blob's data starts in `tar`.
     pub offsets: &'a BTreeMap<Digest, u64>,
     pub images: &'a [ArchiveImage],
+    /// The entries of `images` that are attachments, with their subjects.
+    pub attachment_subjects: &'a BTreeMap<String, Digest>,
     /// What the images need but the set leaves to the far side (a
     /// differential bundle), listed in every volume's bill.
     pub base_blobs: &'a BTreeMap<Digest, BaseBlob>,
@@ -486,8 +533,13 @@ impl WrittenSet<'_> {
         durability: Durability,
         signer: Option<&BillSigner>,
     ) -> Result<Vec<(PathBuf, u64)>, ArchiveError> {
-        let contents =
-            SetContents { path: self.path, blobs: self.blobs, images: self.images, base_blobs: self.base_blobs };
+        let contents = SetContents {
+            path: self.path,
+            blobs: self.blobs,
+            images: self.images,
+            attachment_subjects: self.attachment_subjects,
+            base_blobs: self.base_blobs,
+        };
         let plan = contents.plan(split, signer.is_some(), &|digest| self.read_small(digest))?;
         let bills = contents.bills(&plan, |part| self.hash_part(part))?;
         let count = plan.volumes.len() as u32;
@@ -673,6 +725,7 @@ mod tests {
             blobs: &added.blobs,
             manifests: &added.manifests,
             images: &added.images,
+            attachment_subjects: &BTreeMap::new(),
             base_blobs: &BTreeMap::new(),
         };
         let plan = plan_volumes(&set, ArchiveCompression::None, 64 * 1024, false).unwrap();

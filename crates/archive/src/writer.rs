@@ -207,6 +207,9 @@ pub struct ArchiveWriter {
     /// Every blob written, with its size.
     blobs: BTreeMap<Digest, u64>,
     images: Vec<ArchiveImage>,
+    /// The entries of `images` that are attachments, by name, with the
+    /// manifest each is attached to ([`ArchiveWriter::add_attachment`]).
+    attachment_subjects: BTreeMap<String, Digest>,
     /// What the images need but the archive leaves to the far side.
     base_blobs: BTreeMap<Digest, BaseBlob>,
     blob_dirs_written: bool,
@@ -396,6 +399,7 @@ impl ArchiveWriter {
             durability: Durability::default(),
             blobs: BTreeMap::new(),
             images: Vec::new(),
+            attachment_subjects: BTreeMap::new(),
             base_blobs: BTreeMap::new(),
             blob_dirs_written: false,
             broken: false,
@@ -621,6 +625,20 @@ impl ArchiveWriter {
         }
     }
 
+    /// Records an attachment of a saved image (a signature, SBOM or
+    /// attestation manifest under its cosign tag, or the fallback index
+    /// listing a manifest's OCI referrers) as an index.json entry named
+    /// `attachment.name`, as the store keeps them, so that the relation is
+    /// read from the layout alone; it never goes into manifest.json or
+    /// `repositories` (its `docker` is ignored), so docker and podman load
+    /// no extra image. The bill lists it with `subject`, the manifest it is
+    /// attached to, and a set of volumes puts it in its image's volume
+    /// where it fits. A second entry of the same name replaces the first.
+    pub fn add_attachment(&mut self, attachment: ArchiveImage, subject: Digest) {
+        self.attachment_subjects.insert(attachment.name.clone(), subject);
+        self.add_image(ArchiveImage { docker: None, ..attachment });
+    }
+
     /// Writes index.json, manifest.json and repositories, ends the tar and
     /// the compression, fsyncs if the writer is synced, and renames the archive into place. Returns
     /// its size in bytes.
@@ -706,6 +724,7 @@ impl ArchiveWriter {
             blobs: &self.blobs,
             offsets: &self.offsets,
             images: &self.images,
+            attachment_subjects: &self.attachment_subjects,
             base_blobs: &self.base_blobs,
         };
         set.write_volumes(split, self.durability, self.signer.as_ref())
@@ -854,7 +873,7 @@ impl ArchiveWriter {
 
     /// The archive's [`BillOfContents`], as JSON: one volume of one.
     fn bill_of_contents(&self) -> Vec<u8> {
-        let images = self.images.iter().map(|image| bill_image(image, vec![1])).collect();
+        let images = self.images.iter().map(|image| bill_image(image, vec![1], &self.attachment_subjects)).collect();
         let blobs = self
             .blobs
             .iter()
@@ -865,13 +884,19 @@ impl ArchiveWriter {
     }
 }
 
-/// An image's entry in a bill of contents, its blobs in `volumes`.
-pub(crate) fn bill_image(image: &ArchiveImage, volumes: Vec<u32>) -> BillImage {
+/// An image's (or an attachment's, with its subject) entry in a bill of
+/// contents, its blobs in `volumes`.
+pub(crate) fn bill_image(
+    image: &ArchiveImage,
+    volumes: Vec<u32>,
+    attachment_subjects: &BTreeMap<String, Digest>,
+) -> BillImage {
     BillImage {
         name: image.name.clone(),
         digest: image.descriptor.digest.clone(),
         media_type: image.descriptor.media_type.clone(),
         volumes,
+        subject: attachment_subjects.get(&image.name).cloned(),
     }
 }
 

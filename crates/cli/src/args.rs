@@ -345,7 +345,8 @@ pub struct VerifyArgs {
 pub enum StoreCommand {
     /// List the images in the store, with their size and what removing each would free
     Ls,
-    /// Remove images from the store by name; `hpn store gc` then frees their blobs
+    /// Remove images from the store by name, with the signatures, SBOMs and attestations attached to
+    /// them alone; `hpn store gc` then frees their blobs
     Rm {
         /// Names as `hpn store ls` shows them, or as given to pull (nginx:1)
         #[arg(value_name = "REF", required = true)]

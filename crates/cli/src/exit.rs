@@ -72,6 +72,7 @@ fn registry_error(error: &TransferError) -> Option<&RegistryError> {
     match error {
         TransferError::Registry(registry) => Some(registry),
         TransferError::Shared(inner) => registry_error(inner),
+        TransferError::Discovery { source, .. } => registry_error(source),
         // A blob stream's error arrives as an io::Error holding it.
         TransferError::Io { source, .. } => RegistryError::from_stream_error(source),
         _ => None,
@@ -83,6 +84,10 @@ fn advice(error: &TransferError) -> Option<String> {
     let fixed = |advice: &str| Some(advice.to_owned());
     match error {
         TransferError::Shared(inner) => advice(inner),
+        TransferError::Discovery { source, .. } => Some(match advice(source) {
+            Some(first) => format!("{first}; or copy the image without its attachments with --no-referrers"),
+            None => "to copy the image without its attachments, use --no-referrers".to_owned(),
+        }),
         TransferError::NoMatchingPlatform { .. } => {
             fixed("choose one with --platform or copy all with --all-platforms")
         }
@@ -158,6 +163,11 @@ mod tests {
         assert!(text.starts_with(&unauthorized.to_string()) && text.ends_with("or check the credentials"), "{text}");
         let shared = TransferError::Shared(std::sync::Arc::new(unauthorized));
         assert!(describe(&shared).contains("docker login"));
+        let discovery = TransferError::Discovery {
+            image: "r.example/a:1".into(),
+            source: Box::new(TransferError::Referrers { context: "x".into(), reason: "y".into() }),
+        };
+        assert!(describe(&discovery).ends_with("use --no-referrers"), "{}", describe(&discovery));
         let other = TransferError::Unsupported("nothing to advise".into());
         assert_eq!(describe(&other), "nothing to advise");
     }

@@ -61,6 +61,8 @@ pub const PEERS: &[(&str, &str)] = &[
     ("curl", "curl"),
     // The bench gate's peak RSS and CPU time of each job.
     ("/usr/bin/time", "time"),
+    // Runs the `oras` Python package, an independent client of what hpn pushes and serves.
+    ("python3", "python3"),
 ];
 
 /// The Debian packages the tests and the demo need: `.ci/packages`, which `.ci/run` installs.

@@ -10,6 +10,8 @@ use hpn_oci::media_type;
 use hpn_oci::media_type::{LayerCompression, layer_compression};
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference, Sha256Hasher};
 
+use crate::archive_attachments::ArchiveAttachments;
+use crate::attachments::Attachment;
 use crate::base::Base;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination};
 use crate::endpoints::WrittenArchive;
@@ -40,6 +42,8 @@ struct Inner {
     left_to_base: Mutex<HashMap<Digest, u64>>,
     /// Images left out of manifest.json because they need base layers.
     need_base: Mutex<Vec<String>>,
+    /// Signatures, SBOMs and attestations of the images, written on finish.
+    attachments: Mutex<ArchiveAttachments>,
 }
 
 /// What a differential bundle left to its base ([`ArchiveDestination::left_to_base`]).
@@ -125,6 +129,7 @@ impl ArchiveDestination {
                 base,
                 left_to_base: Mutex::new(HashMap::new()),
                 need_base: Mutex::new(Vec::new()),
+                attachments: Mutex::default(),
             }),
         }
     }
@@ -169,6 +174,7 @@ impl ArchiveDestination {
             for (_, image) in images {
                 writer.add_image(image);
             }
+            std::mem::take(&mut *lock(&inner.attachments)).write_into(&mut writer)?;
             finish(writer)
         })
         .await
@@ -266,6 +272,28 @@ impl ImageDestination for ArchiveDestination {
         let inner = Arc::clone(&self.inner);
         let (digest, bytes) = (manifest.digest.clone(), manifest.bytes.clone());
         run_blocking(move || inner.with_writer(|writer| Ok(writer.add_blob_bytes(&digest, &bytes)?))).await
+    }
+
+    fn keeps_attachments(&self) -> bool {
+        true
+    }
+
+    fn keeps_attachments_of_partial_indexes(&self) -> bool {
+        false
+    }
+
+    /// The manifest goes in like any; its entry in index.json (never in
+    /// manifest.json) is written on finish, as the store records them: a
+    /// legacy tag as `REPO:sha256-<hex>.sig`, referrers in the fallback
+    /// index `REPO:sha256-<hex>`.
+    async fn put_attachment(
+        &self,
+        target: &Reference,
+        attachment: &Attachment,
+        manifest: &RawManifest,
+    ) -> Result<(), TransferError> {
+        self.put_manifest(target, manifest).await?;
+        lock(&self.inner.attachments).record(target, attachment, manifest, &self.inner.path)
     }
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use hpn_archive::{ArchiveReader, BaseBlob};
 use hpn_oci::{BlobStream, Descriptor, Digest, ImageConfig, ParsedManifest, RawManifest, Reference, limits};
 
+use crate::attachments::{self, Attachment, tagged};
 use crate::endpoint::{BlobContent, ImageSource, parse_manifest};
 use crate::error::TransferError;
 use crate::hashing::DiffIdCheck;
@@ -33,8 +34,16 @@ pub struct ArchivedImageNames {
 #[derive(Debug, Clone)]
 pub struct ArchiveSource {
     reader: Arc<ArchiveReader>,
+    /// Name → position in the reader's images.
     by_name: HashMap<Reference, usize>,
+    /// The archive's images, attachments aside.
     images: Vec<ArchivedImageNames>,
+    /// The position of each of `images` in the reader's images.
+    positions: Vec<usize>,
+    /// Entries whose every name is an attachment's tag (`REPO:sha256-<hex>.sig`,
+    /// a fallback index `REPO:sha256-<hex>`): listed by
+    /// [`ImageSource::attachments`], never as images.
+    attachment_refs: Arc<HashMap<String, Descriptor>>,
     /// Layer digest → the DiffIDs the archive's configs list for it (one,
     /// unless configs disagree). Checked as each layer streams out.
     diff_ids: Arc<HashMap<Digest, Vec<Digest>>>,
@@ -97,8 +106,18 @@ impl ArchiveSource {
     fn around(reader: ArchiveReader, diff_ids: HashMap<Digest, Vec<Digest>>) -> Self {
         let mut by_name = HashMap::new();
         let mut images = Vec::new();
+        let mut positions = Vec::new();
+        let mut attachment_refs = HashMap::new();
         for (position, image) in reader.images().iter().enumerate() {
             let names = normalize_names(&image.names);
+            let is_attachment_tag = |name: &Reference| name.tag().and_then(attachments::parse_tag).is_some();
+            if !names.is_empty() && names.iter().all(is_attachment_tag) {
+                for name in names {
+                    attachment_refs.insert(name.to_string(), image.manifest.descriptor());
+                }
+                continue;
+            }
+            positions.push(position);
             for name in &names {
                 by_name.entry(name.clone()).or_insert(position);
             }
@@ -113,6 +132,8 @@ impl ArchiveSource {
             reader: Arc::new(reader),
             by_name,
             images,
+            positions,
+            attachment_refs: Arc::new(attachment_refs),
             diff_ids: Arc::new(diff_ids),
             compressor: None,
             base_blobs: Arc::new(base_blobs),
@@ -259,6 +280,7 @@ impl ImageSource for ArchiveSource {
             None => image
                 .digest()
                 .and_then(|digest| self.images.iter().position(|candidate| &candidate.digest == digest))
+                .map(|found| self.positions[found])
                 .ok_or_else(|| self.not_found(image))?,
         };
         let archived = &self.reader.images()[position];
@@ -288,6 +310,23 @@ impl ImageSource for ArchiveSource {
 
     async fn has_manifest(&self, descriptor: &Descriptor) -> Result<bool, TransferError> {
         Ok(self.reader.blob_size(&descriptor.digest).is_some())
+    }
+
+    /// The attachments index.json lists under tags of `image`'s repository,
+    /// as `hpn save` (and the store) records them.
+    async fn attachments(&self, image: &Reference, subject: &Digest) -> Result<Vec<Attachment>, TransferError> {
+        let (reader, refs) = (Arc::clone(&self.reader), Arc::clone(&self.attachment_refs));
+        let (image, subject) = (image.clone(), subject.clone());
+        tokio::task::spawn_blocking(move || {
+            attachments::listed_under_tags(
+                &subject,
+                |tag| Ok(refs.get(&tagged(&image, tag).to_string()).cloned()),
+                |index| Ok(reader.read_blob(&index.digest, limits::MANIFEST)?),
+                |tag| format!("{} in archive {}", tagged(&image, tag), reader.path().display()),
+            )
+        })
+        .await
+        .map_err(|join| TransferError::task_failed("archive read", join))?
     }
 
     async fn blob(&self, image: &Reference, descriptor: &Descriptor) -> Result<BlobContent, TransferError> {

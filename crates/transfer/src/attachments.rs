@@ -12,6 +12,8 @@ use hpn_oci::{Descriptor, Digest, Reference, media_type};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::error::TransferError;
+
 /// How deep attachments of attachments are followed (a signature of an SBOM
 /// of an image is two levels): deeper chains are not a thing tools make, and
 /// the bound keeps a cyclic or hostile graph from costing unbounded requests.
@@ -293,6 +295,36 @@ pub(crate) fn parse_referrers(list: &[u8], subject: &Digest) -> Result<Vec<Attac
             }
         })
         .collect())
+}
+
+/// The attachments of `subject` that a place keeping them under names
+/// lists: its legacy tags (`sha256-<hex>.sig`, `.att`, `.sbom`) and the
+/// referrers its fallback index `sha256-<hex>` lists. The store (refs in
+/// index.json) and archives (entries of their index.json) keep them so, and
+/// this one reader serves both: `resolve` finds what a tag of the subject's
+/// repository names, `read_index` reads a fallback index, and `place` says
+/// where a tag is, for errors.
+pub(crate) fn listed_under_tags(
+    subject: &Digest,
+    mut resolve: impl FnMut(&str) -> Result<Option<Descriptor>, TransferError>,
+    mut read_index: impl FnMut(&Descriptor) -> Result<Vec<u8>, TransferError>,
+    place: impl Fn(&str) -> String,
+) -> Result<Vec<Attachment>, TransferError> {
+    let mut found = Vec::new();
+    for kind in AttachmentKind::LEGACY {
+        let tag = legacy_tag(subject, kind).expect("a legacy kind has a tag");
+        if let Some(descriptor) = resolve(&tag)? {
+            found.push(Attachment { kind, descriptor, artifact_type: None, subject: subject.clone() });
+        }
+    }
+    let fallback = fallback_tag(subject);
+    if let Some(index) = resolve(&fallback)? {
+        let bytes = read_index(&index)?;
+        let referrers = parse_referrers(&bytes, subject)
+            .map_err(|reason| TransferError::Referrers { context: place(&fallback), reason })?;
+        found.extend(referrers);
+    }
+    Ok(found)
 }
 
 /// The fallback index (`sha256-<hex>` tag) with `entry` added: `existing`

@@ -201,6 +201,17 @@ pub trait ImageDestination: Send + Sync + 'static {
         false
     }
 
+    /// Whether the attachments of an index travel when only some of its
+    /// platforms do. The store keeps them, with the index, for a later copy
+    /// of its other platforms; an archive does not: its far side gets one
+    /// platform's manifest (a registry takes no index without all its
+    /// manifests), where nothing could check a signature of the index, so
+    /// they are reported as left behind. A registry never gets such an
+    /// index ([`ImageDestination::requires_complete_index`]).
+    fn keeps_attachments_of_partial_indexes(&self) -> bool {
+        true
+    }
+
     /// Records an attachment of an image at `target`, once its blobs are in
     /// place: a legacy tag as that tag in `target`'s repository, a referrer
     /// by digest, and where the destination cannot list referrers itself, in

@@ -134,7 +134,9 @@ pub(crate) struct TopOrigin {
     /// only the destination's copy: only then are attachments looked for.
     asked_source: bool,
     /// The index the image had at the source when the destination got one
-    /// platform's manifest instead (it needs complete indexes).
+    /// platform's manifest instead (it needs complete indexes), or got the
+    /// index without all its platforms and does not keep the attachments of
+    /// such an index ([`ImageDestination::keeps_attachments_of_partial_indexes`]).
     index_left_out: Option<Digest>,
 }
 
@@ -406,6 +408,10 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             return Ok((Vec::new(), Vec::new()));
         }
         let index_left_out = origin.index_left_out.clone();
+        // An index that went without all its platforms is still among `subjects`
+        // where the destination keeps it; its attachments stay behind all the same.
+        let subjects: Vec<Digest> =
+            subjects.into_iter().filter(|subject| Some(subject) != index_left_out.as_ref()).collect();
         if !self.destination.keeps_attachments() {
             let subjects: Vec<Digest> = index_left_out.into_iter().chain(subjects).collect();
             return Ok((Vec::new(), self.left_behind(image, &subjects, LeftReason::DestinationCannotKeep).await?));
@@ -427,7 +433,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     ) -> Result<Vec<LeftAttachment>, TransferError> {
         let mut left = Vec::new();
         for subject in subjects {
-            for attachment in self.source.attachments(image, subject).await? {
+            for attachment in self.attachments_of(image, subject).await? {
                 if attachment.artifact_type.is_none()
                     || self.options.attachments.wants(attachment.artifact_type.as_deref())
                 {
@@ -442,6 +448,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             }
         }
         Ok(left)
+    }
+
+    /// What the source lists as attached to `subject`, a failure named as discovery's.
+    async fn attachments_of(&self, image: &Reference, subject: &Digest) -> Result<Vec<Attachment>, TransferError> {
+        self.source
+            .attachments(image, subject)
+            .await
+            .map_err(|source| TransferError::Discovery { image: image.to_string(), source: Box::new(source) })
     }
 
     /// Copies the attachments of `subjects` and theirs (see [`Engine::copy_attachments`]).
@@ -459,7 +473,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         for _ in 0..attachments::MAX_DEPTH {
             let mut next = Vec::new();
             for subject in &level {
-                for attachment in self.source.attachments(image, subject).await? {
+                for attachment in self.attachments_of(image, subject).await? {
                     let digest = attachment.descriptor.digest.clone();
                     if attachment.artifact_type.is_some() && !policy.wants(attachment.artifact_type.as_deref()) {
                         continue;
@@ -489,8 +503,10 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
 
     /// One attachment: its manifest read (the destination's copy if it has
     /// one), its blobs moved like layers, then recorded by the destination.
+    /// An attachment that is an index (an artifact of several manifests)
+    /// goes with the manifests it lists and their blobs, those first.
     /// `None` when it is not carried: not of a wanted artifact type, or an
-    /// index (attachments are single manifests; an index is not copied as one).
+    /// index listing an index (attachments nest no deeper).
     async fn copy_attachment(
         &self,
         image: &Reference,
@@ -498,6 +514,56 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         attachment: &Attachment,
     ) -> Result<Option<CopiedAttachment>, TransferError> {
         let descriptor = &attachment.descriptor;
+        let context = || format!("image {image}, {} {} of {}", attachment.kind, descriptor.digest, attachment.subject);
+        let manifest = self.attachment_manifest(image, descriptor).await?;
+        let (_, parsed) = parse_manifest(manifest.bytes.clone(), Some(&descriptor.media_type), context)?;
+        let artifact_type = attachments::artifact_type(&manifest.bytes);
+        if !self.options.attachments.wants(artifact_type.as_deref()) {
+            return Ok(None);
+        }
+        let (mut blobs, mut listed) = (Vec::new(), Vec::new());
+        match parsed {
+            ParsedManifest::Image(parsed) => blobs.extend(std::iter::once(parsed.config).chain(parsed.layers)),
+            ParsedManifest::Index(index) => {
+                for child in &index.manifests {
+                    let child_manifest = self.attachment_manifest(image, child).await?;
+                    let (_, child_parsed) =
+                        parse_manifest(child_manifest.bytes.clone(), Some(&child.media_type), context)?;
+                    let ParsedManifest::Image(child_parsed) = child_parsed else {
+                        tracing::warn!(%image, digest = %descriptor.digest, "an attachment index listing an index is not carried");
+                        return Ok(None);
+                    };
+                    blobs.extend(std::iter::once(child_parsed.config).chain(child_parsed.layers));
+                    listed.push(child_manifest);
+                }
+            }
+        }
+        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        blobs.dedup_by(|a, b| a.digest == b.digest);
+        stream::iter(blobs)
+            .map(|blob| async move { self.layer(image, target, &blob).await.map(drop) })
+            .buffer_unordered(self.options.max_concurrent_blobs.max(1))
+            .try_collect::<()>()
+            .await?;
+        for child in &listed {
+            self.destination.put_manifest(target, child).await?;
+        }
+        self.destination.put_attachment(target, attachment, &manifest).await?;
+        Ok(Some(CopiedAttachment {
+            kind: attachment.kind,
+            artifact_type,
+            digest: manifest.digest,
+            subject: attachment.subject.clone(),
+        }))
+    }
+
+    /// An attachment's manifest (or one its index lists): the destination's
+    /// copy if it has one, else the source's, checked against its digest.
+    async fn attachment_manifest(
+        &self,
+        image: &Reference,
+        descriptor: &Descriptor,
+    ) -> Result<RawManifest, TransferError> {
         let manifest = match self.destination.cached(&descriptor.digest, limits::MANIFEST).await? {
             Some(bytes) => {
                 RawManifest { bytes, media_type: descriptor.media_type.clone(), digest: descriptor.digest.clone() }
@@ -511,32 +577,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 actual: manifest.digest,
             });
         }
-        let (_, parsed) = parse_manifest(manifest.bytes.clone(), Some(&descriptor.media_type), || {
-            format!("image {image}, {} {} of {}", attachment.kind, descriptor.digest, attachment.subject)
-        })?;
-        let ParsedManifest::Image(parsed) = parsed else {
-            tracing::warn!(%image, digest = %descriptor.digest, "an attachment that is an index is not carried");
-            return Ok(None);
-        };
-        let artifact_type = attachments::artifact_type(&manifest.bytes);
-        if !self.options.attachments.wants(artifact_type.as_deref()) {
-            return Ok(None);
-        }
-        let mut blobs: Vec<Descriptor> = std::iter::once(parsed.config).chain(parsed.layers).collect();
-        blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
-        blobs.dedup_by(|a, b| a.digest == b.digest);
-        stream::iter(blobs)
-            .map(|blob| async move { self.layer(image, target, &blob).await.map(drop) })
-            .buffer_unordered(self.options.max_concurrent_blobs.max(1))
-            .try_collect::<()>()
-            .await?;
-        self.destination.put_attachment(target, attachment, &manifest).await?;
-        Ok(Some(CopiedAttachment {
-            kind: attachment.kind,
-            artifact_type,
-            digest: manifest.digest,
-            subject: attachment.subject.clone(),
-        }))
+        Ok(manifest)
     }
 
     /// What `job`'s image is: its top manifest or index (as the destination
@@ -566,6 +607,9 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                     origin.index_left_out = Some(top.digest.clone());
                     (chosen.0.clone(), (vec![chosen], 0))
                 } else {
+                    if selected.0.len() < distinct.len() && !self.destination.keeps_attachments_of_partial_indexes() {
+                        origin.index_left_out = Some(top.digest.clone());
+                    }
                     (top, selected)
                 }
             }

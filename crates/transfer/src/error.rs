@@ -198,6 +198,16 @@ pub enum TransferError {
     /// The same failure reported to every image that waited on one blob.
     #[error(transparent)]
     Shared(Arc<TransferError>),
+    /// Looking for an image's attachments (signatures, SBOMs, attestations)
+    /// failed: the image itself was not copied, since a named image travels
+    /// with them or not at all.
+    #[error("looking for the signatures, SBOMs and attestations of image {image}: {source}")]
+    Discovery {
+        /// The image, with its registry.
+        image: String,
+        /// What failed (a registry's answer, an unreadable referrers list).
+        source: Box<TransferError>,
+    },
 }
 
 /// The classes of failure the CLI turns into hpn's exit codes.
@@ -272,6 +282,7 @@ impl TransferError {
             }
             Self::Store(_) | Self::Archive(_) | Self::Io { .. } | Self::BlobMissing { .. } => ErrorKind::Filesystem,
             Self::Shared(inner) => inner.kind(),
+            Self::Discovery { source, .. } => source.kind(),
             Self::Panicked { .. } => ErrorKind::Bug,
             Self::ImageNameRequired { .. } | Self::InvalidName(_) => ErrorKind::Usage,
             _ => ErrorKind::Runtime,

@@ -41,6 +41,7 @@
 
 #![warn(missing_docs)]
 
+mod archive_attachments;
 mod archive_endpoint;
 mod archive_source;
 mod archives;
@@ -85,4 +86,4 @@ pub use registry_endpoint::{RegistryDestination, RegistrySource};
 pub use report::{BlobOrigin, CopyOutcome, NoReport, Reporter};
 pub use save::{ArchiveOptions, Differential, SaveOutput, SaveReport, save};
 pub use save_plan::{EstimatedCopy, SavePlan, ZSTD_COPY_ESTIMATE_RATIO, plan_save};
-pub use store_endpoint::{StoreDestination, StoreSource};
+pub use store_endpoint::{StoreDestination, StoreSource, orphaned_attachment_refs};

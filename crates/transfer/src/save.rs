@@ -17,6 +17,7 @@ use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
 use hpn_store::Store;
 
 use crate::archive_endpoint::{ArchiveDestination, LeftToBase};
+use crate::attachments::Attachment;
 use crate::base::Base;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::endpoints::WrittenArchive;
@@ -302,6 +303,25 @@ impl ImageDestination for SaveDestination {
 
     async fn put_manifest(&self, target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
         self.store.put_manifest(target, manifest).await
+    }
+
+    /// Into the store; the export carries them from there into the archive.
+    fn keeps_attachments(&self) -> bool {
+        true
+    }
+
+    /// As the archive behind it (see [`ArchiveDestination`]).
+    fn keeps_attachments_of_partial_indexes(&self) -> bool {
+        false
+    }
+
+    async fn put_attachment(
+        &self,
+        target: &Reference,
+        attachment: &Attachment,
+        manifest: &RawManifest,
+    ) -> Result<(), TransferError> {
+        self.store.put_attachment(target, attachment, manifest).await
     }
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {

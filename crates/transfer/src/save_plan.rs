@@ -97,6 +97,9 @@ pub async fn plan_save<S: ImageSource, D: ImageDestination>(
             blobs: &set.blobs,
             manifests: &set.manifests,
             images: &set.images,
+            // Attachments are not discovered by a dry run: their blobs (signatures, SBOMs) are
+            // left out of the plan.
+            attachment_subjects: &BTreeMap::new(),
             base_blobs: &set.base_blobs,
         };
         let volumes =

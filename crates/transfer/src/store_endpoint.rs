@@ -1,14 +1,15 @@
+use std::collections::HashSet;
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use hpn_oci::{BlobStream, Descriptor, Digest, RawManifest, Reference, limits, media_type};
+use hpn_oci::{BlobStream, Descriptor, Digest, ParsedManifest, RawManifest, Reference, limits, media_type};
 use hpn_store::{BlobCheck, Store, StoreError};
 use tokio::sync::mpsc;
 
-use crate::attachments::{self, Attachment, AttachmentKind, fallback_tag, legacy_tag};
+use crate::attachments::{self, Attachment, fallback_tag, legacy_tag};
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource, parse_manifest};
 use crate::error::TransferError;
 
@@ -107,24 +108,12 @@ impl ImageSource for StoreSource {
     async fn attachments(&self, image: &Reference, subject: &Digest) -> Result<Vec<Attachment>, TransferError> {
         let (image, subject) = (image.clone(), subject.clone());
         blocking(&self.store, move |store| {
-            let mut found = Vec::new();
-            for kind in AttachmentKind::LEGACY {
-                let tag = legacy_tag(&subject, kind).expect("a legacy kind has a tag");
-                if let Some(descriptor) = store.resolve_ref(&attachment_ref_name(&image, &tag))? {
-                    found.push(Attachment { kind, descriptor, artifact_type: None, subject: subject.clone() });
-                }
-            }
-            let fallback = attachment_ref_name(&image, &fallback_tag(&subject));
-            if let Some(index) = store.resolve_ref(&fallback)? {
-                let bytes = store.read_blob(&index.digest, limits::MANIFEST)?;
-                let referrers =
-                    attachments::parse_referrers(&bytes, &subject).map_err(|reason| TransferError::Referrers {
-                        context: format!("{fallback} in the store at {}", store.root().display()),
-                        reason,
-                    })?;
-                found.extend(referrers);
-            }
-            Ok(found)
+            attachments::listed_under_tags(
+                &subject,
+                |tag| Ok(store.resolve_ref(&attachment_ref_name(&image, tag))?),
+                |index| Ok(store.read_blob(&index.digest, limits::MANIFEST)?),
+                |tag| format!("{} in the store at {}", attachment_ref_name(&image, tag), store.root().display()),
+            )
         })
         .await
     }
@@ -504,4 +493,67 @@ impl Read for ChannelReader {
         buffer[..count].copy_from_slice(&self.current.split_to(count));
         Ok(count)
     }
+}
+
+/// The attachment refs of the store (cosign tags, fallback indexes) that
+/// removing the refs `removing` leaves without a subject: attached to a
+/// manifest only those images reached (their top manifest or index and its
+/// platform manifests), or to such an attachment, and to nothing a kept
+/// image reaches. `hpn store rm` removes them with the images, so that
+/// `hpn store gc` can then reclaim their blobs. Attachments of images the
+/// removed ones never reached are left alone, also those of an image a
+/// concurrent pull has recorded the attachments of but not yet named.
+pub fn orphaned_attachment_refs(store: &Store, removing: &[&str]) -> Result<Vec<String>, TransferError> {
+    let refs = store.refs()?;
+    let is_attachment = |name: &str| name.rsplit_once(':').and_then(|(_, tag)| attachments::parse_tag(tag)).is_some();
+    let (attachment_refs, images): (Vec<_>, Vec<_>) = refs.into_iter().partition(|(name, _)| is_attachment(name));
+    let (removed, kept): (Vec<_>, Vec<_>) = images.into_iter().partition(|(name, _)| removing.contains(&name.as_str()));
+    let reach = |roots: &[(String, Descriptor)]| -> Result<HashSet<Digest>, TransferError> {
+        let mut reached = HashSet::new();
+        for (_, descriptor) in roots {
+            reached.insert(descriptor.digest.clone());
+            if media_type::is_index(&descriptor.media_type) && store.has_blob(&descriptor.digest) {
+                let bytes = store.read_blob(&descriptor.digest, limits::MANIFEST)?;
+                if let Ok((ParsedManifest::Index(index), _)) =
+                    ParsedManifest::parse(&bytes, Some(&descriptor.media_type))
+                {
+                    reached.extend(index.manifests.into_iter().map(|entry| entry.digest));
+                }
+            }
+        }
+        Ok(reached)
+    };
+    let (mut kept_reach, mut removed_reach) = (reach(&kept)?, reach(&removed)?);
+    // Attachments (and theirs) of what is kept are kept; those of what goes, go.
+    let mut undecided: Vec<(String, Descriptor)> =
+        attachment_refs.into_iter().filter(|(name, _)| !removing.contains(&name.as_str())).collect();
+    let mut orphans = Vec::new();
+    loop {
+        let before = undecided.len();
+        let mut still = Vec::new();
+        for (name, descriptor) in undecided {
+            let (_, tag) = name.rsplit_once(':').expect("an attachment ref has a tag");
+            let (subject, _) = attachments::parse_tag(tag).expect("an attachment ref's tag parses");
+            let target = if kept_reach.contains(&subject) {
+                &mut kept_reach
+            } else if removed_reach.contains(&subject) {
+                orphans.push(name.clone());
+                &mut removed_reach
+            } else {
+                still.push((name, descriptor));
+                continue;
+            };
+            target.insert(descriptor.digest.clone());
+            if media_type::is_index(&descriptor.media_type) {
+                let bytes = store.read_blob(&descriptor.digest, limits::MANIFEST)?;
+                let listed = attachments::parse_referrers(&bytes, &subject).unwrap_or_default();
+                target.extend(listed.into_iter().map(|referrer| referrer.descriptor.digest));
+            }
+        }
+        undecided = still;
+        if undecided.len() == before {
+            break;
+        }
+    }
+    Ok(orphans)
 }

@@ -161,6 +161,12 @@ fn remove(store: &Store, refs: &[String], quiet: bool, json: bool) -> Result<Exi
         })
         .collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    // The signatures, SBOMs and attestations of what goes go with it.
+    let orphans = hpn_transfer::orphaned_attachment_refs(store, &names).map_err(|error| {
+        let status = ExitStatus::of(&error);
+        Failure::new(status, error)
+    })?;
+    let names: Vec<&str> = names.into_iter().chain(orphans.iter().map(String::as_str)).collect();
     store.remove_refs(&names).map_err(|error| match error {
         StoreError::RefsNotFound { .. } => Failure::new(ExitStatus::General, error),
         other => filesystem(other),
