@@ -115,7 +115,7 @@ pub async fn save<S: ImageSource>(
     let export_options = options.clone().with_pull(PullPolicy::Always);
     let (export, single) = match output {
         SaveOutput::OneArchive(path) => {
-            let archive = Arc::new(create_archive(&path, &archive_options).await?);
+            let archive = Arc::new(create_archive(&path, &archive_options, &store).await?);
             let exporter =
                 Engine::new(Arc::clone(&store_source), Arc::clone(&archive), export_options, Arc::new(NoReport));
             (Export::One { archive, exporter: Box::new(exporter) }, Some(path))
@@ -162,15 +162,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Starts an archive on the blocking pool: opening a FIFO waits for its reader.
-async fn create_archive(path: &Path, options: &ArchiveOptions) -> Result<ArchiveDestination, TransferError> {
-    let (path, options) = (path.to_owned(), options.clone());
+/// The uncompressed copies of its zstd layers come from `store`, which keeps them.
+async fn create_archive(
+    path: &Path,
+    options: &ArchiveOptions,
+    store: &Arc<Store>,
+) -> Result<ArchiveDestination, TransferError> {
+    let (path, options, store) = (path.to_owned(), options.clone(), Arc::clone(store));
     tokio::task::spawn_blocking(move || {
         let writer = match options.volume_size {
             Some(volume_size) => ArchiveWriter::create_volumes(&path, options.compression, volume_size),
             None => ArchiveWriter::create(&path, options.compression),
         }?;
         let writer = writer.with_durability(options.durability).with_bill_signer(options.signer);
-        Ok(ArchiveDestination::from_writer(&path, writer, options.base))
+        Ok(ArchiveDestination::from_writer(&path, writer, options.base, Some(store)))
     })
     .await
     .map_err(|join| TransferError::task_failed("archive", join))?
@@ -251,7 +256,7 @@ impl SaveDestination {
                         .map_err(|error| TransferError::io(format!("creating directory {}", dir.display()), error))?;
                 }
                 let per_image = self.archive_options.clone().with_volume_size(None);
-                let archive = Arc::new(create_archive(path, &per_image).await?);
+                let archive = Arc::new(create_archive(path, &per_image, &self.blobs).await?);
                 Engine::new(Arc::clone(&self.store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport))
                     .copy(&job)
                     .await?;
