@@ -2,14 +2,14 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};
 use hpn_fs::Durability;
 use hpn_oci::media_type;
 use hpn_oci::media_type::{LayerCompression, layer_compression};
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference, Sha256Hasher};
-use hpn_store::Store;
+use hpn_store::{BlobWriter, Store};
 
 use crate::base::Base;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination};
@@ -260,6 +260,77 @@ impl ArchiveDestination {
             }
         })
         .await
+    }
+}
+
+impl ArchiveDestination {
+    /// Writes a downloading blob into `store` and, in the same pass, into
+    /// this archive when nothing else is going into it and it can take an
+    /// entry back: the store's writer hashes the bytes and the entry stands
+    /// only if the store commits them; otherwise it is taken back and the
+    /// store's error returned. Blocking: call it on the blocking pool.
+    ///
+    /// Returns whether the archive has the blob now; when it is busy, cannot
+    /// take an entry back, or wants a zstd layer (which also needs its
+    /// uncompressed copy), the blob only goes into the store, and the caller
+    /// adds it from there.
+    pub(crate) fn store_while_adding(
+        &self,
+        store: &Store,
+        descriptor: &Descriptor,
+        reader: &mut dyn io::Read,
+    ) -> Result<bool, TransferError> {
+        let mut stored = store.begin_blob(&descriptor.digest, Some(descriptor.size))?;
+        let is_zstd = layer_compression(&descriptor.media_type) == Some(LayerCompression::Zstd);
+        let mut guard = match self.inner.writer.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        let writer = guard.as_mut().and_then(|writer| writer.as_mut()).filter(|writer| {
+            !is_zstd && writer.can_take_back() && !writer.contains_blob(&descriptor.digest)
+        });
+        let Some(writer) = writer else {
+            drop(guard);
+            io::copy(reader, &mut stored).map_err(|error| {
+                TransferError::io(format!("writing blob {} into the store", descriptor.digest), error)
+            })?;
+            stored.commit()?;
+            return Ok(false);
+        };
+        tracing::debug!(blob = %descriptor.digest, "downloading into the store and the archive in one pass");
+        let mut failed = None;
+        let tee = Tee { source: reader, copy: stored, failed: &mut failed };
+        let added = writer.add_blob_checked_elsewhere(&descriptor.digest, descriptor.size, tee, |tee: Tee<'_>| {
+            tee.copy.commit().map_err(TransferError::from)
+        });
+        match (added, failed) {
+            // The download or the store failed, not the archive: say so, as the store alone would.
+            (Err(_), Some(error)) => {
+                Err(TransferError::io(format!("writing blob {} into the store", descriptor.digest), error))
+            }
+            (added, _) => added.map(|()| true),
+        }
+    }
+}
+
+/// A download on its way into the archive, each chunk also written into the
+/// store, whose writer hashes it.
+struct Tee<'a> {
+    source: &'a mut dyn io::Read,
+    copy: BlobWriter,
+    /// The download's or the store's error, which the archive only passes on.
+    failed: &'a mut Option<io::Error>,
+}
+
+impl io::Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.source.read(buf).and_then(|read| io::Write::write_all(&mut self.copy, &buf[..read]).map(|()| read));
+        read.map_err(|error| {
+            let kind = error.kind();
+            *self.failed = Some(error);
+            io::Error::new(kind, "the blob could not be downloaded into the store")
+        })
     }
 }
 

@@ -23,7 +23,7 @@ use crate::endpoints::WrittenArchive;
 use crate::engine::{CopyJob, Engine, EngineOptions, PullPolicy};
 use crate::error::TransferError;
 use crate::report::{CopyOutcome, NoReport, Reporter};
-use crate::store_endpoint::{StoreDestination, StoreSource};
+use crate::store_endpoint::{StoreDestination, StoreSource, drain_on_blocking_thread};
 
 /// Where [`save`] writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,11 +216,16 @@ impl SaveDestination {
         total.images.extend(left.images);
     }
 
+    /// Whether the blob waits for its image's export to go into an archive:
+    /// what the base holds, since the export knows whether its image ships at all.
+    fn waits_for_export(&self, descriptor: &Descriptor) -> bool {
+        self.archive_options.base.as_ref().is_some_and(|base| base.blob(&descriptor.digest).is_some())
+    }
+
     /// Puts a blob the store now holds into the one archive, ahead of its
     /// image; a failure here (a full disk) fails the image with its cause.
     async fn add_early(&self, descriptor: &Descriptor) -> Result<(), TransferError> {
-        // What the base holds waits for the export, which knows whether its image ships at all.
-        if self.archive_options.base.as_ref().is_some_and(|base| base.blob(&descriptor.digest).is_some()) {
+        if self.waits_for_export(descriptor) {
             return Ok(());
         }
         match &self.export {
@@ -301,6 +306,18 @@ impl ImageDestination for SaveDestination {
         descriptor: &Descriptor,
         content: BlobContent,
     ) -> Result<(), TransferError> {
+        // A download goes into the store and the one archive in one pass when
+        // the archive is free: no second write of it from the store afterwards.
+        let content = match (content, &self.export) {
+            (BlobContent::Stream(stream), Export::One { archive, .. }) if !self.waits_for_export(descriptor) => {
+                let (archive, store, blob) = (Arc::clone(archive), Arc::clone(&self.blobs), descriptor.clone());
+                let added =
+                    drain_on_blocking_thread(stream, move |reader| archive.store_while_adding(&store, &blob, reader))
+                        .await?;
+                return if added { Ok(()) } else { self.add_early(descriptor).await };
+            }
+            (content, _) => content,
+        };
         self.store.put_blob(target, descriptor, content).await?;
         self.add_early(descriptor).await
     }
