@@ -274,9 +274,13 @@ fn warm_saves_take_zstd_layers_uncompressed_copies_from_the_store() {
     assert!(!copies.is_empty(), "the zstd fixture has no zstd layer");
     let work = Workspace::new();
     let save = |out: &str| {
-        let run = work.hpn_with_env(["save", image.reference.as_str(), "-o", out], &[("RUST_LOG", "hpn_transfer=debug")]);
+        let run =
+            work.hpn_with_env(["save", image.reference.as_str(), "-o", out], &[("RUST_LOG", "hpn_transfer=debug")]);
         run.assert_ok();
-        (run.stderr.matches("decompressing a zstd layer into the store").count(), archive_entries(&work.path().join(out)))
+        (
+            run.stderr.matches("decompressing a zstd layer into the store").count(),
+            archive_entries(&work.path().join(out)),
+        )
     };
     let copy_path = |diff_id: &str| work.store().join("blobs/sha256").join(&diff_id[7..]);
 
@@ -311,4 +315,24 @@ fn warm_saves_take_zstd_layers_uncompressed_copies_from_the_store() {
     }
     let records = std::fs::read_dir(work.store().join(".hpn-uncompressed")).unwrap().count();
     assert_eq!(records, 0, "gc kept the record of a removed layer's copy");
+}
+
+/// A cold save writes each download into the store and the archive in one pass (no second
+/// write of it from the store afterwards; the debug log names each one), and the archive holds
+/// exactly what a warm save, which copies every blob from the store, writes.
+#[test]
+fn a_cold_save_writes_each_download_into_the_store_and_the_archive_in_one_pass() {
+    let seeded = common::seeded_registry_with(&["base"]);
+    let image = seeded.fixtures.image("base");
+    let work = Workspace::new();
+    let cold =
+        work.hpn_with_env(["save", image.reference.as_str(), "-o", "cold.tar"], &[("RUST_LOG", "hpn_transfer=debug")]);
+    cold.assert_ok();
+    for layer in &image.amd64().layers {
+        let line = format!("downloading into the store and the archive in one pass blob={}", layer.digest);
+        assert!(cold.stderr.contains(&line), "layer {} took two passes:\n{}", layer.digest, cold.stderr);
+    }
+    work.assert_store_verifies();
+    work.hpn(["save", image.reference.as_str(), "-o", "warm.tar"]).assert_ok();
+    assert_eq!(archive_entries(&work.path().join("cold.tar")), archive_entries(&work.path().join("warm.tar")));
 }

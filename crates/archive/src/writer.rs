@@ -644,7 +644,9 @@ impl ArchiveWriter {
             .into());
         }
         if self.blobs.contains_key(digest) {
-            return Err(ArchiveError::InvalidPath { path: self.path.clone(), reason: "it holds that blob already" }.into());
+            return Err(
+                ArchiveError::InvalidPath { path: self.path.clone(), reason: "it holds that blob already" }.into()
+            );
         }
         if !self.blob_dirs_written {
             self.write_blob_dirs()?;
@@ -652,8 +654,9 @@ impl ArchiveWriter {
         let entry_start = self.tar_offset;
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.resize(BUFFER_SIZE, 0);
-        let copied =
-            self.begin_blob(digest, size).and_then(|()| self.copy_counted(digest, size, &mut reader, None, &mut buffer));
+        let copied = self
+            .begin_blob(digest, size)
+            .and_then(|()| self.copy_counted(digest, size, &mut reader, None, &mut buffer));
         self.buffer = buffer;
         match copied.map_err(E::from).and_then(|()| check(reader)) {
             Ok(()) => Ok(self.end_blob(digest, size)?),

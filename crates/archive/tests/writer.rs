@@ -446,7 +446,8 @@ fn an_entry_checked_elsewhere_is_taken_back_when_its_check_or_stream_fails() {
     });
     assert!(matches!(refused, Err(ArchiveError::DigestMismatch { .. })), "{refused:?}");
     assert!(!writer.contains_blob(&Digest::of(failed)));
-    let short = writer.add_blob_checked_elsewhere(&Digest::of(cut), cut.len() as u64 + 9, cut, |_| Ok::<_, ArchiveError>(()));
+    let short =
+        writer.add_blob_checked_elsewhere(&Digest::of(cut), cut.len() as u64 + 9, cut, |_| Ok::<_, ArchiveError>(()));
     assert!(matches!(short, Err(ArchiveError::SizeMismatch { .. })), "{short:?}");
     writer
         .add_blob_checked_elsewhere(&Digest::of(kept), kept.len() as u64, kept, |_| Ok::<_, ArchiveError>(()))
@@ -461,7 +462,8 @@ fn an_entry_checked_elsewhere_is_taken_back_when_its_check_or_stream_fails() {
 
     let mut compressed = ArchiveWriter::create(&dir.path().join("c.tar.gz"), ArchiveCompression::Gzip).unwrap();
     assert!(!compressed.can_take_back());
-    let refused = compressed.add_blob_checked_elsewhere(&Digest::of(kept), kept.len() as u64, kept, |_| Ok::<_, ArchiveError>(()));
+    let refused = compressed
+        .add_blob_checked_elsewhere(&Digest::of(kept), kept.len() as u64, kept, |_| Ok::<_, ArchiveError>(()));
     assert!(matches!(refused, Err(ArchiveError::InvalidPath { .. })), "{refused:?}");
     assert!(!compressed.contains_blob(&Digest::of(kept)));
 }

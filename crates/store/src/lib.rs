@@ -198,9 +198,11 @@ impl Store {
             Ownership::Layout => VerifiedRecords::in_memory(),
         };
         let uncompressed_records = match ownership {
-            Ownership::Store => Some(Arc::new(root_dir.subdir(UNCOMPRESSED_DIR, true).map_err(|error| {
-                StoreError::io("open directory", root_dir.join(UNCOMPRESSED_DIR), error)
-            })?)),
+            Ownership::Store => Some(Arc::new(
+                root_dir
+                    .subdir(UNCOMPRESSED_DIR, true)
+                    .map_err(|error| StoreError::io("open directory", root_dir.join(UNCOMPRESSED_DIR), error))?,
+            )),
             Ownership::Layout => None,
         };
         let store = Store {
@@ -427,7 +429,8 @@ fn refuse_foreign_directory(root: &Path) -> Result<(), StoreError> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         // What an earlier open() killed half-way may have left behind.
-        let ours = ["blobs", INDEX_FILE, INDEX_LOCK_FILE, USAGE_LOCK_FILE, VERIFIED_DIR, UNCOMPRESSED_DIR].contains(&name.as_ref())
+        let ours = ["blobs", INDEX_FILE, INDEX_LOCK_FILE, USAGE_LOCK_FILE, VERIFIED_DIR, UNCOMPRESSED_DIR]
+            .contains(&name.as_ref())
             || name.starts_with(temp::TEMP_PREFIX);
         if !ours {
             return Err(StoreError::InvalidLayout {

@@ -287,9 +287,10 @@ impl ArchiveDestination {
             Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
             Err(TryLockError::WouldBlock) => None,
         };
-        let writer = guard.as_mut().and_then(|writer| writer.as_mut()).filter(|writer| {
-            !is_zstd && writer.can_take_back() && !writer.contains_blob(&descriptor.digest)
-        });
+        let writer = guard
+            .as_mut()
+            .and_then(|writer| writer.as_mut())
+            .filter(|writer| !is_zstd && writer.can_take_back() && !writer.contains_blob(&descriptor.digest));
         let Some(writer) = writer else {
             drop(guard);
             io::copy(reader, &mut stored).map_err(|error| {
@@ -325,7 +326,8 @@ struct Tee<'a> {
 
 impl io::Read for Tee<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = self.source.read(buf).and_then(|read| io::Write::write_all(&mut self.copy, &buf[..read]).map(|()| read));
+        let read =
+            self.source.read(buf).and_then(|read| io::Write::write_all(&mut self.copy, &buf[..read]).map(|()| read));
         read.map_err(|error| {
             let kind = error.kind();
             *self.failed = Some(error);
