@@ -3,7 +3,9 @@
 //!
 //! One engine copies source → [`SaveDestination`], a destination that is the
 //! store with an archive behind it: each blob goes into the archive as soon
-//! as the store holds it, while the rest of its image still downloads, and
+//! as the store holds it, while the rest of its image still downloads (a
+//! download finding the archive free goes into both in one pass, so a big
+//! layer is not written a second time from the store afterwards), and
 //! committing an image to the store then exports it (its manifests and
 //! docker's files) from the store, where every blob was verified on arrival.
 
