@@ -72,3 +72,25 @@ fn mirrors_serve_reads_in_order_and_the_origin_comes_last() {
     run.assert_ok();
     assert!(run.json()["images"][0]["source_location"].as_str().is_some_and(|at| at.starts_with(mirror.addr())));
 }
+
+#[test]
+fn an_unreachable_mirror_is_given_up_for_the_rest_of_the_run() {
+    let names = ["base", "app-a", "app-b", "multi"];
+    let Seeded { registry: origin, fixtures, .. } = seeded_registry_with(&names);
+    let work = Workspace::new();
+    // A port bound and let go again: nothing listens there, connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("{}=127.0.0.1:{port}", origin.addr());
+    let mut args = vec!["--retries", "2", "--mirror", dead.as_str(), "pull"];
+    args.extend(names.iter().map(|name| fixtures.image(name).reference.as_str()));
+    let run = work.hpn(args);
+    run.assert_ok();
+    let given_up = run.stderr.matches("mirror unreachable").count();
+    let retried = run.stderr.matches("mirror failed").count();
+    assert_eq!(
+        (given_up, retried),
+        (1, 0),
+        "the dead mirror was asked again after it was found unreachable:\n{}",
+        run.stderr
+    );
+}

@@ -293,3 +293,171 @@ fn missing_duplicate_foreign_and_corrupt_volumes_are_named_and_nothing_partial_i
         assert!(run.stderr.contains(&named) || run.stderr.contains(&entry), "{entry}: {}", run.stderr);
     }
 }
+
+/// The planned volumes of a `--json save --dry-run --split` run, each as (file name, bytes, images).
+fn planned_volumes(plan: &serde_json::Value) -> Vec<(String, u64, Vec<String>)> {
+    plan["volume_plan"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|volume| {
+            let path = PathBuf::from(volume["path"].as_str().unwrap());
+            let images = volume["images"].as_array().unwrap().iter().map(|name| name.as_str().unwrap().to_owned());
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                volume["bytes"].as_u64().unwrap(),
+                images.collect(),
+            )
+        })
+        .collect()
+}
+
+/// The volumes a real run wrote, described as [`planned_volumes`] describes a plan.
+fn written_volumes(volumes: &[PathBuf]) -> Vec<(String, u64, Vec<String>)> {
+    volumes
+        .iter()
+        .map(|volume| {
+            let name = volume.file_name().unwrap().to_string_lossy().into_owned();
+            (name, fs::metadata(volume).unwrap().len(), indexed_names(volume))
+        })
+        .collect()
+}
+
+/// The blob `hex` as a set of volumes holds it: whole in one, or in parts.
+fn blob_from_volumes(volumes: &[PathBuf], hex: &str) -> Vec<u8> {
+    let whole = format!("blobs/sha256/{hex}");
+    if let Some(volume) = volumes.iter().find(|volume| tar_list(volume).contains(&whole)) {
+        return tar_entry(volume, &whole);
+    }
+    let mut parts: Vec<(u32, Vec<u8>)> = Vec::new();
+    for volume in volumes {
+        for name in tar_list(volume) {
+            if let Some(number) = name.strip_prefix(&format!("hpn-parts/{hex}.")) {
+                parts.push((number.parse().unwrap(), tar_entry(volume, &name)));
+            }
+        }
+    }
+    assert!(!parts.is_empty(), "no volume holds {hex}");
+    parts.sort_by_key(|(number, _)| *number);
+    parts.into_iter().flat_map(|(_, bytes)| bytes).collect()
+}
+
+/// The files in `dir`, but the store.
+fn files_beside_the_store(work: &Workspace) -> Vec<String> {
+    let store = work.store();
+    let mut names: Vec<String> = fs::read_dir(work.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| *path != store)
+        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_dry_run_plans_the_volumes_split_writes_and_writes_nothing() {
+    let seeded = seeded_registry_with(&["app-a", "multi", "zstd"]);
+    let work = Workspace::new();
+    let before = files_beside_the_store(&work);
+    let save = |names: &[&str], dry_run: bool, json: bool| {
+        let mut args: Vec<String> = Vec::new();
+        if json {
+            args.push("--json".into());
+        }
+        args.push("save".into());
+        if dry_run {
+            args.push("--dry-run".into());
+        }
+        args.extend(names.iter().map(|name| seeded.fixtures.image(name).reference.clone()));
+        args.extend(["-o", "set.tar", "--split", "256K"].map(String::from));
+        let run = work.hpn(&args);
+        run.assert_ok();
+        run
+    };
+
+    // No zstd layer: every size is in a descriptor, so the plan is exactly what --split writes.
+    let plan = save(&["app-a", "multi"], true, true).json();
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["volume_plan"]["estimated"], serde_json::json!([]), "{plan:#}");
+    assert_eq!(files_beside_the_store(&work), before, "a dry run wrote a file");
+    assert!(!work.store().exists(), "a dry run created the store");
+    let planned = planned_volumes(&plan);
+    let planned_parts: usize = plan["volume_plan"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|volume| volume["parts"].as_array().unwrap().len())
+        .sum();
+    assert!(planned.len() >= 3 && planned_parts > 0, "{plan:#}");
+    let human = save(&["app-a", "multi"], true, false);
+    assert!(human.stdout.contains("would write") && human.stdout.contains("set.001.tar"), "{}", human.stdout);
+    assert!(human.stdout.contains("part 1/"), "{}", human.stdout);
+
+    save(&["app-a", "multi"], false, false);
+    let volumes = volumes_of(work.path(), "set");
+    assert_eq!(written_volumes(&volumes), planned, "the plan differs from the volumes written");
+    let written_parts = volumes
+        .iter()
+        .flat_map(|volume| tar_list(volume))
+        .filter(|name| name.starts_with("hpn-parts/") && name.len() > 10);
+    assert_eq!(written_parts.count(), planned_parts);
+
+    // Kept aside, as the base of a differential set below.
+    let first = work.path().join("first");
+    fs::create_dir(&first).unwrap();
+    let first_volumes: Vec<PathBuf> = volumes
+        .iter()
+        .map(|volume| {
+            let kept = first.join(volume.file_name().unwrap());
+            fs::rename(volume, &kept).unwrap();
+            kept
+        })
+        .collect();
+
+    // A zstd layer's uncompressed copy has no size in any descriptor: the plan says it estimates it.
+    let zstd = seeded.fixtures.image("zstd");
+    let zstd_layer = zstd.amd64().layers.iter().find(|layer| layer.media_type.ends_with("+zstd")).unwrap();
+    let plan = save(&["app-a", "multi", "zstd"], true, true).json();
+    let estimated = plan["volume_plan"]["estimated"].as_array().unwrap();
+    assert_eq!(estimated.len(), 1, "{plan:#}");
+    assert_eq!(estimated[0]["layer"], zstd_layer.digest.as_str());
+    assert_eq!(estimated[0]["diff_id"], zstd_layer.diff_id.as_str());
+    let human = save(&["app-a", "multi", "zstd"], true, false);
+    assert!(human.stdout.contains("estimated: the uncompressed copies of 1 zstd layer(s)"), "{}", human.stdout);
+
+    // Where the store holds the copy (under its DiffID, as a warm save keeps it), the size is exact.
+    save(&["app-a", "multi", "zstd"], false, false);
+    let volumes = volumes_of(work.path(), "set");
+    let copy_hex = zstd_layer.diff_id.trim_start_matches("sha256:");
+    let copy_path = work.store().join("blobs/sha256").join(copy_hex);
+    if !copy_path.exists() {
+        fs::write(&copy_path, blob_from_volumes(&volumes, copy_hex)).unwrap();
+    }
+    let plan = save(&["app-a", "multi", "zstd"], true, true).json();
+    assert_eq!(plan["volume_plan"]["estimated"], serde_json::json!([]), "{plan:#}");
+    assert_eq!(written_volumes(&volumes), planned_volumes(&plan), "the plan differs from the volumes written");
+    work.assert_store_verifies();
+
+    // A differential set over the first volumes, the copy's size known: planned as it is written,
+    // the base's layers and unchanged images left out.
+    let mut delta = vec!["save".to_owned()];
+    delta.extend(["app-a", "multi", "zstd"].map(|name| seeded.fixtures.image(name).reference.clone()));
+    for volume in &first_volumes {
+        delta.extend(["--since".to_owned(), volume.to_str().unwrap().to_owned()]);
+    }
+    delta.extend(["-o", "delta.tar", "--split", "256K"].map(String::from));
+    let mut planned_delta = vec!["--json".to_owned()];
+    planned_delta.extend(delta.iter().cloned());
+    planned_delta.insert(2, "--dry-run".to_owned());
+    let plan = work.hpn(&planned_delta);
+    plan.assert_ok();
+    work.hpn(&delta).assert_ok();
+    let delta_volumes = volumes_of(work.path(), "delta");
+    assert_eq!(written_volumes(&delta_volumes), planned_volumes(&plan.json()), "the differential plan differs");
+    assert!(
+        plan.json()["volume_plan"]["volumes"][0]["images"] == serde_json::json!([zstd.reference]),
+        "{}",
+        plan.stdout
+    );
+}

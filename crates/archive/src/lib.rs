@@ -61,5 +61,5 @@ pub use error::ArchiveError;
 pub use format::{BILL_OF_CONTENTS, BaseBlob, BillBlob, BillImage, BillOfContents, BillPart};
 pub use reader::{ArchiveReader, ArchivedImage, BlobReader, IncompleteImage, METADATA_LIMIT, Problem, Verification};
 pub use signing::{BILL_SIGNATURE, BillSigner, BillVerifier};
-pub use volumes::volume_path;
+pub use volumes::{PartOutline, SetOutline, VolumeOutline, plan_volumes, volume_path};
 pub use writer::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};

@@ -1,6 +1,7 @@
 //! Cutting a set of images into volumes of a bounded size (`hpn save
 //! --split`): the plan, and the writing of each volume from the set's temp
-//! archive.
+//! archive. [`plan_volumes`] makes the same plan from blob sizes and
+//! manifests alone, for a dry run.
 //!
 //! The plan is a function of the images (taken in name order) and their
 //! blobs (in digest order) alone, so the same content gives the same volumes
@@ -102,61 +103,183 @@ struct PlannedVolume {
     used: u64,
 }
 
-/// A set of images whose blobs all lie in one uncompressed temp tar.
-pub(crate) struct WrittenSet<'a> {
+/// What [`plan_volumes`] plans from: a set of images known by their blobs'
+/// sizes and their manifests, before any layer is fetched (`hpn save
+/// --dry-run --split`).
+#[derive(Debug, Clone, Copy)]
+pub struct SetOutline<'a> {
     /// The archive asked for; the volumes are named after it.
     pub path: &'a Path,
-    pub tar: &'a File,
-    /// Every blob and its size.
+    /// Every blob the set would hold, and its size.
     pub blobs: &'a BTreeMap<Digest, u64>,
-    /// Where each blob's data starts in `tar`.
-    pub offsets: &'a BTreeMap<Digest, u64>,
+    /// The bytes of every manifest and index among `blobs`: an image's
+    /// closure is read from them.
+    pub manifests: &'a BTreeMap<Digest, Vec<u8>>,
+    /// The images, as the archive would list them.
     pub images: &'a [ArchiveImage],
-    /// What the images need but the set leaves to the far side (a
-    /// differential bundle), listed in every volume's bill.
+    /// What the set leaves to the far side (a differential bundle).
     pub base_blobs: &'a BTreeMap<Digest, BaseBlob>,
 }
 
-impl WrittenSet<'_> {
-    /// Plans the volumes and writes them. On an error, the volumes already
-    /// written are removed: a set is only useful whole.
-    pub fn write_volumes(
-        &self,
-        split: Split,
-        durability: Durability,
-        signer: Option<&BillSigner>,
-    ) -> Result<Vec<(PathBuf, u64)>, ArchiveError> {
+/// One volume as [`plan_volumes`] plans it: what `--split` would write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VolumeOutline {
+    /// The file it is written to ([`volume_path`]).
+    pub path: PathBuf,
+    /// The images whole in it (which load from it alone), by name.
+    pub images: Vec<String>,
+    /// How many blobs it holds whole.
+    pub blobs: usize,
+    /// Their bytes.
+    pub blob_bytes: u64,
+    /// The parts it holds of blobs larger than a volume.
+    pub parts: Vec<PartOutline>,
+    /// Its size as an uncompressed tar, headers and lists of contents
+    /// included: the size of the file an uncompressed `--split` writes. A
+    /// compressed volume is what its compressor makes of that, never over
+    /// the volume size.
+    pub tar_size: u64,
+}
+
+/// A part of a blob cut across volumes, as planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartOutline {
+    /// The blob cut.
+    pub blob: Digest,
+    /// Its whole size.
+    pub blob_size: u64,
+    /// This part's number, from 1.
+    pub number: u32,
+    /// How many parts the blob is cut into.
+    pub count: u32,
+    /// This part's bytes.
+    pub size: u64,
+}
+
+/// Plans the volumes `--split` would cut `set` into, with the planning the
+/// writer uses ([`ArchiveWriter::create_volumes`]), so a dry run and the
+/// real set agree: the same images in the same volumes, and with the same
+/// blob sizes, the same tar sizes. `signed` reserves room for a signature
+/// beside each bill.
+pub fn plan_volumes(
+    set: &SetOutline<'_>,
+    compression: ArchiveCompression,
+    volume_size: u64,
+    signed: bool,
+) -> Result<Vec<VolumeOutline>, ArchiveError> {
+    let contents = SetContents { path: set.path, blobs: set.blobs, images: set.images, base_blobs: set.base_blobs };
+    let read = |digest: &Digest| {
+        set.manifests.get(digest).cloned().ok_or_else(|| ArchiveError::InvalidMetadata {
+            path: set.path.to_owned(),
+            entry: format::blob_path(digest.hex()),
+            reason: "the plan was not given this manifest".to_owned(),
+        })
+    };
+    let plan = contents.plan(Split { compression, volume_size }, signed, &read)?;
+    let bills = contents.bills(&plan, |_| Ok(placeholder_part_digest()))?;
+    let count = plan.volumes.len() as u32;
+    let mut part_counts: BTreeMap<&Digest, u32> = BTreeMap::new();
+    for part in plan.volumes.iter().flat_map(|volume| &volume.parts) {
+        *part_counts.entry(&part.blob).or_default() += 1;
+    }
+    Ok((1..)
+        .zip(plan.volumes.iter().zip(&bills))
+        .map(|(number, (volume, bill))| VolumeOutline {
+            path: volume_path(set.path, number, count),
+            images: volume.images.iter().map(|position| set.images[*position].name.clone()).collect(),
+            blobs: volume.blobs.len(),
+            blob_bytes: volume.blobs.iter().map(|digest| set.blobs[digest]).sum(),
+            parts: volume
+                .parts
+                .iter()
+                .map(|part| PartOutline {
+                    blob: part.blob.clone(),
+                    blob_size: set.blobs[&part.blob],
+                    number: part.number,
+                    count: part_counts[&part.blob],
+                    size: part.size,
+                })
+                .collect(),
+            tar_size: contents.tar_size(volume, bill, plan.signature_cost),
+        })
+        .collect())
+}
+
+/// Stands in for a part's digest while planning: part digests are all the
+/// same length, so a bill written with it has the real bill's size.
+fn placeholder_part_digest() -> Digest {
+    Digest::of(b"")
+}
+
+/// A set of images as the planner sees it: every blob and its size, the
+/// images, and what the set leaves to the far side.
+struct SetContents<'a> {
+    path: &'a Path,
+    blobs: &'a BTreeMap<Digest, u64>,
+    images: &'a [ArchiveImage],
+    base_blobs: &'a BTreeMap<Digest, BaseBlob>,
+}
+
+/// A set's volumes as planned, with what their bills are made from.
+struct Plan {
+    /// Image positions, in name order.
+    order: Vec<usize>,
+    /// Each image's blobs, in `order`.
+    closures: Vec<BTreeSet<Digest>>,
+    volumes: Vec<PlannedVolume>,
+    /// The tar bytes of a bill's signature, if the set is signed.
+    signature_cost: u64,
+}
+
+/// Reads a manifest or index of the set, whole.
+type ReadManifest<'r> = dyn Fn(&Digest) -> Result<Vec<u8>, ArchiveError> + 'r;
+
+impl SetContents<'_> {
+    /// Plans the volumes, growing the room reserved for each volume's lists
+    /// of contents until every volume fits in the volume size with its own.
+    fn plan(&self, split: Split, signed: bool, read: &ReadManifest<'_>) -> Result<Plan, ArchiveError> {
         let mut order: Vec<usize> = (0..self.images.len()).collect();
         order.sort_by(|a, b| self.images[*a].name.cmp(&self.images[*b].name));
         let closures =
-            order.iter().map(|position| self.closure(&self.images[*position])).collect::<Result<Vec<_>, _>>()?;
-        let budget = split.volume_size.saturating_sub(compression_slack(split.compression, split.volume_size));
-        let signature_cost = signer.map_or(0, |_| entry_cost(crate::BILL_SIGNATURE, MAX_SIGNATURE_LEN));
-        let (volumes, bills) = self.plan(&order, &closures, budget - budget.min(signature_cost), split.volume_size)?;
-        let count = volumes.len() as u32;
-        let mut written: Vec<(PathBuf, u64)> = Vec::new();
-        let result = volumes.iter().zip(bills).enumerate().try_for_each(|(position, (volume, bill))| {
-            let path = volume_path(self.path, position as u32 + 1, count);
-            let size = self.write_volume(&path, volume, bill, split.compression, durability, signer)?;
-            written.push((path.clone(), size));
-            if size > split.volume_size {
-                return Err(ArchiveError::VolumeTooLarge { path, size, limit: split.volume_size });
+            order.iter().map(|position| self.closure(&self.images[*position], read)).collect::<Result<Vec<_>, _>>()?;
+        let volume_size = split.volume_size;
+        let budget = volume_size.saturating_sub(compression_slack(split.compression, volume_size));
+        let signature_cost = if signed { entry_cost(crate::BILL_SIGNATURE, MAX_SIGNATURE_LEN) } else { 0 };
+        let budget = budget - budget.min(signature_cost);
+        let mut plan = Plan { order, closures, volumes: Vec::new(), signature_cost };
+        let mut reserve = 0;
+        for _ in 0..MAX_PLAN_ROUNDS {
+            let too_small = |reserve: u64| ArchiveError::VolumeSizeTooSmall {
+                path: self.path.to_owned(),
+                limit: volume_size,
+                needed: fixed_cost() + reserve + 2 * BLOCK as u64 + (volume_size - budget),
+            };
+            let capacity = budget
+                .checked_sub(fixed_cost() + reserve)
+                .filter(|capacity| *capacity >= 2 * BLOCK as u64)
+                .ok_or_else(|| too_small(reserve))?;
+            plan.volumes = self.pack(&plan.order, &plan.closures, capacity);
+            let bills = self.bills(&plan, |_| Ok(placeholder_part_digest()))?;
+            let needed =
+                plan.volumes.iter().zip(&bills).map(|(volume, bill)| self.lists_cost(volume, bill)).max().unwrap_or(0);
+            if needed <= reserve {
+                return Ok(plan);
             }
-            Ok(())
-        });
-        if let Err(error) = result {
-            for (path, _) in &written {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(error);
+            reserve = needed;
         }
-        Ok(written)
+        Err(ArchiveError::VolumeSizeTooSmall {
+            path: self.path.to_owned(),
+            limit: volume_size,
+            needed: volume_size + 1,
+        })
     }
 
     /// Every blob of the set `image` needs: its manifest or index, the
     /// manifests of the platforms present, their configs and layers, and
     /// what its manifest.json entry names (an uncompressed copy of a zstd layer).
-    fn closure(&self, image: &ArchiveImage) -> Result<BTreeSet<Digest>, ArchiveError> {
+    fn closure(&self, image: &ArchiveImage, read: &ReadManifest<'_>) -> Result<BTreeSet<Digest>, ArchiveError> {
         let mut closure = BTreeSet::new();
         let mut pending = vec![(image.descriptor.digest.clone(), Some(image.descriptor.media_type.clone()), 0)];
         while let Some((digest, media_type, depth)) = pending.pop() {
@@ -164,7 +287,7 @@ impl WrittenSet<'_> {
                 continue;
             }
             let Some(media_type) = media_type else { continue };
-            let bytes = self.read_small(&digest)?;
+            let bytes = read(&digest)?;
             let parsed =
                 ParsedManifest::parse(&bytes, Some(&media_type)).map_err(|error| ArchiveError::InvalidMetadata {
                     path: self.path.to_owned(),
@@ -189,66 +312,14 @@ impl WrittenSet<'_> {
         Ok(closure)
     }
 
-    fn read_small(&self, digest: &Digest) -> Result<Vec<u8>, ArchiveError> {
-        let size = self.blobs[digest];
-        if size > METADATA_LIMIT {
-            return Err(ArchiveError::TooLarge {
-                path: self.path.to_owned(),
-                entry: format::blob_path(digest.hex()),
-                size,
-                limit: METADATA_LIMIT,
-            });
-        }
-        let mut bytes = vec![0; size as usize];
-        self.tar.read_exact_at(&mut bytes, self.offsets[digest]).map_err(|error| {
-            ArchiveError::io(format!("read blob {digest} from the temp archive of"), self.path, error)
-        })?;
-        Ok(bytes)
-    }
-
     fn blob_cost(&self, digest: &Digest) -> u64 {
         entry_cost(&format::blob_path(digest.hex()), self.blobs[digest])
     }
 
-    /// Plans the volumes, growing the room reserved for each volume's lists
-    /// of contents until every volume fits in `budget` with its own.
-    /// Returns the volumes and each one's bill.
-    fn plan(
-        &self,
-        order: &[usize],
-        closures: &[BTreeSet<Digest>],
-        budget: u64,
-        volume_size: u64,
-    ) -> Result<(Vec<PlannedVolume>, Vec<Vec<u8>>), ArchiveError> {
-        let mut reserve = 0;
-        for _ in 0..MAX_PLAN_ROUNDS {
-            let too_small = |reserve: u64| ArchiveError::VolumeSizeTooSmall {
-                path: self.path.to_owned(),
-                limit: volume_size,
-                needed: fixed_cost() + reserve + 2 * BLOCK as u64 + (volume_size - budget),
-            };
-            let capacity = budget
-                .checked_sub(fixed_cost() + reserve)
-                .filter(|capacity| *capacity >= 2 * BLOCK as u64)
-                .ok_or_else(|| too_small(reserve))?;
-            let volumes = self.pack(order, closures, capacity);
-            // Part digests are all the same length: placeholders size the bills exactly.
-            let bills = self.bills(order, closures, &volumes, |_| Ok(Digest::of(b"")))?;
-            let needed =
-                volumes.iter().zip(&bills).map(|(volume, bill)| self.lists_cost(volume, bill)).max().unwrap_or(0);
-            if needed <= reserve {
-                let bills = self.bills(order, closures, &volumes, |part| self.hash_part(part))?;
-                return Ok((volumes, bills));
-            }
-            reserve = needed;
-        }
-        Err(ArchiveError::VolumeSizeTooSmall {
-            path: self.path.to_owned(),
-            limit: volume_size,
-            needed: volume_size + 1,
-        })
+    /// The size of `volume`'s tar with `bill` (or one of the same length).
+    fn tar_size(&self, volume: &PlannedVolume, bill: &[u8], signature_cost: u64) -> u64 {
+        fixed_cost() + volume.used + self.lists_cost(volume, bill) + signature_cost
     }
-
     /// Packs images and blobs into volumes of `capacity` bytes of blob entries.
     fn pack(&self, order: &[usize], closures: &[BTreeSet<Digest>], capacity: u64) -> Vec<PlannedVolume> {
         let mut volumes = vec![PlannedVolume::default()];
@@ -330,11 +401,10 @@ impl WrittenSet<'_> {
     /// but for its number.
     fn bills(
         &self,
-        order: &[usize],
-        closures: &[BTreeSet<Digest>],
-        volumes: &[PlannedVolume],
+        plan: &Plan,
         part_digest: impl Fn(&PlannedPart) -> Result<Digest, ArchiveError>,
     ) -> Result<Vec<Vec<u8>>, ArchiveError> {
+        let (order, closures, volumes) = (&plan.order, &plan.closures, &plan.volumes);
         let mut blobs: Vec<BillBlob> = Vec::new();
         let mut part_counts: BTreeMap<&Digest, u32> = BTreeMap::new();
         for volume in volumes {
@@ -389,6 +459,72 @@ impl WrittenSet<'_> {
             + entry_cost(format::INDEX_JSON, index.len() as u64)
             + entry_cost(format::MANIFEST_JSON, manifest.len() as u64)
             + repositories.map_or(0, |repositories| entry_cost(format::REPOSITORIES, repositories.len() as u64))
+    }
+}
+
+/// A set of images whose blobs all lie in one uncompressed temp tar.
+pub(crate) struct WrittenSet<'a> {
+    /// The archive asked for; the volumes are named after it.
+    pub path: &'a Path,
+    pub tar: &'a File,
+    /// Every blob and its size.
+    pub blobs: &'a BTreeMap<Digest, u64>,
+    /// Where each blob's data starts in `tar`.
+    pub offsets: &'a BTreeMap<Digest, u64>,
+    pub images: &'a [ArchiveImage],
+    /// What the images need but the set leaves to the far side (a
+    /// differential bundle), listed in every volume's bill.
+    pub base_blobs: &'a BTreeMap<Digest, BaseBlob>,
+}
+
+impl WrittenSet<'_> {
+    /// Plans the volumes and writes them. On an error, the volumes already
+    /// written are removed: a set is only useful whole.
+    pub fn write_volumes(
+        &self,
+        split: Split,
+        durability: Durability,
+        signer: Option<&BillSigner>,
+    ) -> Result<Vec<(PathBuf, u64)>, ArchiveError> {
+        let contents =
+            SetContents { path: self.path, blobs: self.blobs, images: self.images, base_blobs: self.base_blobs };
+        let plan = contents.plan(split, signer.is_some(), &|digest| self.read_small(digest))?;
+        let bills = contents.bills(&plan, |part| self.hash_part(part))?;
+        let count = plan.volumes.len() as u32;
+        let mut written: Vec<(PathBuf, u64)> = Vec::new();
+        let result = plan.volumes.iter().zip(bills).enumerate().try_for_each(|(position, (volume, bill))| {
+            let path = volume_path(self.path, position as u32 + 1, count);
+            let size = self.write_volume(&path, volume, bill, split.compression, durability, signer)?;
+            written.push((path.clone(), size));
+            if size > split.volume_size {
+                return Err(ArchiveError::VolumeTooLarge { path, size, limit: split.volume_size });
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            for (path, _) in &written {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(error);
+        }
+        Ok(written)
+    }
+
+    fn read_small(&self, digest: &Digest) -> Result<Vec<u8>, ArchiveError> {
+        let size = self.blobs[digest];
+        if size > METADATA_LIMIT {
+            return Err(ArchiveError::TooLarge {
+                path: self.path.to_owned(),
+                entry: format::blob_path(digest.hex()),
+                size,
+                limit: METADATA_LIMIT,
+            });
+        }
+        let mut bytes = vec![0; size as usize];
+        self.tar.read_exact_at(&mut bytes, self.offsets[digest]).map_err(|error| {
+            ArchiveError::io(format!("read blob {digest} from the temp archive of"), self.path, error)
+        })?;
+        Ok(bytes)
     }
 
     fn hash_part(&self, part: &PlannedPart) -> Result<Digest, ArchiveError> {
@@ -471,8 +607,16 @@ mod tests {
         assert_eq!(path("bundle", 7, 1000), Path::new("bundle.0007"));
     }
 
-    /// A one-layer image whose layer is `layer`, added to `writer`.
-    fn add_image(writer: &mut ArchiveWriter, name: &str, layer: &[u8]) {
+    /// What was added to a set, as a dry run would know it.
+    #[derive(Default)]
+    struct Added {
+        blobs: BTreeMap<Digest, u64>,
+        manifests: BTreeMap<Digest, Vec<u8>>,
+        images: Vec<ArchiveImage>,
+    }
+
+    /// A one-layer image whose layer is `layer`, added to `writer` and recorded in `added`.
+    fn add_image(writer: &mut ArchiveWriter, added: &mut Added, name: &str, layer: &[u8]) {
         let layer_digest = Digest::of(layer);
         let config = format!(
             r#"{{"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}},"os":"linux","architecture":"amd64"}}"#
@@ -490,7 +634,11 @@ mod tests {
         writer.add_blob_bytes(&layer_digest, layer).unwrap();
         writer.add_blob_bytes(&config_digest, config.as_bytes()).unwrap();
         writer.add_blob_bytes(&manifest_digest, manifest.as_bytes()).unwrap();
-        writer.add_image(ArchiveImage {
+        added.blobs.insert(layer_digest.clone(), layer.len() as u64);
+        added.blobs.insert(config_digest.clone(), config.len() as u64);
+        added.blobs.insert(manifest_digest.clone(), manifest.len() as u64);
+        added.manifests.insert(manifest_digest.clone(), manifest.clone().into_bytes());
+        let image = ArchiveImage {
             descriptor: Descriptor::new(media_type::OCI_MANIFEST, manifest_digest, manifest.len() as u64),
             name: format!("example.com/{name}:1"),
             tag: Some("1".to_owned()),
@@ -499,16 +647,48 @@ mod tests {
                 repo_tags: vec![format!("example.com/{name}:1")],
                 layers: vec![layer_digest],
             }),
-        });
+        };
+        added.images.push(image.clone());
+        writer.add_image(image);
     }
 
-    fn write_set(dir: &Path, big: &[u8], small: &[u8]) -> Vec<(PathBuf, u64)> {
+    fn write_set(dir: &Path, big: &[u8], small: &[u8]) -> (Vec<(PathBuf, u64)>, Added) {
         let mut writer =
             ArchiveWriter::create_volumes(&dir.join("set.tar"), ArchiveCompression::None, 64 * 1024).unwrap();
+        let mut added = Added::default();
         // Added big first: the plan does not depend on the order blobs arrive in.
-        add_image(&mut writer, "big", big);
-        add_image(&mut writer, "small", small);
-        writer.finish_volumes().unwrap()
+        add_image(&mut writer, &mut added, "big", big);
+        add_image(&mut writer, &mut added, "small", small);
+        (writer.finish_volumes().unwrap(), added)
+    }
+
+    #[test]
+    fn the_plan_from_sizes_alone_is_the_set_written() {
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let (volumes, added) = write_set(dir.path(), &big, &[9u8; 7000]);
+        let path = dir.path().join("set.tar");
+        let set = SetOutline {
+            path: &path,
+            blobs: &added.blobs,
+            manifests: &added.manifests,
+            images: &added.images,
+            base_blobs: &BTreeMap::new(),
+        };
+        let plan = plan_volumes(&set, ArchiveCompression::None, 64 * 1024, false).unwrap();
+        let planned: Vec<(PathBuf, u64)> = plan.iter().map(|volume| (volume.path.clone(), volume.tar_size)).collect();
+        assert_eq!(planned, volumes);
+        for (outline, (written, _)) in plan.iter().zip(&volumes) {
+            let reader = ArchiveReader::open(written).unwrap();
+            let names: Vec<&str> = reader.images().iter().map(|image| image.names[0].as_str()).collect();
+            assert_eq!(outline.images, names, "{}", written.display());
+        }
+        let parts: Vec<&PartOutline> = plan.iter().flat_map(|volume| &volume.parts).collect();
+        assert_eq!(parts.iter().map(|part| part.size).sum::<u64>(), big.len() as u64);
+        assert!(parts.iter().all(|part| part.count == parts.len() as u32 && part.blob == Digest::of(&big)));
+        // A signature beside each bill takes room: the plan knows it.
+        let signed = plan_volumes(&set, ArchiveCompression::None, 64 * 1024, true).unwrap();
+        assert!(signed.iter().map(|volume| volume.tar_size).sum::<u64>() > planned.iter().map(|(_, size)| size).sum());
     }
 
     #[test]
@@ -516,7 +696,7 @@ mod tests {
         let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let small = vec![3u8; 5000];
         let dir = tempfile::tempdir().unwrap();
-        let volumes = write_set(dir.path(), &big, &small);
+        let (volumes, _) = write_set(dir.path(), &big, &small);
         assert!(volumes.len() >= 5, "{volumes:?}");
         assert!(
             volumes.iter().all(|(path, size)| *size <= 64 * 1024 && std::fs::metadata(path).unwrap().len() == *size)
@@ -549,7 +729,7 @@ mod tests {
 
         // Same content, same bytes.
         let again = tempfile::tempdir().unwrap();
-        let second = write_set(again.path(), &big, &small);
+        let (second, _) = write_set(again.path(), &big, &small);
         for ((first, _), (second, _)) in volumes.iter().zip(&second) {
             assert!(std::fs::read(first).unwrap() == std::fs::read(second).unwrap());
         }
@@ -560,7 +740,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut writer =
             ArchiveWriter::create_volumes(&dir.path().join("set.tar"), ArchiveCompression::None, 4096).unwrap();
-        add_image(&mut writer, "small", &[1u8; 100]);
+        add_image(&mut writer, &mut Added::default(), "small", &[1u8; 100]);
         let error = writer.finish_volumes().unwrap_err();
         assert!(matches!(error, ArchiveError::VolumeSizeTooSmall { .. }), "{error}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "something was left behind");

@@ -44,6 +44,20 @@ pub struct Summary {
     pub stdout_is_output: bool,
     /// `hpn save --since`: what the bundle leaves to its base.
     pub differential: Option<hpn_transfer::Differential>,
+    /// `hpn save --dry-run --split`: the volumes it would write.
+    pub volume_plan: Option<VolumePlan>,
+}
+
+/// The volumes `hpn save --split` would write, as a dry run planned them.
+#[derive(Debug)]
+pub struct VolumePlan {
+    /// `--split`: no volume file may be larger.
+    pub volume_size: u64,
+    /// Whether the volumes are compressed as a whole (their sizes are the tar's, before that).
+    pub compressed: bool,
+    pub volumes: Vec<hpn_archive::VolumeOutline>,
+    /// Sizes the plan could only estimate.
+    pub estimated: Vec<hpn_transfer::EstimatedCopy>,
 }
 
 impl Summary {
@@ -161,12 +175,17 @@ impl Summary {
                 HumanBytes(outcome.bytes_present)
             ));
         }
-        for (path, _) in &self.archives {
-            text.push_str(&format!(
-                "
+        match &self.volume_plan {
+            Some(plan) => text.push_str(&volume_plan_text(plan)),
+            None => {
+                for (path, _) in &self.archives {
+                    text.push_str(&format!(
+                        "
 would write {}",
-                path.display()
-            ));
+                        path.display()
+                    ));
+                }
+            }
         }
         text
     }
@@ -242,6 +261,7 @@ would write {}",
                 .iter()
                 .map(|(path, size)| JsonArchive { path: path.display().to_string(), bytes: *size })
                 .collect(),
+            volume_plan: self.volume_plan.as_ref().map(JsonVolumePlan::from),
             differential: self.differential.as_ref().map(|differential| JsonDifferential {
                 base_blobs: differential.left_to_base.blobs,
                 bytes_saved: differential.left_to_base.bytes,
@@ -269,7 +289,150 @@ struct JsonSummary<'a> {
     unusable: Vec<JsonRejected<'a>>,
     archives: Vec<JsonArchive>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    volume_plan: Option<JsonVolumePlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     differential: Option<JsonDifferential>,
+}
+
+/// The human lines of a volume plan: each volume, its images and parts, and
+/// what in it is only an estimate.
+fn volume_plan_text(plan: &VolumePlan) -> String {
+    let mut text = format!(
+        "\nwould write {} volume(s) of at most {} ({} bytes){}:",
+        plan.volumes.len(),
+        HumanBytes(plan.volume_size),
+        plan.volume_size,
+        if plan.compressed { "; sizes are of each tar before it is compressed" } else { "" }
+    );
+    for volume in &plan.volumes {
+        let images = if volume.images.is_empty() {
+            "no whole image (only hpn loads it, with the rest of the set)".to_owned()
+        } else {
+            volume.images.join(", ")
+        };
+        text.push_str(&format!(
+            "\n  {}: {} ({} bytes); {} blob(s) whole ({}); images: {images}",
+            volume.path.display(),
+            HumanBytes(volume.tar_size),
+            volume.tar_size,
+            volume.blobs,
+            HumanBytes(volume.blob_bytes),
+        ));
+        for part in &volume.parts {
+            text.push_str(&format!(
+                "\n    part {}/{} of {} ({}): {}",
+                part.number,
+                part.count,
+                part.blob.short(),
+                HumanBytes(part.blob_size),
+                HumanBytes(part.size)
+            ));
+        }
+    }
+    if !plan.estimated.is_empty() {
+        let layers: Vec<String> = plan
+            .estimated
+            .iter()
+            .map(|copy| {
+                format!("{} ({} → ~{})", copy.layer.short(), HumanBytes(copy.layer_size), HumanBytes(copy.assumed_size))
+            })
+            .collect();
+        text.push_str(&format!(
+            "\nestimated: the uncompressed copies of {} zstd layer(s), which the archive carries for docker before \
+             23, have no size in any descriptor and are not in the store; the plan assumes {}× the compressed size: \
+             {}. The real copies may be larger or smaller, so the real volumes may differ in size and number, and \
+             images may fall into other volumes",
+            plan.estimated.len(),
+            hpn_transfer::ZSTD_COPY_ESTIMATE_RATIO,
+            layers.join(", ")
+        ));
+    }
+    text
+}
+
+/// `hpn save --dry-run --split`: the volumes it would write.
+#[derive(Serialize)]
+struct JsonVolumePlan {
+    /// `--split`, in bytes.
+    volume_size: u64,
+    /// Whether each volume is compressed as a whole; `bytes` are then its tar's before that.
+    compressed: bool,
+    volumes: Vec<JsonVolume>,
+    /// Sizes only estimated: with other true sizes the real volumes differ.
+    estimated: Vec<JsonEstimatedCopy>,
+}
+
+#[derive(Serialize)]
+struct JsonVolume {
+    path: String,
+    /// Its size as written uncompressed, headers and lists of contents included.
+    bytes: u64,
+    /// Images whole in it: each loads from this volume alone.
+    images: Vec<String>,
+    blobs: usize,
+    blob_bytes: u64,
+    parts: Vec<JsonPart>,
+}
+
+#[derive(Serialize)]
+struct JsonPart {
+    blob: String,
+    blob_size: u64,
+    number: u32,
+    count: u32,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct JsonEstimatedCopy {
+    /// The zstd layer.
+    layer: String,
+    layer_size: u64,
+    /// Its uncompressed copy's digest (the DiffID).
+    diff_id: String,
+    /// The size the plan assumed for that copy.
+    assumed_size: u64,
+}
+
+impl From<&VolumePlan> for JsonVolumePlan {
+    fn from(plan: &VolumePlan) -> Self {
+        Self {
+            volume_size: plan.volume_size,
+            compressed: plan.compressed,
+            volumes: plan
+                .volumes
+                .iter()
+                .map(|volume| JsonVolume {
+                    path: volume.path.display().to_string(),
+                    bytes: volume.tar_size,
+                    images: volume.images.clone(),
+                    blobs: volume.blobs,
+                    blob_bytes: volume.blob_bytes,
+                    parts: volume
+                        .parts
+                        .iter()
+                        .map(|part| JsonPart {
+                            blob: part.blob.to_string(),
+                            blob_size: part.blob_size,
+                            number: part.number,
+                            count: part.count,
+                            bytes: part.size,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            estimated: plan
+                .estimated
+                .iter()
+                .map(|copy| JsonEstimatedCopy {
+                    layer: copy.layer.to_string(),
+                    layer_size: copy.layer_size,
+                    diff_id: copy.diff_id.to_string(),
+                    assumed_size: copy.assumed_size,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What a differential bundle leaves to its base.

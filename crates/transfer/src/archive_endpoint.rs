@@ -4,7 +4,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
-use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveWriter, DockerImageEntry};
+use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveWriter, BaseBlob, DockerImageEntry};
 use hpn_fs::Durability;
 use hpn_oci::media_type;
 use hpn_oci::media_type::{LayerCompression, layer_compression};
@@ -87,15 +87,7 @@ impl Inner {
     /// check the closure of each image the bundle names, and push it to a
     /// registry that holds only the layers.
     fn leave_to_base(&self, descriptor: &Descriptor) -> Result<bool, TransferError> {
-        let Some(blob) = self.base.as_ref().and_then(|base| base.blob(&descriptor.digest)) else { return Ok(false) };
-        let media_type = descriptor.media_type.as_str();
-        let metadata = media_type::is_index(media_type)
-            || media_type::is_image_manifest(media_type)
-            || media_type == media_type::OCI_CONFIG
-            || media_type == media_type::DOCKER_CONFIG;
-        if metadata {
-            return Ok(false);
-        }
+        let Some(blob) = base_layer(self.base.as_deref(), descriptor) else { return Ok(false) };
         self.with_writer(|writer| {
             writer.add_base_blob(blob.clone());
             Ok(())
@@ -409,45 +401,69 @@ impl ImageDestination for ArchiveDestination {
 
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
         self.put_manifest(&image.destination, &image.top).await?;
-        let primary = &image.platforms[image.primary];
         let copies = lock(&self.inner.uncompressed_copies).clone();
-        let mut layers = Vec::with_capacity(primary.parsed.layers.len());
-        for (layer, diff_id) in primary.parsed.layers.iter().zip(&primary.diff_ids) {
-            match copies.get(&layer.digest) {
-                Some(actual) if actual != diff_id => {
-                    return Err(TransferError::DiffIdMismatch {
-                        layer: layer.digest.clone(),
-                        origin: format!("being saved into {}", self.inner.path.display()),
-                        expected: diff_id.clone(),
-                        actual: actual.clone(),
-                    });
-                }
-                Some(uncompressed) => layers.push(uncompressed.clone()),
-                None => layers.push(layer.digest.clone()),
-            }
-        }
-        // docker load reads only this archive: an image it cannot load whole is not offered to it.
-        let needs_base = self
-            .inner
-            .base
-            .as_ref()
-            .is_some_and(|base| primary.parsed.layers.iter().any(|layer| base.blob(&layer.digest).is_some()));
+        let (archive_image, needs_base) = archive_image(image, &copies, self.inner.base.as_deref(), &self.inner.path)?;
         if needs_base {
             lock(&self.inner.need_base).push(image.destination.to_string());
         }
-        let archive_image = ArchiveImage {
-            descriptor: image.top.descriptor(),
-            name: image.destination.to_string(),
-            tag: image.destination.tag().map(str::to_owned),
-            docker: (!needs_base).then(|| DockerImageEntry {
-                config: primary.parsed.config.digest.clone(),
-                repo_tags: image.destination.familiar_tagged().into_iter().collect(),
-                layers,
-            }),
-        };
         lock(&self.inner.images).push((image.job_index, archive_image));
         Ok(())
     }
+}
+
+/// What the base holds of `descriptor` if it is a layer: a differential
+/// bundle leaves that out (manifests and configs always go in,
+/// [`ArchiveDestination::from_writer`]).
+pub(crate) fn base_layer<'b>(base: Option<&'b Base>, descriptor: &Descriptor) -> Option<&'b BaseBlob> {
+    let blob = base?.blob(&descriptor.digest)?;
+    let media_type = descriptor.media_type.as_str();
+    let metadata = media_type::is_index(media_type)
+        || media_type::is_image_manifest(media_type)
+        || media_type == media_type::OCI_CONFIG
+        || media_type == media_type::DOCKER_CONFIG;
+    (!metadata).then_some(blob)
+}
+
+/// The archive's entry for `image` (index.json's descriptor, manifest.json's
+/// view of its primary platform, which names the uncompressed copy of each
+/// zstd layer: `uncompressed_copies`, zstd layer → DiffID), and whether the
+/// image needs layers of `base`, which leaves it out of manifest.json.
+pub(crate) fn archive_image(
+    image: &CopiedImage,
+    uncompressed_copies: &HashMap<Digest, Digest>,
+    base: Option<&Base>,
+    archive: &Path,
+) -> Result<(ArchiveImage, bool), TransferError> {
+    let primary = &image.platforms[image.primary];
+    let mut layers = Vec::with_capacity(primary.parsed.layers.len());
+    for (layer, diff_id) in primary.parsed.layers.iter().zip(&primary.diff_ids) {
+        match uncompressed_copies.get(&layer.digest) {
+            Some(actual) if actual != diff_id => {
+                return Err(TransferError::DiffIdMismatch {
+                    layer: layer.digest.clone(),
+                    origin: format!("being saved into {}", archive.display()),
+                    expected: diff_id.clone(),
+                    actual: actual.clone(),
+                });
+            }
+            Some(uncompressed) => layers.push(uncompressed.clone()),
+            None => layers.push(layer.digest.clone()),
+        }
+    }
+    // docker load reads only this archive: an image it cannot load whole is not offered to it.
+    let needs_base =
+        base.is_some_and(|base| primary.parsed.layers.iter().any(|layer| base.blob(&layer.digest).is_some()));
+    let archive_image = ArchiveImage {
+        descriptor: image.top.descriptor(),
+        name: image.destination.to_string(),
+        tag: image.destination.tag().map(str::to_owned),
+        docker: (!needs_base).then(|| DockerImageEntry {
+            config: primary.parsed.config.digest.clone(),
+            repo_tags: image.destination.familiar_tagged().into_iter().collect(),
+            layers,
+        }),
+    };
+    Ok((archive_image, needs_base))
 }
 
 /// Decompresses the zstd layer at `path` into `output`, which hashes what

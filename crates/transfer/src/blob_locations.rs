@@ -10,6 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hpn_oci::{Digest, Reference};
 use serde::{Deserialize, Serialize};
 
+use crate::mutex::lock;
+
 /// Repositories remembered per blob; a mount tries the most recent first.
 const PLACES_PER_BLOB: usize = 4;
 /// Blobs remembered in the file; the least recently seen go first.
@@ -63,7 +65,7 @@ impl BlobLocations {
 
     /// Notes that `place`'s repository holds the blob.
     pub fn remember(&self, place: &Reference, digest: &Digest) {
-        let mut blobs = self.blobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut blobs = lock(&self.blobs);
         let places = blobs.entry(digest.clone()).or_default();
         places.retain(|known| known.registry != place.registry() || known.repository != place.repository());
         places.insert(
@@ -75,7 +77,7 @@ impl BlobLocations {
 
     /// Repositories of `registry` known to hold the blob, most recent first.
     pub fn repositories(&self, registry: &str, digest: &Digest) -> Vec<String> {
-        let blobs = self.blobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let blobs = lock(&self.blobs);
         let places = blobs.get(digest).into_iter().flatten();
         places.filter(|place| place.registry == registry).map(|place| place.repository.clone()).collect()
     }
@@ -88,7 +90,7 @@ impl BlobLocations {
         let Some(file) = &self.file else { return };
         let mut merged = read_file(file).unwrap_or_default();
         {
-            let blobs = self.blobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let blobs = lock(&self.blobs);
             for (digest, places) in blobs.iter() {
                 let known = merged.entry(digest.clone()).or_default();
                 for place in places {

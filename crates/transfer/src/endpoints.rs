@@ -27,6 +27,7 @@ use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, Ima
 use crate::engine::{CopyJob, Engine, EngineOptions};
 use crate::error::TransferError;
 use crate::mirrors::Mirrors;
+use crate::mutex::lock;
 use crate::registry_endpoint::{RegistryDestination, RegistrySource};
 use crate::report::{CopyOutcome, Reporter};
 use crate::store_endpoint::{StoreDestination, StoreSource};
@@ -182,7 +183,7 @@ impl EndpointContext {
 
     /// The store, opened on first use and shared after.
     pub fn store(&self) -> Result<Arc<Store>, TransferError> {
-        let mut opened = self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut opened = lock(&self.store);
         if let Some(store) = &*opened {
             return Ok(Arc::clone(store));
         }
@@ -237,7 +238,7 @@ impl EndpointContext {
     /// there: its own name, else `source_image`'s. An archive file is created
     /// at once (in its temp name), so a bad output path fails before any
     /// download.
-    pub fn open_destination(
+    pub async fn open_destination(
         &self,
         name: &EndpointName,
         source_image: &Reference,
@@ -253,10 +254,15 @@ impl EndpointContext {
                     None => layout,
                 })
             }
-            EndpointName::Archive { path, .. } => AnyDestination::Archive(
-                ArchiveDestination::create(path, self.compression, self.durability)?,
-                path.clone(),
-            ),
+            EndpointName::Archive { path, .. } => {
+                let (at, compression, durability) = (path.clone(), self.compression, self.durability);
+                // Opening a FIFO waits for its reader: on the blocking pool, not an async worker.
+                let archive =
+                    tokio::task::spawn_blocking(move || ArchiveDestination::create(&at, compression, durability))
+                        .await
+                        .map_err(|join| TransferError::task_failed("archive", join))??;
+                AnyDestination::Archive(archive, path.clone())
+            }
         };
         Ok((destination, target))
     }
@@ -483,7 +489,7 @@ pub async fn copy(
     let (destination, target) = if options.dry_run {
         context.open_planned_destination(destination, &image)?
     } else {
-        context.open_destination(destination, &image)?
+        context.open_destination(destination, &image).await?
     };
     let source = match source {
         // A dry run plans with the plain sizes rather than compress every layer to learn its size.

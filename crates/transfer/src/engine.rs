@@ -147,6 +147,9 @@ pub(crate) enum Configs {
     ReadOnly,
 }
 
+/// A dry run's plan of one image, and the image as a copy would commit it.
+pub(crate) type PlannedImage = (CopyOutcome, CopiedImage);
+
 /// One image to copy: what to read and the name to record it under.
 #[derive(Debug, Clone)]
 pub struct CopyJob {
@@ -266,12 +269,36 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     /// destination's copies); no layer is, and nothing is mounted, uploaded
     /// or stored.
     async fn plan(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
-        let (top, platforms, _, _) = self.platform_images(job, Configs::ReadOnly).await?;
+        self.plan_image(job).await.map(|(outcome, _)| outcome)
+    }
+
+    /// Plans every job as a dry run does ([`Engine::copy_all`] with
+    /// [`EngineOptions::dry_run`]), reporting each, and returns with each plan
+    /// the image as a copy would hand it to the destination's commit: what
+    /// `hpn save --dry-run --split` cuts into volumes.
+    pub(crate) async fn plan_images(&self, jobs: &[CopyJob]) -> Vec<Result<(CopyOutcome, CopiedImage), TransferError>> {
+        self.reporter.images_queued(jobs.len());
+        let mut results: Vec<(usize, Result<PlannedImage, TransferError>)> = stream::iter(jobs)
+            .map(|job| async move {
+                self.reporter.image_started(&job.source);
+                let result = self.plan_image(job).await;
+                self.reporter.image_finished(&job.source, result.as_ref().map(|(outcome, _)| outcome));
+                (job.index, result)
+            })
+            .buffer_unordered(self.options.max_concurrent_images.max(1))
+            .collect()
+            .await;
+        results.sort_by_key(|(index, _)| *index);
+        results.into_iter().map(|(_, result)| result).collect()
+    }
+
+    async fn plan_image(&self, job: &CopyJob) -> Result<PlannedImage, TransferError> {
+        let (top, platforms, primary, _) = self.platform_images(job, Configs::ReadOnly).await?;
         let layers = distinct_layers(&platforms);
         let mut outcome = CopyOutcome {
-            digest: top.digest,
-            media_type: top.media_type,
-            platforms: platforms.into_iter().map(|platform| platform.platform).collect(),
+            digest: top.digest.clone(),
+            media_type: top.media_type.clone(),
+            platforms: platforms.iter().map(|platform| platform.platform.clone()).collect(),
             blobs_transferred: 0,
             bytes_transferred: 0,
             blobs_present: 0,
@@ -294,7 +321,8 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 outcome.bytes_transferred += layer.size;
             }
         }
-        Ok(outcome)
+        let image = CopiedImage { job_index: job.index, destination: job.destination.clone(), top, platforms, primary };
+        Ok((outcome, image))
     }
 
     async fn copy_unreported(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {

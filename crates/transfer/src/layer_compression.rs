@@ -29,6 +29,7 @@ use hpn_oci::{Descriptor, Digest, ImageManifest, RawManifest, Sha256Hasher};
 
 use crate::error::TransferError;
 use crate::hashing::HashingWriter;
+use crate::mutex::lock;
 use crate::single_flight::SingleFlight;
 
 /// zlib level 6, gzip's and Go's default, which `docker push` uses: the
@@ -67,7 +68,7 @@ impl LayerCompressor {
 
     /// The spool file of a layer this compressor made, by its gzip digest.
     pub(crate) fn spooled(&self, digest: &Digest) -> Option<PathBuf> {
-        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(digest).cloned()
+        lock(&self.files).get(digest).cloned()
     }
 
     /// `manifest` with each plain-tar layer replaced by its gzip form, or
@@ -113,7 +114,7 @@ impl LayerCompressor {
             .await
             .map_err(|join| TransferError::task_failed("layer compression", join))??;
         tracing::debug!(layer = %layer.digest, gzip = %digest, size, "compressed a plain-tar layer for the registry");
-        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(digest.clone(), path);
+        lock(&self.files).insert(digest.clone(), path);
         let media_type = if oci { media_type::OCI_LAYER_GZIP } else { media_type::DOCKER_LAYER_GZIP };
         Ok(Descriptor { media_type: media_type.to_owned(), digest, size, ..layer.clone() })
     }

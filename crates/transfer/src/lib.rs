@@ -56,10 +56,12 @@ mod hashing;
 mod inspect;
 mod layer_compression;
 mod mirrors;
+mod mutex;
 mod naming;
 mod registry_endpoint;
 mod report;
 mod save;
+mod save_plan;
 mod single_flight;
 mod store_endpoint;
 
@@ -82,4 +84,5 @@ pub use naming::{LoadMode, PushMode, PushTarget, SaveMode, own_project};
 pub use registry_endpoint::{RegistryDestination, RegistrySource};
 pub use report::{BlobOrigin, CopyOutcome, NoReport, Reporter};
 pub use save::{ArchiveOptions, Differential, SaveOutput, SaveReport, save};
+pub use save_plan::{EstimatedCopy, SavePlan, ZSTD_COPY_ESTIMATE_RATIO, plan_save};
 pub use store_endpoint::{StoreDestination, StoreSource};

@@ -11,6 +11,7 @@ use crate::blob_locations::BlobLocations;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::error::TransferError;
 use crate::mirrors::Mirrors;
+use crate::mutex::lock;
 
 /// Read size for uploads from local files.
 const UPLOAD_CHUNK: usize = 256 * 1024;
@@ -24,6 +25,10 @@ pub struct RegistrySource {
     /// Per image (by its own name), the mirror location its top manifest came
     /// from: its other reads go there first.
     served: Arc<Mutex<HashMap<Reference, Reference>>>,
+    /// Mirror registries that could not be reached in this run (refused,
+    /// unresolvable, timed out after the retry policy): not asked again, so a
+    /// dead mirror costs its retries once per run, not once per image and blob.
+    unreachable: Arc<Mutex<HashSet<String>>>,
 }
 
 impl RegistrySource {
@@ -35,7 +40,7 @@ impl RegistrySource {
     /// A source reading through `client`, trying `mirrors` before each
     /// image's own registry.
     pub fn with_mirrors(client: RegistryClient, mirrors: Arc<Mirrors>) -> Self {
-        Self { client, mirrors, served: Arc::default() }
+        Self { client, mirrors, served: Arc::default(), unreachable: Arc::default() }
     }
 
     /// The mirror location that served `image`, if a mirror did.
@@ -45,13 +50,19 @@ impl RegistrySource {
 
     /// Where `image`'s top manifest came from: a mirror or its own registry.
     fn served_by(&self, image: &Reference) -> Option<Reference> {
-        self.served.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(image).cloned()
+        lock(&self.served).get(image).cloned()
     }
 
     /// Where to read `image` from, in order: the location that served its
     /// manifest so far, then the mirrors, then its own registry.
+    /// Mirrors found unreachable earlier in the run are left out; the
+    /// image's own registry never is.
     fn candidates(&self, image: &Reference) -> Vec<Reference> {
         let mut candidates = self.mirrors.locations(image);
+        {
+            let unreachable = lock(&self.unreachable);
+            candidates.retain(|location| !unreachable.contains(location.registry()));
+        }
         candidates.push(image.clone());
         if let Some(served) = self.served_by(image)
             && let Some(position) = candidates.iter().position(|candidate| *candidate == served)
@@ -75,6 +86,14 @@ impl RegistrySource {
             match read(location.clone()).await {
                 Ok(value) => return Ok((value, location)),
                 Err(error) if location == *image => origin_error = Some(error),
+                Err(error) if error.is_network() => {
+                    if lock(&self.unreachable).insert(location.registry().to_owned()) {
+                        tracing::warn!(
+                            %image, mirror = %location, %error,
+                            "mirror unreachable; not asking it again in this run"
+                        );
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%image, mirror = %location, %error, "mirror failed; trying the next location")
                 }
@@ -84,7 +103,7 @@ impl RegistrySource {
     }
 
     fn record(&self, image: &Reference, location: Reference) {
-        self.served.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(image.clone(), location);
+        lock(&self.served).insert(image.clone(), location);
     }
 }
 
@@ -179,13 +198,12 @@ impl RegistryDestination {
     /// pushed referrer is listed by the registry itself).
     async fn lists_referrers(&self, target: &Reference, subject: &Digest) -> Result<bool, TransferError> {
         let repository = target.name();
-        let known =
-            self.lists_referrers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(&repository).copied();
+        let known = lock(&self.lists_referrers).get(&repository).copied();
         if let Some(known) = known {
             return Ok(known);
         }
         let answers = self.client.referrers(target, subject).await?.is_some();
-        self.lists_referrers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(repository, answers);
+        lock(&self.lists_referrers).insert(repository, answers);
         Ok(answers)
     }
 
@@ -246,7 +264,7 @@ fn body_factory(content: BlobContent) -> BodyFactory {
         BlobContent::Stream(stream) => {
             let once = Arc::new(Mutex::new(Some(stream)));
             Arc::new(move || {
-                let taken = once.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+                let taken = lock(&once).take();
                 Box::pin(async move {
                     let stream = taken.ok_or_else(|| {
                         io::Error::other("a blob streamed from another registry cannot be re-sent; run the copy again")

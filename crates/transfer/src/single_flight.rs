@@ -7,6 +7,7 @@ use std::hash::Hash;
 use tokio::sync::OnceCell;
 
 use crate::error::TransferError;
+use crate::mutex::lock;
 
 type Slot<T> = Arc<OnceCell<Result<T, Arc<TransferError>>>>;
 
@@ -30,7 +31,7 @@ impl<K: Eq + Hash, T: Clone> SingleFlight<K, T> {
         Fut: Future<Output = Result<T, TransferError>>,
     {
         let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut slots = lock(&self.slots);
             Arc::clone(slots.entry(key).or_default())
         };
         let mut ran_here = false;

@@ -186,7 +186,7 @@ impl Bench {
 /// Pushes the gate's images into `addr`: `gate/img-N:1`, each a shared base layer and layers of
 /// its own, uncompressed OCI layers of seeded random bytes (incompressible, so no job wins by
 /// compressing).
-fn generate(addr: &str) -> Result<Corpus> {
+pub(super) fn generate(addr: &str) -> Result<Corpus> {
     let client = Client::new(addr, None);
     let mut base = Vec::new();
     let mut rng = Rng::new(0x9a7e);

@@ -7,7 +7,9 @@
 //! issue names (an empty store, a fresh registry B, no output file), the disk is synced before it
 //! and only the command itself is timed. Peak RSS comes from `/usr/bin/time` (for a loop of
 //! processes: the largest one). Then a scaling run (200 small images), a sweep of the per-host
-//! request limit (which picks the default), a 2 GiB single-layer image, and diagnostics that explain a missed target: the same `hpn save` with `--sync` (every
+//! request limit (which picks the default), a 2 GiB single-layer image, a 6 GiB image of 5 layers,
+//! the 200-image push against its PUT floor, what referrer discovery, `--split` and a dead first
+//! mirror cost (`features.rs`), and diagnostics that explain a missed target: the same `hpn save` with `--sync` (every
 //! blob, index.json and archive fsync'd, which hpn does not do by default), the disk's fsync'd
 //! write rate and a `perf` profile.
 
@@ -27,6 +29,7 @@ use hpn_testkit::{Registry, have_binary};
 use crate::{cargo, human_size, status, workspace_root};
 
 mod corpus;
+mod features;
 mod gate;
 mod machine;
 mod perf;
@@ -61,6 +64,41 @@ pub(crate) struct BenchArgs {
     /// two builds
     #[arg(long, value_name = "FILE")]
     hpn: Option<PathBuf>,
+    /// Run only these parts of the bench (comma-separated) and print their sections of the report
+    /// (to --out if given) instead of rewriting BENCHMARKS.md
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "PART", conflicts_with = "quick")]
+    only: Vec<Part>,
+    /// With --only: measure on the gate's small generated corpus instead of the fixtures (a quick
+    /// look at a part's output, not numbers to publish)
+    #[arg(long, requires = "only")]
+    small: bool,
+}
+
+/// The parts of a full bench run, which `--only` picks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Part {
+    /// Every job of the corpus against skopeo and the floors (the main table).
+    Main,
+    /// perf profiles of the hardest hpn jobs.
+    Profiles,
+    /// 50 and 200 small images: save, pull, curl.
+    Scaling,
+    /// `hpn push -i` of the 200 images against the PUT floor of the same blobs.
+    ScalingPush,
+    /// The per-host request limit sweep.
+    Concurrency,
+    /// `hpn serve` against docker-registry.
+    Serve,
+    /// One image of a single 2 GiB layer.
+    Large,
+    /// A generated 6 GiB image of 5 layers: cold and warm save, pull, push -i, RSS.
+    Huge,
+    /// Pull with and without referrer discovery (`--no-referrers`), requests per image.
+    Referrers,
+    /// Warm save with `--split` (several volumes) against the same save in one archive.
+    Split,
+    /// Pull through a mirror list whose first mirror refuses connections, against a direct pull.
+    Mirror,
 }
 
 /// Runs of each job in the gate: the median of five is steady on a loaded machine.
@@ -75,6 +113,9 @@ const SCALING_BASE_BYTES: usize = 8 << 20;
 const SCALING_UNIQUE_BYTES: usize = 64 << 10;
 /// The single layer of the large image.
 const LARGE_LAYER_BYTES: u64 = 2 << 30;
+/// The huge image: this many bytes in all, in this many layers of equal size.
+const HUGE_IMAGE_BYTES: u64 = 6 << 30;
+const HUGE_LAYERS: usize = 5;
 /// The issue's targets.
 const TARGET_SAVE_VS_ARCHIVE_LOOP: f64 = 10.0;
 const TARGET_SAVE_VS_OCI_LOOP: f64 = 0.6;
@@ -102,9 +143,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| workspace_root().join("BENCHMARKS.md"));
     for program in ["docker-registry", "skopeo", "curl", "/usr/bin/time", "sha256sum", "xargs", "sync", "openssl"] {
         if !have_binary(program) {
-            bail!(
-                "`{program}` is missing: apt-get install -y docker-registry skopeo curl time coreutils findutils openssl"
-            );
+            // The packages CI installs (.ci/packages), those dpkg lacks first.
+            let missing = hpn_testkit::missing_debian_packages();
+            let packages = if missing.is_empty() { hpn_testkit::debian_packages() } else { missing };
+            bail!("`{program}` is missing: apt-get install -y --no-install-recommends {}", packages.join(" "));
         }
     }
 
@@ -142,48 +184,116 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         return result;
     }
 
-    step("registry A and the bench corpus (fixtures at Scale::Bench)");
+    let only = |part: Part| args.only.is_empty() || args.only.contains(&part);
     let registry_a = Registry::start()?;
-    let build_start = Instant::now();
-    let set = fixtures::build(Scale::Bench)?;
-    println!(
-        "built {} images, {} in {:.1?}",
-        set.images().len(),
-        human_size(set.unique_bytes()),
-        build_start.elapsed()
-    );
-    let pushed = fixtures::push(&set, registry_a.addr())?;
-    let corpus = Corpus::new(&pushed, set.unique_bytes());
-    drop(set);
+    let corpus = if args.small {
+        step("registry A and the gate's small generated corpus (--small)");
+        gate::generate(registry_a.addr())?
+    } else {
+        step("registry A and the bench corpus (fixtures at Scale::Bench)");
+        let build_start = Instant::now();
+        let set = fixtures::build(Scale::Bench)?;
+        println!(
+            "built {} images, {} in {:.1?}",
+            set.images().len(),
+            human_size(set.unique_bytes()),
+            build_start.elapsed()
+        );
+        let pushed = fixtures::push(&set, registry_a.addr())?;
+        Corpus::new(&pushed, set.unique_bytes())
+    };
     println!("{}", corpus.summary());
     bench.prepare(&corpus)?;
 
-    step(&format!("measuring: {runs} run(s) of every job, interleaved"));
-    let jobs = bench.main_jobs(&corpus);
-    let mut results = bench.measure(jobs)?;
+    let mut results = Results::default();
+    if only(Part::Main) {
+        step(&format!("measuring: {runs} run(s) of every job, interleaved"));
+        let jobs = bench.main_jobs(&corpus);
+        results = bench.measure(jobs)?;
+    }
 
-    let profiles = if !perf_works() {
+    let profiles = if !only(Part::Profiles) || !perf_works() {
         Vec::new()
     } else {
         step("profiles (perf record)");
         bench.profiles()?
     };
 
-    step(&format!("scaling: {SCALING_IMAGES_SMALL} and {SCALING_IMAGES} small images"));
-    let scaling = bench.scaling(SCALING_IMAGES_SMALL, SCALING_IMAGES)?;
+    let scaling_corpus = if only(Part::Scaling) || only(Part::ScalingPush) {
+        step(&format!("scaling: {SCALING_IMAGES} small images"));
+        Some(bench.scaling_corpus(SCALING_IMAGES)?)
+    } else {
+        None
+    };
+    let scaling = match &scaling_corpus {
+        Some(scaling_corpus) if only(Part::Scaling) => {
+            step(&format!("scaling: {SCALING_IMAGES_SMALL} and {SCALING_IMAGES} small images"));
+            Some(bench.scaling(scaling_corpus, SCALING_IMAGES_SMALL, SCALING_IMAGES)?)
+        }
+        _ => None,
+    };
+    let scaling_push = match &scaling_corpus {
+        Some(scaling_corpus) if only(Part::ScalingPush) => {
+            step(&format!("scaling push: push -i of {SCALING_IMAGES} images against the PUT floor"));
+            Some(bench.scaling_push(scaling_corpus, SCALING_IMAGES)?)
+        }
+        _ => None,
+    };
+    drop(scaling_corpus);
 
-    step(&format!("concurrency: requests per registry host {CONCURRENCY_SWEEP:?}"));
-    let concurrency = bench.concurrency()?;
+    let concurrency = if only(Part::Concurrency) {
+        step(&format!("concurrency: requests per registry host {CONCURRENCY_SWEEP:?}"));
+        if !bench.path("hpn-one.tar").exists() {
+            bench.save_list(Store::Fresh("save-store"), "hpn-one.tar").keep_out().time()?;
+        }
+        bench.concurrency()?
+    } else {
+        Vec::new()
+    };
 
-    step("serve: hpn serve against docker-registry, the same blobs to the same clients");
-    let serving = Some(bench.serving(&corpus)?);
+    let serving = if only(Part::Serve) {
+        step("serve: hpn serve against docker-registry, the same blobs to the same clients");
+        Some(bench.serving(&corpus)?)
+    } else {
+        None
+    };
 
-    step(&format!("large: one image with a single {} layer", human_size(LARGE_LAYER_BYTES)));
-    let large = Some(bench.large()?);
+    let referrers = if only(Part::Referrers) {
+        step("referrers: pull with referrer discovery and with --no-referrers");
+        Some(bench.referrers(&registry_a, corpus.images.len())?)
+    } else {
+        None
+    };
+    let split = if only(Part::Split) {
+        step("split: warm save with --split against one archive");
+        Some(bench.split_cost()?)
+    } else {
+        None
+    };
+    let mirror = if only(Part::Mirror) {
+        step("mirror: pull through a dead first mirror against a direct pull");
+        Some(bench.mirror_fallback(&registry_a)?)
+    } else {
+        None
+    };
 
-    step("disk: fsync'd write rate");
-    let disk = bench.disk_rate()?;
-    results.disk_mb_s = Some(disk);
+    let large = if only(Part::Large) {
+        step(&format!("large: one image with a single {} layer", human_size(LARGE_LAYER_BYTES)));
+        Some(bench.large()?)
+    } else {
+        None
+    };
+    let huge = if only(Part::Huge) {
+        step(&format!("huge: one image of {HUGE_LAYERS} layers, {} in all", human_size(HUGE_IMAGE_BYTES)));
+        Some(bench.huge()?)
+    } else {
+        None
+    };
+
+    if only(Part::Main) {
+        step("disk: fsync'd write rate");
+        results.disk_mb_s = Some(bench.disk_rate()?);
+    }
 
     let report = Report {
         machine,
@@ -191,13 +301,28 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         results,
         profiles,
         scaling,
+        scaling_push,
         concurrency,
         serving,
         large,
+        huge,
+        referrers,
+        split,
+        mirror,
         runs,
         total: started.elapsed(),
         load_end: load_average(),
     };
+    if !args.only.is_empty() {
+        // Only some parts ran: their sections, not a BENCHMARKS.md with holes.
+        let sections = report.sections_markdown();
+        println!("\n{sections}");
+        if let Some(out) = &args.out {
+            fs::write(out, &sections).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {}", out.display());
+        }
+        return Ok(());
+    }
     println!("\n{}", report.terminal_table());
     if let Some(parent) = out.parent() {
         fs::create_dir_all(parent)?;
@@ -545,13 +670,7 @@ impl Bench {
         }
         fs::write(&self.urls, urls)?;
         // The PUT floor uploads the files the warm store holds (filled before the floor first runs).
-        let blob_dir = self.path(WARM_STORE).join("blobs").join("sha256");
-        let mut put = String::new();
-        for (digest, (repo, _)) in &corpus.blobs {
-            let file = blob_dir.join(digest.trim_start_matches("sha256:"));
-            writeln!(put, "{repo} {digest} {}", file.display())?;
-        }
-        fs::write(&self.put_list, put)?;
+        self.write_put_list(&self.put_list, &self.path(WARM_STORE), &corpus.blobs)?;
         // Each blob a monolithic upload, as docker and hpn push one that fits in a request: a POST
         // for a session, then one PUT of the whole file with its digest, which the registry checks.
         fs::write(
@@ -570,6 +689,26 @@ impl Bench {
             format!("#!/bin/sh\nxargs -P {CURL_PARALLEL} -n 1 sh -c 'curl -sf \"$0\" | sha256sum' < \"$1\"\n"),
         )?;
         Ok(())
+    }
+
+    /// The PUT floor's list (`REPOSITORY DIGEST FILE` a line) of `blobs` (digest → (repository,
+    /// size)), as files of `store`.
+    fn write_put_list(&self, list: &Path, store: &Path, blobs: &BTreeMap<String, (String, u64)>) -> Result<()> {
+        let blob_dir = store.join("blobs").join("sha256");
+        let mut put = String::new();
+        for (digest, (repo, _)) in blobs {
+            let file = blob_dir.join(digest.trim_start_matches("sha256:"));
+            writeln!(put, "{repo} {digest} {}", file.display())?;
+        }
+        fs::write(list, put).with_context(|| format!("writing {}", list.display()))
+    }
+
+    /// The PUT floor: every blob of `list` ([`Bench::write_put_list`]) uploaded by parallel
+    /// curls into `registry`, timed.
+    fn put_floor(&self, registry: &str, list: &Path) -> Result<Sample> {
+        sync_disk()?;
+        let cmd = Cmd::new([OsStr::new("sh"), self.put_script.as_os_str(), OsStr::new(registry), list.as_os_str()]);
+        self.timer.time(&cmd)
     }
 
     fn main_jobs<'a>(&'a self, corpus: &'a Corpus) -> Vec<Job<'a>> {
@@ -704,14 +843,7 @@ impl Bench {
             key: Key::PutFloor,
             run: Box::new(move |_| {
                 let registry_b = Registry::start()?;
-                sync_disk()?;
-                let cmd = Cmd::new([
-                    OsStr::new("sh"),
-                    self.put_script.as_os_str(),
-                    OsStr::new(registry_b.addr()),
-                    self.put_list.as_os_str(),
-                ]);
-                Ok((self.timer.time(&cmd)?, Vec::new()))
+                Ok((self.put_floor(registry_b.addr(), &self.put_list)?, Vec::new()))
             }),
         });
         // skopeo pushing the docker-archives it wrote, into a fresh registry B.

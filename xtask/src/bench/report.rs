@@ -4,13 +4,14 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::corpus::Corpus;
+use super::features::{MirrorFallback, Referrers, SplitCost};
 use super::machine::Machine;
 use super::perf::{Profile, profile_summary};
 use super::sampling::{Sample, median};
-use super::scaling::{ConcurrencyPoint, Large, Scaling};
+use super::scaling::{ConcurrencyPoint, Huge, Large, Scaling, ScalingPush};
 use super::serve::{SERVE_CLIENTS, Serving, TARGET_SERVE_VS_REGISTRY};
 use super::{
-    CURL_PARALLEL, Key, LARGE_LAYER_BYTES, MB, Results, SCALING_BASE_BYTES, SCALING_UNIQUE_BYTES,
+    CURL_PARALLEL, HUGE_IMAGE_BYTES, Key, LARGE_LAYER_BYTES, MB, Results, SCALING_BASE_BYTES, SCALING_UNIQUE_BYTES,
     TARGET_LARGE_SAVE_VS_PULL, TARGET_PUSH_VS_PUT, TARGET_RSS_MB, TARGET_SAVE_VS_ARCHIVE_LOOP, TARGET_SAVE_VS_OCI_LOOP,
     TARGET_SAVE_VS_RAW, TARGET_VERIFY_VS_SHA256SUM, TARGET_WARM_SECONDS, TARGET_WARM_VS_CAT,
 };
@@ -22,10 +23,15 @@ pub(super) struct Report {
     pub(super) corpus: Corpus,
     pub(super) results: Results,
     pub(super) profiles: Vec<Profile>,
-    pub(super) scaling: Scaling,
+    pub(super) scaling: Option<Scaling>,
+    pub(super) scaling_push: Option<ScalingPush>,
     pub(super) concurrency: Vec<ConcurrencyPoint>,
     pub(super) serving: Option<Serving>,
     pub(super) large: Option<Large>,
+    pub(super) huge: Option<Huge>,
+    pub(super) referrers: Option<Referrers>,
+    pub(super) split: Option<SplitCost>,
+    pub(super) mirror: Option<MirrorFallback>,
     pub(super) runs: usize,
     pub(super) total: Duration,
     pub(super) load_end: String,
@@ -278,7 +284,192 @@ impl Report {
                 ));
             }
         }
+        t.extend(self.part_targets());
         t
+    }
+
+    /// The targets of the parts beyond the main corpus: the 200-image push against its PUT floor,
+    /// and the huge image's peak RSS.
+    pub(super) fn part_targets(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        if let Some(push) = &self.scaling_push {
+            let ratio = push.ratio();
+            t.push(Target {
+                what: format!(
+                    "`hpn push -i` of the {}-image list ≤ {TARGET_PUSH_VS_PUT}× the PUT floor of its blobs",
+                    push.images
+                ),
+                measured: format!("{ratio:.2}×"),
+                pass: ratio <= TARGET_PUSH_VS_PUT,
+                margin: if ratio <= TARGET_PUSH_VS_PUT {
+                    format!("{:.0}% under the limit", (1.0 - ratio / TARGET_PUSH_VS_PUT) * 100.0)
+                } else {
+                    format!("over by {:.0}%", (ratio / TARGET_PUSH_VS_PUT - 1.0) * 100.0)
+                },
+            });
+        }
+        if let Some(huge) = self.huge.as_ref().filter(|huge| huge.skipped.is_none()) {
+            let (name, worst) = huge
+                .rows
+                .iter()
+                .map(|(n, s, _)| (*n, s.rss_kb as f64 * 1024.0 / MB))
+                .fold(("", 0.0), |a, b| if b.1 > a.1 { b } else { a });
+            t.push(Target {
+                what: format!(
+                    "peak RSS ≤ {TARGET_RSS_MB:.0} MB with a {} image of {} layers",
+                    human_size(huge.image_bytes),
+                    huge.layers
+                ),
+                measured: format!("{worst:.1} MB ({name})"),
+                pass: worst <= TARGET_RSS_MB,
+                margin: if worst <= TARGET_RSS_MB {
+                    format!("{:.0}% under the limit", (1.0 - worst / TARGET_RSS_MB) * 100.0)
+                } else {
+                    format!("over by {:.1} MB", worst - TARGET_RSS_MB)
+                },
+            });
+        }
+        t
+    }
+
+    /// The report's sections of the parts that ran (`cargo xtask bench --only`), with their targets.
+    pub(super) fn sections_markdown(&self) -> String {
+        let mut md = String::new();
+        let targets = self.part_targets();
+        if !targets.is_empty() {
+            let _ = writeln!(md, "| target | measured | result | margin |\n|---|---:|---|---|");
+            for t in &targets {
+                let verdict = if t.pass { "PASS" } else { "**MISS**" };
+                let _ = writeln!(md, "| {} | {} | {verdict} | {} |", t.what, t.measured, t.margin);
+            }
+            let _ = writeln!(md);
+        }
+        self.write_scaling(&mut md);
+        if !self.concurrency.is_empty() {
+            self.write_concurrency(&mut md);
+        }
+        if let Some(serving) = &self.serving {
+            md.push_str(&serving.markdown());
+        }
+        if self.large.is_some() {
+            self.write_large(&mut md);
+        }
+        self.write_parts(&mut md);
+        md
+    }
+
+    /// The sections of the 200-image push, the huge image, and what features cost.
+    pub(super) fn write_parts(&self, md: &mut String) {
+        if let Some(push) = &self.scaling_push {
+            let (push_wall, floor_wall) = (
+                median(&push.push.iter().map(|s| s.wall).collect::<Vec<_>>()),
+                median(&push.floor.iter().map(|s| s.wall).collect::<Vec<_>>()),
+            );
+            let _ = writeln!(md, "## {} images pushed, against the PUT floor\n", push.images);
+            let _ = writeln!(
+                md,
+                "`hpn push -i` of the scaling list saved into one archive ({} of unique blobs: the shared base once, \
+                 then each image's layer and config), into a fresh registry B, against the PUT floor: the same \
+                 unique blobs uploaded by {CURL_PARALLEL} parallel curls (a POST and one monolithic PUT each), \
+                 interleaved run by run. push also PUTs {} manifests and mounts the base into every repository, \
+                 which the floor does not.\n",
+                human_size(push.bytes),
+                push.images
+            );
+            let _ = writeln!(md, "| job | median | peak RSS |\n|---|---:|---:|");
+            let _ = writeln!(md, "| hpn push -i | {push_wall:.2} s | {:.1} MB |", max_rss(&push.push));
+            let _ = writeln!(md, "| floor: parallel curl PUT | {floor_wall:.2} s | |");
+            let _ = writeln!(
+                md,
+                "\npush ÷ floor: **{:.2}×** (median of the per-run ratios; target ≤ {TARGET_PUSH_VS_PUT}×).\n",
+                push.ratio()
+            );
+        }
+        if let Some(huge) = &self.huge {
+            let _ = writeln!(md, "## A {} image of {} layers\n", human_size(HUGE_IMAGE_BYTES), huge.layers);
+            if let Some(skipped) = &huge.skipped {
+                let _ = writeln!(md, "Not measured on this run: {skipped}.\n");
+            } else {
+                let _ = writeln!(
+                    md,
+                    "A generated OCI image of {} uncompressed layers of incompressible bytes, {} in all, one run \
+                     each (each job moves gigabytes). Peak RSS must stay flat: the corpus column is the same job on \
+                     the bench corpus.\n",
+                    huge.layers,
+                    human_size(huge.image_bytes)
+                );
+                let _ = writeln!(
+                    md,
+                    "| job | wall | throughput | peak RSS | same job on the corpus |\n|---|---:|---:|---:|---:|"
+                );
+                for (name, s, key) in &huge.rows {
+                    let _ = writeln!(
+                        md,
+                        "| {name} | {:.2} s | {:.0} MB/s | {:.1} MB | {} |",
+                        s.wall,
+                        huge.image_bytes as f64 / MB / s.wall,
+                        s.rss_kb as f64 * 1024.0 / MB,
+                        mb_or_dash(self.results.rss_mb(*key))
+                    );
+                }
+                let rss: Vec<f64> = huge.rows.iter().map(|(_, s, _)| s.rss_kb as f64 * 1024.0 / MB).collect();
+                let worst = rss.iter().copied().fold(0.0, f64::max);
+                let _ = writeln!(
+                    md,
+                    "\nPeak RSS {:.1}–{worst:.1} MB over jobs moving {}{}.\n",
+                    rss.iter().copied().fold(f64::INFINITY, f64::min),
+                    human_size(huge.image_bytes),
+                    if worst <= TARGET_RSS_MB {
+                        format!(" — flat: under {TARGET_RSS_MB:.0} MB, bounded by buffers, not by the image's size")
+                    } else {
+                        " — NOT flat".to_owned()
+                    }
+                );
+            }
+        }
+        if self.referrers.is_none() && self.split.is_none() && self.mirror.is_none() {
+            return;
+        }
+        let _ = writeln!(md, "## What features cost\n");
+        let _ = writeln!(
+            md,
+            "Each job with the feature and the same job without it, interleaved run by run on the corpus; the \
+             ratio is the median of the per-run ratios.\n"
+        );
+        let _ = writeln!(md, "| feature | with | without | with ÷ without | notes |\n|---|---:|---:|---:|---|");
+        if let Some(referrers) = &self.referrers {
+            let (with, without) = referrers.pulls.walls();
+            let (asked, not_asked) = referrers.requests_per_image;
+            let _ = writeln!(
+                md,
+                "| referrer discovery: `hpn pull -f list` against `--no-referrers` | {with:.2} s | {without:.2} s | \
+                 {:.2}× | {asked:.1} against {not_asked:.1} requests per image ({:+.1}), from registry A's access log |",
+                referrers.pulls.ratio(),
+                asked - not_asked
+            );
+        }
+        if let Some(split) = &self.split {
+            let (with, without) = split.saves.walls();
+            let _ = writeln!(
+                md,
+                "| `--split {}`: warm `hpn save` into {} volumes against one {} archive | {with:.2} s | \
+                 {without:.2} s | {:.2}× | the set goes through one temp tar, then is cut into volumes |",
+                human_size(split.volume_size),
+                split.volumes,
+                human_size(split.archive_bytes),
+                split.saves.ratio()
+            );
+        }
+        if let Some(mirror) = &self.mirror {
+            let (with, without) = mirror.pulls.walls();
+            let _ = writeln!(
+                md,
+                "| mirror fallback: `hpn pull` through `--mirror A=DEAD` (connection refused, then A) against a \
+                 direct pull | {with:.2} s | {without:.2} s | {:.2}× | |",
+                mirror.pulls.ratio()
+            );
+        }
+        let _ = writeln!(md);
     }
 
     pub(super) fn terminal_table(&self) -> String {
@@ -467,6 +658,7 @@ impl Report {
             md.push_str(&serving.markdown());
         }
         self.write_large(&mut md);
+        self.write_parts(&mut md);
         self.write_profiles(&mut md);
         self.write_regressions(&mut md);
         md
@@ -782,7 +974,7 @@ impl Report {
     }
 
     pub(super) fn write_scaling(&self, md: &mut String) {
-        let s = &self.scaling;
+        let Some(s) = &self.scaling else { return };
         let (Some(small), Some(big)) = (s.points.first(), s.points.last()) else { return };
         let _ = writeln!(md, "## Scaling: many small images\n");
         let _ = writeln!(
@@ -993,6 +1185,16 @@ impl Report {
 }
 
 /// A floor's name in the "÷ floor" column.
+/// The largest peak RSS of `samples`, in MB.
+fn max_rss(samples: &[Sample]) -> f64 {
+    samples.iter().map(|s| s.rss_kb).max().unwrap_or(0) as f64 * 1024.0 / MB
+}
+
+/// "12.3 MB", or "–" where the job did not run.
+fn mb_or_dash(mb: f64) -> String {
+    if mb.is_nan() { "–".to_owned() } else { format!("{mb:.1} MB") }
+}
+
 pub(super) fn floor_name(key: Key) -> &'static str {
     match key {
         Key::Curl => "raw fetch",

@@ -1,12 +1,15 @@
 //! The runs beyond the main corpus: many small images (scaling), the per-host request limit
 //! (concurrency) and one 2 GiB layer (large).
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use hpn_testkit::fixtures::media_types::OCI_MANIFEST;
 use hpn_testkit::http::{Body, Client};
 use hpn_testkit::{HashingWriter, Registry, Rng, sha256_digest};
@@ -14,8 +17,8 @@ use hpn_testkit::{HashingWriter, Registry, Rng, sha256_digest};
 use super::corpus::{image_documents, push_image, write_tar_layer};
 use super::sampling::{Sample, median};
 use super::{
-    Bench, CONCURRENCY_SWEEP, Key, LARGE_LAYER_BYTES, MB, SCALING_BASE_BYTES, SCALING_UNIQUE_BYTES, Store, curl_all,
-    remove, sync_disk,
+    Bench, CONCURRENCY_SWEEP, HUGE_IMAGE_BYTES, HUGE_LAYERS, Key, LARGE_LAYER_BYTES, MB, SCALING_BASE_BYTES,
+    SCALING_UNIQUE_BYTES, Store, curl_all, fresh_dir, remove, sync_disk,
 };
 use crate::human_size;
 
@@ -64,6 +67,23 @@ impl Bench {
     }
 }
 
+/// `hpn push -i` of the scaling images against the PUT floor of their blobs.
+#[derive(Debug, Default)]
+pub(super) struct ScalingPush {
+    pub(super) images: usize,
+    /// The unique blobs' bytes.
+    pub(super) bytes: u64,
+    pub(super) push: Vec<Sample>,
+    pub(super) floor: Vec<Sample>,
+}
+
+impl ScalingPush {
+    /// The median over runs of push ÷ floor in the same run.
+    pub(super) fn ratio(&self) -> f64 {
+        median(&self.push.iter().zip(&self.floor).map(|(push, floor)| push.wall / floor.wall).collect::<Vec<_>>())
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Scaling {
     pub(super) points: Vec<ScalingPoint>,
@@ -71,8 +91,23 @@ pub(super) struct Scaling {
     pub(super) request_latency: f64,
 }
 
+/// The scaling images, pushed into a registry of their own.
+pub(super) struct ScalingCorpus {
+    registry: Registry,
+    /// `ADDR/scaling/img-NNN:1`, in order.
+    refs: Vec<String>,
+    /// The base once (the first image's), then each image's own layer and config.
+    blob_urls: Vec<String>,
+    /// Each image's own layer and config bytes.
+    bytes_per_image: Vec<u64>,
+    base_bytes: u64,
+    /// digest → (a repository that has it, size), as [`super::Corpus::blobs`].
+    blobs: BTreeMap<String, (String, u64)>,
+}
+
 impl Bench {
-    pub(super) fn scaling(&self, small: usize, big: usize) -> Result<Scaling> {
+    /// Generates `count` scaling images and pushes them.
+    pub(super) fn scaling_corpus(&self, count: usize) -> Result<ScalingCorpus> {
         let registry = Registry::start()?;
         let addr = registry.addr().to_owned();
         let client = Client::new(&addr, None);
@@ -85,7 +120,8 @@ impl Bench {
         let mut refs = Vec::new();
         let mut blob_urls = Vec::new();
         let mut bytes_per_image = Vec::new();
-        for i in 0..big {
+        let mut blobs = BTreeMap::new();
+        for i in 0..count {
             let repo = format!("scaling/img-{i:03}");
             let mut layer = Vec::new();
             let mut rng = Rng::new(i as u64 + 1);
@@ -108,11 +144,61 @@ impl Bench {
             }
             blob_urls.push(format!("http://{addr}/v2/{repo}/blobs/{layer_digest}"));
             blob_urls.push(format!("http://{addr}/v2/{repo}/blobs/{config_digest}"));
+            blobs.entry(base_digest.clone()).or_insert((repo.clone(), base.len() as u64));
+            blobs.insert(layer_digest, (repo.clone(), layer.len() as u64));
+            blobs.insert(config_digest, (repo, config.len() as u64));
             bytes_per_image.push((layer.len() + config.len()) as u64);
         }
-        println!("pushed {big} images to {addr} in {:.1?}", start.elapsed());
+        println!("pushed {count} images to {addr} in {:.1?}", start.elapsed());
+        Ok(ScalingCorpus { registry, refs, blob_urls, bytes_per_image, base_bytes: base.len() as u64, blobs })
+    }
 
-        let request_latency = self.request_latency(&addr, &refs)?;
+    /// `hpn push -i` of the first `count` scaling images, saved into one archive, into a fresh
+    /// registry B, against the PUT floor of the same blobs (each unique blob uploaded once by
+    /// parallel curls), interleaved run by run.
+    pub(super) fn scaling_push(&self, corpus: &ScalingCorpus, count: usize) -> Result<ScalingPush> {
+        let list = self.path(&format!("scaling-push-{count}.txt"));
+        fs::write(&list, corpus.refs[..count].join("\n") + "\n")?;
+        let archive = self.path("scaling-push.tar");
+        let store = self.path("scaling-push-store");
+        fresh_dir(&store)?;
+        self.timer.time(&self.hpn(&[&"save", &"-f", &list, &"-o", &archive, &"--store", &store]))?;
+        let put_list = self.path("scaling-put-blobs.txt");
+        let blobs: BTreeMap<String, (String, u64)> = corpus
+            .blobs
+            .iter()
+            .filter(|(_, (repo, _))| corpus.refs[..count].iter().any(|r| r.contains(&format!("/{repo}:"))))
+            .map(|(digest, entry)| (digest.clone(), entry.clone()))
+            .collect();
+        self.write_put_list(&put_list, &store, &blobs)?;
+        let mut result =
+            ScalingPush { images: count, bytes: blobs.values().map(|(_, size)| size).sum(), ..Default::default() };
+        for run in 0..self.runs {
+            let registry_b = Registry::start()?;
+            let push =
+                self.hpn_run(Store::Fresh("scaling-push-run"), &[&"push", &"-i", &archive, &"-r", &registry_b.addr()]);
+            result.push.push(push.time()?);
+            drop(registry_b);
+            let registry_b = Registry::start()?;
+            result.floor.push(self.put_floor(registry_b.addr(), &put_list)?);
+            println!(
+                "run {}/{}  push -i of {count} images {:.2} s, PUT floor {:.2} s",
+                run + 1,
+                self.runs,
+                result.push.last().map_or(0.0, |s| s.wall),
+                result.floor.last().map_or(0.0, |s| s.wall)
+            );
+        }
+        remove(&archive)?;
+        remove(&store)?;
+        Ok(result)
+    }
+
+    pub(super) fn scaling(&self, corpus: &ScalingCorpus, small: usize, big: usize) -> Result<Scaling> {
+        let registry = &corpus.registry;
+        let addr = registry.addr().to_owned();
+        let (refs, blob_urls, bytes_per_image) = (&corpus.refs, &corpus.blob_urls, &corpus.bytes_per_image);
+        let request_latency = self.request_latency(&addr, refs)?;
         let mut points = Vec::new();
         for n in [small, big] {
             let list = self.path(&format!("scaling-{n}.txt"));
@@ -120,7 +206,7 @@ impl Bench {
             // Base once, then each image's own layer and config.
             let urls = self.path(&format!("scaling-{n}-urls.txt"));
             fs::write(&urls, blob_urls[..1 + 2 * n].join("\n") + "\n")?;
-            let bytes = base.len() as u64 + bytes_per_image[..n].iter().sum::<u64>();
+            let bytes = corpus.base_bytes + bytes_per_image[..n].iter().sum::<u64>();
             let mut point = ScalingPoint {
                 images: n,
                 bytes,
@@ -185,26 +271,33 @@ pub(super) struct Large {
 }
 
 impl Bench {
-    pub(super) fn large(&self) -> Result<Large> {
-        let registry = Registry::start()?;
-        let addr = registry.addr().to_owned();
-        let start = Instant::now();
-        let layer_path = self.path("large-layer.tar");
-        let file = BufWriter::with_capacity(1 << 20, File::create(&layer_path)?);
+    /// Writes a tar layer of one file of `bytes` incompressible bytes to `path` (a random 1 MiB
+    /// block from `seed`, stamped with its position so no two blocks are alike). Returns its
+    /// digest and size.
+    fn generate_layer(&self, path: &Path, name: &str, bytes: u64, seed: u64) -> Result<(String, u64)> {
+        let file = BufWriter::with_capacity(1 << 20, File::create(path)?);
         let mut writer = HashingWriter::new(file);
-        // A 1 MiB random block, stamped with its position so no two blocks are alike.
         let mut block = vec![0u8; 1 << 20];
-        Rng::new(0x1a26e).fill(&mut block);
+        Rng::new(seed).fill(&mut block);
         let mut counter = 0u64;
-        let written = write_tar_layer(&mut writer, "data/large.bin", LARGE_LAYER_BYTES, |buf| {
+        let written = write_tar_layer(&mut writer, name, bytes, |buf| {
             let n = buf.len();
             buf.copy_from_slice(&block[..n]);
             buf[..8].copy_from_slice(&counter.to_le_bytes());
             counter += 1;
         })?;
         writer.flush()?;
-        let (layer_digest, _, inner) = writer.finish();
+        let (digest, _, inner) = writer.finish();
         inner.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok((digest, written))
+    }
+
+    pub(super) fn large(&self) -> Result<Large> {
+        let registry = Registry::start()?;
+        let addr = registry.addr().to_owned();
+        let start = Instant::now();
+        let layer_path = self.path("large-layer.tar");
+        let (layer_digest, written) = self.generate_layer(&layer_path, "data/large.bin", LARGE_LAYER_BYTES, 0x1a26e)?;
         let (config, manifest) = image_documents("large", &[(layer_digest.clone(), written)])?;
         let repo = "large/one-layer";
         let client = Client::new(&addr, None);
@@ -237,4 +330,95 @@ pub(super) fn print_large(row: Option<&(&str, Sample, Option<Key>)>) {
     if let Some((name, s, _)) = row {
         println!("{name:<20} {:>7.2} s  {:>6.1} MB RSS", s.wall, s.rss_kb as f64 * 1024.0 / MB);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Huge: a generated image of several large layers.
+
+/// What the huge image's jobs hold at once at most: registry A's copy, the store and an archive
+/// (the push: A, the archive and registry B), and one layer file while it is generated.
+fn huge_disk_needed() -> u64 {
+    3 * HUGE_IMAGE_BYTES + HUGE_IMAGE_BYTES / HUGE_LAYERS as u64 + (1 << 30)
+}
+
+#[derive(Debug)]
+pub(super) struct Huge {
+    pub(super) image_bytes: u64,
+    pub(super) layers: usize,
+    /// (job, sample, the corpus job whose RSS it is compared with).
+    pub(super) rows: Vec<(&'static str, Sample, Key)>,
+    /// Why the image was not measured (not enough free disk).
+    pub(super) skipped: Option<String>,
+}
+
+impl Bench {
+    /// Generates an image of [`HUGE_LAYERS`] layers, [`HUGE_IMAGE_BYTES`] in all, and times cold
+    /// save, warm save, pull and push -i of it once each (each moves gigabytes: one run bounds the
+    /// time), with peak RSS, which must not follow the image's size.
+    pub(super) fn huge(&self) -> Result<Huge> {
+        let mut huge = Huge { image_bytes: 0, layers: HUGE_LAYERS, rows: Vec::new(), skipped: None };
+        let free = free_disk_bytes(&self.work)?;
+        if free < huge_disk_needed() {
+            let reason = format!(
+                "skipped: its jobs need {} of free disk at once, {} has {}",
+                human_size(huge_disk_needed()),
+                self.work.display(),
+                human_size(free)
+            );
+            println!("{reason}");
+            huge.skipped = Some(reason);
+            return Ok(huge);
+        }
+        let registry = Registry::start()?;
+        let addr = registry.addr().to_owned();
+        let client = Client::new(&addr, None);
+        let repo = "huge/five-layers";
+        let start = Instant::now();
+        let layer_path = self.path("huge-layer.tar");
+        let mut layers = Vec::new();
+        for n in 0..HUGE_LAYERS {
+            let name = format!("data/huge-{n}.bin");
+            let (digest, size) =
+                self.generate_layer(&layer_path, &name, HUGE_IMAGE_BYTES / HUGE_LAYERS as u64, 0x6b16 + n as u64)?;
+            client.upload_blob(repo, &digest, Body::File(&layer_path), None)?;
+            remove(&layer_path)?;
+            layers.push((digest, size));
+        }
+        huge.image_bytes = layers.iter().map(|(_, size)| size).sum();
+        let (config, manifest) = image_documents("huge", &layers)?;
+        push_image(&client, repo, &config, &manifest)?;
+        let reference = format!("{addr}/{repo}:1");
+        println!("built and pushed {reference} ({}) in {:.1?}", human_size(huge.image_bytes), start.elapsed());
+
+        let mut row = |name: &'static str, key: Key, sample: Sample| {
+            println!("{name:<20} {:>7.2} s  {:>6.1} MB RSS", sample.wall, sample.rss_kb as f64 * 1024.0 / MB);
+            huge.rows.push((name, sample, key));
+        };
+        row("hpn pull", Key::Pull, self.hpn_run(Store::Fresh("huge-store"), &[&"pull", &reference]).time()?);
+        // The cold save fills the store the warm one reads; only the warm save's archive is kept, for push -i.
+        let store = self.path("huge-store");
+        fresh_dir(&store)?;
+        let cold = self.hpn_run(Store::Filled("huge-store"), &[&"save", &reference]).out(self.path("huge-cold.tar"));
+        row("hpn save (cold)", Key::Save, cold.time()?);
+        let out = self.path("huge.tar");
+        let warm = self.hpn_run(Store::Filled("huge-store"), &[&"save", &reference]).out(out.clone()).keep_out();
+        row("hpn save (warm)", Key::Warm, warm.time()?);
+        remove(&store)?;
+        let registry_b = Registry::start()?;
+        let push = self.hpn_run(Store::Fresh("huge-store"), &[&"push", &"-i", &out, &"-r", &registry_b.addr()]);
+        row("hpn push -i", Key::Push, push.time()?);
+        drop(registry_b);
+        remove(&out)?;
+        Ok(huge)
+    }
+}
+
+/// Free bytes on the file system holding `path`, as `df` reports them.
+fn free_disk_bytes(path: &Path) -> Result<u64> {
+    let output = Command::new("df").args(["-B1", "--output=avail"]).arg(path).stdin(Stdio::null()).output()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .with_context(|| format!("df reported no free space for {}", path.display()))
 }

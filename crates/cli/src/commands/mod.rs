@@ -262,6 +262,7 @@ fn summary(
         served_from: Vec::new(),
         stdout_is_output: false,
         differential: None,
+        volume_plan: None,
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use hpn_archive::{ArchiveCompression, BillSigner};
 use hpn_oci::Platform;
+use hpn_store::Store;
 
 use hpn_transfer::{ArchiveOptions, Base, CopyJob, Engine, PlatformChoice, SaveMode, SaveOutput};
 
@@ -16,7 +17,7 @@ use crate::args::{Compression, SaveArgs};
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
 use crate::image_list::ImageList;
-use crate::summary::Summary;
+use crate::summary::{Summary, VolumePlan};
 
 pub fn archive_compression(choice: Option<Compression>) -> ArchiveCompression {
     match choice {
@@ -102,6 +103,15 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
     let options = engine_options(platforms, settings)
         .with_pull(pull_policy(&args.policy))
         .with_attachments(args.referrers.policy());
+    let signer = args.sign_key.as_deref().map(read_key(BillSigner::from_pem)).transpose()?;
+    let mut archive_options =
+        ArchiveOptions::new(compression, settings.durability).with_volume_size(args.split).with_bill_signer(signer);
+    if !args.since.is_empty() {
+        archive_options = archive_options.with_base(read_base(args.since).await?);
+    }
+    if let (true, Some(volume_size), SaveOutput::OneArchive(path)) = (args.dry_run, args.split, &output) {
+        return plan_volumes(settings, list, &jobs, path, &archive_options, options, volume_size).await;
+    }
     if args.dry_run {
         // The archive would hold every blob of every image; what the plan can tell is what
         // the store lacks and would fetch first.
@@ -122,12 +132,6 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         };
         return Ok(summary);
     }
-    let signer = args.sign_key.as_deref().map(read_key(BillSigner::from_pem)).transpose()?;
-    let mut archive_options =
-        ArchiveOptions::new(compression, settings.durability).with_volume_size(args.split).with_bill_signer(signer);
-    if !args.since.is_empty() {
-        archive_options = archive_options.with_base(read_base(args.since).await?);
-    }
     let source = registry_source(settings)?;
     let report = hpn_transfer::save(
         source.clone(),
@@ -145,6 +149,45 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
     summary.served_from = served_from(&source, &summary);
     summary.stdout_is_output = stdout_is_output;
     summary.differential = report.differential;
+    Ok(summary)
+}
+
+/// `hpn save --dry-run --split`: what the store lacks, as a plain dry run
+/// says, and the volumes `--split` would write, from the images' manifests
+/// and configs; no layer is fetched and nothing is written.
+async fn plan_volumes(
+    settings: &Settings,
+    list: ImageList,
+    jobs: &[CopyJob],
+    path: &Path,
+    archive_options: &ArchiveOptions,
+    options: hpn_transfer::EngineOptions,
+    volume_size: u64,
+) -> Result<Summary, Failure> {
+    let source = registry_source(settings)?;
+    let store = if Store::exists_at(&settings.store_root) { Some(open_store(settings)?) } else { None };
+    let plan = hpn_transfer::plan_save(
+        source.clone(),
+        store_destination(settings, true)?,
+        store,
+        jobs,
+        path,
+        archive_options,
+        options,
+        reporter(settings),
+    )
+    .await
+    .map_err(|error| Failure::new(ExitStatus::of(&error), anyhow::anyhow!(crate::exit::describe(&error))))?;
+    let mut summary = summary("save", list.references(), plan.results, list.rejected);
+    summary.dry_run = store_plan(settings, true);
+    summary.served_from = served_from(&source, &summary);
+    summary.archives = plan.volumes.iter().map(|volume| (volume.path.clone(), volume.tar_size)).collect();
+    summary.volume_plan = Some(VolumePlan {
+        volume_size,
+        compressed: archive_options.compression != ArchiveCompression::None,
+        volumes: plan.volumes,
+        estimated: plan.estimated,
+    });
     Ok(summary)
 }
 
