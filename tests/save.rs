@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Workspace, blob_gets, digest_of, seeded_registry, tar_entry, tar_list};
+use common::{Workspace, archive_entries, blob_gets, digest_of, seeded_registry, tar_entry, tar_list};
 use hpn_testkit::{Dockerd, Podman, skopeo, skopeo_inspect_raw};
 
 fn image_list(seeded: &common::Seeded) -> String {
@@ -253,4 +253,86 @@ fn compressed_archives_load_in_docker_and_podman() {
     }
     let inspected = dockerd.image_inspect(&app.reference).unwrap();
     assert_eq!(inspected["Id"], app.amd64().config.digest.as_str());
+}
+
+/// A zstd layer's uncompressed copy is made once, into the store: a warm save decompresses
+/// nothing (the debug log names every decompression, and the cold save's lines show the log is
+/// on), a damaged copy is noticed and made again, docker loads the warm archive, and gc drops
+/// the copy with the last image that has its layer.
+#[test]
+fn warm_saves_take_zstd_layers_uncompressed_copies_from_the_store() {
+    let seeded = common::seeded_registry_with(&["zstd"]);
+    let image = seeded.fixtures.image("zstd");
+    let platform = image.amd64();
+    let copies: Vec<String> = platform
+        .layers
+        .iter()
+        .zip(&platform.diff_ids)
+        .filter(|(layer, _)| layer.media_type.ends_with("+zstd"))
+        .map(|(_, diff_id)| diff_id.clone())
+        .collect();
+    assert!(!copies.is_empty(), "the zstd fixture has no zstd layer");
+    let work = Workspace::new();
+    let save = |out: &str| {
+        let run =
+            work.hpn_with_env(["save", image.reference.as_str(), "-o", out], &[("RUST_LOG", "hpn_transfer=debug")]);
+        run.assert_ok();
+        (
+            run.stderr.matches("decompressing a zstd layer into the store").count(),
+            archive_entries(&work.path().join(out)),
+        )
+    };
+    let copy_path = |diff_id: &str| work.store().join("blobs/sha256").join(&diff_id[7..]);
+
+    let (decompressed, cold) = save("cold.tar");
+    assert_eq!(decompressed, copies.len(), "the cold save decompresses each zstd layer once");
+    for diff_id in &copies {
+        assert_eq!(digest_of(&std::fs::read(copy_path(diff_id)).unwrap()), *diff_id, "the store's copy");
+    }
+    let (decompressed, warm) = save("warm.tar");
+    assert_eq!(decompressed, 0, "a warm save must take the copies from the store");
+    assert_eq!(warm, cold, "the warm archive holds what the cold one does");
+    let dockerd = Dockerd::start().expect("start dockerd");
+    dockerd.load(&work.path().join("warm.tar")).expect("docker load of the warm archive");
+    let inspected = dockerd.image_inspect(&image.reference).unwrap();
+    assert_eq!(inspected["RootFS"]["Layers"], serde_json::Value::from(platform.diff_ids.clone()));
+
+    // Same size, other bytes: found by its changed stat and re-hash, and made again.
+    let damaged = copy_path(&copies[0]);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let (decompressed, remade) = save("remade.tar");
+    assert_eq!(decompressed, 1, "the damaged copy must be made again, and only it");
+    assert_eq!(remade, cold);
+    assert_eq!(digest_of(&std::fs::read(&damaged).unwrap()), copies[0], "the damaged copy was replaced");
+    work.assert_store_verifies();
+
+    work.hpn(["store", "rm", image.reference.as_str()]).assert_ok();
+    work.hpn(["store", "gc"]).assert_ok();
+    for diff_id in &copies {
+        assert!(!copy_path(diff_id).exists(), "gc kept the copy {diff_id} of a layer it removed");
+    }
+    let records = std::fs::read_dir(work.store().join(".hpn-uncompressed")).unwrap().count();
+    assert_eq!(records, 0, "gc kept the record of a removed layer's copy");
+}
+
+/// A cold save writes each download into the store and the archive in one pass (no second
+/// write of it from the store afterwards; the debug log names each one), and the archive holds
+/// exactly what a warm save, which copies every blob from the store, writes.
+#[test]
+fn a_cold_save_writes_each_download_into_the_store_and_the_archive_in_one_pass() {
+    let seeded = common::seeded_registry_with(&["base"]);
+    let image = seeded.fixtures.image("base");
+    let work = Workspace::new();
+    let cold =
+        work.hpn_with_env(["save", image.reference.as_str(), "-o", "cold.tar"], &[("RUST_LOG", "hpn_transfer=debug")]);
+    cold.assert_ok();
+    for layer in &image.amd64().layers {
+        let line = format!("downloading into the store and the archive in one pass blob={}", layer.digest);
+        assert!(cold.stderr.contains(&line), "layer {} took two passes:\n{}", layer.digest, cold.stderr);
+    }
+    work.assert_store_verifies();
+    work.hpn(["save", image.reference.as_str(), "-o", "warm.tar"]).assert_ok();
+    assert_eq!(archive_entries(&work.path().join("cold.tar")), archive_entries(&work.path().join("warm.tar")));
 }

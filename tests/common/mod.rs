@@ -219,13 +219,17 @@ pub fn blob_path(digest: &str) -> String {
 /// files of unfinished writes. Empty for a store that is at rest.
 pub fn store_leftovers(store: &Path) -> Vec<String> {
     let mut leftovers = Vec::new();
-    let known = ["oci-layout", "index.json", "index.json.lock", "store.lock", "blobs", ".hpn-verified"];
-    // Verified-stat records are named by their blob; anything else there is a leftover temp file.
-    if let Ok(entries) = std::fs::read_dir(store.join(".hpn-verified")) {
-        for entry in entries {
-            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-            if !is_hex_digest(&name) {
-                leftovers.push(format!(".hpn-verified/{name}"));
+    let records = [".hpn-verified", ".hpn-uncompressed"];
+    let known = ["oci-layout", "index.json", "index.json.lock", "store.lock", "blobs", records[0], records[1]];
+    // Verified-stat and uncompressed-copy records are named by their blob; anything else there
+    // is a leftover temp file.
+    for dir in records {
+        if let Ok(entries) = std::fs::read_dir(store.join(dir)) {
+            for entry in entries {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                if !is_hex_digest(&name) {
+                    leftovers.push(format!("{dir}/{name}"));
+                }
             }
         }
     }

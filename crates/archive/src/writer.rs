@@ -96,6 +96,17 @@ impl CountedFile {
     }
 }
 
+impl CountedFile {
+    /// Cuts the file back to its first `len` bytes and writes on from there.
+    fn cut_back_to(&mut self, len: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.file.set_len(len)?;
+        self.file.seek(SeekFrom::Start(len))?;
+        self.written = len;
+        Ok(())
+    }
+}
+
 impl Write for CountedFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.file.write(buf)?;
@@ -598,7 +609,7 @@ impl ArchiveWriter {
         let mut hasher = Sha256Hasher::new();
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.resize(BUFFER_SIZE, 0);
-        let result = self.copy_hashed(digest, size, reader, &mut hasher, &mut buffer);
+        let result = self.copy_counted(digest, size, reader, Some(&mut hasher), &mut buffer);
         self.buffer = buffer;
         result?;
         let actual = hasher.finish();
@@ -606,6 +617,72 @@ impl ArchiveWriter {
             return Err(ArchiveError::DigestMismatch { expected: digest.clone(), actual });
         }
         self.end_blob(digest, size)
+    }
+
+    /// Whether an entry can be taken back after it was written
+    /// ([`ArchiveWriter::add_blob_checked_elsewhere`]): only a plain tar
+    /// written into a file of its own, which can be cut back.
+    pub fn can_take_back(&self) -> bool {
+        !self.streamed && matches!(self.sink, Some(Sink::Plain(_)))
+    }
+
+    /// Streams a blob of `size` bytes from `reader` into the archive without
+    /// hashing it, for a caller that checks the same bytes on their way
+    /// elsewhere (a download teed into the store, whose writer hashes it):
+    /// `check` is handed the reader once every byte is in. If it fails, or reading does,
+    /// the entry is taken back (the archive cut back to where the entry
+    /// began, as if it had never been added) and the error returned; the
+    /// archive stays usable. Needs [`ArchiveWriter::can_take_back`].
+    pub fn add_blob_checked_elsewhere<R: Read, E: From<ArchiveError>>(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        mut reader: R,
+        check: impl FnOnce(R) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if !self.can_take_back() {
+            return Err(ArchiveError::InvalidPath {
+                path: self.path.clone(),
+                reason: "an entry of a compressed or streamed archive cannot be taken back",
+            }
+            .into());
+        }
+        if self.blobs.contains_key(digest) {
+            return Err(
+                ArchiveError::InvalidPath { path: self.path.clone(), reason: "it holds that blob already" }.into()
+            );
+        }
+        if !self.blob_dirs_written {
+            self.write_blob_dirs()?;
+        }
+        let entry_start = self.tar_offset;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.resize(BUFFER_SIZE, 0);
+        let copied = self
+            .begin_blob(digest, size)
+            .and_then(|()| self.copy_counted(digest, size, &mut reader, None, &mut buffer));
+        self.buffer = buffer;
+        match copied.map_err(E::from).and_then(|()| check(reader)) {
+            Ok(()) => Ok(self.end_blob(digest, size)?),
+            Err(error) => {
+                self.take_back(digest, entry_start)?;
+                Err(error)
+            }
+        }
+    }
+
+    /// Cuts the archive back to `entry_start`, where the entry of `digest` began.
+    fn take_back(&mut self, digest: &Digest, entry_start: u64) -> Result<(), ArchiveError> {
+        let Some(Sink::Plain(writer)) = self.sink.as_mut() else {
+            return Err(ArchiveError::Broken { path: self.path.clone() });
+        };
+        // What is still buffered belongs to the entry being taken back.
+        let result = writer.flush().and_then(|()| writer.get_mut().cut_back_to(entry_start));
+        result.map_err(|error| ArchiveError::io("take back an unverified entry of", &self.path, error))?;
+        self.tar_offset = entry_start;
+        self.offsets.remove(digest);
+        self.broken = false;
+        Ok(())
     }
 
     /// Records a blob the archive's images need but that it does not carry,
@@ -730,12 +807,14 @@ impl ArchiveWriter {
         set.write_volumes(split, self.durability, self.signer.as_ref())
     }
 
-    fn copy_hashed(
+    /// Copies exactly `size` bytes of `reader` into the current entry,
+    /// hashing them into `hasher` when there is one.
+    fn copy_counted(
         &mut self,
         digest: &Digest,
         size: u64,
         reader: &mut dyn Read,
-        hasher: &mut Sha256Hasher,
+        mut hasher: Option<&mut Sha256Hasher>,
         buffer: &mut [u8],
     ) -> Result<(), ArchiveError> {
         let mut remaining = size;
@@ -755,7 +834,9 @@ impl ArchiveWriter {
                     return Err(ArchiveError::io(format!("read blob {digest} for archive"), &self.path, error));
                 }
             };
-            hasher.update(&buffer[..read]);
+            if let Some(hasher) = hasher.as_deref_mut() {
+                hasher.update(&buffer[..read]);
+            }
             self.write_raw(&buffer[..read])?;
             remaining -= read as u64;
         }

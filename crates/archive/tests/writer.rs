@@ -431,6 +431,43 @@ fn a_stream_with_the_wrong_digest_or_length_is_refused_and_breaks_the_archive() 
     writer.finish().unwrap();
 }
 
+/// An entry checked elsewhere (a download teed into the store) stands when the check passes and
+/// is taken back when it or the stream fails: the archive goes on, byte for byte as if the
+/// failed entries had never been started; a compressed archive refuses, having nothing to cut.
+#[test]
+fn an_entry_checked_elsewhere_is_taken_back_when_its_check_or_stream_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kept, failed, cut) = (&b"a blob the store took"[..], &b"a blob the store refused"[..], &b"cut short"[..]);
+    let path = dir.path().join("teed.tar");
+    let mut writer = ArchiveWriter::create(&path, ArchiveCompression::None).unwrap();
+    assert!(writer.can_take_back());
+    let refused = writer.add_blob_checked_elsewhere(&Digest::of(failed), failed.len() as u64, failed, |_| {
+        Err(ArchiveError::DigestMismatch { expected: Digest::of(failed), actual: Digest::of(b"other") })
+    });
+    assert!(matches!(refused, Err(ArchiveError::DigestMismatch { .. })), "{refused:?}");
+    assert!(!writer.contains_blob(&Digest::of(failed)));
+    let short =
+        writer.add_blob_checked_elsewhere(&Digest::of(cut), cut.len() as u64 + 9, cut, |_| Ok::<_, ArchiveError>(()));
+    assert!(matches!(short, Err(ArchiveError::SizeMismatch { .. })), "{short:?}");
+    writer
+        .add_blob_checked_elsewhere(&Digest::of(kept), kept.len() as u64, kept, |_| Ok::<_, ArchiveError>(()))
+        .unwrap();
+    writer.finish().unwrap();
+
+    let expected_path = dir.path().join("plain.tar");
+    let mut expected = ArchiveWriter::create(&expected_path, ArchiveCompression::None).unwrap();
+    expected.add_blob_bytes(&Digest::of(kept), kept).unwrap();
+    expected.finish().unwrap();
+    assert_eq!(fs::read(&path).unwrap(), fs::read(&expected_path).unwrap(), "the taken-back entries left traces");
+
+    let mut compressed = ArchiveWriter::create(&dir.path().join("c.tar.gz"), ArchiveCompression::Gzip).unwrap();
+    assert!(!compressed.can_take_back());
+    let refused = compressed
+        .add_blob_checked_elsewhere(&Digest::of(kept), kept.len() as u64, kept, |_| Ok::<_, ArchiveError>(()));
+    assert!(matches!(refused, Err(ArchiveError::InvalidPath { .. })), "{refused:?}");
+    assert!(!compressed.contains_blob(&Digest::of(kept)));
+}
+
 #[test]
 fn finish_refuses_an_archive_that_lacks_a_referenced_blob() {
     let dir = tempfile::tempdir().unwrap();

@@ -122,7 +122,7 @@ impl VerifyReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GcReport {
-    /// Blobs some index.json entry reaches.
+    /// Blobs some index.json entry reaches, and the uncompressed copies of kept layers.
     pub blobs_kept: usize,
     /// Blobs nothing reaches, now deleted.
     pub blobs_removed: usize,
@@ -224,7 +224,8 @@ impl Store {
         Ok(BlobVerdict::Damaged { hashed_bytes: Some(bytes), problem, digest })
     }
 
-    /// Removes every blob no index.json entry reaches. Needs the store to
+    /// Removes every blob no index.json entry reaches, but for the
+    /// uncompressed copies of the layers it keeps ([`Store::uncompressed_copy`]). Needs the store to
     /// itself: fails with [`StoreError::InUse`] while another process has it
     /// open (its pull may have written blobs it has not referenced yet). Stops
     /// without removing anything if index.json is missing or unreadable
@@ -241,10 +242,11 @@ impl Store {
         {
             return Err(StoreError::UnreadableManifest { digest, reason });
         }
+        let copies = self.uncompressed_copies_of(&walk.reachable)?;
         let mut report = GcReport::default();
         for (name, digest) in self.list_blob_files()? {
             let Some(digest) = digest else { continue };
-            if walk.reachable.contains(&digest) {
+            if walk.reachable.contains(&digest) || copies.contains(&digest) {
                 report.blobs_kept += 1;
                 continue;
             }

@@ -80,6 +80,7 @@ mod error;
 mod index;
 mod inventory;
 mod temp;
+mod uncompressed;
 mod usage;
 mod verified;
 mod writer;
@@ -95,6 +96,7 @@ use hpn_oci::{Descriptor, Digest};
 pub use check::{BlobRole, GcReport, Problem, VerifyReport};
 pub use error::StoreError;
 pub use inventory::{Inventory, InventoryBlob, InventoryImage};
+pub use uncompressed::UncompressedCopyWriter;
 pub use usage::ImageUsage;
 pub use verified::{BlobCheck, BlobDamage};
 pub use writer::BlobWriter;
@@ -108,6 +110,8 @@ const INDEX_LOCK_FILE: &str = "index.json.lock";
 const USAGE_LOCK_FILE: &str = "store.lock";
 /// Where hpn's own store keeps its verified-stat records (see `verified`).
 const VERIFIED_DIR: &str = ".hpn-verified";
+/// Which layer each stored uncompressed copy is the copy of (see `uncompressed`).
+const UNCOMPRESSED_DIR: &str = ".hpn-uncompressed";
 
 /// Whose directory it is: what hpn may leave in it besides the layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +132,8 @@ pub struct Store {
     root_dir: Dir,
     blobs_dir: Arc<Dir>,
     verified: Arc<VerifiedRecords>,
+    /// `.hpn-uncompressed/`: hpn's store only (an OCI layout keeps no copies).
+    uncompressed_records: Option<Arc<Dir>>,
     /// Shared lock held for as long as this store is open; see [`Store::gc`].
     usage_lock: Option<File>,
     ownership: Ownership,
@@ -191,11 +197,20 @@ impl Store {
             Ownership::Store => VerifiedRecords::on_disk(&root_dir)?,
             Ownership::Layout => VerifiedRecords::in_memory(),
         };
+        let uncompressed_records = match ownership {
+            Ownership::Store => Some(Arc::new(
+                root_dir
+                    .subdir(UNCOMPRESSED_DIR, true)
+                    .map_err(|error| StoreError::io("open directory", root_dir.join(UNCOMPRESSED_DIR), error))?,
+            )),
+            Ownership::Layout => None,
+        };
         let store = Store {
             root,
             root_dir,
             blobs_dir: Arc::new(blobs_dir),
             verified: Arc::new(verified),
+            uncompressed_records,
             usage_lock,
             ownership,
             durability,
@@ -208,6 +223,9 @@ impl Store {
         temp::remove_stale(&store.blobs_dir)?;
         temp::remove_stale(&store.root_dir)?;
         store.verified.remove_stale()?;
+        if let Some(records) = &store.uncompressed_records {
+            temp::remove_stale(records)?;
+        }
         Ok(store)
     }
 
@@ -278,8 +296,7 @@ impl Store {
         BlobWriter::new(
             Arc::clone(&self.blobs_dir),
             Arc::clone(&self.verified),
-            expected_digest,
-            expected_size,
+            Some((expected_digest, expected_size)),
             self.durability,
         )
     }
@@ -412,7 +429,8 @@ fn refuse_foreign_directory(root: &Path) -> Result<(), StoreError> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         // What an earlier open() killed half-way may have left behind.
-        let ours = ["blobs", INDEX_FILE, INDEX_LOCK_FILE, USAGE_LOCK_FILE, VERIFIED_DIR].contains(&name.as_ref())
+        let ours = ["blobs", INDEX_FILE, INDEX_LOCK_FILE, USAGE_LOCK_FILE, VERIFIED_DIR, UNCOMPRESSED_DIR]
+            .contains(&name.as_ref())
             || name.starts_with(temp::TEMP_PREFIX);
         if !ours {
             return Err(StoreError::InvalidLayout {

@@ -16,8 +16,9 @@ const BUFFER_SIZE: usize = 256 * 1024;
 
 /// A blob being written into the store. Bytes go to a locked temp file in
 /// `blobs/sha256/` and are hashed on the way; [`BlobWriter::commit`] renames
-/// the file to its final name only if size and digest match. Dropping the
-/// writer without committing removes the temp file.
+/// the file to its final name only if size and digest match (a blob made in
+/// the store, an uncompressed copy of a layer, is named by what it hashes
+/// to). Dropping the writer without committing removes the temp file.
 pub struct BlobWriter {
     file: File,
     /// Our own buffer rather than a BufWriter: dropping an abandoned writer
@@ -27,8 +28,9 @@ pub struct BlobWriter {
     temp_name: String,
     verified: Arc<VerifiedRecords>,
     hasher: Sha256Hasher,
-    expected_digest: Digest,
-    expected_size: Option<u64>,
+    /// The digest and (if known) size the blob must have; `None` for a blob
+    /// named by its content when it is committed.
+    expected: Option<(Digest, Option<u64>)>,
     durability: Durability,
     /// Set once the temp file has been renamed away; Drop then has nothing to do.
     committed: bool,
@@ -44,8 +46,7 @@ pub struct BlobWriter {
 impl fmt::Debug for BlobWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BlobWriter")
-            .field("digest", &self.expected_digest)
-            .field("expected_size", &self.expected_size)
+            .field("expected", &self.expected)
             .field("bytes_written", &self.hasher.bytes())
             .field("temp_path", &self.blobs_dir.join(&self.temp_name))
             .finish_non_exhaustive()
@@ -56,8 +57,7 @@ impl BlobWriter {
     pub(crate) fn new(
         blobs_dir: Arc<Dir>,
         verified: Arc<VerifiedRecords>,
-        expected_digest: &Digest,
-        expected_size: Option<u64>,
+        expected: Option<(&Digest, Option<u64>)>,
         durability: Durability,
     ) -> Result<Self, StoreError> {
         let (file, temp_name) = temp::create_locked(&blobs_dir)?;
@@ -68,8 +68,7 @@ impl BlobWriter {
             temp_name,
             verified,
             hasher: Sha256Hasher::new(),
-            expected_digest: expected_digest.clone(),
-            expected_size,
+            expected: expected.map(|(digest, size)| (digest.clone(), size)),
             durability,
             committed: false,
             failed: None,
@@ -82,40 +81,44 @@ impl BlobWriter {
         self.hasher.bytes()
     }
 
-    /// The digest this writer was opened for.
-    pub fn digest(&self) -> &Digest {
-        &self.expected_digest
+    /// The digest this writer was opened for; `None` for a blob named by its content.
+    pub fn digest(&self) -> Option<&Digest> {
+        self.expected.as_ref().map(|(digest, _)| digest)
+    }
+
+    fn expected_size(&self) -> Option<(&Digest, u64)> {
+        self.expected.as_ref().and_then(|(digest, size)| Some((digest, (*size)?)))
     }
 
     /// Makes the blob visible under its digest if what was written matches.
     /// On any error the temp file is removed (by Drop) and nothing appears.
-    pub fn commit(mut self) -> Result<(), StoreError> {
-        if let Some(expected) = self.expected_size
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.commit_named().map(drop)
+    }
+
+    /// [`BlobWriter::commit`], returning the digest the blob is stored under:
+    /// the expected one, or for a blob named by its content what it hashed to.
+    pub(crate) fn commit_named(mut self) -> Result<Digest, StoreError> {
+        if let Some((digest, expected)) = self.expected_size()
             && self.offered > expected
         {
-            return Err(StoreError::SizeMismatch {
-                digest: self.expected_digest.clone(),
-                expected,
-                actual: self.offered,
-            });
+            return Err(StoreError::SizeMismatch { digest: digest.clone(), expected, actual: self.offered });
         }
         if let Some(kind) = self.failed {
             let error = io::Error::new(kind, "an earlier write to this blob failed");
             return Err(StoreError::io("write blob", self.temp_path(), error));
         }
         let actual_size = self.hasher.bytes();
-        if let Some(expected) = self.expected_size
+        if let Some((digest, expected)) = self.expected_size()
             && expected != actual_size
         {
-            return Err(StoreError::SizeMismatch {
-                digest: self.expected_digest.clone(),
-                expected,
-                actual: actual_size,
-            });
+            return Err(StoreError::SizeMismatch { digest: digest.clone(), expected, actual: actual_size });
         }
         let actual = std::mem::take(&mut self.hasher).finish();
-        if actual != self.expected_digest {
-            return Err(StoreError::DigestMismatch { expected: self.expected_digest.clone(), actual });
+        if let Some((expected, _)) = &self.expected
+            && actual != *expected
+        {
+            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
         }
         self.flush_buffer().map_err(|error| StoreError::io("write blob", self.temp_path(), error))?;
         self.durability.sync_file(&self.file).map_err(|error| StoreError::io("sync blob", self.temp_path(), error))?;
@@ -123,14 +126,15 @@ impl BlobWriter {
         // identical copy, or a damaged one (corrupt, cut short, a link, a
         // FIFO) that the caller's check counted as missing. The rename
         // replaces it atomically and never writes through a link.
-        let final_name = self.expected_digest.hex();
+        let final_name = actual.hex();
         self.blobs_dir
             .rename(&self.temp_name, final_name)
             .map_err(|error| StoreError::io("move blob into place at", self.blobs_dir.join(final_name), error))?;
         self.committed = true;
         // Just hashed on the way in: the stat after the rename is a verified one.
-        self.verified.record(&self.expected_digest, &self.file);
-        temp::sync_dir(&self.blobs_dir, self.durability)
+        self.verified.record(&actual, &self.file);
+        temp::sync_dir(&self.blobs_dir, self.durability)?;
+        Ok(actual)
     }
 }
 
@@ -161,14 +165,12 @@ impl Write for BlobWriter {
         self.offered += buf.len() as u64;
         // Refuse an oversized stream as soon as it overflows, instead of
         // filling the disk with a blob commit() would reject anyway.
-        if let Some(expected) = self.expected_size
+        if let Some((digest, expected)) = self.expected_size()
             && self.offered > expected
         {
+            let message = format!("blob {digest} is longer than its expected {expected} bytes");
             self.failed = Some(io::ErrorKind::InvalidData);
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("blob {} is longer than its expected {expected} bytes", self.expected_digest),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, message));
         }
         if self.buffer.len() + buf.len() > self.buffer.capacity() {
             self.flush_buffer()?;

@@ -20,7 +20,7 @@ fn hidden_files(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with('.') && name != ".hpn-verified")
+        .filter(|name| name.starts_with('.') && name != ".hpn-verified" && name != ".hpn-uncompressed")
         .collect()
 }
 
@@ -521,6 +521,58 @@ fn gc_keeps_what_refs_reach_and_removes_the_rest() {
     }
     assert!(store.verify().unwrap().is_ok());
     assert_eq!(store.gc().unwrap().blobs_removed, 0);
+}
+
+/// The uncompressed copy of a layer: stored under what it hashes to, found again, counted as
+/// missing once damaged (and then replaced by the next one made), kept by gc exactly while its
+/// layer is, and never in someone else's OCI layout.
+#[test]
+fn uncompressed_copies_are_named_by_content_remade_when_damaged_and_kept_with_their_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let image = TestImage::new(b"a layer with an uncompressed copy\n");
+    image.store_into(&store, "example.com/app:1");
+    let layer = Digest::of(&image.layer);
+    let mut uncompressed = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&image.layer[..]), &mut uncompressed).unwrap();
+    let diff_id = Digest::of(&uncompressed);
+    let make_copy = || {
+        let mut copy = store.begin_uncompressed_copy(&layer).unwrap().expect("hpn's store keeps copies");
+        copy.write_all(&uncompressed).unwrap();
+        copy.commit().unwrap()
+    };
+
+    assert_eq!(store.uncompressed_copy(&layer).unwrap(), None, "no copy made yet");
+    assert_eq!(make_copy(), diff_id);
+    assert_eq!(store.uncompressed_copy(&layer).unwrap(), Some(diff_id.clone()));
+    assert_eq!(fs::read(store.blob_path(&diff_id)).unwrap(), uncompressed);
+    assert!(store.verify().unwrap().is_ok(), "a copy is a blob that hashes to its name");
+
+    // Damaged (same size, other bytes): no copy, until a new one replaces it.
+    let mut damaged = uncompressed.clone();
+    damaged[600] ^= 0xff;
+    fs::write(store.blob_path(&diff_id), &damaged).unwrap();
+    assert_eq!(store.uncompressed_copy(&layer).unwrap(), None, "a damaged copy must not be used");
+    assert_eq!(make_copy(), diff_id);
+    assert_eq!(store.uncompressed_copy(&layer).unwrap(), Some(diff_id.clone()));
+    assert_eq!(fs::read(store.blob_path(&diff_id)).unwrap(), uncompressed);
+
+    // gc keeps the copy with its layer, and drops both (and the record) with the image.
+    let report = store.gc().unwrap();
+    assert_eq!((report.blobs_kept, report.blobs_removed), (4, 0), "{report:?}");
+    assert!(store.has_blob(&diff_id));
+    assert!(store.remove_ref("example.com/app:1").unwrap());
+    let report = store.gc().unwrap();
+    assert_eq!((report.blobs_kept, report.blobs_removed), (0, 4), "{report:?}");
+    assert!(!store.has_blob(&diff_id) && !store.has_blob(&layer));
+    assert_eq!(fs::read_dir(dir.path().join(".hpn-uncompressed")).unwrap().count(), 0, "the record stays");
+    assert_eq!(store.uncompressed_copy(&layer).unwrap(), None);
+
+    // Someone else's OCI layout gets no copies, nor the directory of their records.
+    let layout_dir = tempfile::tempdir().unwrap();
+    let layout = Store::open_layout(layout_dir.path(), Durability::Buffered).unwrap();
+    assert!(layout.begin_uncompressed_copy(&layer).unwrap().is_none());
+    assert!(!layout_dir.path().join(".hpn-uncompressed").exists());
 }
 
 #[test]

@@ -2,13 +2,14 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveWriter, BaseBlob, DockerImageEntry};
 use hpn_fs::Durability;
 use hpn_oci::media_type;
 use hpn_oci::media_type::{LayerCompression, layer_compression};
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference, Sha256Hasher};
+use hpn_store::{BlobWriter, Store};
 
 use crate::archive_attachments::ArchiveAttachments;
 use crate::attachments::Attachment;
@@ -44,6 +45,26 @@ struct Inner {
     need_base: Mutex<Vec<String>>,
     /// Signatures, SBOMs and attestations of the images, written on finish.
     attachments: Mutex<ArchiveAttachments>,
+    /// The store that keeps uncompressed copies of zstd layers across runs
+    /// (`hpn save`'s); without one, each copy is made in a scratch file.
+    copies: Option<Arc<Store>>,
+}
+
+/// Where the uncompressed copy of a zstd layer is read from.
+enum UncompressedCopy {
+    /// A blob in the store, verified when it was made and checked since.
+    Stored(PathBuf),
+    /// A scratch file beside the archive, gone when this is dropped.
+    Scratch(tempfile::NamedTempFile),
+}
+
+impl UncompressedCopy {
+    fn path(&self) -> &Path {
+        match self {
+            Self::Stored(path) => path,
+            Self::Scratch(file) => file.path(),
+        }
+    }
 }
 
 /// What a differential bundle left to its base ([`ArchiveDestination::left_to_base`]).
@@ -94,9 +115,7 @@ impl Inner {
     /// DiffID. Decompression runs before the archive lock is taken so other
     /// blobs keep flowing into the archive meanwhile.
     fn add_zstd_layer(&self, descriptor: &Descriptor, path: &Path) -> Result<(), TransferError> {
-        let scratch_dir = self.path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let (uncompressed, diff_id) = decompress_zstd(path, scratch_dir)
-            .map_err(|error| TransferError::io(format!("decompressing zstd layer {}", descriptor.digest), error))?;
+        let (uncompressed, diff_id) = self.uncompressed_copy(descriptor, path)?;
         self.with_writer(|writer| {
             writer.add_blob_from_file(&descriptor.digest, path)?;
             writer.add_blob_from_file(&diff_id, uncompressed.path())?;
@@ -105,21 +124,59 @@ impl Inner {
         lock(&self.uncompressed_copies).insert(descriptor.digest.clone(), diff_id);
         Ok(())
     }
+
+    /// The uncompressed copy of the zstd layer at `path`, and its DiffID:
+    /// the store's when it holds one intact, else decompressed now (into the
+    /// store, which keeps it for the next save, when there is one).
+    fn uncompressed_copy(
+        &self,
+        descriptor: &Descriptor,
+        path: &Path,
+    ) -> Result<(UncompressedCopy, Digest), TransferError> {
+        let layer = &descriptor.digest;
+        let decompress_error = |error| TransferError::io(format!("decompressing zstd layer {layer}"), error);
+        if let Some(store) = &self.copies {
+            if let Some(diff_id) = store.uncompressed_copy(layer)? {
+                return Ok((UncompressedCopy::Stored(store.blob_path(&diff_id)), diff_id));
+            }
+            if let Some(copy) = store.begin_uncompressed_copy(layer)? {
+                tracing::debug!(%layer, store = %store.root().display(), "decompressing a zstd layer into the store");
+                let diff_id = decompress_zstd(path, copy).map_err(decompress_error)?.commit()?;
+                return Ok((UncompressedCopy::Stored(store.blob_path(&diff_id)), diff_id));
+            }
+        }
+        tracing::debug!(%layer, "decompressing a zstd layer into a scratch file");
+        let scratch_dir = self.path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let scratch = tempfile::NamedTempFile::new_in(scratch_dir)
+            .and_then(|file| decompress_zstd(path, HashingWriter::new(io::BufWriter::new(file))))
+            .map_err(decompress_error)?;
+        let HashingWriter { inner, hasher } = scratch;
+        let file = inner.into_inner().map_err(|error| decompress_error(error.into_error()))?;
+        Ok((UncompressedCopy::Scratch(file), hasher.finish()))
+    }
 }
 
 impl ArchiveDestination {
     /// Starts the archive at `path` (under a temp name until [`Self::finish`]),
     /// compressed as a whole with `compression`.
     pub fn create(path: &Path, compression: ArchiveCompression, durability: Durability) -> Result<Self, TransferError> {
-        Ok(Self::from_writer(path, ArchiveWriter::create(path, compression)?.with_durability(durability), None))
+        Ok(Self::from_writer(path, ArchiveWriter::create(path, compression)?.with_durability(durability), None, None))
     }
 
     /// The archive (or set of volumes, [`ArchiveWriter::create_volumes`],
     /// finished by [`Self::finish_all`]) `writer` has started at `path`;
     /// with a `base`, a differential bundle: the layers `base` holds are left
     /// out, each listed in the bill of contents as expected at the far side,
-    /// and an image that needs one is left out of manifest.json.
-    pub fn from_writer(path: &Path, writer: ArchiveWriter, base: Option<Arc<Base>>) -> Self {
+    /// and an image that needs one is left out of manifest.json. With
+    /// `copies`, the uncompressed copy of each zstd layer comes from that
+    /// store, which makes and keeps it the first time
+    /// ([`Store::uncompressed_copy`]).
+    pub fn from_writer(
+        path: &Path,
+        writer: ArchiveWriter,
+        base: Option<Arc<Base>>,
+        copies: Option<Arc<Store>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
@@ -130,6 +187,7 @@ impl ArchiveDestination {
                 left_to_base: Mutex::new(HashMap::new()),
                 need_base: Mutex::new(Vec::new()),
                 attachments: Mutex::default(),
+                copies,
             }),
         }
     }
@@ -200,6 +258,79 @@ impl ArchiveDestination {
             }
         })
         .await
+    }
+}
+
+impl ArchiveDestination {
+    /// Writes a downloading blob into `store` and, in the same pass, into
+    /// this archive when nothing else is going into it and it can take an
+    /// entry back: the store's writer hashes the bytes and the entry stands
+    /// only if the store commits them; otherwise it is taken back and the
+    /// store's error returned. Blocking: call it on the blocking pool.
+    ///
+    /// Returns whether the archive has the blob now; when it is busy, cannot
+    /// take an entry back, or wants a zstd layer (which also needs its
+    /// uncompressed copy), the blob only goes into the store, and the caller
+    /// adds it from there.
+    pub(crate) fn store_while_adding(
+        &self,
+        store: &Store,
+        descriptor: &Descriptor,
+        reader: &mut dyn io::Read,
+    ) -> Result<bool, TransferError> {
+        let mut stored = store.begin_blob(&descriptor.digest, Some(descriptor.size))?;
+        let is_zstd = layer_compression(&descriptor.media_type) == Some(LayerCompression::Zstd);
+        let mut guard = match self.inner.writer.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        let writer = guard
+            .as_mut()
+            .and_then(|writer| writer.as_mut())
+            .filter(|writer| !is_zstd && writer.can_take_back() && !writer.contains_blob(&descriptor.digest));
+        let Some(writer) = writer else {
+            drop(guard);
+            io::copy(reader, &mut stored).map_err(|error| {
+                TransferError::io(format!("writing blob {} into the store", descriptor.digest), error)
+            })?;
+            stored.commit()?;
+            return Ok(false);
+        };
+        tracing::debug!(blob = %descriptor.digest, "downloading into the store and the archive in one pass");
+        let mut failed = None;
+        let tee = Tee { source: reader, copy: stored, failed: &mut failed };
+        let added = writer.add_blob_checked_elsewhere(&descriptor.digest, descriptor.size, tee, |tee: Tee<'_>| {
+            tee.copy.commit().map_err(TransferError::from)
+        });
+        match (added, failed) {
+            // The download or the store failed, not the archive: say so, as the store alone would.
+            (Err(_), Some(error)) => {
+                Err(TransferError::io(format!("writing blob {} into the store", descriptor.digest), error))
+            }
+            (added, _) => added.map(|()| true),
+        }
+    }
+}
+
+/// A download on its way into the archive, each chunk also written into the
+/// store, whose writer hashes it.
+struct Tee<'a> {
+    source: &'a mut dyn io::Read,
+    copy: BlobWriter,
+    /// The download's or the store's error, which the archive only passes on.
+    failed: &'a mut Option<io::Error>,
+}
+
+impl io::Read for Tee<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read =
+            self.source.read(buf).and_then(|read| io::Write::write_all(&mut self.copy, &buf[..read]).map(|()| read));
+        read.map_err(|error| {
+            let kind = error.kind();
+            *self.failed = Some(error);
+            io::Error::new(kind, "the blob could not be downloaded into the store")
+        })
     }
 }
 
@@ -363,15 +494,12 @@ pub(crate) fn archive_image(
     Ok((archive_image, needs_base))
 }
 
-/// Decompresses a zstd layer into a temp file in `dir`, hashing the output:
-/// the hash is the layer's DiffID and names the copy in the archive.
-fn decompress_zstd(path: &Path, dir: &Path) -> io::Result<(tempfile::NamedTempFile, Digest)> {
+/// Decompresses the zstd layer at `path` into `output`, which hashes what
+/// it is given: that hash is the layer's DiffID and names the copy.
+fn decompress_zstd<W: io::Write>(path: &Path, mut output: W) -> io::Result<W> {
     let mut decoder = zstd::stream::read::Decoder::new(File::open(path)?)?;
-    let mut output = HashingWriter::new(io::BufWriter::new(tempfile::NamedTempFile::new_in(dir)?));
     io::copy(&mut decoder, &mut output)?;
-    let HashingWriter { inner, hasher } = output;
-    let file = inner.into_inner().map_err(io::IntoInnerError::into_error)?;
-    Ok((file, hasher.finish()))
+    Ok(output)
 }
 
 /// Copies a streamed blob into a temp file beside the archive, checking size and digest.

@@ -3,7 +3,9 @@
 //!
 //! One engine copies source → [`SaveDestination`], a destination that is the
 //! store with an archive behind it: each blob goes into the archive as soon
-//! as the store holds it, while the rest of its image still downloads, and
+//! as the store holds it, while the rest of its image still downloads (a
+//! download finding the archive free goes into both in one pass, so a big
+//! layer is not written a second time from the store afterwards), and
 //! committing an image to the store then exports it (its manifests and
 //! docker's files) from the store, where every blob was verified on arrival.
 
@@ -24,7 +26,7 @@ use crate::endpoints::WrittenArchive;
 use crate::engine::{CopyJob, Engine, EngineOptions, PullPolicy};
 use crate::error::TransferError;
 use crate::report::{CopyOutcome, NoReport, Reporter};
-use crate::store_endpoint::{StoreDestination, StoreSource};
+use crate::store_endpoint::{StoreDestination, StoreSource, drain_on_blocking_thread};
 
 /// Where [`save`] writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +118,7 @@ pub async fn save<S: ImageSource>(
     let export_options = options.clone().with_pull(PullPolicy::Always);
     let (export, single) = match output {
         SaveOutput::OneArchive(path) => {
-            let archive = Arc::new(create_archive(&path, &archive_options).await?);
+            let archive = Arc::new(create_archive(&path, &archive_options, &store).await?);
             let exporter =
                 Engine::new(Arc::clone(&store_source), Arc::clone(&archive), export_options, Arc::new(NoReport));
             (Export::One { archive, exporter: Box::new(exporter) }, Some(path))
@@ -163,15 +165,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Starts an archive on the blocking pool: opening a FIFO waits for its reader.
-async fn create_archive(path: &Path, options: &ArchiveOptions) -> Result<ArchiveDestination, TransferError> {
-    let (path, options) = (path.to_owned(), options.clone());
+/// The uncompressed copies of its zstd layers come from `store`, which keeps them.
+async fn create_archive(
+    path: &Path,
+    options: &ArchiveOptions,
+    store: &Arc<Store>,
+) -> Result<ArchiveDestination, TransferError> {
+    let (path, options, store) = (path.to_owned(), options.clone(), Arc::clone(store));
     tokio::task::spawn_blocking(move || {
         let writer = match options.volume_size {
             Some(volume_size) => ArchiveWriter::create_volumes(&path, options.compression, volume_size),
             None => ArchiveWriter::create(&path, options.compression),
         }?;
         let writer = writer.with_durability(options.durability).with_bill_signer(options.signer);
-        Ok(ArchiveDestination::from_writer(&path, writer, options.base))
+        Ok(ArchiveDestination::from_writer(&path, writer, options.base, Some(store)))
     })
     .await
     .map_err(|join| TransferError::task_failed("archive", join))?
@@ -212,11 +219,16 @@ impl SaveDestination {
         total.images.extend(left.images);
     }
 
+    /// Whether the blob waits for its image's export to go into an archive:
+    /// what the base holds, since the export knows whether its image ships at all.
+    fn waits_for_export(&self, descriptor: &Descriptor) -> bool {
+        self.archive_options.base.as_ref().is_some_and(|base| base.blob(&descriptor.digest).is_some())
+    }
+
     /// Puts a blob the store now holds into the one archive, ahead of its
     /// image; a failure here (a full disk) fails the image with its cause.
     async fn add_early(&self, descriptor: &Descriptor) -> Result<(), TransferError> {
-        // What the base holds waits for the export, which knows whether its image ships at all.
-        if self.archive_options.base.as_ref().is_some_and(|base| base.blob(&descriptor.digest).is_some()) {
+        if self.waits_for_export(descriptor) {
             return Ok(());
         }
         match &self.export {
@@ -252,7 +264,7 @@ impl SaveDestination {
                         .map_err(|error| TransferError::io(format!("creating directory {}", dir.display()), error))?;
                 }
                 let per_image = self.archive_options.clone().with_volume_size(None);
-                let archive = Arc::new(create_archive(path, &per_image).await?);
+                let archive = Arc::new(create_archive(path, &per_image, &self.blobs).await?);
                 Engine::new(Arc::clone(&self.store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport))
                     .copy(&job)
                     .await?;
@@ -297,6 +309,18 @@ impl ImageDestination for SaveDestination {
         descriptor: &Descriptor,
         content: BlobContent,
     ) -> Result<(), TransferError> {
+        // A download goes into the store and the one archive in one pass when
+        // the archive is free: no second write of it from the store afterwards.
+        let content = match (content, &self.export) {
+            (BlobContent::Stream(stream), Export::One { archive, .. }) if !self.waits_for_export(descriptor) => {
+                let (archive, store, blob) = (Arc::clone(archive), Arc::clone(&self.blobs), descriptor.clone());
+                let added =
+                    drain_on_blocking_thread(stream, move |reader| archive.store_while_adding(&store, &blob, reader))
+                        .await?;
+                return if added { Ok(()) } else { self.add_early(descriptor).await };
+            }
+            (content, _) => content,
+        };
         self.store.put_blob(target, descriptor, content).await?;
         self.add_early(descriptor).await
     }
