@@ -42,7 +42,8 @@ pub enum ArchiveCompression {
     None,
     /// gzip level 1 (`.tar.gz`): the payload is mostly compressed already.
     Gzip,
-    /// zstd level 3 on every core, with a frame checksum (`.tar.zst`).
+    /// zstd level 3 on every core, with a frame checksum (`.tar.zst`); the
+    /// same bytes whatever the number of cores.
     Zstd,
 }
 
@@ -126,10 +127,11 @@ impl Sink {
             ArchiveCompression::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(file, ZSTD_LEVEL)?;
                 encoder.include_checksum(true)?;
+                // Always libzstd's multithreaded mode, even with one worker: its output is the
+                // same for any number of workers (and differs from the single-threaded mode's),
+                // so machines with different core counts write the same archive.
                 let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-                if workers > 1 {
-                    encoder.multithread(workers)?;
-                }
+                encoder.multithread(workers)?;
                 Self::Zstd(encoder)
             }
         })

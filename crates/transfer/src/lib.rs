@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 mod archive_endpoint;
+mod archive_order;
 mod archive_source;
 mod archives;
 pub mod attachments;

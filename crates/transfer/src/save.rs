@@ -1,11 +1,36 @@
 //! `hpn save`: images pulled into the store and exported into archives, the
-//! two overlapped.
+//! two overlapped, in an order that does not depend on timing.
 //!
 //! One engine copies source → [`SaveDestination`], a destination that is the
-//! store with an archive behind it: each blob goes into the archive as soon
-//! as the store holds it, while the rest of its image still downloads, and
-//! committing an image to the store then exports it (its manifests and
-//! docker's files) from the store, where every blob was verified on arrival.
+//! store with an archive behind it. Committing an image to the store then
+//! exports it (its manifests and docker's files) from the store, where every
+//! blob was verified on arrival.
+//!
+//! **The one archive's order** (`-o FILE`) is fixed by the request, so the
+//! same list saved twice gives the same bytes whatever the concurrency, the
+//! speed of each download, or what the store held already
+//! ([`crate::archive_order`]): job after job, and within an image, per
+//! platform in index order its config and its layers in manifest order, then
+//! its platform manifests and its top manifest or index (written by the
+//! export, after the attachments it carries). Each blob is written once, at its
+//! first place. Downloads still overlap writing: a blob is appended as soon
+//! as every place before it is written or released, and until then it waits
+//! on disk in the store, never in memory. The engine announces each image's
+//! plan once its manifests are read ([`ImageDestination::image_planned`]); an
+//! image not planned yet holds back what comes after it, and one that fails
+//! ([`ImageDestination::image_failed`]) releases its place, so nothing waits
+//! for it. Exports run in that order too, deferred past the commit (whose
+//! failures [`ImageDestination::flush`] reports), so a slow image never holds
+//! an image slot of the engine while it waits for its turn. Layers a
+//! differential base holds are not placed: the export records them.
+//!
+//! An image failing before its plan (not found, no access) leaves no trace in
+//! the archive. One failing halfway keeps what was appended of it already (a
+//! tar is append-only): those blobs are in the archive and its bill, no
+//! index names them.
+//!
+//! **Per-image archives** (`--save-mode`) are written whole when their image
+//! is committed, in the same order within the image.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -17,6 +42,7 @@ use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
 use hpn_store::Store;
 
 use crate::archive_endpoint::{ArchiveDestination, LeftToBase};
+use crate::archive_order::{ArchiveOrder, Step, image_blob_order};
 use crate::base::Base;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
 use crate::endpoints::WrittenArchive;
@@ -112,7 +138,11 @@ pub async fn save<S: ImageSource>(
 ) -> Result<SaveReport, TransferError> {
     let store_source = Arc::new(StoreSource::new(Arc::clone(&store)));
     // The pull policy is about the registry; exports read the store, which is always asked.
-    let export_options = options.clone().with_pull(PullPolicy::Always);
+    // One blob at a time: what an export still writes (manifests, attachments) goes in the
+    // order the engine lists it, not the order concurrent copies finish in.
+    let export_options = EngineOptions { max_concurrent_blobs: 1, ..options.clone().with_pull(PullPolicy::Always) };
+    let order =
+        matches!(output, SaveOutput::OneArchive(_)).then(|| ArchiveOrder::new(jobs.iter().map(|job| job.index)));
     let (export, single) = match output {
         SaveOutput::OneArchive(path) => {
             let archive = Arc::new(create_archive(&path, &archive_options).await?);
@@ -127,12 +157,14 @@ pub async fn save<S: ImageSource>(
         blobs: store,
         store_source,
         export,
+        order,
         archive_options,
         written: Mutex::new(Vec::new()),
         unchanged: Mutex::new(Vec::new()),
         left_to_base: Mutex::new(LeftToBase::default()),
     });
-    let results = Engine::new(Arc::new(source), Arc::clone(&destination), options, reporter).copy_all(jobs).await;
+    let engine = Engine::new(Arc::new(source), Arc::clone(&destination), options, reporter);
+    let (results, ()) = tokio::join!(engine.copy_all(jobs), destination.write_in_order());
 
     let mut written = std::mem::take(&mut *lock(&destination.written));
     written.sort_by_key(|(index, _)| *index);
@@ -193,6 +225,8 @@ struct SaveDestination {
     blobs: Arc<Store>,
     store_source: Arc<StoreSource>,
     export: Export,
+    /// The one archive's order; `None` for per-image archives.
+    order: Option<ArchiveOrder>,
     archive_options: ArchiveOptions,
     /// Per-image archives written so far, with their job index.
     written: Mutex<Vec<(usize, WrittenArchive)>>,
@@ -211,18 +245,41 @@ impl SaveDestination {
         total.images.extend(left.images);
     }
 
-    /// Puts a blob the store now holds into the one archive, ahead of its
-    /// image; a failure here (a full disk) fails the image with its cause.
-    async fn add_early(&self, descriptor: &Descriptor) -> Result<(), TransferError> {
-        // What the base holds waits for the export, which knows whether its image ships at all.
-        if self.archive_options.base.as_ref().is_some_and(|base| base.blob(&descriptor.digest).is_some()) {
-            return Ok(());
+    /// Tells the one archive's order that the store holds `digest`.
+    fn stored(&self, digest: &Digest) {
+        if let Some(order) = &self.order {
+            order.stored(digest);
         }
-        match &self.export {
-            Export::One { archive, .. } => {
-                archive.add_local_blob(descriptor, self.blobs.blob_path(&descriptor.digest)).await
+    }
+
+    /// Writes the one archive in its order (see the module doc) until every
+    /// job is written, failed or given up; returns at once for per-image
+    /// archives. Runs beside the engine: each blob the store gets may let
+    /// the cursor on, and each commit lets its export run.
+    async fn write_in_order(&self) {
+        let (Some(order), Export::One { archive, .. }) = (&self.order, &self.export) else { return };
+        let mut changes = order.subscribe();
+        loop {
+            changes.borrow_and_update();
+            match order.next_step() {
+                Step::Write { job, blob } => {
+                    // A failure here (a full disk) fails the image with its cause.
+                    if let Err(error) = archive.add_local_blob(&blob, self.blobs.blob_path(&blob.digest)).await {
+                        order.write_failed(job, error);
+                    }
+                }
+                Step::Export(image) => {
+                    if let Err(error) = self.export(&image).await {
+                        order.write_failed(image.job_index, error);
+                    }
+                }
+                Step::Wait => {
+                    if changes.changed().await.is_err() {
+                        return;
+                    }
+                }
+                Step::Done => return,
             }
-            Export::PerImage { .. } => Ok(()),
         }
     }
 
@@ -252,6 +309,10 @@ impl SaveDestination {
                 }
                 let per_image = self.archive_options.clone().with_volume_size(None);
                 let archive = Arc::new(create_archive(path, &per_image).await?);
+                // Config and layers in the one archive's order; the export adds the manifests.
+                for blob in image_blob_order(image) {
+                    archive.add_local_blob(&blob, self.blobs.blob_path(&blob.digest)).await?;
+                }
                 Engine::new(Arc::clone(&self.store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport))
                     .copy(&job)
                     .await?;
@@ -285,7 +346,7 @@ impl ImageDestination for SaveDestination {
     ) -> Result<BlobReuse, TransferError> {
         let reuse = self.store.try_reuse_blob(target, descriptor, source).await?;
         if reuse.is_reused() {
-            self.add_early(descriptor).await?;
+            self.stored(&descriptor.digest);
         }
         Ok(reuse)
     }
@@ -297,16 +358,53 @@ impl ImageDestination for SaveDestination {
         content: BlobContent,
     ) -> Result<(), TransferError> {
         self.store.put_blob(target, descriptor, content).await?;
-        self.add_early(descriptor).await
+        self.stored(&descriptor.digest);
+        Ok(())
     }
 
     async fn put_manifest(&self, target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
         self.store.put_manifest(target, manifest).await
     }
 
+    fn image_planned(&self, image: &CopiedImage) {
+        let Some(order) = &self.order else { return };
+        // What the base holds waits for the export, which knows whether its image ships at all.
+        let base = self.archive_options.base.as_deref();
+        let blobs = image_blob_order(image)
+            .into_iter()
+            .filter(|blob| base.is_none_or(|base| base.blob(&blob.digest).is_none()))
+            .collect();
+        order.planned(image.job_index, blobs);
+    }
+
+    fn image_failed(&self, job_index: usize) {
+        if let Some(order) = &self.order {
+            order.failed(job_index);
+        }
+    }
+
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
         // Named at once, not batched: the export reads the image back by its name.
         self.store.commit_now(image).await?;
-        self.export(image).await
+        match &self.order {
+            // Exported in the archive's order by write_in_order; a failure comes back from flush.
+            Some(order) => {
+                order.committed(image);
+                Ok(())
+            }
+            None => self.export(image).await,
+        }
+    }
+
+    async fn flush(&self) -> Vec<(usize, TransferError)> {
+        let Some(order) = &self.order else { return Vec::new() };
+        let mut changes = order.subscribe();
+        order.close();
+        while !order.is_finished() {
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+        order.take_errors()
     }
 }
