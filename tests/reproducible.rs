@@ -140,3 +140,64 @@ fn an_image_failing_in_the_middle_neither_stalls_nor_reorders_the_others() {
         "the failed image left a trace in the archive, or moved the others"
     );
 }
+
+#[test]
+fn created_dates_the_archive_reproducibly_and_docker_still_loads_it() {
+    use common::archive_entries;
+    let seeded = common::seeded_registry_with(&["app-a"]);
+    let app = seeded.fixtures.image("app-a");
+    let reference = app.reference.as_str();
+    let work = Workspace::new();
+    let dated = |name: &str, created: &str, env: &[(&str, &str)]| {
+        let other = Workspace::new();
+        other.hpn_with_env(["save", reference, "-o", name, "--created", created], env).assert_ok();
+        fs::copy(other.path().join(name), work.path().join(name)).unwrap();
+        work.path().join(name)
+    };
+    const MAY: u64 = 1_714_564_800;
+    let first = dated("may.tar", "2024-05-01T12:00:00Z", &[]);
+    // The same time, given as seconds; and the flag wins over SOURCE_DATE_EPOCH.
+    let again = dated("may-again.tar", "@1714564800", &[("SOURCE_DATE_EPOCH", "86400")]);
+    assert_eq!(sha256_of(&first), sha256_of(&again), "the same --created gave different archives");
+    // SOURCE_DATE_EPOCH alone, as reproducible-builds tools set it.
+    work.hpn_with_env(["save", reference, "-o", "epoch.tar"], &[("SOURCE_DATE_EPOCH", &MAY.to_string())]).assert_ok();
+    assert_eq!(sha256_of(&work.path().join("epoch.tar")), sha256_of(&first), "SOURCE_DATE_EPOCH was not honoured");
+
+    // Another time: only the mtimes and the bill's `created` differ.
+    let june = dated("june.tar", "2024-06-01T00:00:00+02:00", &[]);
+    let (may_entries, june_entries) = (archive_entries(&first), archive_entries(&june));
+    assert_eq!(may_entries.keys().collect::<Vec<_>>(), june_entries.keys().collect::<Vec<_>>());
+    let june_seconds = MAY + 31 * 86400 - 12 * 3600 - 2 * 3600;
+    for (name, (may_meta, may_content)) in &may_entries {
+        let (june_meta, june_content) = &june_entries[name];
+        assert!(may_meta.contains(&format!("mtime={MAY} ")), "{name}: {may_meta}");
+        assert_eq!(may_meta.replace(&MAY.to_string(), &june_seconds.to_string()), *june_meta, "{name}");
+        if name == "hpn-contents.json" {
+            let may: serde_json::Value = serde_json::from_slice(may_content).unwrap();
+            let mut june: serde_json::Value = serde_json::from_slice(june_content).unwrap();
+            assert_eq!(may["created"], "2024-05-01T12:00:00Z");
+            assert_eq!(june["created"], "2024-05-31T22:00:00Z");
+            june["created"] = may["created"].clone();
+            assert_eq!(may, june, "the bills differ beyond their creation time");
+        } else {
+            assert!(may_content == june_content, "{name}: content changed with the creation time");
+        }
+    }
+    // Without --created: mtime 0 and no creation time in the bill.
+    work.hpn(["save", reference, "-o", "undated.tar"]).assert_ok();
+    let bill: serde_json::Value =
+        serde_json::from_slice(&common::tar_entry(&work.path().join("undated.tar"), "hpn-contents.json")).unwrap();
+    assert!(bill.get("created").is_none(), "{bill:#}");
+
+    // A bad time is a bad argument, naming the flag with an example.
+    let run = work.hpn(["save", reference, "-o", "bad.tar", "--created", "2024-05-01"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("--created") && run.stderr.contains("2024-05-01T12:00:00Z"), "{}", run.stderr);
+    assert!(!work.path().join("bad.tar").exists());
+
+    let dockerd = hpn_testkit::Dockerd::start().expect("start dockerd");
+    dockerd.load(&first).unwrap_or_else(|error| panic!("docker load of a dated archive: {error:#}"));
+    let tagged = &app.tag_references[0];
+    let image = dockerd.image_inspect(tagged).unwrap_or_else(|error| panic!("docker has no {tagged}: {error:#}"));
+    assert_eq!(image["Id"], app.amd64().config.digest.as_str());
+}

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use hpn_fs::Durability;
 use hpn_oci::{Digest, ParsedManifest, Sha256Hasher};
 
+use crate::created::CreationTime;
 use crate::error::ArchiveError;
 use crate::format::{self, BaseBlob, BillBlob, BillImage, BillOfContents, BillPart};
 use crate::reader::METADATA_LIMIT;
@@ -62,7 +63,7 @@ pub fn volume_path(path: &Path, number: u32, count: u32) -> PathBuf {
 
 /// The tar bytes of a file entry of `size` bytes named `name`.
 fn entry_cost(name: &str, size: u64) -> u64 {
-    tar_format::entry_header(name, size, Kind::File).len() as u64 + size + tar_format::padding(size) as u64
+    tar_format::entry_header(name, size, Kind::File, 0).len() as u64 + size + tar_format::padding(size) as u64
 }
 
 /// What every volume holds besides blobs and the lists of contents: the
@@ -115,6 +116,8 @@ pub(crate) struct WrittenSet<'a> {
     /// What the images need but the set leaves to the far side (a
     /// differential bundle), listed in every volume's bill.
     pub base_blobs: &'a BTreeMap<Digest, BaseBlob>,
+    /// The creation time every volume records.
+    pub created: Option<CreationTime>,
 }
 
 impl WrittenSet<'_> {
@@ -376,7 +379,7 @@ impl WrittenSet<'_> {
             .collect();
         let count = volumes.len() as u32;
         let base_blobs = self.base_blobs.values().cloned().collect();
-        let bill = BillOfContents::new(images, blobs, base_blobs, 1, count);
+        let bill = BillOfContents::new(images, blobs, base_blobs, 1, count).with_created(self.created);
         Ok((1..=count).map(|volume| BillOfContents { volume, ..bill.clone() }.to_json()).collect())
     }
 
@@ -416,8 +419,10 @@ impl WrittenSet<'_> {
         durability: Durability,
         signer: Option<&BillSigner>,
     ) -> Result<u64, ArchiveError> {
-        let mut writer =
-            ArchiveWriter::create(path, compression)?.with_durability(durability).with_bill_signer(signer.cloned());
+        let mut writer = ArchiveWriter::create(path, compression)?
+            .with_durability(durability)
+            .with_bill_signer(signer.cloned())
+            .with_creation_time(self.created);
         for digest in &volume.blobs {
             writer.add_blob_from_range(digest, self.tar, self.offsets[digest], self.blobs[digest])?;
         }

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use hpn_archive::{ArchiveCompression, ArchiveWriter, BillSigner};
+use hpn_archive::{ArchiveCompression, ArchiveWriter, BillSigner, CreationTime};
 use hpn_fs::Durability;
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
 use hpn_store::Store;
@@ -75,17 +75,26 @@ pub struct ArchiveOptions {
     pub base: Option<Arc<Base>>,
     /// Signs each archive's (each volume's) bill of contents.
     pub signer: Option<BillSigner>,
+    /// The creation time recorded in each bill and as every entry's mtime
+    /// (`--created`); without it, mtime 0 and none recorded.
+    pub created: Option<CreationTime>,
 }
 
 impl ArchiveOptions {
     /// Archives compressed with `compression`, written with `durability`.
     pub fn new(compression: ArchiveCompression, durability: Durability) -> Self {
-        Self { compression, durability, volume_size: None, base: None, signer: None }
+        Self { compression, durability, volume_size: None, base: None, signer: None, created: None }
     }
 
     /// These options, signing every bill of contents with `signer`.
     pub fn with_bill_signer(self, signer: Option<BillSigner>) -> Self {
         Self { signer, ..self }
+    }
+
+    /// These options, recording `created` as each archive's creation time
+    /// ([`hpn_archive::ArchiveWriter::with_creation_time`]).
+    pub fn with_creation_time(self, created: Option<CreationTime>) -> Self {
+        Self { created, ..self }
     }
 
     /// These options, cutting the one archive into volumes of at most
@@ -201,7 +210,10 @@ async fn create_archive(path: &Path, options: &ArchiveOptions) -> Result<Archive
             Some(volume_size) => ArchiveWriter::create_volumes(&path, options.compression, volume_size),
             None => ArchiveWriter::create(&path, options.compression),
         }?;
-        let writer = writer.with_durability(options.durability).with_bill_signer(options.signer);
+        let writer = writer
+            .with_durability(options.durability)
+            .with_bill_signer(options.signer)
+            .with_creation_time(options.created);
         Ok(ArchiveDestination::from_writer(&path, writer, options.base))
     })
     .await
