@@ -461,7 +461,7 @@ pub struct SaveArgs {
     /// Record TIME as the archive's creation time: in the bill of contents (`created`) and as the
     /// mtime of every entry. RFC 3339 (2024-05-01T12:00:00Z) or seconds since 1970 (@1714564800).
     /// Without it entries have mtime 0 and no time is recorded, so the same images give the same bytes
-    #[arg(long, value_name = "TIME", env = "SOURCE_DATE_EPOCH", value_parser = parse_creation_time)]
+    #[arg(long, value_name = "TIME", env = settings::CREATED.env, value_parser = parse_creation_time)]
     pub created: Option<hpn_archive::CreationTime>,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
