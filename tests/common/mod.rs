@@ -93,7 +93,8 @@ impl Workspace {
             .env_remove("REGISTRY_AUTH_FILE")
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("XDG_CACHE_HOME")
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .env_remove("SOURCE_DATE_EPOCH");
         command
     }
 

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use hpn_oci::Digest;
+
+use crate::created::CreationTime;
 use serde::{Deserialize, Serialize};
 
 pub(crate) const OCI_LAYOUT: &str = "oci-layout";
@@ -46,6 +48,13 @@ pub struct BillOfContents {
     /// JSON) for a bundle that holds all it needs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub base_blobs: Vec<BaseBlob>,
+    /// When the archive was made, RFC 3339 in UTC (`2024-05-01T12:00:00Z`),
+    /// recorded only when the user gave it (`hpn save --created`,
+    /// `SOURCE_DATE_EPOCH`); every entry's mtime is then that time. Absent
+    /// otherwise, so that the bill depends on the content alone. Not part of
+    /// the set id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
 }
 
 impl BillOfContents {
@@ -71,7 +80,13 @@ impl BillOfContents {
             images,
             blobs,
             base_blobs,
+            created: None,
         }
+    }
+
+    /// This bill, recording `created` as its creation time.
+    pub(crate) fn with_created(self, created: Option<CreationTime>) -> Self {
+        Self { created: created.map(CreationTime::to_rfc3339), ..self }
     }
 
     /// The set id of these lists: the sha256 of their compact JSON. A

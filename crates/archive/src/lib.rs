@@ -49,6 +49,7 @@
 
 #![warn(missing_docs)]
 
+mod created;
 mod error;
 mod format;
 mod reader;
@@ -57,6 +58,7 @@ mod tar_format;
 mod volumes;
 mod writer;
 
+pub use created::CreationTime;
 pub use error::ArchiveError;
 pub use format::{BILL_OF_CONTENTS, BaseBlob, BillBlob, BillImage, BillOfContents, BillPart};
 pub use reader::{ArchiveReader, ArchivedImage, BlobReader, IncompleteImage, METADATA_LIMIT, Problem, Verification};

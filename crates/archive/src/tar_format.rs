@@ -3,8 +3,9 @@
 //! go straight from file to file.
 //!
 //! Headers are ustar, like Go's archive/tar writes whenever it can, with
-//! root ownership, fixed modes and mtime 0 (Docker sets every file of a saved
-//! image to the Unix epoch too): the same input gives the same archive bytes.
+//! root ownership, fixed modes and one mtime for every entry: 0 unless the
+//! user gives a creation time (Docker sets every file of a saved image to
+//! the Unix epoch too), so the same input gives the same archive bytes.
 //! Where ustar cannot say something (a name over 100 bytes, a size of 8 GiB
 //! or more) a PAX extended header carries it, which GNU tar, Go, Docker,
 //! containers/image and the `tar` crate all read.
@@ -23,8 +24,9 @@ pub(crate) enum Kind {
 }
 
 /// The header block(s) for one entry: a PAX header and its records first when
-/// needed, then the ustar header. Directory names should end with `/`.
-pub(crate) fn entry_header(name: &str, size: u64, kind: Kind) -> Vec<u8> {
+/// needed, then the ustar header, all with `mtime` (seconds since the Unix
+/// epoch). Directory names should end with `/`.
+pub(crate) fn entry_header(name: &str, size: u64, kind: Kind, mtime: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(BLOCK);
     let mut records = Vec::new();
     if name.len() > USTAR_NAME_LEN {
@@ -36,7 +38,7 @@ pub(crate) fn entry_header(name: &str, size: u64, kind: Kind) -> Vec<u8> {
     if !records.is_empty() {
         let pax_name =
             format!("PaxHeaders.0/{}", truncate(name.rsplit('/').find(|part| !part.is_empty()).unwrap_or(name), 80));
-        out.extend_from_slice(ustar_header(&pax_name, records.len() as u64, EntryType::XHeader).as_bytes());
+        out.extend_from_slice(ustar_header(&pax_name, records.len() as u64, EntryType::XHeader, mtime).as_bytes());
         let padded = records.len() + padding(records.len() as u64);
         records.resize(padded, 0);
         out.extend_from_slice(&records);
@@ -45,11 +47,11 @@ pub(crate) fn entry_header(name: &str, size: u64, kind: Kind) -> Vec<u8> {
         Kind::File => EntryType::Regular,
         Kind::Directory => EntryType::Directory,
     };
-    out.extend_from_slice(ustar_header(truncate(name, USTAR_NAME_LEN), size, entry_type).as_bytes());
+    out.extend_from_slice(ustar_header(truncate(name, USTAR_NAME_LEN), size, entry_type, mtime).as_bytes());
     out
 }
 
-fn ustar_header(name: &str, size: u64, entry_type: EntryType) -> Header {
+fn ustar_header(name: &str, size: u64, entry_type: EntryType, mtime: u64) -> Header {
     let mut header = Header::new_ustar();
     // Written directly rather than through set_path, which would drop the
     // trailing `/` of directory names that Go and Docker write.
@@ -60,7 +62,7 @@ fn ustar_header(name: &str, size: u64, entry_type: EntryType) -> Header {
     header.set_mode(if entry_type == EntryType::Directory { 0o755 } else { 0o644 });
     header.set_uid(0);
     header.set_gid(0);
-    header.set_mtime(0);
+    header.set_mtime(mtime);
     header.set_entry_type(entry_type);
     header.set_cksum();
     header
@@ -121,7 +123,7 @@ mod tests {
 
     #[test]
     fn short_entries_are_one_plain_ustar_block() {
-        let header = entry_header("blobs/sha256/", 0, Kind::Directory);
+        let header = entry_header("blobs/sha256/", 0, Kind::Directory, 0);
         assert_eq!(header.len(), BLOCK);
         assert_eq!(&header[..13], b"blobs/sha256/");
         assert_eq!(&header[257..263], b"ustar\0");
@@ -131,12 +133,14 @@ mod tests {
     #[test]
     fn huge_sizes_get_a_pax_size_record() {
         let size = 9 * 1024 * 1024 * 1024u64;
-        let header = entry_header("blobs/sha256/big", size, Kind::File);
+        let header = entry_header("blobs/sha256/big", size, Kind::File, 1_714_564_800);
         assert_eq!(header.len(), 3 * BLOCK);
         assert_eq!(header[156], b'x');
         let records = String::from_utf8_lossy(&header[BLOCK..2 * BLOCK]);
         assert!(records.starts_with(&format!("19 size={size}\n")), "{records:?}");
         let real = Header::from_byte_slice(&header[2 * BLOCK..]);
         assert_eq!(real.size().unwrap(), size, "base-256 fallback for non-PAX readers");
+        assert_eq!(real.mtime().unwrap(), 1_714_564_800);
+        assert_eq!(Header::from_byte_slice(&header[..BLOCK]).mtime().unwrap(), 1_714_564_800, "the PAX header's own");
     }
 }

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use hpn_fs::Durability;
 use hpn_oci::{Digest, ParsedManifest, Sha256Hasher};
 
+use crate::created::CreationTime;
 use crate::error::ArchiveError;
 use crate::format::{self, BaseBlob, BillBlob, BillImage, BillOfContents, BillPart};
 use crate::reader::METADATA_LIMIT;
@@ -63,7 +64,7 @@ pub fn volume_path(path: &Path, number: u32, count: u32) -> PathBuf {
 
 /// The tar bytes of a file entry of `size` bytes named `name`.
 fn entry_cost(name: &str, size: u64) -> u64 {
-    tar_format::entry_header(name, size, Kind::File).len() as u64 + size + tar_format::padding(size) as u64
+    tar_format::entry_header(name, size, Kind::File, 0).len() as u64 + size + tar_format::padding(size) as u64
 }
 
 /// What every volume holds besides blobs and the lists of contents: the
@@ -121,6 +122,8 @@ pub struct SetOutline<'a> {
     pub attachment_subjects: &'a BTreeMap<String, Digest>,
     /// What the set leaves to the far side (a differential bundle).
     pub base_blobs: &'a BTreeMap<Digest, BaseBlob>,
+    /// The creation time every volume's bill records (`--created`).
+    pub created: Option<CreationTime>,
 }
 
 /// One volume as [`plan_volumes`] plans it: what `--split` would write.
@@ -177,6 +180,7 @@ pub fn plan_volumes(
         images: set.images,
         attachment_subjects: set.attachment_subjects,
         base_blobs: set.base_blobs,
+        created: set.created,
     };
     let read = |digest: &Digest| {
         set.manifests.get(digest).cloned().ok_or_else(|| ArchiveError::InvalidMetadata {
@@ -229,6 +233,7 @@ struct SetContents<'a> {
     images: &'a [ArchiveImage],
     attachment_subjects: &'a BTreeMap<String, Digest>,
     base_blobs: &'a BTreeMap<Digest, BaseBlob>,
+    created: Option<CreationTime>,
 }
 
 /// A set's volumes as planned, with what their bills are made from.
@@ -491,7 +496,7 @@ impl SetContents<'_> {
             .collect();
         let count = volumes.len() as u32;
         let base_blobs = self.base_blobs.values().cloned().collect();
-        let bill = BillOfContents::new(images, blobs, base_blobs, 1, count);
+        let bill = BillOfContents::new(images, blobs, base_blobs, 1, count).with_created(self.created);
         Ok((1..=count).map(|volume| BillOfContents { volume, ..bill.clone() }.to_json()).collect())
     }
 
@@ -522,6 +527,8 @@ pub(crate) struct WrittenSet<'a> {
     /// What the images need but the set leaves to the far side (a
     /// differential bundle), listed in every volume's bill.
     pub base_blobs: &'a BTreeMap<Digest, BaseBlob>,
+    /// The creation time every volume records.
+    pub created: Option<CreationTime>,
 }
 
 impl WrittenSet<'_> {
@@ -539,6 +546,7 @@ impl WrittenSet<'_> {
             images: self.images,
             attachment_subjects: self.attachment_subjects,
             base_blobs: self.base_blobs,
+            created: self.created,
         };
         let plan = contents.plan(split, signer.is_some(), &|digest| self.read_small(digest))?;
         let bills = contents.bills(&plan, |part| self.hash_part(part))?;
@@ -604,8 +612,10 @@ impl WrittenSet<'_> {
         durability: Durability,
         signer: Option<&BillSigner>,
     ) -> Result<u64, ArchiveError> {
-        let mut writer =
-            ArchiveWriter::create(path, compression)?.with_durability(durability).with_bill_signer(signer.cloned());
+        let mut writer = ArchiveWriter::create(path, compression)?
+            .with_durability(durability)
+            .with_bill_signer(signer.cloned())
+            .with_creation_time(self.created);
         for digest in &volume.blobs {
             writer.add_blob_from_range(digest, self.tar, self.offsets[digest], self.blobs[digest])?;
         }
@@ -727,6 +737,7 @@ mod tests {
             images: &added.images,
             attachment_subjects: &BTreeMap::new(),
             base_blobs: &BTreeMap::new(),
+            created: None,
         };
         let plan = plan_volumes(&set, ArchiveCompression::None, 64 * 1024, false).unwrap();
         let planned: Vec<(PathBuf, u64)> = plan.iter().map(|volume| (volume.path.clone(), volume.tar_size)).collect();

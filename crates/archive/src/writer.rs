@@ -23,6 +23,7 @@ use hpn_fs::Durability;
 use hpn_oci::{Descriptor, Digest, Sha256Hasher, annotation, media_type};
 use serde::Serialize;
 
+use crate::created::CreationTime;
 use crate::error::ArchiveError;
 use crate::format::{self, BaseBlob, BillBlob, BillImage, BillOfContents, ManifestItem, Repositories};
 use crate::signing::BillSigner;
@@ -42,7 +43,8 @@ pub enum ArchiveCompression {
     None,
     /// gzip level 1 (`.tar.gz`): the payload is mostly compressed already.
     Gzip,
-    /// zstd level 3 on every core, with a frame checksum (`.tar.zst`).
+    /// zstd level 3 on every core, with a frame checksum (`.tar.zst`); the
+    /// same bytes whatever the number of cores.
     Zstd,
 }
 
@@ -137,10 +139,11 @@ impl Sink {
             ArchiveCompression::Zstd => {
                 let mut encoder = zstd::stream::write::Encoder::new(file, ZSTD_LEVEL)?;
                 encoder.include_checksum(true)?;
+                // Always libzstd's multithreaded mode, even with one worker: its output is the
+                // same for any number of workers (and differs from the single-threaded mode's),
+                // so machines with different core counts write the same archive.
                 let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-                if workers > 1 {
-                    encoder.multithread(workers)?;
-                }
+                encoder.multithread(workers)?;
                 Self::Zstd(encoder)
             }
         })
@@ -223,6 +226,9 @@ pub struct ArchiveWriter {
     attachment_subjects: BTreeMap<String, Digest>,
     /// What the images need but the archive leaves to the far side.
     base_blobs: BTreeMap<Digest, BaseBlob>,
+    /// The `oci-layout` entry, first in the tar, is written (before the
+    /// first other entry, once the creation time is known).
+    layout_written: bool,
     blob_dirs_written: bool,
     /// An entry was left half-written: the tar stream is unusable.
     broken: bool,
@@ -241,6 +247,8 @@ pub struct ArchiveWriter {
     volume_bill: Option<Vec<u8>>,
     /// Signs the bill, the signature written beside it.
     signer: Option<BillSigner>,
+    /// The creation time: every entry's mtime (else 0) and the bill's `created`.
+    created: Option<CreationTime>,
 }
 
 impl fmt::Debug for ArchiveWriter {
@@ -374,8 +382,9 @@ fn create_temp_beside(target: &Path, asked: &Path) -> Result<(File, PathBuf), Ar
 }
 
 impl ArchiveWriter {
-    /// Opens a hidden temp file beside `path` and writes the `oci-layout`
-    /// entry. Nothing appears under `path` until [`ArchiveWriter::finish`].
+    /// Opens a hidden temp file beside `path` (the `oci-layout` entry goes
+    /// in first, with the first other entry). Nothing appears under `path`
+    /// until [`ArchiveWriter::finish`].
     ///
     /// `-` is stdout. A `path` that is not a regular file (a FIFO, a
     /// character device such as `/dev/null`, `/dev/stdout`) is opened and
@@ -399,7 +408,7 @@ impl ArchiveWriter {
                 return Err(ArchiveError::io("start compressing archive", path, error));
             }
         };
-        let mut writer = Self {
+        Ok(Self {
             path: path.to_owned(),
             temp_path,
             rename_to,
@@ -412,6 +421,7 @@ impl ArchiveWriter {
             images: Vec::new(),
             attachment_subjects: BTreeMap::new(),
             base_blobs: BTreeMap::new(),
+            layout_written: false,
             blob_dirs_written: false,
             broken: false,
             buffer: Vec::new(),
@@ -420,9 +430,8 @@ impl ArchiveWriter {
             offsets: BTreeMap::new(),
             volume_bill: None,
             signer: None,
-        };
-        writer.write_entry(format::OCI_LAYOUT, format::OCI_LAYOUT_CONTENT)?;
-        Ok(writer)
+            created: None,
+        })
     }
 
     /// Starts a set of volumes of at most `volume_size` bytes each, written
@@ -460,6 +469,14 @@ impl ArchiveWriter {
     /// beside it; in every volume of a set, each volume's own bill).
     pub fn with_bill_signer(mut self, signer: Option<BillSigner>) -> Self {
         self.signer = signer;
+        self
+    }
+
+    /// Records `created` as the archive's creation time: the mtime of every
+    /// entry and the bill's `created`. Set it before adding anything.
+    /// `None`: mtime 0 and no creation time, the default.
+    pub fn with_creation_time(mut self, created: Option<CreationTime>) -> Self {
+        self.created = created;
         self
     }
 
@@ -564,7 +581,7 @@ impl ArchiveWriter {
         if !self.blob_dirs_written {
             self.write_blob_dirs()?;
         }
-        let header = tar_format::entry_header(name, size, Kind::File);
+        let header = self.entry_header(name, size, Kind::File)?;
         self.broken = true;
         self.write_raw(&header)?;
         self.copy_range(tar, offset, size)?;
@@ -803,6 +820,7 @@ impl ArchiveWriter {
             images: &self.images,
             attachment_subjects: &self.attachment_subjects,
             base_blobs: &self.base_blobs,
+            created: self.created,
         };
         set.write_volumes(split, self.durability, self.signer.as_ref())
     }
@@ -869,7 +887,7 @@ impl ArchiveWriter {
         if !self.blob_dirs_written {
             self.write_blob_dirs()?;
         }
-        let header = tar_format::entry_header(&format::blob_path(digest.hex()), size, Kind::File);
+        let header = self.entry_header(&format::blob_path(digest.hex()), size, Kind::File)?;
         self.broken = true;
         self.write_raw(&header)?;
         if self.split.is_some() {
@@ -887,16 +905,27 @@ impl ArchiveWriter {
 
     fn write_blob_dirs(&mut self) -> Result<(), ArchiveError> {
         for dir in [format::BLOBS_DIR, format::BLOBS_SHA256_DIR] {
-            let header = tar_format::entry_header(dir, 0, Kind::Directory);
+            let header = self.entry_header(dir, 0, Kind::Directory)?;
             self.write_raw(&header)?;
         }
         self.blob_dirs_written = true;
         Ok(())
     }
 
+    /// The header of the next entry, with the archive's mtime; the
+    /// `oci-layout` entry goes first if nothing has been written yet.
+    fn entry_header(&mut self, name: &str, size: u64, kind: Kind) -> Result<Vec<u8>, ArchiveError> {
+        if !self.layout_written {
+            self.layout_written = true;
+            self.write_entry(format::OCI_LAYOUT, format::OCI_LAYOUT_CONTENT)?;
+        }
+        let mtime = self.created.map_or(0, CreationTime::unix_seconds);
+        Ok(tar_format::entry_header(name, size, kind, mtime))
+    }
+
     /// A whole small file entry: header, data, padding.
     fn write_entry(&mut self, name: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
-        let header = tar_format::entry_header(name, bytes.len() as u64, Kind::File);
+        let header = self.entry_header(name, bytes.len() as u64, Kind::File)?;
         self.broken = true;
         self.write_raw(&header)?;
         self.write_raw(bytes)?;
@@ -961,7 +990,7 @@ impl ArchiveWriter {
             .map(|(digest, size)| BillBlob { digest: digest.clone(), size: *size, volume: 1, part: None })
             .collect();
         let base_blobs = self.base_blobs.values().cloned().collect();
-        BillOfContents::new(images, blobs, base_blobs, 1, 1).to_json()
+        BillOfContents::new(images, blobs, base_blobs, 1, 1).with_created(self.created).to_json()
     }
 }
 
@@ -1109,6 +1138,37 @@ mod tests {
         let mut archive = tar::Archive::new(bytes);
         let entries = archive.entries().unwrap();
         entries.map(|entry| String::from_utf8(entry.unwrap().path_bytes().into_owned()).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_creation_time_is_every_entry_s_mtime_and_the_bill_s_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = b"a blob".to_vec();
+        let write = |name: &str, created: Option<CreationTime>| {
+            let path = dir.path().join(name);
+            let mut writer =
+                ArchiveWriter::create(&path, ArchiveCompression::None).unwrap().with_creation_time(created);
+            writer.add_blob_bytes(&Digest::of(&blob), &blob).unwrap();
+            writer.finish().unwrap();
+            fs::read(path).unwrap()
+        };
+        let created = CreationTime::parse("2024-05-01T12:00:00Z").unwrap();
+        let stamped = write("stamped.tar", Some(created));
+        let mut archive = tar::Archive::new(stamped.as_slice());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
+            assert_eq!(entry.header().mtime().unwrap(), created.unix_seconds(), "{name}");
+            if name == format::BILL_OF_CONTENTS {
+                let mut bill = String::new();
+                entry.read_to_string(&mut bill).unwrap();
+                assert!(bill.contains(r#""created": "2024-05-01T12:00:00Z""#), "{bill}");
+            }
+        }
+        let plain = write("plain.tar", None);
+        assert!(!String::from_utf8_lossy(&plain).contains("\"created\""), "no creation time asked, none recorded");
+        assert_eq!(write("plain-again.tar", None), plain);
+        assert_eq!(write("stamped-again.tar", Some(created)), stamped);
     }
 
     #[test]

@@ -178,6 +178,7 @@ const SAVE_EXAMPLES: &str = "Examples:
   hpn save nginx:1.25 -o nginx.tar.zst   (compressed as the name says)
   hpn save -f images.txt --save-mode 2   (one archive per image in ./images/)
   hpn save nginx:1.25 -o - | docker load
+  hpn save -f images.txt -o images.tar --created 2024-05-01T00:00:00Z   (dated, still byte-reproducible)
   hpn save --dry-run -f images.txt -o images.tar
   hpn save -f images.txt -o update.tar --since site-inventory.json   (only what the site lacks)";
 const LOAD_EXAMPLES: &str = "Examples:
@@ -458,6 +459,11 @@ pub struct SaveArgs {
     /// SEC1); the signature goes beside it, as hpn-contents.json.sig
     #[arg(long, value_name = "KEY.pem")]
     pub sign_key: Option<PathBuf>,
+    /// Record TIME as the archive's creation time: in the bill of contents (`created`) and as the
+    /// mtime of every entry. RFC 3339 (2024-05-01T12:00:00Z) or seconds since 1970 (@1714564800).
+    /// Without it entries have mtime 0 and no time is recorded, so the same images give the same bytes
+    #[arg(long, value_name = "TIME", env = settings::CREATED.env, value_parser = parse_creation_time)]
+    pub created: Option<hpn_archive::CreationTime>,
     #[command(flatten)]
     pub policy: PullPolicyArgs,
     #[command(flatten)]
@@ -466,6 +472,12 @@ pub struct SaveArgs {
     /// write nothing: no store directory, no archive, no upload
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// A creation time for `--created` (or `SOURCE_DATE_EPOCH`), with an example of each form.
+fn parse_creation_time(text: &str) -> Result<hpn_archive::CreationTime, String> {
+    hpn_archive::CreationTime::parse(text)
+        .map_err(|reason| format!("{reason}; give e.g. --created 2024-05-01T12:00:00Z or --created @1714564800"))
 }
 
 /// A volume size: bytes, or a number with K, M or G (powers of 1024; `KiB`,
@@ -609,6 +621,21 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn created_takes_rfc3339_or_epoch_seconds_and_names_the_flag_with_an_example_when_wrong() {
+        let created = |value: &str| match Cli::try_parse_from(["hpn", "save", "nginx", "--created", value]) {
+            Ok(Cli { command: Command::Save(args), .. }) => Ok(args.created.map(|time| time.unix_seconds())),
+            Ok(_) => unreachable!("parsed as save"),
+            Err(error) => Err(error),
+        };
+        assert_eq!(created("2024-05-01T12:00:00Z").unwrap(), Some(1_714_564_800));
+        assert_eq!(created("@1714564800").unwrap(), Some(1_714_564_800));
+        let error = created("last tuesday").unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let message = error.to_string();
+        assert!(message.contains("--created") && message.contains("--created @1714564800"), "{message}");
     }
 
     #[test]

@@ -196,6 +196,17 @@ pub(crate) const PROJECT: Setting = Setting {
     meaning: "the project of push mode 2",
 };
 
+pub(crate) const CREATED: Setting = Setting {
+    flag: Some("created"),
+    // The reproducible-builds variable, as build tools set it for every program they run.
+    env: "SOURCE_DATE_EPOCH",
+    key: None,
+    default: "none: every entry's mtime is 0 and no time is recorded",
+    meaning: "`hpn save`: the archive's creation time, recorded in its bill of contents and as every entry's \
+              mtime; RFC 3339 (`2024-05-01T12:00:00Z`) or seconds since 1970 (`@1714564800`; the variable's \
+              bare seconds too). The same list saved with the same time gives the same bytes",
+};
+
 /// Every setting, in the README's order.
 pub(crate) const ALL: &[&Setting] = &[
     &STORE,
@@ -213,6 +224,7 @@ pub(crate) const ALL: &[&Setting] = &[
     &BODY_TIMEOUT,
     &PLATFORM,
     &SAVE_MODE,
+    &CREATED,
     &LOAD_MODE,
     &PUSH_MODE,
     &REGISTRY,

@@ -240,8 +240,9 @@ impl ArchiveDestination {
 
     /// Adds a verified local file (a store blob) as the blob `descriptor`
     /// names, unless the archive has it already; a zstd layer also gets its
-    /// uncompressed copy. `hpn save` calls this for each blob as soon as the
-    /// store holds it, ahead of its image.
+    /// uncompressed copy. `hpn save` calls this for each blob once the store
+    /// holds it and every blob before it in the archive's order is written,
+    /// ahead of its image (`save.rs`).
     pub async fn add_local_blob(&self, descriptor: &Descriptor, path: PathBuf) -> Result<(), TransferError> {
         let inner = Arc::clone(&self.inner);
         let descriptor = descriptor.clone();

@@ -289,6 +289,17 @@ pub trait ImageDestination: Send + Sync + 'static {
         manifest: &RawManifest,
     ) -> impl Future<Output = Result<(), TransferError>> + Send;
 
+    /// The engine knows what it will copy of job [`CopiedImage::job_index`]:
+    /// its manifests are read and its configs in place, its layers about to
+    /// move. `image` is what [`ImageDestination::commit`] gets if the copy
+    /// succeeds. A destination that writes in a fixed order (a save's one
+    /// archive) lays out the image's place now.
+    fn image_planned(&self, _image: &CopiedImage) {}
+
+    /// The copy of job `job_index` failed, before or in its commit: it will
+    /// never be committed, and a destination waiting for it stops waiting.
+    fn image_failed(&self, _job_index: usize) {}
+
     /// Writes the top-level manifest or index and records the image under its
     /// name, after all its content is in place. A destination may defer
     /// recording the name to batch it with others (the store does) until

@@ -259,7 +259,15 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     /// Copies one image (or plans it, in a dry run), reporting its start and end.
     pub async fn copy(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
         self.reporter.image_started(&job.source);
-        let result = if self.options.dry_run { self.plan(job).await } else { self.copy_unreported(job).await };
+        let result = if self.options.dry_run {
+            self.plan(job).await
+        } else {
+            let result = self.copy_unreported(job).await;
+            if result.is_err() {
+                self.destination.image_failed(job.index);
+            }
+            result
+        };
         self.reporter.image_finished(&job.source, result.as_ref());
         result
     }
@@ -330,11 +338,14 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
     async fn copy_unreported(&self, job: &CopyJob) -> Result<CopyOutcome, TransferError> {
         let (image, target) = (&job.source, &job.destination);
         let (top, platforms, primary, origin) = self.platform_images(job, Configs::Copy).await?;
+        let copied =
+            CopiedImage { job_index: job.index, destination: job.destination.clone(), top, platforms, primary };
+        self.destination.image_planned(&copied);
 
         // Owned descriptors: a stream closure over `&Descriptor` would make this
         // future's Send-ness depend on a higher-ranked lifetime that rustc
         // cannot prove, and callers (a save's export) need it Send.
-        let layers = distinct_layers(&platforms);
+        let layers = distinct_layers(&copied.platforms);
         let planned_bytes: u64 = layers.iter().map(|layer| layer.size).sum();
         let layer_count = layers.len();
         self.reporter.image_planned(image, layers.len(), planned_bytes);
@@ -356,20 +367,18 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             .try_collect::<()>()
             .await?;
 
-        for platform in &platforms {
-            if platform.manifest.digest != top.digest {
+        for platform in &copied.platforms {
+            if platform.manifest.digest != copied.top.digest {
                 self.destination.put_manifest(target, &platform.manifest).await?;
             }
         }
 
         // Before the name: a named image has its signatures with it.
-        let mut subjects = vec![top.digest.clone()];
-        subjects.extend(platforms.iter().map(|platform| platform.manifest.digest.clone()));
+        let mut subjects = vec![copied.top.digest.clone()];
+        subjects.extend(copied.platforms.iter().map(|platform| platform.manifest.digest.clone()));
         subjects.dedup();
         let (attachments, attachments_left) = self.copy_attachments(image, target, subjects, &origin).await?;
 
-        let copied =
-            CopiedImage { job_index: job.index, destination: job.destination.clone(), top, platforms, primary };
         self.destination.commit(&copied).await?;
 
         let (blobs_transferred, bytes_transferred) = (transferred.0.into_inner(), transferred.1.into_inner());

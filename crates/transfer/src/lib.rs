@@ -43,6 +43,7 @@
 
 mod archive_attachments;
 mod archive_endpoint;
+mod archive_order;
 mod archive_source;
 mod archives;
 pub mod attachments;

@@ -1,24 +1,51 @@
 //! `hpn save`: images pulled into the store and exported into archives, the
-//! two overlapped.
+//! two overlapped, in an order that does not depend on timing.
 //!
 //! One engine copies source → [`SaveDestination`], a destination that is the
-//! store with an archive behind it: each blob goes into the archive as soon
-//! as the store holds it, while the rest of its image still downloads (a
-//! download finding the archive free goes into both in one pass, so a big
-//! layer is not written a second time from the store afterwards), and
-//! committing an image to the store then exports it (its manifests and
-//! docker's files) from the store, where every blob was verified on arrival.
+//! store with an archive behind it. Committing an image to the store then
+//! exports it (its manifests and docker's files) from the store, where every
+//! blob was verified on arrival.
+//!
+//! **The one archive's order** (`-o FILE`) is fixed by the request, so the
+//! same list saved twice gives the same bytes whatever the concurrency, the
+//! speed of each download, or what the store held already
+//! ([`crate::archive_order`]): job after job, and within an image, per
+//! platform in index order its config and its layers in manifest order, then
+//! its platform manifests and its top manifest or index (written by the
+//! export, after the attachments it carries). Each blob is written once, at its
+//! first place. Downloads still overlap writing: a blob is appended as soon
+//! as every place before it is written or released, and until then it waits
+//! on disk in the store, never in memory. A download that starts when its
+//! blob is the archive's next entry claims that place
+//! ([`ArchiveOrder::claim_stream`]) and goes into the store and the archive
+//! in one pass, so a big layer is not written a second time from the store. The engine announces each image's
+//! plan once its manifests are read ([`ImageDestination::image_planned`]); an
+//! image not planned yet holds back what comes after it, and one that fails
+//! ([`ImageDestination::image_failed`]) releases its place, so nothing waits
+//! for it. Exports run in that order too, deferred past the commit (whose
+//! failures [`ImageDestination::flush`] reports), so a slow image never holds
+//! an image slot of the engine while it waits for its turn. Layers a
+//! differential base holds are not placed: the export records them.
+//!
+//! An image failing before its plan (not found, no access) leaves no trace in
+//! the archive. One failing halfway keeps what was appended of it already (a
+//! tar is append-only): those blobs are in the archive and its bill, no
+//! index names them.
+//!
+//! **Per-image archives** (`--save-mode`) are written whole when their image
+//! is committed, in the same order within the image.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use hpn_archive::{ArchiveCompression, ArchiveWriter, BillSigner};
+use hpn_archive::{ArchiveCompression, ArchiveWriter, BillSigner, CreationTime};
 use hpn_fs::Durability;
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference};
 use hpn_store::Store;
 
 use crate::archive_endpoint::{ArchiveDestination, LeftToBase};
+use crate::archive_order::{ArchiveOrder, Step, image_blob_order};
 use crate::attachments::Attachment;
 use crate::base::Base;
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource};
@@ -52,17 +79,26 @@ pub struct ArchiveOptions {
     pub base: Option<Arc<Base>>,
     /// Signs each archive's (each volume's) bill of contents.
     pub signer: Option<BillSigner>,
+    /// The creation time recorded in each bill and as every entry's mtime
+    /// (`--created`); without it, mtime 0 and none recorded.
+    pub created: Option<CreationTime>,
 }
 
 impl ArchiveOptions {
     /// Archives compressed with `compression`, written with `durability`.
     pub fn new(compression: ArchiveCompression, durability: Durability) -> Self {
-        Self { compression, durability, volume_size: None, base: None, signer: None }
+        Self { compression, durability, volume_size: None, base: None, signer: None, created: None }
     }
 
     /// These options, signing every bill of contents with `signer`.
     pub fn with_bill_signer(self, signer: Option<BillSigner>) -> Self {
         Self { signer, ..self }
+    }
+
+    /// These options, recording `created` as each archive's creation time
+    /// ([`hpn_archive::ArchiveWriter::with_creation_time`]).
+    pub fn with_creation_time(self, created: Option<CreationTime>) -> Self {
+        Self { created, ..self }
     }
 
     /// These options, cutting the one archive into volumes of at most
@@ -115,7 +151,11 @@ pub async fn save<S: ImageSource>(
 ) -> Result<SaveReport, TransferError> {
     let store_source = Arc::new(StoreSource::new(Arc::clone(&store)));
     // The pull policy is about the registry; exports read the store, which is always asked.
-    let export_options = options.clone().with_pull(PullPolicy::Always);
+    // One blob at a time: what an export still writes (manifests, attachments) goes in the
+    // order the engine lists it, not the order concurrent copies finish in.
+    let export_options = EngineOptions { max_concurrent_blobs: 1, ..options.clone().with_pull(PullPolicy::Always) };
+    let order =
+        matches!(output, SaveOutput::OneArchive(_)).then(|| ArchiveOrder::new(jobs.iter().map(|job| job.index)));
     let (export, single) = match output {
         SaveOutput::OneArchive(path) => {
             let archive = Arc::new(create_archive(&path, &archive_options, &store).await?);
@@ -130,12 +170,14 @@ pub async fn save<S: ImageSource>(
         blobs: store,
         store_source,
         export,
+        order,
         archive_options,
         written: Mutex::new(Vec::new()),
         unchanged: Mutex::new(Vec::new()),
         left_to_base: Mutex::new(LeftToBase::default()),
     });
-    let results = Engine::new(Arc::new(source), Arc::clone(&destination), options, reporter).copy_all(jobs).await;
+    let engine = Engine::new(Arc::new(source), Arc::clone(&destination), options, reporter);
+    let (results, ()) = tokio::join!(engine.copy_all(jobs), destination.write_in_order());
 
     let mut written = std::mem::take(&mut *lock(&destination.written));
     written.sort_by_key(|(index, _)| *index);
@@ -177,7 +219,10 @@ async fn create_archive(
             Some(volume_size) => ArchiveWriter::create_volumes(&path, options.compression, volume_size),
             None => ArchiveWriter::create(&path, options.compression),
         }?;
-        let writer = writer.with_durability(options.durability).with_bill_signer(options.signer);
+        let writer = writer
+            .with_durability(options.durability)
+            .with_bill_signer(options.signer)
+            .with_creation_time(options.created);
         Ok(ArchiveDestination::from_writer(&path, writer, options.base, Some(store)))
     })
     .await
@@ -201,6 +246,8 @@ struct SaveDestination {
     blobs: Arc<Store>,
     store_source: Arc<StoreSource>,
     export: Export,
+    /// The one archive's order; `None` for per-image archives.
+    order: Option<ArchiveOrder>,
     archive_options: ArchiveOptions,
     /// Per-image archives written so far, with their job index.
     written: Mutex<Vec<(usize, WrittenArchive)>>,
@@ -219,23 +266,41 @@ impl SaveDestination {
         total.images.extend(left.images);
     }
 
-    /// Whether the blob waits for its image's export to go into an archive:
-    /// what the base holds, since the export knows whether its image ships at all.
-    fn waits_for_export(&self, descriptor: &Descriptor) -> bool {
-        self.archive_options.base.as_ref().is_some_and(|base| base.blob(&descriptor.digest).is_some())
+    /// Tells the one archive's order that the store holds `digest`.
+    fn stored(&self, digest: &Digest) {
+        if let Some(order) = &self.order {
+            order.stored(digest);
+        }
     }
 
-    /// Puts a blob the store now holds into the one archive, ahead of its
-    /// image; a failure here (a full disk) fails the image with its cause.
-    async fn add_early(&self, descriptor: &Descriptor) -> Result<(), TransferError> {
-        if self.waits_for_export(descriptor) {
-            return Ok(());
-        }
-        match &self.export {
-            Export::One { archive, .. } => {
-                archive.add_local_blob(descriptor, self.blobs.blob_path(&descriptor.digest)).await
+    /// Writes the one archive in its order (see the module doc) until every
+    /// job is written, failed or given up; returns at once for per-image
+    /// archives. Runs beside the engine: each blob the store gets may let
+    /// the cursor on, and each commit lets its export run.
+    async fn write_in_order(&self) {
+        let (Some(order), Export::One { archive, .. }) = (&self.order, &self.export) else { return };
+        let mut changes = order.subscribe();
+        loop {
+            changes.borrow_and_update();
+            match order.next_step() {
+                Step::Write { job, blob } => {
+                    // A failure here (a full disk) fails the image with its cause.
+                    if let Err(error) = archive.add_local_blob(&blob, self.blobs.blob_path(&blob.digest)).await {
+                        order.write_failed(job, error);
+                    }
+                }
+                Step::Export(image) => {
+                    if let Err(error) = self.export(&image).await {
+                        order.write_failed(image.job_index, error);
+                    }
+                }
+                Step::Wait => {
+                    if changes.changed().await.is_err() {
+                        return;
+                    }
+                }
+                Step::Done => return,
             }
-            Export::PerImage { .. } => Ok(()),
         }
     }
 
@@ -265,6 +330,10 @@ impl SaveDestination {
                 }
                 let per_image = self.archive_options.clone().with_volume_size(None);
                 let archive = Arc::new(create_archive(path, &per_image, &self.blobs).await?);
+                // Config and layers in the one archive's order; the export adds the manifests.
+                for blob in image_blob_order(image) {
+                    archive.add_local_blob(&blob, self.blobs.blob_path(&blob.digest)).await?;
+                }
                 Engine::new(Arc::clone(&self.store_source), Arc::clone(&archive), options.clone(), Arc::new(NoReport))
                     .copy(&job)
                     .await?;
@@ -298,7 +367,7 @@ impl ImageDestination for SaveDestination {
     ) -> Result<BlobReuse, TransferError> {
         let reuse = self.store.try_reuse_blob(target, descriptor, source).await?;
         if reuse.is_reused() {
-            self.add_early(descriptor).await?;
+            self.stored(&descriptor.digest);
         }
         Ok(reuse)
     }
@@ -309,20 +378,33 @@ impl ImageDestination for SaveDestination {
         descriptor: &Descriptor,
         content: BlobContent,
     ) -> Result<(), TransferError> {
-        // A download goes into the store and the one archive in one pass when
-        // the archive is free: no second write of it from the store afterwards.
-        let content = match (content, &self.export) {
-            (BlobContent::Stream(stream), Export::One { archive, .. }) if !self.waits_for_export(descriptor) => {
-                let (archive, store, blob) = (Arc::clone(archive), Arc::clone(&self.blobs), descriptor.clone());
-                let added =
-                    drain_on_blocking_thread(stream, move |reader| archive.store_while_adding(&store, &blob, reader))
+        // A download that is the one archive's next entry goes into the store and the
+        // archive in one pass: no second write of it from the store afterwards.
+        let content = match (content, &self.export, &self.order) {
+            (BlobContent::Stream(stream), Export::One { archive, .. }, Some(order)) => {
+                match order.claim_stream(&descriptor.digest) {
+                    Some(claim) => {
+                        let (archive, store, blob) = (Arc::clone(archive), Arc::clone(&self.blobs), descriptor.clone());
+                        let added = drain_on_blocking_thread(stream, move |reader| {
+                            archive.store_while_adding(&store, &blob, reader)
+                        })
                         .await?;
-                return if added { Ok(()) } else { self.add_early(descriptor).await };
+                        if added {
+                            claim.written();
+                        }
+                        // Not taken (a zstd layer, a compressed archive): the store has it, the
+                        // cursor copies it from there.
+                        self.stored(&descriptor.digest);
+                        return Ok(());
+                    }
+                    None => BlobContent::Stream(stream),
+                }
             }
-            (content, _) => content,
+            (content, ..) => content,
         };
         self.store.put_blob(target, descriptor, content).await?;
-        self.add_early(descriptor).await
+        self.stored(&descriptor.digest);
+        Ok(())
     }
 
     async fn put_manifest(&self, target: &Reference, manifest: &RawManifest) -> Result<(), TransferError> {
@@ -348,9 +430,45 @@ impl ImageDestination for SaveDestination {
         self.store.put_attachment(target, attachment, manifest).await
     }
 
+    fn image_planned(&self, image: &CopiedImage) {
+        let Some(order) = &self.order else { return };
+        // What the base holds waits for the export, which knows whether its image ships at all.
+        let base = self.archive_options.base.as_deref();
+        let blobs = image_blob_order(image)
+            .into_iter()
+            .filter(|blob| base.is_none_or(|base| base.blob(&blob.digest).is_none()))
+            .collect();
+        order.planned(image.job_index, blobs);
+    }
+
+    fn image_failed(&self, job_index: usize) {
+        if let Some(order) = &self.order {
+            order.failed(job_index);
+        }
+    }
+
     async fn commit(&self, image: &CopiedImage) -> Result<(), TransferError> {
         // Named at once, not batched: the export reads the image back by its name.
         self.store.commit_now(image).await?;
-        self.export(image).await
+        match &self.order {
+            // Exported in the archive's order by write_in_order; a failure comes back from flush.
+            Some(order) => {
+                order.committed(image);
+                Ok(())
+            }
+            None => self.export(image).await,
+        }
+    }
+
+    async fn flush(&self) -> Vec<(usize, TransferError)> {
+        let Some(order) = &self.order else { return Vec::new() };
+        let mut changes = order.subscribe();
+        order.close();
+        while !order.is_finished() {
+            if changes.changed().await.is_err() {
+                break;
+            }
+        }
+        order.take_errors()
     }
 }

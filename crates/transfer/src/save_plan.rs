@@ -101,6 +101,7 @@ pub async fn plan_save<S: ImageSource, D: ImageDestination>(
             // left out of the plan.
             attachment_subjects: &BTreeMap::new(),
             base_blobs: &set.base_blobs,
+            created: archive_options.created,
         };
         let volumes =
             plan_volumes(&outline, archive_options.compression, volume_size, archive_options.signer.is_some())?;

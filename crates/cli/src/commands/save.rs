@@ -104,8 +104,10 @@ pub async fn run(args: SaveArgs, settings: &Settings) -> Result<Summary, Failure
         .with_pull(pull_policy(&args.policy))
         .with_attachments(args.referrers.policy());
     let signer = args.sign_key.as_deref().map(read_key(BillSigner::from_pem)).transpose()?;
-    let mut archive_options =
-        ArchiveOptions::new(compression, settings.durability).with_volume_size(args.split).with_bill_signer(signer);
+    let mut archive_options = ArchiveOptions::new(compression, settings.durability)
+        .with_volume_size(args.split)
+        .with_bill_signer(signer)
+        .with_creation_time(args.created);
     if !args.since.is_empty() {
         archive_options = archive_options.with_base(read_base(args.since).await?);
     }
