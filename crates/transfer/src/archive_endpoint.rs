@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveWriter, BaseBlob, DockerImageEntry};
 use hpn_fs::Durability;
@@ -18,6 +18,7 @@ use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination};
 use crate::endpoints::WrittenArchive;
 use crate::error::TransferError;
 use crate::hashing::HashingWriter;
+use crate::mutex::lock;
 use crate::store_endpoint::drain_on_blocking_thread;
 
 /// Writes images into one docker/OCI hybrid archive file (ARCHITECTURE.md, "Formats"):
@@ -78,10 +79,6 @@ pub struct LeftToBase {
     /// The images that need some of them (and so are not in manifest.json:
     /// `docker load` of the bundle alone cannot load them).
     pub images: Vec<String>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Inner {

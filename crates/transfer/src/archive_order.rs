@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::endpoint::CopiedImage;
 use crate::error::TransferError;
+use crate::mutex::lock;
 
 /// The blobs of an image in archive order: per platform (in index order),
 /// its config, then its layers in manifest order; each blob once, at its
@@ -115,7 +116,7 @@ impl ArchiveOrder {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 
     fn update(&self, change: impl FnOnce(&mut State)) {

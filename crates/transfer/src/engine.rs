@@ -12,6 +12,7 @@ use crate::attachments::{
 };
 use crate::endpoint::{BlobContent, CopiedImage, ImageDestination, ImageSource, PlatformImage, parse_manifest};
 use crate::error::TransferError;
+use crate::mutex::lock;
 use crate::report::{BlobOrigin, CopyOutcome, Reporter};
 use crate::single_flight::SingleFlight;
 
@@ -203,14 +204,14 @@ struct TransferMark<'a> {
 
 impl<'a> TransferMark<'a> {
     fn new(marks: &'a Mutex<HashMap<Digest, Reference>>, digest: &Digest, image: &Reference) -> Self {
-        marks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(digest.clone(), image.clone());
+        lock(marks).insert(digest.clone(), image.clone());
         Self { marks, digest: digest.clone() }
     }
 }
 
 impl Drop for TransferMark<'_> {
     fn drop(&mut self) {
-        self.marks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&self.digest);
+        lock(self.marks).remove(&self.digest);
     }
 }
 
@@ -845,10 +846,7 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
                 if self.destination.try_reuse_blob(target, descriptor, image).await?.is_reused() {
                     return Ok(BlobOrigin::AlreadyPresent);
                 }
-                let fetching_for = self
-                    .transferring_for
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                let fetching_for = lock(&self.transferring_for)
                     .get(&descriptor.digest)
                     .filter(|other| *other != image)
                     .cloned();

@@ -52,6 +52,7 @@ use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, Ima
 use crate::endpoints::WrittenArchive;
 use crate::engine::{CopyJob, Engine, EngineOptions, PullPolicy};
 use crate::error::TransferError;
+use crate::mutex::lock;
 use crate::report::{CopyOutcome, NoReport, Reporter};
 use crate::store_endpoint::{StoreDestination, StoreSource, drain_on_blocking_thread};
 
@@ -200,10 +201,6 @@ pub async fn save<S: ImageSource>(
         }
     });
     Ok(SaveReport { results, archives, differential })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Starts an archive on the blocking pool: opening a FIFO waits for its reader.

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use crate::attachments::{self, Attachment, fallback_tag, legacy_tag};
 use crate::endpoint::{BlobContent, BlobReuse, CopiedImage, ImageDestination, ImageSource, parse_manifest};
 use crate::error::TransferError;
+use crate::mutex::lock;
 
 /// Chunks in flight between a download and the thread writing it: bounds memory per blob.
 const STREAM_CHANNEL_DEPTH: usize = 16;
@@ -174,7 +175,7 @@ struct NameQueue {
 
 impl PendingNames {
     fn state(&self) -> MutexGuard<'_, NameQueue> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 
     /// Writes what is queued, in one rewrite of index.json. Blocking.
@@ -183,7 +184,7 @@ impl PendingNames {
     /// another took its name must still return only once that name is
     /// written (a save reads its image back by name right after).
     fn write_queued(&self) -> Result<(), Arc<TransferError>> {
-        let _writing = self.writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writing = lock(&self.writing);
         let batch = {
             let mut state = self.state();
             state.flush_scheduled = false;
