@@ -215,6 +215,16 @@ fn what_stays_behind_is_said_and_why() {
     let human = saved.hpn(["save", "--platform", "linux/amd64", "-o", "two.tar", &multi.reference]);
     human.assert_ok();
     assert!(human.stdout.contains("3 attachment(s) left behind"), "{}", human.stdout);
+
+    // `hpn copy` of that platform into an archive: the same entries, none for the index.
+    let copied = saved.path().join("copied.tar");
+    let source = format!("docker://{}", multi.reference);
+    saved
+        .hpn(["copy", "--platform", "linux/amd64", &source, &format!("docker-archive:{}", copied.display())])
+        .assert_ok();
+    let entries = attachment_entries(&copied);
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    assert!(entries.iter().all(|(_, subject)| subject != multi.digest.as_str()), "{entries:?}");
 }
 
 /// The attachment entries of an archive's index.json (names with a `sha256-` tag), each with the

@@ -408,6 +408,10 @@ impl ImageDestination for AnyDestination {
         forward!(self, destination => destination.keeps_attachments(), Empty)
     }
 
+    fn keeps_attachments_of_partial_indexes(&self) -> bool {
+        forward!(self, destination => destination.keeps_attachments_of_partial_indexes(), Empty)
+    }
+
     async fn put_attachment(
         &self,
         target: &Reference,
