@@ -380,6 +380,8 @@ fn a_dry_run_plans_the_volumes_split_writes_and_writes_nothing() {
     let plan = save(&["app-a", "multi"], true, true).json();
     assert_eq!(plan["dry_run"], true);
     assert_eq!(plan["volume_plan"]["estimated"], serde_json::json!([]), "{plan:#}");
+    // Attachments are not looked for by a dry run, and the plan says so.
+    assert_eq!(plan["volume_plan"]["attachments_left_out"], true, "{plan:#}");
     assert_eq!(files_beside_the_store(&work), before, "a dry run wrote a file");
     assert!(!work.store().exists(), "a dry run created the store");
     let planned = planned_volumes(&plan);

@@ -58,6 +58,9 @@ pub struct VolumePlan {
     pub volumes: Vec<hpn_archive::VolumeOutline>,
     /// Sizes the plan could only estimate.
     pub estimated: Vec<hpn_transfer::EstimatedCopy>,
+    /// Whether the save would look for attachments, which a dry run does
+    /// not: the plan then leaves their blobs out.
+    pub attachments_left_out: bool,
 }
 
 impl Summary {
@@ -347,6 +350,13 @@ fn volume_plan_text(plan: &VolumePlan) -> String {
             layers.join(", ")
         ));
     }
+    if plan.attachments_left_out {
+        text.push_str(
+            "\nnot counted: signatures, SBOMs and attestations, which a dry run does not look for; the save \
+             carries them with their images, so volumes may come out a little larger (with --no-referrers the \
+             plan is what the save writes)",
+        );
+    }
     text
 }
 
@@ -360,6 +370,8 @@ struct JsonVolumePlan {
     volumes: Vec<JsonVolume>,
     /// Sizes only estimated: with other true sizes the real volumes differ.
     estimated: Vec<JsonEstimatedCopy>,
+    /// Attachments the save would carry are not in the plan.
+    attachments_left_out: bool,
 }
 
 #[derive(Serialize)]
@@ -431,6 +443,7 @@ impl From<&VolumePlan> for JsonVolumePlan {
                     assumed_size: copy.assumed_size,
                 })
                 .collect(),
+            attachments_left_out: plan.attachments_left_out,
         }
     }
 }

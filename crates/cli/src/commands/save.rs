@@ -168,6 +168,7 @@ async fn plan_volumes(
 ) -> Result<Summary, Failure> {
     let source = registry_source(settings)?;
     let store = if Store::exists_at(&settings.store_root) { Some(open_store(settings)?) } else { None };
+    let attachments_left_out = options.attachments.enabled();
     let plan = hpn_transfer::plan_save(
         source.clone(),
         store_destination(settings, true)?,
@@ -189,6 +190,7 @@ async fn plan_volumes(
         compressed: archive_options.compression != ArchiveCompression::None,
         volumes: plan.volumes,
         estimated: plan.estimated,
+        attachments_left_out,
     });
     Ok(summary)
 }
