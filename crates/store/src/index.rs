@@ -65,11 +65,12 @@ impl Store {
         let _lock = self.lock_index()?;
         let mut index = self.read_index_fresh()?;
         let manifests = manifests_mut(&mut index);
-        // Nothing to write when the index already ends with exactly these
-        // entries and names them nowhere else (a pull of what is there).
-        let unchanged = manifests.len().checked_sub(entries.len()).is_some_and(|kept| {
-            manifests[kept..] == entries[..]
-                && manifests[..kept].iter().all(|existing| ref_name(existing).is_none_or(|name| !names.contains(name)))
+        // Nothing to write when each name is there once, as exactly this entry
+        // (a pull or a warm save of what is there): a rewrite would only move it.
+        let unchanged = entries.iter().all(|entry| {
+            let name = ref_name(entry);
+            let mut named = manifests.iter().filter(|existing| ref_name(existing) == name);
+            named.next() == Some(entry) && named.next().is_none()
         });
         if unchanged {
             return Ok(());

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex};
 
 use hpn_archive::{ArchiveCompression, ArchiveImage, ArchiveWriter, BaseBlob, DockerImageEntry};
 use hpn_fs::Durability;
@@ -261,15 +261,17 @@ impl ArchiveDestination {
 
 impl ArchiveDestination {
     /// Writes a downloading blob into `store` and, in the same pass, into
-    /// this archive when nothing else is going into it and it can take an
-    /// entry back: the store's writer hashes the bytes and the entry stands
-    /// only if the store commits them; otherwise it is taken back and the
-    /// store's error returned. Blocking: call it on the blocking pool.
+    /// this archive when it can take an entry back: the store's writer
+    /// hashes the bytes and the entry stands only if the store commits them;
+    /// otherwise it is taken back and the store's error returned. The caller
+    /// holds the archive's next place (`ArchiveOrder::claim_stream`), so
+    /// nothing else is being written into it. Blocking: call it on the
+    /// blocking pool.
     ///
-    /// Returns whether the archive has the blob now; when it is busy, cannot
-    /// take an entry back, or wants a zstd layer (which also needs its
-    /// uncompressed copy), the blob only goes into the store, and the caller
-    /// adds it from there.
+    /// Returns whether the archive has the blob now; when it cannot take an
+    /// entry back (it is compressed) or wants a zstd layer (which also needs
+    /// its uncompressed copy), the blob only goes into the store, and the
+    /// caller adds it from there.
     pub(crate) fn store_while_adding(
         &self,
         store: &Store,
@@ -278,14 +280,9 @@ impl ArchiveDestination {
     ) -> Result<bool, TransferError> {
         let mut stored = store.begin_blob(&descriptor.digest, Some(descriptor.size))?;
         let is_zstd = layer_compression(&descriptor.media_type) == Some(LayerCompression::Zstd);
-        let mut guard = match self.inner.writer.try_lock() {
-            Ok(guard) => Some(guard),
-            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        };
+        let mut guard = lock(&self.inner.writer);
         let writer = guard
             .as_mut()
-            .and_then(|writer| writer.as_mut())
             .filter(|writer| !is_zstd && writer.can_take_back() && !writer.contains_blob(&descriptor.digest));
         let Some(writer) = writer else {
             drop(guard);

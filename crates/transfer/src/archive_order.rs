@@ -194,30 +194,41 @@ impl ArchiveOrder {
 
     /// Lets a download that is starting write its blob into the archive
     /// itself, in one pass with the store, when that blob is the archive's
-    /// next entry and the writer is idle: the cursor then waits until the
-    /// claim is dropped. [`StreamClaim::written`] says the archive took it;
-    /// a claim dropped without that gives the place back, to be written from
-    /// the store.
-    pub(crate) fn claim_stream(&self, digest: &Digest) -> Option<StreamClaim<'_>> {
-        let mut state = self.state();
-        if state.busy || state.streaming.is_some() || state.stored.contains(digest) {
-            return None;
+    /// next entry: the cursor then waits until the claim is dropped.
+    /// [`StreamClaim::written`] says the archive took it; a claim dropped
+    /// without that gives the place back, to be written from the store.
+    ///
+    /// A blob whose turn is near waits for it: when every place before it is
+    /// stored, the writer gets there without waiting on another download
+    /// (typically, a layer's download starts while its image's small config
+    /// is being written). Any other blob is refused at once, and goes into
+    /// the store alone.
+    pub(crate) async fn claim_stream(&self, digest: &Digest) -> Option<StreamClaim<'_>> {
+        let mut changes = self.subscribe();
+        loop {
+            changes.borrow_and_update();
+            match self.state().take_turn(digest) {
+                Turn::Now => return Some(StreamClaim { order: self, written: false }),
+                Turn::Soon => {}
+                Turn::Never => return None,
+            }
+            changes.changed().await.ok()?;
         }
-        let job = state.cursor;
-        if state.settle()?.digest != *digest {
-            return None;
-        }
-        let blob = state.places[job].blobs.as_mut().and_then(VecDeque::pop_front).expect("settle saw it");
-        state.written.insert(blob.digest.clone());
-        state.streaming = Some((job, blob));
-        Some(StreamClaim { order: self, written: false })
     }
 
     /// What to write next, moving the cursor past it.
     pub(crate) fn next_step(&self) -> Step {
-        let step = self.state().next_step();
+        let (step, went_idle) = {
+            let mut state = self.state();
+            let was_busy = state.busy;
+            let step = state.next_step();
+            (step, was_busy && !state.busy)
+        };
         if matches!(step, Step::Done) {
             self.update(|state| state.finished = true);
+        } else if went_idle {
+            // A download waiting for its turn ([`ArchiveOrder::claim_stream`]) may take it now.
+            self.changes.send_replace(());
         }
         step
     }
@@ -252,7 +263,53 @@ impl Drop for StreamClaim<'_> {
     }
 }
 
+/// Whether a download may write its blob into the archive ([`State::take_turn`]).
+#[derive(Debug, PartialEq, Eq)]
+enum Turn {
+    /// Claimed: the cursor stood on it and the writer was idle.
+    Now,
+    /// Every place before it is stored: the writer gets there by itself.
+    Soon,
+    /// It waits on something else, is not planned here, or is stored already.
+    Never,
+}
+
 impl State {
+    /// Claims the archive's next entry for a download of `digest` when it is
+    /// that entry and the writer is idle (see [`ArchiveOrder::claim_stream`]).
+    fn take_turn(&mut self, digest: &Digest) -> Turn {
+        if self.streaming.is_some() || self.stored.contains(digest) || self.written.contains(digest) {
+            return Turn::Never;
+        }
+        let busy = self.busy;
+        let job = self.cursor;
+        if self.settle().is_some_and(|next| next.digest == *digest) {
+            if busy {
+                return Turn::Soon;
+            }
+            let blob = self.places[job].blobs.as_mut().and_then(VecDeque::pop_front).expect("settle saw it");
+            self.written.insert(blob.digest.clone());
+            self.streaming = Some((job, blob));
+            return Turn::Now;
+        }
+        for place in self.places.iter().skip(self.cursor).filter(|place| !place.failed) {
+            let Some(blobs) = &place.blobs else { return Turn::Never };
+            for blob in blobs {
+                if blob.digest == *digest {
+                    return Turn::Soon;
+                }
+                if !self.written.contains(&blob.digest) && !self.stored.contains(&blob.digest) {
+                    return Turn::Never;
+                }
+            }
+            // Its export waits for the image to be committed, which may take long.
+            if place.committed.is_none() {
+                return Turn::Never;
+            }
+        }
+        Turn::Never
+    }
+
     /// Moves the cursor past released places and written blobs, as
     /// [`State::next_step`] would, and returns the blob it then stands on.
     fn settle(&mut self) -> Option<&Descriptor> {
@@ -324,6 +381,9 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::{Pin, pin};
+    use std::task::{Context, Poll, Waker};
+
     use super::*;
 
     fn blob(name: &str) -> Descriptor {
@@ -442,28 +502,58 @@ mod tests {
         }
     }
 
+    /// Polls a claim once, as an executor would, without waiting.
+    fn poll_claim<'a>(
+        claim: &mut Pin<&mut impl Future<Output = Option<StreamClaim<'a>>>>,
+    ) -> Poll<Option<StreamClaim<'a>>> {
+        claim.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    fn claim_now<'a>(order: &'a ArchiveOrder, name: &str) -> Option<StreamClaim<'a>> {
+        let digest = blob(name).digest;
+        let mut claim = pin!(order.claim_stream(&digest));
+        match poll_claim(&mut claim) {
+            Poll::Ready(claim) => claim,
+            Poll::Pending => panic!("the claim of {name} waits"),
+        }
+    }
+
     #[test]
-    fn only_the_next_entry_is_claimed_by_a_download_and_only_while_the_writer_is_idle() {
-        let order = ArchiveOrder::new(0..1);
+    fn a_download_claims_the_next_entry_and_waits_for_its_turn_only_when_it_is_near() {
+        let order = ArchiveOrder::new(0..2);
         order.planned(0, vec![blob("a"), blob("bb"), blob("ccc")]);
-        assert!(order.claim_stream(&blob("bb").digest).is_none(), "bb is not next");
-        let claim = order.claim_stream(&blob("a").digest).expect("a is next and the writer idle");
-        assert!(order.claim_stream(&blob("a").digest).is_none(), "claimed twice");
+        order.planned(1, vec![blob("dddd")]);
+        assert!(claim_now(&order, "bb").is_none(), "bb would wait on a's download");
+        assert!(claim_now(&order, "dddd").is_none(), "dddd would wait on job 0's commit");
+        let claim = claim_now(&order, "a").expect("a is next and the writer idle");
+        assert!(claim_now(&order, "a").is_none(), "claimed twice");
         order.stored(&blob("bb").digest);
         // The writer waits for the download, even with bb ready behind it.
         assert_eq!(step(&order), "wait");
         claim.written();
         assert_eq!(step(&order), "0:2");
-        // The writer may still be writing bb: ccc cannot be claimed until it asks again.
-        assert!(order.claim_stream(&blob("ccc").digest).is_none(), "claimed while the writer was busy");
+        // The writer may still be writing bb: ccc is next, and its claim waits until the writer asks again.
+        let ccc = blob("ccc").digest;
+        let mut waiting = pin!(order.claim_stream(&ccc));
+        assert!(poll_claim(&mut waiting).is_pending(), "claimed while the writer was busy");
         assert_eq!(step(&order), "wait");
-        let claim = order.claim_stream(&blob("ccc").digest).expect("ccc is next and the writer idle");
+        let Poll::Ready(Some(claim)) = poll_claim(&mut waiting) else { panic!("ccc's turn came and went") };
         // Not taken by the archive: the place is given back, and the store's copy written there.
         drop(claim);
-        order.stored(&blob("ccc").digest);
+        order.stored(&ccc);
         assert_eq!(step(&order), "0:3");
+        // Job 0 committed and every blob of it written: dddd's turn is near.
         order.committed(&test_image(0));
+        let dddd = blob("dddd").digest;
+        let mut waiting = pin!(order.claim_stream(&dddd));
+        assert!(poll_claim(&mut waiting).is_pending(), "dddd's turn comes after job 0's export");
         assert_eq!(step(&order), "export 0");
+        assert!(poll_claim(&mut waiting).is_pending(), "claimed while the export was running");
+        assert_eq!(step(&order), "wait");
+        let Poll::Ready(Some(claim)) = poll_claim(&mut waiting) else { panic!("dddd's turn came and went") };
+        claim.written();
+        order.committed(&test_image(1));
+        assert_eq!(step(&order), "export 1");
         assert_eq!(step(&order), "done");
     }
 }

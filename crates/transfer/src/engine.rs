@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures_util::future::try_join_all;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use hpn_oci::{Descriptor, Digest, ImageConfig, ParsedManifest, Platform, RawManifest, Reference, limits};
 use tokio::sync::Semaphore;
@@ -442,8 +443,8 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         reason: LeftReason,
     ) -> Result<Vec<LeftAttachment>, TransferError> {
         let mut left = Vec::new();
-        for subject in subjects {
-            for attachment in self.attachments_of(image, subject).await? {
+        for attachments in self.attachments_of_each(image, subjects).await? {
+            for attachment in attachments {
                 if attachment.artifact_type.is_none()
                     || self.options.attachments.wants(attachment.artifact_type.as_deref())
                 {
@@ -468,6 +469,16 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
             .map_err(|source| TransferError::Discovery { image: image.to_string(), source: Box::new(source) })
     }
 
+    /// [`Engine::attachments_of`] each subject, asked at once: an index's
+    /// platforms are discovered in the time of one.
+    async fn attachments_of_each(
+        &self,
+        image: &Reference,
+        subjects: &[Digest],
+    ) -> Result<Vec<Vec<Attachment>>, TransferError> {
+        try_join_all(subjects.iter().map(|subject| self.attachments_of(image, subject))).await
+    }
+
     /// Copies the attachments of `subjects` and theirs (see [`Engine::copy_attachments`]).
     async fn carry_attachments(
         &self,
@@ -482,8 +493,8 @@ impl<S: ImageSource, D: ImageDestination> Engine<S, D> {
         let mut level = subjects;
         for _ in 0..attachments::MAX_DEPTH {
             let mut next = Vec::new();
-            for subject in &level {
-                for attachment in self.attachments_of(image, subject).await? {
+            for attachments in self.attachments_of_each(image, &level).await? {
+                for attachment in attachments {
                     let digest = attachment.descriptor.digest.clone();
                     if attachment.artifact_type.is_some() && !policy.wants(attachment.artifact_type.as_deref()) {
                         continue;

@@ -3,6 +3,7 @@ use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::{try_join, try_join_all};
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference, media_type};
 use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, RegistryError, UploadStream, body_from_bytes};
 
@@ -136,17 +137,29 @@ impl ImageSource for RegistrySource {
     /// from (a mirror, or its own registry).
     async fn attachments(&self, image: &Reference, subject: &Digest) -> Result<Vec<Attachment>, TransferError> {
         let at = self.served_by(image).unwrap_or_else(|| image.clone());
-        let mut found = Vec::new();
-        for kind in AttachmentKind::LEGACY {
+        // Asked all at once: one subject's discovery costs the round trips of
+        // its longest chain (referrers, then the fallback tag), not the sum.
+        let legacy = try_join_all(AttachmentKind::LEGACY.map(|kind| {
             let tag = legacy_tag(subject, kind).expect("a legacy kind has a tag");
-            if let Some(descriptor) = self.client.head_manifest(&tagged(&at, &tag)).await? {
-                found.push(Attachment { kind, descriptor, artifact_type: None, subject: subject.clone() });
+            let at = tagged(&at, &tag);
+            async move {
+                let found = self.client.head_manifest(&at).await?;
+                Ok::<_, TransferError>(found.map(|descriptor| Attachment {
+                    kind,
+                    descriptor,
+                    artifact_type: None,
+                    subject: subject.clone(),
+                }))
             }
-        }
-        let listed = match self.client.referrers(&at, subject).await? {
-            Some(list) => Some(list),
-            None => fallback_index(&self.client, &at, subject).await?.map(|index| index.bytes),
+        }));
+        let listed = async {
+            Ok::<_, TransferError>(match self.client.referrers(&at, subject).await? {
+                Some(list) => Some(list),
+                None => fallback_index(&self.client, &at, subject).await?.map(|index| index.bytes),
+            })
         };
+        let (legacy, listed) = try_join(legacy, listed).await?;
+        let mut found: Vec<Attachment> = legacy.into_iter().flatten().collect();
         if let Some(list) = listed {
             let referrers = attachments::parse_referrers(&list, subject).map_err(|reason| {
                 TransferError::Referrers { context: format!("referrers of {}@{subject}", at.name()), reason }

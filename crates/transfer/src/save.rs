@@ -16,9 +16,11 @@
 //! first place. Downloads still overlap writing: a blob is appended as soon
 //! as every place before it is written or released, and until then it waits
 //! on disk in the store, never in memory. A download that starts when its
-//! blob is the archive's next entry claims that place
-//! ([`ArchiveOrder::claim_stream`]) and goes into the store and the archive
-//! in one pass, so a big layer is not written a second time from the store. The engine announces each image's
+//! blob is the archive's next entry, or will be as soon as the writer has
+//! appended blobs the store holds already (an image's config, typically),
+//! claims that place ([`ArchiveOrder::claim_stream`]) and goes into the store
+//! and the archive in one pass, so a big layer is not written a second time
+//! from the store. The engine announces each image's
 //! plan once its manifests are read ([`ImageDestination::image_planned`]); an
 //! image not planned yet holds back what comes after it, and one that fails
 //! ([`ImageDestination::image_failed`]) releases its place, so nothing waits
@@ -379,7 +381,7 @@ impl ImageDestination for SaveDestination {
         // archive in one pass: no second write of it from the store afterwards.
         let content = match (content, &self.export, &self.order) {
             (BlobContent::Stream(stream), Export::One { archive, .. }, Some(order)) => {
-                match order.claim_stream(&descriptor.digest) {
+                match order.claim_stream(&descriptor.digest).await {
                     Some(claim) => {
                         let (archive, store, blob) = (Arc::clone(archive), Arc::clone(&self.blobs), descriptor.clone());
                         let added = drain_on_blocking_thread(stream, move |reader| {

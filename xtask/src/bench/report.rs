@@ -1083,21 +1083,32 @@ impl Report {
         let _ =
             writeln!(md, "| job | wall | throughput | peak RSS | same job on the corpus |\n|---|---:|---:|---:|---:|");
         for (name, s, key) in &large.rows {
-            let corpus = key.map_or(f64::NAN, |k| self.results.rss_mb(k));
             let _ = writeln!(
                 md,
-                "| {name} | {:.2} s | {:.0} MB/s | {:.1} MB | {:.1} MB |",
+                "| {name} | {:.2} s | {:.0} MB/s | {:.1} MB | {} |",
                 s.wall,
                 large.layer_bytes as f64 / MB / s.wall,
                 s.rss_kb as f64 * 1024.0 / MB,
-                corpus
+                mb_or_dash(key.map_or(f64::NAN, |k| self.results.rss_mb(k)))
             );
         }
-        let worst_growth = large
+        // Only where the corpus ran the same job (`--only` may leave it out).
+        let growths: Vec<f64> = large
             .rows
             .iter()
             .filter_map(|(_, s, k)| k.map(|k| s.rss_kb as f64 * 1024.0 / MB - self.results.rss_mb(k)))
-            .fold(f64::NEG_INFINITY, f64::max);
+            .filter(|growth| !growth.is_nan())
+            .collect();
+        if growths.is_empty() {
+            let _ = writeln!(
+                md,
+                "
+The corpus jobs did not run: no growth of peak RSS to compare.
+"
+            );
+            return;
+        }
+        let worst_growth = growths.into_iter().fold(f64::NEG_INFINITY, f64::max);
         let _ = writeln!(
             md,
             "\nLargest growth of peak RSS from the corpus to the {} layer: {worst_growth:+.1} MB{}.\n",
