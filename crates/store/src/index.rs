@@ -67,11 +67,15 @@ impl Store {
         let manifests = manifests_mut(&mut index);
         // Nothing to write when each name is there once, as exactly this entry
         // (a pull or a warm save of what is there): a rewrite would only move it.
-        let unchanged = entries.iter().all(|entry| {
-            let name = ref_name(entry);
-            let mut named = manifests.iter().filter(|existing| ref_name(existing) == name);
-            named.next() == Some(entry) && named.next().is_none()
-        });
+        // One pass over the index, not one per name: naming n images stays O(n).
+        let mut existing: HashMap<&str, (&Value, usize)> = HashMap::new();
+        for entry in manifests.iter() {
+            if let Some(name) = ref_name(entry).filter(|name| names.contains(name)) {
+                existing.entry(name).and_modify(|(_, count)| *count += 1).or_insert((entry, 1));
+            }
+        }
+        let unchanged =
+            entries.iter().all(|entry| ref_name(entry).and_then(|name| existing.get(name)) == Some(&(entry, 1)));
         if unchanged {
             return Ok(());
         }

@@ -323,6 +323,31 @@ fn set_ref_replaces_by_name_and_keeps_everything_else() {
     assert!(hidden_files(dir.path()).is_empty(), "no index temp left behind");
 }
 
+/// Naming images that already have exactly these names (a pull or a warm save of what is
+/// there) leaves index.json as it is, wherever in it they stand; a changed name rewrites it.
+#[test]
+fn set_refs_leaves_index_json_alone_when_every_name_is_unchanged() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let names: Vec<String> = (0..10_000).map(|i| format!("example.com/app:{i}")).collect();
+    let descriptors: Vec<Descriptor> =
+        (0..10_000).map(|i| descriptor_of(media_type::OCI_MANIFEST, format!("image {i}").as_bytes())).collect();
+    let batch: Vec<(&str, &Descriptor)> = names.iter().map(String::as_str).zip(&descriptors).collect();
+    store.set_refs(&batch).unwrap();
+    let inode = || fs::metadata(dir.path().join("index.json")).unwrap().ino();
+    let written = inode();
+
+    store.set_refs(&batch).unwrap();
+    store.set_refs(&batch[10..20]).unwrap();
+    assert_eq!(inode(), written, "unchanged names rewrote index.json");
+
+    let other = descriptor_of(media_type::OCI_MANIFEST, b"other");
+    store.set_refs(&[batch[10], ("example.com/app:11", &other)]).unwrap();
+    assert_ne!(inode(), written, "a changed name did not rewrite index.json");
+    assert_eq!(store.resolve_ref("example.com/app:11").unwrap().map(|d| d.digest), Some(other.digest));
+}
+
 #[test]
 fn set_refs_names_ten_thousand_images_in_one_rewrite() {
     let dir = tempfile::tempdir().unwrap();
