@@ -172,6 +172,42 @@ fn copy_between_registries_layouts_and_archives() {
 }
 
 #[test]
+fn copy_many_images_into_one_registry_at_once_without_the_store() {
+    let seeded = seeded_registry();
+    let site = Registry::start().unwrap();
+    let work = Workspace::new();
+    let list = work.file("images.txt", &list_of(&seeded));
+    let run = work.hpn([
+        "copy",
+        "-f",
+        list.to_str().unwrap(),
+        "-r",
+        site.addr(),
+        "--push-mode",
+        "2",
+        "--all-platforms",
+        "--json",
+    ]);
+    run.assert_ok();
+    assert_eq!(run.json()["ok"], seeded.fixtures.images.len());
+    for image in &seeded.fixtures.images {
+        let reference = image.tags.first().map_or_else(|| image.digest.clone(), Clone::clone);
+        let copied = site.manifest(&image.repository, &reference).expect("copied manifest");
+        assert_eq!(copied.digest.to_string(), image.digest, "{} changed digest", image.name);
+    }
+    // One engine run: the base layer the images share goes up once and is mounted elsewhere.
+    let uploads = common::blob_uploads(&site);
+    assert!(uploads.values().all(|&count| count == 1), "blobs uploaded more than once: {uploads:#?}");
+    assert!(!work.store().exists(), "hpn copy -r wrote a store");
+
+    // The two forms do not mix, and say how to use the other one.
+    let run = work.hpn(["copy", seeded.fixtures.image("app-a").reference.as_str()]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("-r REGISTRY"), "{}", run.stderr);
+    work.hpn(["copy", "-f", list.to_str().unwrap(), "docker://x/y:1"]).assert_code(2);
+}
+
+#[test]
 fn broken_archives_name_the_archive_and_push_nothing() {
     let seeded = seeded_registry();
     let site = Registry::start().unwrap();

@@ -192,7 +192,8 @@ const PUSH_EXAMPLES: &str = "Examples:
 const COPY_EXAMPLES: &str = "Examples:
   hpn copy docker://src:5000/team/app:1 docker://dst:5000/team/app:1 --all-platforms
   hpn copy store:nginx:1.25 oci:/srv/layout:nginx:1.25
-  hpn copy docker-archive:app.tar registry.local/app:1";
+  hpn copy docker-archive:app.tar registry.local/app:1
+  hpn copy -f images.txt -r registry.local/mirror      # every listed image, at once, registry to registry";
 const STORE_EXAMPLES: &str = "Examples:
   hpn store ls
   hpn store rm nginx:1.25 && hpn store gc
@@ -555,10 +556,24 @@ pub struct PushArgs {
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// Source: docker://REF (or a bare REF), store:REF, oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF]
-    pub source: String,
-    /// Destination, in the same forms; a registry destination needs a full name
-    pub destination: String,
+    /// SOURCE DESTINATION, each docker://REF (or a bare REF), store:REF, oci:DIR[:REF],
+    /// oci-archive:FILE[:REF] or docker-archive:FILE[:REF] (a registry destination needs a full
+    /// name); with -r, the images to copy into that registry
+    #[arg(value_name = "SOURCE DESTINATION | IMAGE")]
+    pub endpoints: Vec<String>,
+    /// Copy every image given (and listed with -f) straight from its registry into this one, at
+    /// once, named as `hpn push -r` names them; nothing goes through the store
+    #[arg(short = 'r', long, value_name = "HOST[:PORT][/PATH]", conflicts_with = "compress")]
+    pub registry: Option<String>,
+    /// File listing one image a line to copy into -r's registry (repeatable; - is stdin)
+    #[arg(short = 'f', long = "file", value_name = "FILE", requires = "registry")]
+    pub files: Vec<PathBuf>,
+    /// Target project for --push-mode 2 [env: HPN_PROJECT; config: project; default: the image's own]
+    #[arg(short = 'p', long, value_name = "PROJECT", requires = "registry")]
+    pub project: Option<String>,
+    /// With -r: 1 = registry/image:tag, 2 = registry/project/image:tag [config: modes.push_mode; default 1]
+    #[arg(long, value_name = "MODE", requires = "registry", value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub push_mode: Option<u8>,
     /// Platform to take from multi-platform images [default: the host's]
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "all_platforms")]
     pub platform: Option<String>,

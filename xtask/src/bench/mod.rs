@@ -374,6 +374,7 @@ enum Key {
     Push,
     SkopeoPush,
     Copy,
+    CopyList,
     SkopeoCopy,
     Curl,
     CurlSha,
@@ -398,6 +399,7 @@ impl Key {
             Key::Push => "hpn push -i one.tar -r B",
             Key::SkopeoPush => "skopeo copy docker-archive → B, per image",
             Key::Copy => "hpn copy docker://A/… docker://B/…, per image",
+            Key::CopyList => "hpn copy -f list -r B (every image in one run)",
             Key::SkopeoCopy => "skopeo copy docker://A/… docker://B/…, per image",
             Key::Curl => "raw: parallel curl of every unique blob → /dev/null",
             Key::CurlSha => "raw: parallel curl | sha256sum of every unique blob",
@@ -421,6 +423,7 @@ impl Key {
                 | Key::Load
                 | Key::Push
                 | Key::Copy
+                | Key::CopyList
                 | Key::Verify
                 | Key::SaveSynced
                 | Key::WarmSynced
@@ -882,6 +885,16 @@ impl Bench {
                 });
                 remove(&store)?;
                 result
+            }),
+        });
+        // Registry to registry, every image in one run (no store).
+        jobs.push(Job {
+            key: Key::CopyList,
+            run: Box::new(move |_| {
+                let registry_b = Registry::start()?;
+                let copy =
+                    self.hpn_run(Store::Fresh("copy-store"), &[&"copy", &"-f", &self.list, &"-r", &registry_b.addr()]);
+                Ok((copy.time()?, Vec::new()))
             }),
         });
         jobs.push(Job {

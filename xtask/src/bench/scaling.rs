@@ -7,6 +7,7 @@ use std::io::{BufWriter, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -15,7 +16,7 @@ use hpn_testkit::http::{Body, Client};
 use hpn_testkit::{HashingWriter, Registry, Rng, sha256_digest};
 
 use super::corpus::{image_documents, push_image, write_tar_layer};
-use super::sampling::{Sample, median};
+use super::sampling::{Cmd, Sample, median};
 use super::{
     Bench, CONCURRENCY_SWEEP, HUGE_IMAGE_BYTES, HUGE_LAYERS, Key, LARGE_LAYER_BYTES, MB, SCALING_BASE_BYTES,
     SCALING_UNIQUE_BYTES, Store, curl_all, fresh_dir, remove, sync_disk,
@@ -309,20 +310,61 @@ impl Bench {
 
         let out = self.path("large.tar");
         let mut rows = Vec::new();
-        let mut row = |name: &'static str, key: Key, sample: Sample| {
-            rows.push((name, sample, Some(key)));
+        let mut row = |name: &'static str, key: Option<Key>, sample: Sample| {
+            rows.push((name, sample, key));
             print_large(rows.last());
         };
-        row("hpn pull", Key::Pull, self.hpn_run(Store::Fresh("large-store"), &[&"pull", &reference]).time()?);
+        row("hpn pull", Some(Key::Pull), self.hpn_run(Store::Fresh("large-store"), &[&"pull", &reference]).time()?);
         let save = self.hpn_run(Store::Fresh("large-store"), &[&"save", &reference]).out(out.clone()).keep_out();
-        row("hpn save (cold)", Key::Save, save.time()?);
+        row("hpn save (cold)", Some(Key::Save), save.time()?);
+        row(LARGE_ONE_FILE_FLOOR, None, self.large_write_floor(&addr, repo, (&layer_digest, written), 1)?);
+        row(LARGE_TWO_FILES_FLOOR, None, self.large_write_floor(&addr, repo, (&layer_digest, written), 2)?);
         let registry_b = Registry::start()?;
         let push = self.hpn_run(Store::Fresh("large-push-store"), &[&"push", &"-i", &out, &"-r", &registry_b.addr()]);
-        row("hpn push -i", Key::Push, push.time()?);
+        row("hpn push -i", Some(Key::Push), push.time()?);
         drop(registry_b);
-        row("hpn load -i", Key::Load, self.hpn_run(Store::Fresh("large-push-store"), &[&"load", &"-i", &out]).time()?);
+        row(
+            "hpn load -i",
+            Some(Key::Load),
+            self.hpn_run(Store::Fresh("large-push-store"), &[&"load", &"-i", &out]).time()?,
+        );
         remove(&out)?;
         Ok(Large { layer_bytes: written, rows })
+    }
+}
+
+/// The rows of [`Bench::large_write_floor`], by how many copies they write.
+pub(super) const LARGE_ONE_FILE_FLOOR: &str = "floor: curl of the layer → a file";
+pub(super) const LARGE_TWO_FILES_FLOOR: &str = "floor: curl of the layer through tee → two files";
+
+impl Bench {
+    /// The floor of a job that writes the downloaded layer `copies` times (1: a pull into the
+    /// store; 2: a cold save, into the store and the archive): curl of the blob into one file,
+    /// or through `tee` into two, timed like hpn's jobs (disk synced first, write-back left
+    /// to the kernel).
+    fn large_write_floor(&self, addr: &str, repo: &str, blob: (&str, u64), copies: usize) -> Result<Sample> {
+        let (digest, size) = blob;
+        let files: Vec<_> = (0..copies).map(|n| self.path(&format!("large-floor-{n}"))).collect();
+        let script = match copies {
+            1 => r#"curl -sf -o "$1" "$0""#,
+            _ => r#"curl -sf "$0" | tee "$1" > "$2""#,
+        };
+        let url = format!("http://{addr}/v2/{repo}/blobs/{digest}");
+        let mut argv = vec![OsStr::new("sh"), OsStr::new("-c"), OsStr::new(script), OsStr::new(&url)];
+        argv.extend(files.iter().map(|file| file.as_os_str()));
+        sync_disk()?;
+        let sample = self.timer.time(&Cmd::new(argv))?;
+        for file in &files {
+            // sh has no pipefail: a curl that failed inside the pipe shows as a short file.
+            let got = fs::metadata(file)?.len();
+            anyhow::ensure!(
+                got == size,
+                "the floor's curl wrote {got} bytes of the {size}-byte layer to {}",
+                file.display()
+            );
+            remove(file)?;
+        }
+        Ok(sample)
     }
 }
 

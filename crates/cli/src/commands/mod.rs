@@ -21,15 +21,15 @@ use hpn_oci::{Platform, Reference};
 use hpn_registry::{ClientOptions, Credentials, RegistryClient};
 use hpn_store::Store;
 use hpn_transfer::{
-    AnyDestination, ArchiveRun, BlobLocations, Concurrency, CopyOutcome, EmptyDestination, EndpointContext,
-    EngineOptions, PlatformChoice, PullPolicy, RegistryDestination, RegistrySource, Reporter, StoreDestination,
-    TransferError,
+    AnyDestination, ArchiveRun, BlobLocations, Concurrency, CopyJob, CopyOutcome, EmptyDestination, EndpointContext,
+    EngineOptions, PlatformChoice, PullPolicy, PushMode, PushTarget, RegistryDestination, RegistrySource, Reporter,
+    StoreDestination, TransferError,
 };
 
 use crate::args::{self, Command, PullPolicyArgs};
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
-use crate::image_list::Rejected;
+use crate::image_list::{ImageList, Rejected};
 use crate::progress;
 use crate::summary::{ImageFailure, ImageResult, Summary};
 
@@ -147,6 +147,43 @@ fn mode<M: Default>(number: Option<u8>, from_number: fn(u8) -> Option<M>, comman
             Failure::new(ExitStatus::BadArguments, anyhow::anyhow!("there is no {command} mode {number}"))
         }),
     }
+}
+
+/// Where `-r`, `-p` and `--push-mode` send images (`hpn push`, `hpn copy -r`): the
+/// project and mode fall back to the config's.
+fn push_target(
+    registry: &str,
+    push_mode: Option<u8>,
+    project: Option<&str>,
+    settings: &Settings,
+) -> Result<PushTarget, Failure> {
+    let push_mode = mode(push_mode.or(settings.default_push_mode), PushMode::from_number, "push")?;
+    let project = project.map(str::to_owned).or_else(|| settings.project.clone());
+    Ok(PushTarget::new(registry, push_mode, project))
+}
+
+/// The name `source` gets at `target`, or why it cannot get one.
+fn target_name(target: &PushTarget, source: &Reference) -> Result<Reference, String> {
+    target.name_for(source).map_err(|error| format!("cannot name {source} in {}: {error}", target.registry()))
+}
+
+/// A job per image of `list` into `target`, and the images they copy; an
+/// image the target cannot name moves to the list's rejected ones.
+fn jobs_named_for(list: &mut ImageList, target: &PushTarget) -> (Vec<CopyJob>, Vec<Reference>) {
+    let mut jobs = Vec::new();
+    let mut sources = Vec::new();
+    for image in &list.images {
+        match target_name(target, &image.reference) {
+            Ok(destination) => {
+                jobs.push(CopyJob { index: jobs.len(), source: image.reference.clone(), destination });
+                sources.push(image.reference.clone());
+            }
+            Err(reason) => {
+                list.rejected.push(Rejected { origin: "push target".to_owned(), text: image.written.clone(), reason })
+            }
+        }
+    }
+    (jobs, sources)
 }
 
 fn registry_client(settings: &Settings) -> Result<RegistryClient, Failure> {

@@ -1,15 +1,15 @@
 use std::sync::Arc;
 
-use hpn_oci::Reference;
-use hpn_transfer::{CopyJob, Engine, PlatformChoice, PushMode, PushTarget, StoreSource};
+use hpn_transfer::{Engine, PlatformChoice, StoreSource};
 
 use super::{
-    archive_summary, engine_options, mode, open_store, platform_choice, registry_destination, reporter, summary,
+    archive_summary, engine_options, jobs_named_for, open_store, platform_choice, push_target, registry_destination,
+    reporter, summary, target_name,
 };
 use crate::args::PushArgs;
 use crate::config::Settings;
 use crate::exit::{ExitStatus, Failure};
-use crate::image_list::{ImageList, Rejected};
+use crate::image_list::ImageList;
 use crate::summary::Summary;
 
 pub async fn run(args: PushArgs, settings: &Settings) -> Result<Summary, Failure> {
@@ -19,11 +19,8 @@ pub async fn run(args: PushArgs, settings: &Settings) -> Result<Summary, Failure
             anyhow::anyhow!("no target registry: pass -r REGISTRY, set HPN_REGISTRY, or put registry: in the config"),
         )
     })?;
-    let push_mode = mode(args.push_mode.or(settings.default_push_mode), PushMode::from_number, "push")?;
-    let target = PushTarget::new(&registry, push_mode, args.project.clone().or_else(|| settings.project.clone()));
-    let name_for = |source: &Reference| {
-        target.name_for(source).map_err(|error| format!("cannot name {source} in {}: {error}", target.registry()))
-    };
+    let target = push_target(&registry, args.push_mode, args.project.as_deref(), settings)?;
+    let name_for = |source: &_| target_name(&target, source);
     let platforms = platform_choice(args.platform.as_deref(), args.all_platforms, settings, PlatformChoice::Available)?;
     let options =
         engine_options(platforms, settings).with_dry_run(args.dry_run).with_attachments(args.referrers.policy());
@@ -52,19 +49,7 @@ pub async fn run(args: PushArgs, settings: &Settings) -> Result<Summary, Failure
     }
 
     let mut list = ImageList::collect(&args.images, &args.files)?;
-    let mut jobs = Vec::new();
-    let mut pushed = Vec::new();
-    for image in &list.images {
-        match name_for(&image.reference) {
-            Ok(destination) => {
-                jobs.push(CopyJob { index: jobs.len(), source: image.reference.clone(), destination });
-                pushed.push(image.reference.clone());
-            }
-            Err(reason) => {
-                list.rejected.push(Rejected { origin: "push target".to_owned(), text: image.written.clone(), reason })
-            }
-        }
-    }
+    let (jobs, pushed) = jobs_named_for(&mut list, &target);
     let engine =
         Engine::new(Arc::new(StoreSource::new(open_store(settings)?)), destination, options, reporter(settings));
     let results = engine.copy_all(&jobs).await;
