@@ -373,6 +373,7 @@ impl Report {
             self.write_large(&mut md);
         }
         self.write_parts(&mut md);
+        self.write_profiles(&mut md);
         md
     }
 
