@@ -81,7 +81,7 @@ fn an_unreachable_mirror_is_given_up_for_the_rest_of_the_run() {
     // A port bound and let go again: nothing listens there, connections are refused.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = format!("{}=127.0.0.1:{port}", origin.addr());
-    let mut args = vec!["--retries", "2", "--mirror", dead.as_str(), "pull"];
+    let mut args = vec!["-vv", "--retries", "3", "--mirror", dead.as_str(), "pull"];
     args.extend(names.iter().map(|name| fixtures.image(name).reference.as_str()));
     let run = work.hpn(args);
     run.assert_ok();
@@ -93,4 +93,8 @@ fn an_unreachable_mirror_is_given_up_for_the_rest_of_the_run() {
         "the dead mirror was asked again after it was found unreachable:\n{}",
         run.stderr
     );
+    // The images start at once, but one read alone finds the mirror dead: its retries (3
+    // attempts, 2 retries) are the run's only ones, not one chain per image waiting on it.
+    let retries = run.stderr.lines().filter(|line| line.contains("retrying")).count();
+    assert_eq!(retries, 2, "{}", run.stderr);
 }

@@ -297,7 +297,12 @@ fn archives_carry_them_and_docker_and_podman_load_no_extra_images() {
     assert!(docker_names.iter().all(|name| !name.contains("sha256-")), "{docker_names:?}");
     let repositories = String::from_utf8(tar_entry(&archive, "repositories")).unwrap();
     assert!(!repositories.contains("sha256-"), "{repositories}");
-    work.hpn(["verify", archive.to_str().unwrap()]).assert_ok();
+    // verify counts the attachment entries apart from the images they are attached to.
+    let verified = work.hpn(["--json", "verify", archive.to_str().unwrap()]);
+    verified.assert_ok();
+    let report = &verified.json()[0];
+    assert_eq!(report["images"], references.len(), "{report:#}");
+    assert_eq!(report["attachments"], entries.len(), "{report:#}");
 
     // docker and podman load it and get the images manifest.json lists, nothing more.
     let dockerd = Dockerd::start().expect("start dockerd");

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hpn_archive::{ArchiveReader, BaseBlob};
+use hpn_archive::{ArchiveReader, ArchivedImage, BaseBlob};
 use hpn_oci::{BlobStream, Descriptor, Digest, ImageConfig, ParsedManifest, RawManifest, Reference, limits};
 
 use crate::attachments::{self, Attachment, tagged};
@@ -56,6 +56,14 @@ pub struct ArchiveSource {
 }
 
 impl ArchiveSource {
+    /// Whether an archive's entry is an attachment (a signature, SBOM or
+    /// attestation under its subject's tag, or a fallback index) rather than
+    /// an image: what `hpn load` and `hpn push -i` skip as images and carry
+    /// with their subjects, and `hpn verify` counts apart.
+    pub fn is_attachment_entry(image: &ArchivedImage) -> bool {
+        names_only_attachments(&normalize_names(&image.names))
+    }
+
     /// Opens and indexes the archive (`-` reads one from stdin) on the
     /// blocking pool: indexing reads the file's headers, and a docker-only
     /// archive's layers are hashed once.
@@ -110,8 +118,7 @@ impl ArchiveSource {
         let mut attachment_refs = HashMap::new();
         for (position, image) in reader.images().iter().enumerate() {
             let names = normalize_names(&image.names);
-            let is_attachment_tag = |name: &Reference| name.tag().and_then(attachments::parse_tag).is_some();
-            if !names.is_empty() && names.iter().all(is_attachment_tag) {
+            if names_only_attachments(&names) {
                 for name in names {
                     attachment_refs.insert(name.to_string(), image.manifest.descriptor());
                 }
@@ -247,6 +254,13 @@ fn expected_diff_ids(reader: &ArchiveReader) -> HashMap<Digest, Vec<Digest>> {
 /// Archives name images in several places (RepoTags in familiar form,
 /// io.containerd.image.name in full, org.opencontainers.image.ref.name often
 /// the bare tag). A name that is only another name's tag is not an image name.
+/// Whether an entry of these names is an attachment (every name an
+/// attachment's tag: `REPO:sha256-<hex>.sig`, a fallback index
+/// `REPO:sha256-<hex>`) rather than an image.
+fn names_only_attachments(names: &[Reference]) -> bool {
+    !names.is_empty() && names.iter().all(|name| name.tag().and_then(attachments::parse_tag).is_some())
+}
+
 fn normalize_names(names: &[String]) -> Vec<Reference> {
     let parsed: Vec<(String, Reference)> = names
         .iter()

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::future::{try_join, try_join_all};
 use hpn_oci::{Descriptor, Digest, RawManifest, Reference, media_type};
 use hpn_registry::{BodyFactory, MountOutcome, RegistryClient, RegistryError, UploadStream, body_from_bytes};
+use tokio::sync::OnceCell;
 
 use crate::attachments::{self, Attachment, AttachmentKind, fallback_tag, legacy_tag, tagged};
 use crate::blob_locations::BlobLocations;
@@ -30,6 +31,22 @@ pub struct RegistrySource {
     /// unresolvable, timed out after the retry policy): not asked again, so a
     /// dead mirror costs its retries once per run, not once per image and blob.
     unreachable: Arc<Mutex<HashSet<String>>>,
+    /// Per mirror registry, whether the first read made there in this run
+    /// reached it. That read is made alone: images arriving meanwhile wait for
+    /// its answer instead of each running the retry policy against a dead
+    /// mirror at once.
+    first_contact: Arc<Mutex<HashMap<String, Arc<OnceCell<bool>>>>>,
+}
+
+/// What the first read at a mirror registry means for a task that wants to
+/// read there.
+enum Contact<T> {
+    /// This task made that read: its result.
+    Made(Result<T, RegistryError>),
+    /// Another task's read reached the mirror: read there.
+    Reached,
+    /// Another task's read found it unreachable: skip it.
+    Unreachable,
 }
 
 impl RegistrySource {
@@ -41,7 +58,7 @@ impl RegistrySource {
     /// A source reading through `client`, trying `mirrors` before each
     /// image's own registry.
     pub fn with_mirrors(client: RegistryClient, mirrors: Arc<Mirrors>) -> Self {
-        Self { client, mirrors, served: Arc::default(), unreachable: Arc::default() }
+        Self { client, mirrors, served: Arc::default(), unreachable: Arc::default(), first_contact: Arc::default() }
     }
 
     /// The mirror location that served `image`, if a mirror did.
@@ -84,7 +101,16 @@ impl RegistrySource {
         let candidates = self.candidates(image);
         let mut origin_error = None;
         for location in candidates {
-            match read(location.clone()).await {
+            let result = if location == *image {
+                read(location.clone()).await
+            } else {
+                match self.first_contact(&location, &read).await {
+                    Contact::Made(result) => result,
+                    Contact::Reached => read(location.clone()).await,
+                    Contact::Unreachable => continue,
+                }
+            };
+            match result {
                 Ok(value) => return Ok((value, location)),
                 Err(error) if location == *image => origin_error = Some(error),
                 Err(error) if error.is_network() => {
@@ -101,6 +127,31 @@ impl RegistrySource {
             }
         }
         Err(origin_error.expect("the image's own registry is always a candidate").into())
+    }
+
+    /// Makes the run's first read at `location`'s mirror registry, or waits
+    /// for the task making it (a task dropped while making it hands the read
+    /// on to a waiting one).
+    async fn first_contact<T, F, Fut>(&self, location: &Reference, read: &F) -> Contact<T>
+    where
+        F: Fn(Reference) -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let cell = Arc::clone(lock(&self.first_contact).entry(location.registry().to_owned()).or_default());
+        let mut made = None;
+        let reached = *cell
+            .get_or_init(|| async {
+                let result = read(location.clone()).await;
+                let reached = !matches!(&result, Err(error) if error.is_network());
+                made = Some(result);
+                reached
+            })
+            .await;
+        match made {
+            Some(result) => Contact::Made(result),
+            None if reached => Contact::Reached,
+            None => Contact::Unreachable,
+        }
     }
 
     fn record(&self, image: &Reference, location: Reference) {

@@ -1103,12 +1103,16 @@ impl Report {
             "\n**What bounds the cold save here.** `hpn pull` writes the layer once, into the store; a cold \
              `hpn save` writes it twice, into the store and into the archive (one download streamed into both \
              in one pass: nothing is read back). The same writes without hpn: curl into one file {one:.2} s, \
-             curl through `tee` into two files {two:.2} s ({:.2}× as long, on {}). `hpn pull` takes {:.2}× its \
-             floor and the cold save {:.2}× its own. The save's throughput is {:.2}× the pull's where the \
+             curl through `tee` into two files {two:.2} s, on {}: twice the bytes, {:.2}× the time, because once \
+             the dirty pages pass the kernel's write-back thresholds (vm.dirty_background_ratio {}%, \
+             vm.dirty_ratio {}% of the memory free for them) a writer is held to the rate the disk takes them. \
+             `hpn pull` takes {:.2}× its floor and the cold save {:.2}× its own. The save's throughput is {:.2}× the pull's where the \
              floors' is {:.2}×: the second copy's writes, not hpn, keep a cold save from a pull's throughput \
              on this disk.",
-            two / one,
             self.machine.fs,
+            two / one,
+            vm_setting("dirty_background_ratio"),
+            vm_setting("dirty_ratio"),
             pull / one,
             save / two,
             pull / save,
@@ -1244,6 +1248,12 @@ The corpus jobs did not run: no growth of peak RSS to compare.
 }
 
 /// A floor's name in the "÷ floor" column.
+/// A kernel setting of /proc/sys/vm, as it reads, or "?".
+fn vm_setting(name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+        .map_or_else(|_| "?".to_owned(), |text| text.trim().to_owned())
+}
+
 /// The largest peak RSS of `samples`, in MB.
 fn max_rss(samples: &[Sample]) -> f64 {
     samples.iter().map(|s| s.rss_kb).max().unwrap_or(0) as f64 * 1024.0 / MB

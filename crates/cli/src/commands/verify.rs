@@ -2,6 +2,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use hpn_archive::{ArchiveError, ArchiveReader, BILL_SIGNATURE, BillVerifier, Verification};
+use hpn_transfer::ArchiveSource;
 use indicatif::HumanBytes;
 
 use crate::args::VerifyArgs;
@@ -57,12 +58,13 @@ fn verify_all(files: &[PathBuf], key: Option<&BillVerifier>, quiet: bool, json: 
         };
         let file = reader.path();
         let verification = reader.verify();
+        let attachments = reader.images().iter().filter(|image| ArchiveSource::is_attachment_entry(image)).count();
         for problem in &verification.problems {
             let digest = problem.digest.as_ref().map(|digest| format!(" ({digest})")).unwrap_or_default();
             eprintln!("hpn: verify {}: {}{digest}: {}", file.display(), problem.place, problem.reason);
         }
         statuses.push(if verification.is_ok() { ExitStatus::Ok } else { ExitStatus::Filesystem });
-        reports.push(report(file, Ok(&verification), quiet, json));
+        reports.push(report(file, Ok((&verification, attachments)), quiet, json));
     }
     if json {
         crate::print_line(serde_json::Value::from(reports));
@@ -70,11 +72,14 @@ fn verify_all(files: &[PathBuf], key: Option<&BillVerifier>, quiet: bool, json: 
     ExitStatus::combine(statuses.into_iter().filter(|status| *status != ExitStatus::Ok))
 }
 
-/// One archive's line (printed unless quiet or JSON) and its JSON entry.
-fn report(file: &Path, result: Result<&Verification, &str>, quiet: bool, json: bool) -> serde_json::Value {
+/// One archive's line (printed unless quiet or JSON) and its JSON entry; of
+/// the entries its verification checked, `attachments` are attachments
+/// (signatures, SBOMs, attestations), counted apart from the images.
+fn report(file: &Path, result: Result<(&Verification, usize), &str>, quiet: bool, json: bool) -> serde_json::Value {
     let archive = file.display().to_string();
     match result {
-        Ok(verification) => {
+        Ok((verification, attachments)) => {
+            let images = verification.images - attachments;
             if !quiet && !json {
                 let absent = match verification.platforms_absent {
                     0 => String::new(),
@@ -84,9 +89,12 @@ fn report(file: &Path, result: Result<&Verification, &str>, quiet: bool, json: b
                     0 => String::new(),
                     count => format!(" (differential: {count} layer(s) expected from its base, not carried)"),
                 };
+                let attached = match attachments {
+                    0 => String::new(),
+                    count => format!(" with {count} attachment(s)"),
+                };
                 out!(
-                    "{archive}: {} image(s), {} blob(s), {} verified{absent}{elsewhere}; {}",
-                    verification.images,
+                    "{archive}: {images} image(s){attached}, {} blob(s), {} verified{absent}{elsewhere}; {}",
                     verification.blobs,
                     HumanBytes(verification.bytes),
                     match verification.problems.len() {
@@ -103,7 +111,8 @@ fn report(file: &Path, result: Result<&Verification, &str>, quiet: bool, json: b
                                        "digest": problem.digest.as_ref().map(ToString::to_string)})
                 })
                 .collect();
-            serde_json::json!({"archive": archive, "ok": verification.is_ok(), "images": verification.images,
+            serde_json::json!({"archive": archive, "ok": verification.is_ok(), "images": images,
+                               "attachments": attachments,
                                "blobs": verification.blobs, "bytes": verification.bytes,
                                "platforms_absent": verification.platforms_absent,
                                "expected_elsewhere": verification.expected_elsewhere, "problems": problems})
