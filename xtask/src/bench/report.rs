@@ -279,7 +279,7 @@ impl Report {
             );
             rss.measured = format!("{worst:.1} MB ({name})");
             t.push(rss);
-            let wall = |name: &str| large.rows.iter().find(|(n, _, _)| *n == name).map(|(_, s, _)| s.wall);
+            let wall = |name: &str| large.wall(name);
             if let (Some(pull), Some(save)) = (wall("hpn pull"), wall("hpn save (cold)")) {
                 t.push(at_least(
                     &format!(
@@ -1092,7 +1092,7 @@ impl Report {
 
     /// What bounds the big layer's pull and cold save: the bytes each writes, timed without hpn.
     fn write_large_floors(&self, md: &mut String, large: &Large) {
-        let wall = |name: &str| large.rows.iter().find(|(n, _, _)| *n == name).map(|(_, s, _)| s.wall);
+        let wall = |name: &str| large.wall(name);
         let (Some(pull), Some(save), Some(one), Some(two)) =
             (wall("hpn pull"), wall("hpn save (cold)"), wall(LARGE_ONE_FILE_FLOOR), wall(LARGE_TWO_FILES_FLOOR))
         else {

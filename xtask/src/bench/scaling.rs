@@ -271,6 +271,13 @@ pub(super) struct Large {
     pub(super) rows: Vec<(&'static str, Sample, Option<Key>)>,
 }
 
+impl Large {
+    /// The wall time of the row named `name`, if it ran.
+    pub(super) fn wall(&self, name: &str) -> Option<f64> {
+        self.rows.iter().find(|(n, _, _)| *n == name).map(|(_, s, _)| s.wall)
+    }
+}
+
 impl Bench {
     /// Writes a tar layer of one file of `bytes` incompressible bytes to `path` (a random 1 MiB
     /// block from `seed`, stamped with its position so no two blocks are alike). Returns its

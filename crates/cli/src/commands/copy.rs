@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use hpn_oci::Platform;
-use hpn_transfer::{EndpointName, Engine, PlatformChoice};
+use hpn_transfer::{EndpointName, Engine, EngineOptions, PlatformChoice};
 
 use super::save::{archive_compression, check_stdout_can_take_the_archive, compression_for_output, is_stdout};
 use super::{
@@ -37,8 +37,6 @@ async fn copy_one(args: &CopyArgs, settings: &Settings) -> Result<Summary, Failu
     };
     let parse = |text: &str| text.parse::<EndpointName>().map_err(|error| bad_arguments(error.to_string()));
     let (source, destination) = (parse(source)?, parse(destination)?);
-    let platforms =
-        platform_choice(args.platform.as_deref(), args.all_platforms, settings, PlatformChoice::One(Platform::host()))?;
     let uses_registry = source.uses_registry() || destination.uses_registry();
     let (compression, stdout_is_output) = match &destination {
         EndpointName::Archive { path, .. } => (compression_for_output(path, args.compress)?, is_stdout(path)),
@@ -48,8 +46,7 @@ async fn copy_one(args: &CopyArgs, settings: &Settings) -> Result<Summary, Failu
         check_stdout_can_take_the_archive(settings)?;
     }
     let context = endpoint_context(settings, uses_registry)?.with_compression(compression);
-    let options =
-        engine_options(platforms, settings).with_dry_run(args.dry_run).with_attachments(args.referrers.policy());
+    let options = copy_options(args, settings)?;
     let report = hpn_transfer::copy(&source, &destination, &context, options, reporter(settings))
         .await
         .map_err(|error| Failure::new(ExitStatus::of(&error), error))?;
@@ -68,10 +65,7 @@ async fn copy_into_registry(registry: &str, args: &CopyArgs, settings: &Settings
     let target = push_target(registry, args.push_mode, args.project.as_deref(), settings)?;
     let mut list = ImageList::collect(&args.endpoints, &args.files)?;
     let (jobs, sources) = jobs_named_for(&mut list, &target);
-    let platforms =
-        platform_choice(args.platform.as_deref(), args.all_platforms, settings, PlatformChoice::One(Platform::host()))?;
-    let options =
-        engine_options(platforms, settings).with_dry_run(args.dry_run).with_attachments(args.referrers.policy());
+    let options = copy_options(args, settings)?;
     let source = Arc::new(registry_source(settings)?);
     let engine =
         Engine::new(Arc::clone(&source), Arc::new(registry_destination(settings)?), options, reporter(settings));
@@ -81,4 +75,12 @@ async fn copy_into_registry(registry: &str, args: &CopyArgs, settings: &Settings
     summary.destinations = jobs.into_iter().map(|job| job.destination).collect();
     summary.served_from = served_from(&source, &summary);
     Ok(summary)
+}
+
+/// The engine options both forms take from the arguments: the platforms (the
+/// host's by default), `--dry-run` and the referrer choice.
+fn copy_options(args: &CopyArgs, settings: &Settings) -> Result<EngineOptions, Failure> {
+    let platforms =
+        platform_choice(args.platform.as_deref(), args.all_platforms, settings, PlatformChoice::One(Platform::host()))?;
+    Ok(engine_options(platforms, settings).with_dry_run(args.dry_run).with_attachments(args.referrers.policy()))
 }
